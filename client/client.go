@@ -1,0 +1,484 @@
+// Package client is the Magpie client SDK.
+//
+// Two levels:
+//   - Conn is one connection to a server: register, look up users, send
+//     envelopes, receive pushes, acknowledge them. It keeps no state.
+//   - Client is a device: its key, its server and its history live in a home
+//     directory, so that messages survive restarts, unsent messages are
+//     retried with the same id, and a message redelivered after a crash
+//     reaches the application once.
+//
+// Until the end-to-end layer lands, payloads are encoded content (package
+// content) in clear inside the Noise link; the server treats them as opaque.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/magpie-im/magpie/content"
+	"github.com/magpie-im/magpie/internal/clientstore"
+	"github.com/magpie-im/magpie/invite"
+	"github.com/magpie-im/magpie/link"
+)
+
+// ErrNotInitialized means the home directory has no client yet.
+var ErrNotInitialized = clientstore.ErrNotInitialized
+
+// ErrNotRegistered means the device has no account yet.
+var ErrNotRegistered = errors.New("this device has no account yet: run `magpie register NAME` first")
+
+// Options configure a Client.
+type Options struct {
+	Dial   DialOptions
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Client is one device's state plus the logic to talk to its server.
+type Client struct {
+	st   *clientstore.Store
+	key  link.KeyPair
+	inv  invite.Invite
+	opts Options
+
+	mu   sync.Mutex
+	name string
+	dev  uint32
+}
+
+// Init prepares home for a new client of the server in inv: it creates the
+// device's private key (once; re-running Init with a new invite keeps it) and
+// records the invite.
+func Init(ctx context.Context, home string, inv invite.Invite) error {
+	st, err := clientstore.Open(home)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	k, err := st.Get(ctx, clientstore.SettingDeviceKey)
+	if err != nil {
+		return err
+	}
+	if k == nil {
+		kp, err := link.GenerateKey(rand.Reader)
+		if err != nil {
+			return fmt.Errorf("generating device key: %w", err)
+		}
+		if err := st.Set(ctx, clientstore.SettingDeviceKey, kp.Private[:]); err != nil {
+			return err
+		}
+	}
+	return st.Set(ctx, clientstore.SettingInvite, []byte(inv.String()))
+}
+
+// Open opens the client in home, which Init must have prepared.
+func Open(ctx context.Context, home string, opts Options) (*Client, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st, err := clientstore.Open(home)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{st: st, opts: opts}
+	if err := c.load(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) load(ctx context.Context) error {
+	invText, err := c.st.Get(ctx, clientstore.SettingInvite)
+	if err != nil {
+		return err
+	}
+	k, err := c.st.Get(ctx, clientstore.SettingDeviceKey)
+	if err != nil {
+		return err
+	}
+	if invText == nil || len(k) != 32 {
+		return ErrNotInitialized
+	}
+	if c.inv, err = invite.Parse(string(invText)); err != nil {
+		return fmt.Errorf("stored invite: %w", err)
+	}
+	if c.key, err = link.KeyPairFromPrivate([32]byte(k)); err != nil {
+		return fmt.Errorf("stored device key: %w", err)
+	}
+	name, err := c.st.Get(ctx, clientstore.SettingUsername)
+	if err != nil {
+		return err
+	}
+	dev, err := c.st.Get(ctx, clientstore.SettingDeviceID)
+	if err != nil {
+		return err
+	}
+	c.name = string(name)
+	if d, err := strconv.ParseUint(string(dev), 10, 32); err == nil {
+		c.dev = uint32(d)
+	}
+	return nil
+}
+
+// Close releases the local state.
+func (c *Client) Close() error { return c.st.Close() }
+
+// Invite returns the server this client uses.
+func (c *Client) Invite() invite.Invite { return c.inv }
+
+// PublicKey is this device's Noise static public key.
+func (c *Client) PublicKey() [32]byte { return c.key.Public }
+
+// Account returns the registered account, if any.
+func (c *Client) Account() (DeviceAddr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return DeviceAddr{User: c.name, Device: c.dev}, c.name != ""
+}
+
+// Dial opens a Conn to the server as this device.
+func (c *Client) Dial(ctx context.Context) (*Conn, error) {
+	conn, err := Dial(ctx, c.inv, c.key, c.opts.Dial)
+	if err != nil {
+		return nil, err
+	}
+	// The server is the authority on registration: adopt what it says.
+	if d, ok := conn.Device(); ok {
+		if err := c.saveAccount(ctx, d); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+func (c *Client) saveAccount(ctx context.Context, d DeviceAddr) error {
+	c.mu.Lock()
+	same := c.name == d.User && c.dev == d.Device
+	c.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := c.st.Set(ctx, clientstore.SettingUsername, []byte(d.User)); err != nil {
+		return err
+	}
+	if err := c.st.Set(ctx, clientstore.SettingDeviceID, []byte(strconv.FormatUint(uint64(d.Device), 10))); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.name, c.dev = d.User, d.Device
+	c.mu.Unlock()
+	return nil
+}
+
+// Register creates account name with this device as its first device.
+func (c *Client) Register(ctx context.Context, name string) (DeviceAddr, error) {
+	conn, err := c.Dial(ctx)
+	if err != nil {
+		return DeviceAddr{}, err
+	}
+	defer conn.Close()
+	if d, ok := conn.Device(); ok {
+		return d, fmt.Errorf("this device is already registered as %q: %w", d.User, ErrAlreadyRegistered)
+	}
+	d, err := conn.Register(ctx, name)
+	if err != nil {
+		return DeviceAddr{}, err
+	}
+	return d, c.saveAccount(ctx, d)
+}
+
+// Lookup asks the server about a user.
+func (c *Client) Lookup(ctx context.Context, name string) (*UserInfo, error) {
+	conn, err := c.connected(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.Lookup(ctx, name)
+}
+
+// connected dials and checks that this device has an account.
+func (c *Client) connected(ctx context.Context) (*Conn, error) {
+	conn, err := c.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := conn.Device(); !ok {
+		conn.Close()
+		return nil, ErrNotRegistered
+	}
+	return conn, nil
+}
+
+// Sent describes an outgoing message the server has stored.
+type Sent struct {
+	ID         MessageID
+	To         string
+	ServerTime time.Time
+	Devices    int
+}
+
+// NewMessageID returns a random message id.
+func NewMessageID() MessageID {
+	var id MessageID
+	if _, err := rand.Read(id[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return id
+}
+
+// SendText records a text message in the outbox, then connects and sends
+// the whole outbox in order. If the connection fails the message stays in
+// the outbox and is sent, with the same id, by the next Send, Sync or
+// Listen.
+func (c *Client) SendText(ctx context.Context, to, text string) (Sent, error) {
+	if _, ok := c.Account(); !ok {
+		return Sent{}, ErrNotRegistered
+	}
+	if _, err := content.EncodeText(text); err != nil {
+		return Sent{}, err
+	}
+	id := NewMessageID()
+	if err := c.st.AddOutgoing(ctx, to, id, text, c.opts.Now()); err != nil {
+		return Sent{}, err
+	}
+	conn, err := c.connected(ctx)
+	if err != nil {
+		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
+	}
+	defer conn.Close()
+	var mine Sent
+	var mineErr error
+	seen := false
+	err = c.flushOutbox(ctx, conn, func(s Sent, err error) {
+		if s.ID == id {
+			mine, mineErr, seen = s, err, true
+		}
+	})
+	switch {
+	case seen:
+		return mine, mineErr
+	case err != nil:
+		// An older outbox message failed first; order is kept, so this one waits.
+		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
+	default:
+		return Sent{}, errors.New("message vanished from the outbox")
+	}
+}
+
+// flushOutbox sends every unacknowledged outgoing message, oldest first.
+// Messages refused for good (unknown user, too large) are dropped from the
+// outbox and reported through each; temporary failures stop the flush and
+// leave the rest for the next attempt.
+func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, error)) error {
+	out, err := c.st.Outbox(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range out {
+		payload, err := content.EncodeText(m.Body)
+		if err != nil {
+			return err
+		}
+		res, err := conn.Send(ctx, m.Peer, m.ID, payload)
+		s := Sent{ID: m.ID, To: m.Peer, ServerTime: res.ServerTime, Devices: res.Devices}
+		var se *ServerError
+		switch {
+		case err == nil:
+			if err := c.st.MarkSent(ctx, m.ID, res.ServerTime); err != nil {
+				return err
+			}
+			each(s, nil)
+		case errors.As(err, &se) && !se.Temporary():
+			if derr := c.st.Drop(ctx, m.ID); derr != nil {
+				return derr
+			}
+			each(s, fmt.Errorf("message to %q not sent: %w", m.Peer, err))
+		default:
+			each(s, fmt.Errorf("message to %q not sent yet (kept for retry): %w", m.Peer, err))
+			return err
+		}
+	}
+	return nil
+}
+
+// Typing tells to's connected devices that this user is typing.
+func (c *Client) Typing(ctx context.Context, to string, started bool) (int, error) {
+	conn, err := c.connected(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	return conn.SendEphemeral(ctx, to, NewMessageID(), content.EncodeTyping(started))
+}
+
+// EventKind says what an Event is.
+type EventKind int
+
+const (
+	EventMessage    EventKind = iota + 1 // a text message arrived
+	EventReceipt                         // a message we sent reached a device
+	EventTyping                          // a contact is typing (or stopped)
+	EventSent                            // an outbox message was stored by the server
+	EventSendFailed                      // an outbox message was refused
+	EventUnreadable                      // an envelope whose content could not be decoded
+)
+
+// Event is something the application should show.
+type Event struct {
+	Kind   EventKind
+	Peer   DeviceAddr // sender, or recipient for receipts and sends
+	ID     MessageID
+	Text   string
+	Time   time.Time // server time
+	Typing bool      // EventTyping: true while typing
+	Err    error     // EventSendFailed
+}
+
+// Sync connects, sends the outbox, and receives everything queued for this
+// device, calling handle for each event; it returns once the server reports
+// the queue drained.
+func (c *Client) Sync(ctx context.Context, handle func(Event)) error {
+	conn, err := c.connected(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return c.run(ctx, conn, handle, true)
+}
+
+// Listen stays connected, reconnecting with backoff, and calls handle for
+// each event until ctx ends.
+func (c *Client) Listen(ctx context.Context, handle func(Event)) error {
+	if _, ok := c.Account(); !ok {
+		return ErrNotRegistered
+	}
+	backoff := time.Second
+	for {
+		conn, err := c.connected(ctx)
+		if err == nil {
+			backoff = time.Second
+			err = c.run(ctx, conn, handle, false)
+			conn.Close()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrNotRegistered) || errors.Is(err, ErrUnsupportedVersion) {
+			return err
+		}
+		wait := jitter(backoff)
+		c.opts.Logger.Warn("disconnected; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d/2)+1))
+	if err != nil {
+		return d
+	}
+	return d/2 + time.Duration(n.Int64())
+}
+
+// run sends the outbox (concurrently: pushes must keep flowing meanwhile) and
+// handles pushes until the connection ends, ctx ends, or (untilDrained) the
+// backlog has been received and the outbox sent.
+func (c *Client) run(ctx context.Context, conn *Conn, handle func(Event), untilDrained bool) error {
+	flushed := make(chan error, 1)
+	go func() {
+		flushed <- c.flushOutbox(ctx, conn, func(s Sent, err error) {
+			ev := Event{Kind: EventSent, Peer: DeviceAddr{User: s.To}, ID: s.ID, Time: s.ServerTime, Err: err}
+			if err != nil {
+				ev.Kind = EventSendFailed
+			}
+			handle(ev)
+		})
+	}()
+	drained, flushDone := false, false
+	var flushErr error
+	for {
+		if untilDrained && drained && flushDone {
+			return flushErr
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case flushErr = <-flushed:
+			flushDone = true
+			flushed = nil
+		case p, ok := <-conn.Pushes():
+			if !ok {
+				return conn.Err()
+			}
+			if p.Drained {
+				drained = true
+				continue
+			}
+			if err := c.handlePush(ctx, conn, p, handle); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *Client) handlePush(ctx context.Context, conn *Conn, p Push, handle func(Event)) error {
+	if r := p.Receipt; r != nil {
+		if _, err := c.st.MarkDelivered(ctx, r.ID, r.Delivered); err != nil {
+			return err
+		}
+		handle(Event{Kind: EventReceipt, Peer: r.Recipient, ID: r.ID, Time: r.Delivered})
+		return conn.Ack(r.Seq)
+	}
+	e := p.Envelope
+	msg, err := content.Decode(e.Payload)
+	if e.Ephemeral {
+		if err == nil && msg.GetTyping() != nil {
+			handle(Event{Kind: EventTyping, Peer: e.From, ID: e.ID, Time: e.ServerTime, Typing: msg.GetTyping().GetStarted()})
+		}
+		return nil // never acknowledged: never stored
+	}
+	if err != nil || msg.GetText() == nil {
+		handle(Event{Kind: EventUnreadable, Peer: e.From, ID: e.ID, Time: e.ServerTime})
+		return conn.Ack(e.Seq) // keeping it would only redeliver it forever
+	}
+	text := msg.GetText().GetBody()
+	fresh, err := c.st.AddIncoming(ctx, clientstore.Message{
+		Peer: e.From.User, PeerDevice: e.From.Device, ID: e.ID, Body: text,
+		Created: c.opts.Now(), ServerTime: e.ServerTime,
+	})
+	if err != nil {
+		return err // not acknowledged: the server will push it again
+	}
+	if fresh {
+		handle(Event{Kind: EventMessage, Peer: e.From, ID: e.ID, Text: text, Time: e.ServerTime})
+	}
+	return conn.Ack(e.Seq)
+}
+
+// HistoryMessage is one message of the local history.
+type HistoryMessage = clientstore.Message
+
+// History returns up to limit recent messages with peer ("" for all),
+// oldest first.
+func (c *Client) History(ctx context.Context, peer string, limit int) ([]HistoryMessage, error) {
+	return c.st.History(ctx, peer, limit)
+}

@@ -1,0 +1,520 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/magpie-im/magpie/invite"
+	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/wire"
+)
+
+// ErrClosed is returned by calls on a closed or broken connection.
+var ErrClosed = errors.New("client: connection closed")
+
+// DeviceAddr names one device of one user.
+type DeviceAddr struct {
+	User   string
+	Device uint32
+}
+
+// MessageID is a client-chosen message id; a resend with the same id is
+// stored once by the server.
+type MessageID [wire.ClientIDSize]byte
+
+// DialOptions tune Dial. Zero fields take defaults.
+type DialOptions struct {
+	// Link configures the Noise link; its defaults for clients are a 25 s
+	// keepalive and a 75 s idle timeout.
+	Link link.Config
+	// AddrTimeout bounds each address tried (10 s).
+	AddrTimeout time.Duration
+	// UserAgent is sent in the hello for server logs.
+	UserAgent string
+	// Dialer opens the underlying transport connection (net.Dialer).
+	Dialer interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	}
+}
+
+// Conn is one authenticated connection to a Magpie server: requests with
+// typed errors, and a stream of pushes (envelopes, receipts).
+type Conn struct {
+	lc     *link.Conn
+	hello  *wire.ServerHello
+	nextID atomic.Uint64
+	pushes chan Push
+	done   chan struct{} // closed when readLoop has exited
+	failed chan struct{} // closed by the first fail
+	once   sync.Once
+
+	mu      sync.Mutex
+	device  *DeviceAddr
+	waiting map[uint64]chan *wire.Response
+	err     error // why the connection ended
+
+	// Pushes wait here for the application so that the reader never blocks
+	// on them: responses keep flowing even when nobody reads Pushes. The
+	// server's window bounds the queued envelopes and receipts; ephemeral
+	// envelopes beyond maxQueuedEphemeral are dropped.
+	qmu     sync.Mutex
+	queue   []Push
+	qready  chan struct{} // capacity 1: something was queued
+	qclosed bool
+	nEphem  int
+}
+
+const maxQueuedEphemeral = 256
+
+// Push is something the server sent unprompted. Exactly one field is set.
+type Push struct {
+	Envelope *Envelope
+	Receipt  *Receipt
+	// Drained: every item queued when the connection opened has been pushed.
+	Drained bool
+}
+
+// Envelope is a message from another device. Acknowledge it (Conn.Ack) once
+// it is safely stored; until then the server keeps it and pushes it again on
+// the next connection.
+type Envelope struct {
+	Seq        uint64 // 0 for ephemeral envelopes, which need no ack
+	From       DeviceAddr
+	ID         MessageID
+	Payload    []byte
+	ServerTime time.Time
+	Ephemeral  bool
+}
+
+// Receipt says a message this device sent reached a recipient device.
+// Acknowledge it like an envelope.
+type Receipt struct {
+	Seq       uint64
+	ID        MessageID
+	Recipient DeviceAddr
+	Delivered time.Time
+}
+
+// Dial connects to the server of inv, trying its addresses in order, and
+// runs the Noise handshake with key as this device's static key.
+func Dial(ctx context.Context, inv invite.Invite, key link.KeyPair, opts DialOptions) (*Conn, error) {
+	if opts.AddrTimeout == 0 {
+		opts.AddrTimeout = 10 * time.Second
+	}
+	if opts.Link.KeepaliveInterval == 0 {
+		opts.Link.KeepaliveInterval = 25 * time.Second
+	}
+	if opts.Link.IdleTimeout == 0 {
+		opts.Link.IdleTimeout = 75 * time.Second
+	}
+	if opts.Dialer == nil {
+		opts.Dialer = &net.Dialer{KeepAlive: -1} // the link keeps alive
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = "magpie-go"
+	}
+	if len(inv.Addrs) == 0 {
+		return nil, errors.New("client: the invite has no server address")
+	}
+	hello, err := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version, UserAgent: opts.UserAgent})
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, addr := range inv.Addrs {
+		c, err := dialOne(ctx, addr, inv.ServerKey, key, hello, opts)
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, ErrUnsupportedVersion) || ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return nil, fmt.Errorf("client: could not reach the server at any address: %w", errors.Join(errs...))
+}
+
+func dialOne(ctx context.Context, addr string, serverKey [32]byte, key link.KeyPair, hello []byte, opts DialOptions) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, opts.AddrTimeout)
+	defer cancel()
+	nc, err := opts.Dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// Cancelling ctx aborts the handshake.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	lc, reply, err := link.Client(nc, key, serverKey, hello, opts.Link)
+	if !stop() {
+		if lc != nil {
+			lc.Close()
+		} else {
+			nc.Close()
+		}
+		return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	var sh wire.ServerHello
+	if err := proto.Unmarshal(reply, &sh); err != nil {
+		lc.Close()
+		return nil, fmt.Errorf("server hello: %w", err)
+	}
+	if sh.GetError() != nil {
+		lc.Close()
+		return nil, serverError(sh.GetError())
+	}
+	c := &Conn{
+		lc:      lc,
+		hello:   &sh,
+		pushes:  make(chan Push, 64),
+		done:    make(chan struct{}),
+		failed:  make(chan struct{}),
+		qready:  make(chan struct{}, 1),
+		waiting: make(map[uint64]chan *wire.Response),
+	}
+	if d := sh.GetDevice(); d != nil {
+		c.device = &DeviceAddr{User: d.GetUser(), Device: d.GetDevice()}
+	}
+	go c.readLoop()
+	go c.forward()
+	return c, nil
+}
+
+// Device returns the device this connection is registered as, if any.
+func (c *Conn) Device() (DeviceAddr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.device == nil {
+		return DeviceAddr{}, false
+	}
+	return *c.device, true
+}
+
+// ServerTime is the server's clock at handshake time.
+func (c *Conn) ServerTime() time.Time { return time.UnixMilli(c.hello.GetServerTimeMs()) }
+
+// Pushes delivers envelopes, receipts and the drained marker in the order the
+// server sent them. It is closed when the connection ends. A caller that
+// stops receiving stalls the connection (and the server stops pushing).
+func (c *Conn) Pushes() <-chan Push { return c.pushes }
+
+// Done is closed when the connection has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, or nil while it is up.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	<-c.done
+	return nil
+}
+
+func (c *Conn) fail(err error) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.failed)
+		c.lc.Close()
+	})
+}
+
+func (c *Conn) readLoop() {
+	defer c.closeQueue()
+	for {
+		msg, err := c.lc.ReadMessage()
+		if err != nil {
+			c.fail(fmt.Errorf("client: connection lost: %w", err))
+			break
+		}
+		f, err := wire.DecodeServerFrame(msg)
+		if err != nil {
+			c.fail(fmt.Errorf("client: bad frame from server: %w", err))
+			break
+		}
+		switch body := f.Body.(type) {
+		case *wire.ServerFrame_Response:
+			r := body.Response
+			c.mu.Lock()
+			ch := c.waiting[r.GetId()]
+			delete(c.waiting, r.GetId())
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- r
+			} else if r.GetId() == 0 && r.GetError() != nil {
+				c.fail(serverError(r.GetError()))
+			}
+		case *wire.ServerFrame_Push:
+			p, ok := convertPush(body.Push)
+			if !ok {
+				continue // a newer server's push kind: ignore
+			}
+			c.queuePush(p)
+		}
+	}
+	c.mu.Lock()
+	for id, ch := range c.waiting {
+		delete(c.waiting, id)
+		close(ch)
+	}
+	c.mu.Unlock()
+}
+
+func addr(d *wire.DeviceAddress) DeviceAddr {
+	return DeviceAddr{User: d.GetUser(), Device: d.GetDevice()}
+}
+
+func convertPush(p *wire.Push) (Push, bool) {
+	switch b := p.Body.(type) {
+	case *wire.Push_Envelope:
+		e := b.Envelope
+		env := &Envelope{
+			Seq:        e.GetSeq(),
+			From:       addr(e.GetSender()),
+			Payload:    e.GetPayload(),
+			ServerTime: time.UnixMilli(e.GetServerTimeMs()),
+			Ephemeral:  e.GetEphemeral(),
+		}
+		copy(env.ID[:], e.GetClientMessageId())
+		return Push{Envelope: env}, true
+	case *wire.Push_Receipt:
+		r := b.Receipt
+		rc := &Receipt{Seq: r.GetSeq(), Recipient: addr(r.GetRecipient()), Delivered: time.UnixMilli(r.GetDeliveredMs())}
+		copy(rc.ID[:], r.GetClientMessageId())
+		return Push{Receipt: rc}, true
+	case *wire.Push_QueueDrained:
+		return Push{Drained: true}, true
+	}
+	return Push{}, false
+}
+
+// do sends one request and waits for its response.
+func (c *Conn) do(ctx context.Context, req *wire.Request) (*wire.Response, error) {
+	id := c.nextID.Add(1)
+	req.Id = id
+	b, err := wire.Marshal(nil, &wire.ClientFrame{Body: &wire.ClientFrame_Request{Request: req}})
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *wire.Response, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.waiting[id] = ch
+	c.mu.Unlock()
+	if err := c.lc.WriteMessage(b); err != nil {
+		c.fail(fmt.Errorf("client: write: %w", err))
+		c.forget(id)
+		return nil, c.Err()
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, c.Err()
+		}
+		if r.GetError() != nil {
+			return nil, serverError(r.GetError())
+		}
+		return r, nil
+	case <-ctx.Done():
+		c.forget(id)
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Conn) forget(id uint64) {
+	c.mu.Lock()
+	delete(c.waiting, id)
+	c.mu.Unlock()
+}
+
+func (c *Conn) queuePush(p Push) {
+	c.qmu.Lock()
+	eph := p.Envelope != nil && p.Envelope.Ephemeral
+	if eph && c.nEphem >= maxQueuedEphemeral {
+		c.qmu.Unlock()
+		return
+	}
+	if eph {
+		c.nEphem++
+	}
+	c.queue = append(c.queue, p)
+	c.qmu.Unlock()
+	select {
+	case c.qready <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) closeQueue() {
+	c.qmu.Lock()
+	c.qclosed = true
+	c.qmu.Unlock()
+	select {
+	case c.qready <- struct{}{}:
+	default:
+	}
+}
+
+// forward moves queued pushes to the Pushes channel, in order; it closes the
+// channel (and then done) once the reader has stopped and the queue is
+// empty, or at once if the connection was closed locally.
+func (c *Conn) forward() {
+	defer close(c.done)
+	defer close(c.pushes)
+	for {
+		c.qmu.Lock()
+		batch, closed := c.queue, c.qclosed
+		c.queue, c.nEphem = nil, 0
+		c.qmu.Unlock()
+		for _, p := range batch {
+			select {
+			case c.pushes <- p:
+			case <-c.failed:
+				c.waitReader()
+				return
+			}
+		}
+		if closed && len(batch) == 0 {
+			return
+		}
+		if len(batch) == 0 {
+			<-c.qready
+		}
+	}
+}
+
+// waitReader waits until readLoop has exited.
+func (c *Conn) waitReader() {
+	for {
+		c.qmu.Lock()
+		closed := c.qclosed
+		c.qmu.Unlock()
+		if closed {
+			return
+		}
+		<-c.qready
+	}
+}
+
+// Register creates account name with this connection's key as its first
+// device.
+func (c *Conn) Register(ctx context.Context, name string) (DeviceAddr, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Register{Register: &wire.RegisterRequest{Username: name}}})
+	if err != nil {
+		return DeviceAddr{}, err
+	}
+	d := addr(r.GetRegister().GetDevice())
+	c.mu.Lock()
+	c.device = &d
+	c.mu.Unlock()
+	return d, nil
+}
+
+// UserInfo is what Lookup returns.
+type UserInfo struct {
+	Name    string
+	Devices []DeviceInfo
+}
+
+// DeviceInfo describes one device of a user.
+type DeviceInfo struct {
+	Device  uint32
+	Key     [32]byte
+	Created time.Time
+}
+
+// Lookup returns a user's devices, or an error matching ErrUnknownUser.
+func (c *Conn) Lookup(ctx context.Context, name string) (*UserInfo, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Lookup{Lookup: &wire.LookupRequest{Username: name}}})
+	if err != nil {
+		return nil, err
+	}
+	l := r.GetLookup()
+	u := &UserInfo{Name: l.GetUsername()}
+	for _, d := range l.GetDevices() {
+		di := DeviceInfo{Device: d.GetDevice(), Created: time.UnixMilli(d.GetCreatedMs())}
+		copy(di.Key[:], d.GetKey())
+		u.Devices = append(u.Devices, di)
+	}
+	return u, nil
+}
+
+// SendResult is the server's acknowledgement of a send.
+type SendResult struct {
+	ServerTime time.Time // when the server first accepted the message
+	Duplicate  bool      // the server had this id already
+	Devices    int       // devices it was queued for (or, ephemeral, handed to)
+}
+
+// Send hands payload to the server for every device of user to. When it
+// returns without error the server has stored it durably. Resending with the
+// same id after an error is safe: the server stores it once.
+func (c *Conn) Send(ctx context.Context, to string, id MessageID, payload []byte) (SendResult, error) {
+	return c.send(ctx, &wire.SendRequest{Recipient: to, ClientMessageId: id[:], Payload: payload})
+}
+
+// SendEphemeral hands payload to the devices of to that are connected now;
+// nothing is stored. It returns how many devices got it.
+func (c *Conn) SendEphemeral(ctx context.Context, to string, id MessageID, payload []byte) (int, error) {
+	r, err := c.send(ctx, &wire.SendRequest{Recipient: to, ClientMessageId: id[:], Payload: payload, Ephemeral: true})
+	return r.Devices, err
+}
+
+func (c *Conn) send(ctx context.Context, s *wire.SendRequest) (SendResult, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Send{Send: s}})
+	if err != nil {
+		return SendResult{}, err
+	}
+	sr := r.GetSend()
+	return SendResult{
+		ServerTime: time.UnixMilli(sr.GetServerTimeMs()),
+		Duplicate:  sr.GetDuplicate(),
+		Devices:    int(sr.GetDevices()),
+	}, nil
+}
+
+// Ping measures a round trip and returns the server's clock.
+func (c *Conn) Ping(ctx context.Context) (time.Time, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Ping{Ping: &wire.PingRequest{}}})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(r.GetPing().GetServerTimeMs()), nil
+}
+
+// Ack tells the server that pushed items (envelopes, receipts) are safely
+// stored and may be deleted.
+func (c *Conn) Ack(seqs ...uint64) error {
+	for len(seqs) > 0 {
+		n := min(len(seqs), wire.MaxAckSeqs)
+		b, err := wire.Marshal(nil, &wire.ClientFrame{Body: &wire.ClientFrame_Ack{Ack: &wire.Ack{Seqs: seqs[:n]}}})
+		if err != nil {
+			return err
+		}
+		if err := c.lc.WriteMessage(b); err != nil {
+			c.fail(fmt.Errorf("client: write: %w", err))
+			return c.Err()
+		}
+		seqs = seqs[n:]
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/magpie-im/magpie/wire"
+)
+
+// Sentinel errors for the server's answers that callers branch on. A
+// *ServerError matches the one for its code with errors.Is.
+var (
+	ErrBadRequest         = errors.New("bad request")
+	ErrUnauthenticated    = errors.New("device not registered")
+	ErrUsernameInvalid    = errors.New("invalid username")
+	ErrUsernameTaken      = errors.New("username taken")
+	ErrAlreadyRegistered  = errors.New("device already registered")
+	ErrUnknownUser        = errors.New("unknown user")
+	ErrQueueFull          = errors.New("recipient queue full")
+	ErrTooLarge           = errors.New("too large")
+	ErrRateLimited        = errors.New("rate limited")
+	ErrUnsupportedVersion = errors.New("unsupported protocol version")
+	ErrUnavailable        = errors.New("server unavailable")
+	ErrInternal           = errors.New("server error")
+)
+
+var codeErrors = map[wire.ErrorCode]error{
+	wire.ErrorCode_ERROR_CODE_BAD_REQUEST:         ErrBadRequest,
+	wire.ErrorCode_ERROR_CODE_UNAUTHENTICATED:     ErrUnauthenticated,
+	wire.ErrorCode_ERROR_CODE_USERNAME_INVALID:    ErrUsernameInvalid,
+	wire.ErrorCode_ERROR_CODE_USERNAME_TAKEN:      ErrUsernameTaken,
+	wire.ErrorCode_ERROR_CODE_ALREADY_REGISTERED:  ErrAlreadyRegistered,
+	wire.ErrorCode_ERROR_CODE_UNKNOWN_USER:        ErrUnknownUser,
+	wire.ErrorCode_ERROR_CODE_QUEUE_FULL:          ErrQueueFull,
+	wire.ErrorCode_ERROR_CODE_TOO_LARGE:           ErrTooLarge,
+	wire.ErrorCode_ERROR_CODE_RATE_LIMITED:        ErrRateLimited,
+	wire.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION: ErrUnsupportedVersion,
+	wire.ErrorCode_ERROR_CODE_UNAVAILABLE:         ErrUnavailable,
+	wire.ErrorCode_ERROR_CODE_INTERNAL:            ErrInternal,
+}
+
+// ServerError is an error the server answered with.
+type ServerError struct {
+	Code       wire.ErrorCode
+	Message    string        // from the server; fit to show a user
+	RetryAfter time.Duration // 0 if the server gave no hint
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("server: %s", e.Message)
+}
+
+// Is makes errors.Is(err, ErrQueueFull) and friends work.
+func (e *ServerError) Is(target error) bool { return codeErrors[e.Code] == target }
+
+// Temporary reports whether retrying the same request later may succeed.
+func (e *ServerError) Temporary() bool {
+	switch e.Code {
+	case wire.ErrorCode_ERROR_CODE_QUEUE_FULL, wire.ErrorCode_ERROR_CODE_RATE_LIMITED,
+		wire.ErrorCode_ERROR_CODE_UNAVAILABLE, wire.ErrorCode_ERROR_CODE_INTERNAL:
+		return true
+	}
+	return false
+}
+
+func serverError(e *wire.Error) error {
+	return &ServerError{
+		Code:       e.GetCode(),
+		Message:    e.GetMessage(),
+		RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond,
+	}
+}

@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/magpie-im/magpie/invite"
+	"github.com/magpie-im/magpie/server"
+	"github.com/magpie-im/magpie/store/sqlite"
+)
+
+// Default server port.
+const DefaultPort = 7443
+
+func serveCmd(g *globals) *cobra.Command {
+	var (
+		data       string
+		listen     []string
+		advertise  []string
+		queueLimit int
+		ttl        time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a Magpie server",
+		Long: `Run a Magpie server on the embedded store (SQLite, WAL) in --data.
+
+On first start it creates the server's long-term Noise key in --data; keep
+that directory (and back it up): the key is the server's identity, and every
+invite names it. It prints the invite clients need, on a line of its own.
+
+SIGINT or SIGTERM stop it gracefully: sends already received are committed
+and acknowledged first. A message the server has acknowledged is on disk,
+so even kill -9 loses none.`,
+		Example: `  magpie serve
+  magpie serve --data /var/lib/magpie --listen :7443 --listen [::]:443 --advertise chat.example.org:443`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl)
+		},
+	}
+	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
+	// Loopback by default: exposing a server to the network is a decision,
+	// and a public server needs --advertise with its public name anyway.
+	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "TCP address to listen on (repeatable); use :7443 for every interface")
+	c.Flags().StringArrayVar(&advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
+	c.Flags().IntVar(&queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
+	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages are kept")
+	return c
+}
+
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration) error {
+	log := g.logger()
+	if queueLimit < 1 || ttl < time.Minute {
+		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	key, err := server.LoadOrCreateKey(filepath.Join(data, "server.key"))
+	if err != nil {
+		return err
+	}
+	st, err := sqlite.Open(filepath.Join(data, "magpie.db"), sqlite.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for _, addr := range listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w (is another server running? choose another --listen)", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+
+	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl})
+	if err != nil {
+		return err
+	}
+	inv := invite.Invite{ServerKey: key.Public, Addrs: advertise}
+	if len(inv.Addrs) == 0 {
+		inv.Addrs = advertised(lns)
+	}
+	abs, _ := filepath.Abs(data)
+	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
+	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
+	for _, ln := range lns {
+		fmt.Fprintf(g.stdout, "  listening:   tcp %s\n", ln.Addr())
+	}
+	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", inv.Fingerprint())
+	if onlyLoopback(lns) {
+		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
+	}
+	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")
+	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
+	fmt.Fprintln(g.stdout, inv.String())
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, len(lns))
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); !errors.Is(err, server.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("listener failed; shutting down", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; connections closed", "err", err)
+	}
+	wg.Wait()
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("closing store: %w", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// advertised turns listen addresses into addresses a client can dial: a
+// wildcard host becomes this machine's unicast addresses (global ones first,
+// loopback last).
+func advertised(lns []net.Listener) []string {
+	var out, loop []string
+	seen := map[string]bool{}
+	add := func(list *[]string, a string) {
+		if !seen[a] {
+			seen[a] = true
+			*list = append(*list, a)
+		}
+	}
+	for _, ln := range lns {
+		ta, ok := ln.Addr().(*net.TCPAddr)
+		if !ok {
+			add(&out, ln.Addr().String())
+			continue
+		}
+		port := strconv.Itoa(ta.Port)
+		if !ta.IP.IsUnspecified() {
+			add(&out, net.JoinHostPort(ta.IP.String(), port))
+			continue
+		}
+		ifaddrs, _ := net.InterfaceAddrs()
+		for _, ia := range ifaddrs {
+			ipn, ok := ia.(*net.IPNet)
+			if !ok || ipn.IP.IsLinkLocalUnicast() || ipn.IP.IsMulticast() {
+				continue
+			}
+			if ta.IP.To4() != nil && ipn.IP.To4() == nil {
+				continue // listening on 0.0.0.0 only
+			}
+			a := net.JoinHostPort(ipn.IP.String(), port)
+			if ipn.IP.IsLoopback() {
+				add(&loop, a)
+			} else {
+				add(&out, a)
+			}
+		}
+	}
+	out = append(out, loop...)
+	if len(out) > invite.MaxAddrs {
+		out = out[:invite.MaxAddrs]
+	}
+	return out
+}
+
+func onlyLoopback(lns []net.Listener) bool {
+	for _, ln := range lns {
+		ta, ok := ln.Addr().(*net.TCPAddr)
+		if !ok || !ta.IP.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,91 @@
+package invite
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func sampleKey() (k [32]byte) {
+	for i := range k {
+		k[i] = byte(i * 7)
+	}
+	return k
+}
+
+func TestRoundTrip(t *testing.T) {
+	in := Invite{ServerKey: sampleKey(), Addrs: []string{"127.0.0.1:7443", "[::1]:7443", "chat.example.org:443"}}
+	s := in.String()
+	if !strings.HasPrefix(s, Scheme) {
+		t.Fatalf("String() = %q lacks scheme", s)
+	}
+	out, err := Parse("  " + s + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ServerKey != in.ServerKey || strings.Join(out.Addrs, ",") != strings.Join(in.Addrs, ",") {
+		t.Fatalf("round trip: got %+v want %+v", out, in)
+	}
+	// Future versions may append parameters; this one ignores them.
+	if _, err := Parse(s + "?v=2&x=y"); err != nil {
+		t.Fatalf("parameters: %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	good := Invite{ServerKey: sampleKey(), Addrs: []string{"127.0.0.1:7443"}}.String()
+	key := strings.TrimPrefix(strings.Split(good, "@")[0], Scheme)
+	cases := map[string]string{
+		"":                                    "must start with",
+		"http://x":                            "must start with",
+		Scheme + key:                          "missing '@'",
+		Scheme + key[:10] + "@127.0.0.1:1":    "32 bytes",
+		Scheme + key + "@":                    "no server address",
+		Scheme + key + "@127.0.0.1":           "missing port",
+		Scheme + key + "@127.0.0.1:0":         "port must be",
+		Scheme + key + "@127.0.0.1:70000":     "port must be",
+		Scheme + key + "@:7443":               "empty host",
+		Scheme + key + "@a b:1":               "bad character",
+		Scheme + key + strings.Repeat("@", 5): "",
+		strings.Repeat("x", MaxLen+1):         "longer than",
+		Scheme + key + "@" + strings.Repeat("h:1,", MaxAddrs) + "h:1": "more than",
+	}
+	for in, msg := range cases {
+		_, err := Parse(in)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%.60q) = %v; want ErrInvalid", in, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), msg) {
+			t.Errorf("Parse(%.60q) = %q; want it to mention %q", in, err, msg)
+		}
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	var zero [32]byte
+	// SHA-256 of 32 zero bytes begins 66687aadf862bd776c8fc18b8e9f8e20.
+	if got, want := Fingerprint(zero), "6668 7aad f862 bd77 6c8f c18b 8e9f 8e20"; got != want {
+		t.Fatalf("Fingerprint = %q, want %q", got, want)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(Invite{ServerKey: sampleKey(), Addrs: []string{"127.0.0.1:7443", "[::1]:1"}}.String())
+	f.Add("magpie://@")
+	f.Add("magpie://AAAA@h:1?x")
+	f.Fuzz(func(t *testing.T, s string) {
+		inv, err := Parse(s)
+		if err != nil {
+			return
+		}
+		// Whatever parses must re-encode to something that parses the same.
+		again, err := Parse(inv.String())
+		if err != nil {
+			t.Fatalf("re-parse of %q: %v", inv.String(), err)
+		}
+		if again.ServerKey != inv.ServerKey || strings.Join(again.Addrs, ",") != strings.Join(inv.Addrs, ",") {
+			t.Fatalf("re-parse differs: %+v vs %+v", again, inv)
+		}
+	})
+}

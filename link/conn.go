@@ -1,0 +1,316 @@
+package link
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flynn/noise"
+)
+
+// Conn is an established link: Noise transport messages (rev. 34 §5.1) over
+// a net.Conn, framed as described in doc.go.
+//
+// One goroutine may call ReadMessage at a time; WriteMessage, WriteMessages
+// and Close may be called from any goroutine, concurrently with reads.
+//
+// Any transport or protocol error is fatal: the underlying connection is
+// closed and the error sticks.
+type Conn struct {
+	conn net.Conn
+	peer [32]byte
+
+	idleTimeout  time.Duration
+	keepalive    time.Duration
+	writeTimeout time.Duration
+	maxMsg       int
+
+	// Read side, owned by the reading goroutine.
+	rx    *noise.CipherState
+	hdr   [hdrSize]byte
+	rbuf  *[]byte // pooled buffer backing the last returned message
+	reasm reassembler
+	rerr  error
+
+	// Write side, guarded by wmu. Encryption happens under the lock so the
+	// nonce order equals the byte order on the wire.
+	wmu  sync.Mutex
+	tx   *noise.CipherState
+	werr error
+	ka   *time.Timer // keepalive; nil if disabled
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config) *Conn {
+	c := &Conn{
+		conn:         conn,
+		peer:         peer,
+		idleTimeout:  cfg.IdleTimeout,
+		keepalive:    cfg.KeepaliveInterval,
+		writeTimeout: cfg.WriteTimeout,
+		maxMsg:       cfg.MaxMessageSize,
+		rx:           rx,
+		tx:           tx,
+		reasm:        reassembler{max: cfg.MaxMessageSize},
+	}
+	if c.keepalive > 0 {
+		// A timer, not a goroutine: an idle connection costs no stack.
+		c.ka = time.AfterFunc(c.keepalive, c.sendKeepalive)
+	}
+	return c
+}
+
+// PeerKey returns the peer's authenticated static public key.
+func (c *Conn) PeerKey() [32]byte { return c.peer }
+
+// LocalAddr returns the underlying connection's local address.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the underlying connection's remote address.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// Close closes the link and the underlying connection. It is safe to call
+// more than once and concurrently with reads and writes, which then fail.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.ka != nil {
+			c.ka.Stop()
+		}
+		c.closeErr = c.conn.Close()
+	})
+	return c.closeErr
+}
+
+// ReadMessage returns the next application message. The slice is valid until
+// the next call to ReadMessage. Pings are answered and pongs swallowed here,
+// so a connection must be read for keepalives to work.
+func (c *Conn) ReadMessage() ([]byte, error) {
+	// Give the previous message's buffer back before blocking, so an idle
+	// connection holds no buffer.
+	putBuf(c.rbuf)
+	c.rbuf = nil
+	if c.rerr != nil {
+		return nil, c.rerr
+	}
+	for {
+		typ, body, bp, err := c.readFrame()
+		if err != nil {
+			return nil, c.failRead(err)
+		}
+		act, msg, aliased, err := c.reasm.feed(typ, body)
+		if aliased {
+			c.rbuf = bp
+		} else {
+			putBuf(bp)
+		}
+		if err != nil {
+			return nil, c.failRead(err)
+		}
+		switch act {
+		case actMessage:
+			return msg, nil
+		case actPong:
+			c.sendControl(framePong)
+		}
+	}
+}
+
+// readFrame reads and decrypts one frame into a pooled buffer.
+func (c *Conn) readFrame() (typ byte, body []byte, bp *[]byte, err error) {
+	c.armIdle()
+	if _, err := io.ReadFull(c.conn, c.hdr[:]); err != nil {
+		return 0, nil, nil, err
+	}
+	n := int(binary.BigEndian.Uint16(c.hdr[:]))
+	if n < minFrameLen {
+		return 0, nil, nil, fmt.Errorf("%w: length %d", ErrInvalidFrame, n)
+	}
+	bp = getBuf(n)
+	buf := (*bp)[:n]
+	c.armIdle() // "nothing received for IdleTimeout": the header counts
+	if _, err := io.ReadFull(c.conn, buf); err != nil {
+		putBuf(bp)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, nil, err
+	}
+	typ, body, err = openFrame(c.rx, buf)
+	if err != nil {
+		putBuf(bp)
+		return 0, nil, nil, err
+	}
+	return typ, body, bp, nil
+}
+
+func (c *Conn) armIdle() {
+	if c.idleTimeout > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(c.idleTimeout))
+	}
+}
+
+// failRead records a fatal read error, closes the link and returns the error
+// in the form callers branch on.
+func (c *Conn) failRead(err error) error {
+	switch {
+	case err == io.EOF:
+		// Clean close at a frame boundary: plain io.EOF, like net.Conn.
+	case c.closed.Load() || errors.Is(err, net.ErrClosed):
+		err = fmt.Errorf("link: read: %w", net.ErrClosed)
+	case c.idleTimeout > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("link: read: nothing received for %v: %w", c.idleTimeout, ErrIdleTimeout)
+	default:
+		err = fmt.Errorf("link: read: %w", err)
+	}
+	c.rerr = err
+	c.Close()
+	return err
+}
+
+// WriteMessage sends one application message, fragmenting it if it does not
+// fit one Noise message. Safe for concurrent use.
+func (c *Conn) WriteMessage(p []byte) error {
+	return c.WriteMessages([][]byte{p})
+}
+
+// WriteMessages sends several application messages, in order, with a single
+// write (writev) to the transport where possible. Safe for concurrent use;
+// the messages of one call are not interleaved with other writers'.
+func (c *Conn) WriteMessages(ps [][]byte) error {
+	total := 0
+	for _, p := range ps {
+		if len(p) > c.maxMsg {
+			return fmt.Errorf("link: write %d bytes (max %d): %w", len(p), c.maxMsg, ErrMessageTooLarge)
+		}
+		total += wireSize(len(p))
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(ps, total, frameDataLast)
+}
+
+// writeLocked encrypts ps into pooled buffers (header and ciphertext
+// contiguous) and writes them in one call. typ is the type of each message's
+// last frame (data, or a control type for tests and keepalive).
+func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	var chunkArr [4]*[]byte
+	chunks := chunkArr[:0]
+	defer func() {
+		for _, b := range chunks {
+			putBuf(b)
+		}
+	}()
+	var cur []byte
+	next := func(need int) {
+		if cur != nil && cap(cur)-len(cur) >= need {
+			return
+		}
+		if cur != nil {
+			*chunks[len(chunks)-1] = cur
+		}
+		bp := getBuf(min(total, largeBufSize))
+		chunks = append(chunks, bp)
+		cur = (*bp)[:0]
+	}
+	var err error
+	for _, p := range ps {
+		for first := true; first || len(p) > 0; first = false {
+			n := min(len(p), maxFrameBody)
+			t := typ
+			if n < len(p) {
+				t = frameDataMore
+			}
+			need := hdrSize + 1 + n + tagSize
+			next(need)
+			if cur, err = sealFrame(c.tx, cur, t, p[:n]); err != nil {
+				return c.failWrite(err)
+			}
+			total -= need
+			p = p[n:]
+		}
+	}
+	*chunks[len(chunks)-1] = cur
+
+	if c.writeTimeout > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	if len(chunks) == 1 {
+		_, err = c.conn.Write(*chunks[0])
+	} else {
+		bufs := make(net.Buffers, len(chunks))
+		for i, b := range chunks {
+			bufs[i] = *b
+		}
+		_, err = bufs.WriteTo(c.conn)
+	}
+	if err != nil {
+		return c.failWrite(err)
+	}
+	if c.ka != nil && !c.closed.Load() {
+		c.ka.Reset(c.keepalive)
+	}
+	return nil
+}
+
+// failWrite makes a write error sticky: after a partial write or a consumed
+// nonce the stream can't be resumed, so the link is closed.
+func (c *Conn) failWrite(err error) error {
+	switch {
+	case errors.Is(err, ErrNonceExhausted):
+		err = fmt.Errorf("link: write: %w", err)
+	case c.closed.Load() || errors.Is(err, net.ErrClosed):
+		err = fmt.Errorf("link: write: %w", net.ErrClosed)
+	default:
+		err = fmt.Errorf("link: write: %w", err)
+	}
+	c.werr = err
+	c.Close()
+	return err
+}
+
+// sendControl sends a ping or pong unless a write is already under way: in
+// that case the peer is about to receive bytes anyway, which is all a
+// keepalive is for, and the reader must not block behind a slow writer (two
+// peers each blocked writing while their readers wait to pong would
+// deadlock until WriteTimeout).
+func (c *Conn) sendControl(typ byte) (locked bool) {
+	if !c.wmu.TryLock() {
+		return false
+	}
+	defer c.wmu.Unlock()
+	if c.werr != nil || c.closed.Load() {
+		return true
+	}
+	var empty [1][]byte
+	c.writeLocked(empty[:], wireSize(0), typ)
+	return true
+}
+
+// sendKeepalive runs on the keepalive timer (its own short-lived goroutine,
+// only while firing).
+func (c *Conn) sendKeepalive() {
+	if c.closed.Load() {
+		return
+	}
+	if !c.sendControl(framePing) && !c.closed.Load() {
+		// A writer is active and re-arms the timer when done; re-arm here
+		// too in case it finished between our firing and TryLock.
+		c.ka.Reset(c.keepalive)
+	}
+}

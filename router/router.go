@@ -1,0 +1,415 @@
+// Package router moves envelopes between devices: it commits each send to the
+// store (group commit: many sends share one durable transaction), tracks
+// which devices are connected, and feeds each connected device its queue in
+// order, with a window of unacknowledged items so that a device that stops
+// reading stops costing anything.
+//
+// The router knows nothing of sockets or protobufs: a connected device is a
+// Mailbox, implemented by the server's connection.
+package router
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/magpie-im/magpie/store"
+)
+
+// ErrClosed is returned for work submitted after Close.
+var ErrClosed = errors.New("router: closed")
+
+// Push is one item for a connected device. Exactly one field is set.
+type Push struct {
+	Message   *store.Message // a queued envelope or receipt; acknowledge by Seq
+	Ephemeral *Ephemeral     // never stored, never acknowledged
+	Drained   bool           // the backlog present at connect time has been pushed
+}
+
+// Ephemeral is an envelope for devices online now only (typing indicators).
+type Ephemeral struct {
+	From     store.DeviceAddr
+	ClientID [store.ClientIDSize]byte
+	Payload  []byte
+	Sent     time.Time
+}
+
+// Mailbox is a connected device as the router sees it.
+type Mailbox interface {
+	// Push hands p to the connection for sending. It must not block. It
+	// returns false when the connection cannot take more (it is closing).
+	Push(p Push) bool
+	// Superseded is called when another connection of the same device
+	// attaches; the mailbox should close.
+	Superseded()
+}
+
+// Config configures a Router. Zero fields take the defaults shown.
+type Config struct {
+	Store      store.Store
+	Logger     *slog.Logger
+	QueueLimit int           // items per device queue (10,000)
+	TTL        time.Duration // how long undelivered items live (30 days)
+	Window     int           // unacknowledged pushes per device (256)
+	MaxBatch   int           // operations per commit (1,024)
+	Sweep      time.Duration // how often expired items are deleted (1 minute)
+	Now        func() time.Time
+}
+
+// Router routes envelopes. Create with New; Close when done.
+type Router struct {
+	cfg   Config
+	log   *slog.Logger
+	ops   chan op
+	done  chan struct{} // closed when the committer has exited
+	stop  chan struct{} // closed by Close
+	sweep sync.WaitGroup
+
+	mu      sync.RWMutex
+	closed  bool
+	online  map[string]map[uint32]*Subscription // user → device → subscription
+	submits sync.WaitGroup                      // senders between the closed check and the channel send
+}
+
+type op struct {
+	enq     *store.Enqueue
+	ack     *store.Ack
+	sendCB  func(*store.Enqueue, error)
+	ackFrom *Subscription
+}
+
+// New starts a router's committer and expiry sweeper.
+func New(cfg Config) *Router {
+	if cfg.QueueLimit == 0 {
+		cfg.QueueLimit = 10_000
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = 30 * 24 * time.Hour
+	}
+	if cfg.Window == 0 {
+		cfg.Window = 256
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 1024
+	}
+	if cfg.Sweep == 0 {
+		cfg.Sweep = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ops:    make(chan op, cfg.MaxBatch),
+		done:   make(chan struct{}),
+		stop:   make(chan struct{}),
+		online: make(map[string]map[uint32]*Subscription),
+	}
+	go r.commitLoop()
+	r.sweep.Add(1)
+	go r.sweepLoop()
+	return r
+}
+
+// Close stops accepting work, commits what was already submitted, runs its
+// callbacks, and returns when the committer has finished.
+func (r *Router) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		<-r.done
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	close(r.stop)
+	r.sweep.Wait()
+	r.submits.Wait() // no sender is between its closed check and its send now
+	close(r.ops)
+	<-r.done
+}
+
+// submit queues o for the committer, or returns false after Close.
+func (r *Router) submit(o op) bool {
+	r.mu.RLock()
+	if r.closed {
+		r.mu.RUnlock()
+		return false
+	}
+	r.submits.Add(1)
+	r.mu.RUnlock()
+	r.ops <- o // blocks when the committer is behind: back-pressure on readers
+	r.submits.Done()
+	return true
+}
+
+// Send queues one durable copy of e.Payload for every device of e.To and
+// calls done once the copies are committed (or the send failed). The store
+// fills in e's result fields; Expires and QueueLimit are set here. Sends
+// submitted by one goroutine are committed in submission order.
+func (r *Router) Send(e *store.Enqueue, done func(*store.Enqueue, error)) {
+	e.Expires = r.cfg.Now().Add(r.cfg.TTL)
+	e.QueueLimit = r.cfg.QueueLimit
+	if !r.submit(op{enq: e, sendCB: done}) {
+		done(e, ErrClosed)
+	}
+}
+
+// SendEphemeral hands e to the connected devices of user to, except the
+// sending device, and returns how many took it. Nothing is stored.
+func (r *Router) SendEphemeral(to string, e *Ephemeral) int {
+	r.mu.RLock()
+	subs := make([]*Subscription, 0, len(r.online[to]))
+	for _, s := range r.online[to] {
+		if s.dev != e.From {
+			subs = append(subs, s)
+		}
+	}
+	r.mu.RUnlock()
+	n := 0
+	for _, s := range subs {
+		if s.mb.Push(Push{Ephemeral: e}) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *Router) commitLoop() {
+	defer close(r.done)
+	batch := &store.Batch{}
+	var ops []op
+	for first := range r.ops {
+		ops = append(ops[:0], first)
+	collect:
+		for len(ops) < r.cfg.MaxBatch {
+			select {
+			case o, ok := <-r.ops:
+				if !ok {
+					break collect
+				}
+				ops = append(ops, o)
+			default:
+				break collect
+			}
+		}
+		r.commit(batch, ops)
+	}
+}
+
+func (r *Router) commit(batch *store.Batch, ops []op) {
+	batch.Now = r.cfg.Now()
+	batch.Enqueues = batch.Enqueues[:0]
+	batch.Acks = batch.Acks[:0]
+	for _, o := range ops {
+		if o.enq != nil {
+			batch.Enqueues = append(batch.Enqueues, o.enq)
+		} else {
+			batch.Acks = append(batch.Acks, o.ack)
+		}
+	}
+	err := r.cfg.Store.Commit(context.Background(), batch)
+	if err != nil {
+		r.log.Error("commit failed; senders get an error and may retry", "ops", len(ops), "err", err)
+	}
+	for _, o := range ops {
+		switch {
+		case o.enq != nil:
+			if err == nil && o.enq.Err == nil {
+				for i := range o.enq.Queued {
+					r.wake(o.enq.Queued[i].To)
+				}
+			}
+			o.sendCB(o.enq, err)
+		case err == nil:
+			for i := range o.ack.Receipts {
+				r.wake(o.ack.Receipts[i].To)
+			}
+		}
+		// A failed ack leaves the items queued; they are pushed again on the
+		// device's next connection and acknowledged then.
+	}
+}
+
+func (r *Router) wake(d store.DeviceAddr) {
+	r.mu.RLock()
+	s := r.online[d.User][d.Device]
+	r.mu.RUnlock()
+	if s != nil {
+		s.wake()
+	}
+}
+
+func (r *Router) sweepLoop() {
+	defer r.sweep.Done()
+	t := time.NewTicker(r.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			n, err := r.cfg.Store.Expire(context.Background(), r.cfg.Now())
+			if err != nil {
+				r.log.Error("expiring old messages", "err", err)
+			} else if n > 0 {
+				r.log.Info("expired undelivered messages", "count", n)
+			}
+		}
+	}
+}
+
+// Attach makes mb the connection of device d and starts pushing d's queue to
+// it from the oldest item. A previous connection of d is superseded.
+func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true}
+	r.mu.Lock()
+	devs := r.online[d.User]
+	if devs == nil {
+		devs = make(map[uint32]*Subscription)
+		r.online[d.User] = devs
+	}
+	old := devs[d.Device]
+	devs[d.Device] = s
+	r.mu.Unlock()
+	if old != nil {
+		old.stop()
+		old.mb.Superseded()
+	}
+	s.kick()
+	return s
+}
+
+// Subscription is one connected device's delivery state.
+type Subscription struct {
+	r   *Router
+	dev store.DeviceAddr
+	mb  Mailbox
+
+	mu       sync.Mutex
+	lastSeq  uint64 // highest Seq pushed on this connection
+	inflight int    // pushed and not yet acknowledged
+	dirty    bool   // the queue may hold items after lastSeq
+	running  bool   // a pump goroutine is active
+	drained  bool   // Drained has been pushed
+	closed   bool
+}
+
+// Ack removes acknowledged items from the device's queue (durably, in the
+// next group commit) and reopens the push window.
+func (s *Subscription) Ack(seqs []uint64) error {
+	s.mu.Lock()
+	s.inflight = max(0, s.inflight-len(seqs))
+	s.mu.Unlock()
+	a := &store.Ack{Device: s.dev, Seqs: seqs, Expires: s.r.cfg.Now().Add(s.r.cfg.TTL)}
+	if !s.r.submit(op{ack: a, ackFrom: s}) {
+		return ErrClosed
+	}
+	s.kick()
+	return nil
+}
+
+// Detach stops pushing to this connection. Items pushed but not acknowledged
+// stay queued and are pushed again on the next connection.
+func (s *Subscription) Detach() {
+	s.stop()
+	r := s.r
+	r.mu.Lock()
+	if devs := r.online[s.dev.User]; devs[s.dev.Device] == s {
+		delete(devs, s.dev.Device)
+		if len(devs) == 0 {
+			delete(r.online, s.dev.User)
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (s *Subscription) stop() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+}
+
+func (s *Subscription) wake() {
+	s.mu.Lock()
+	s.dirty = true
+	s.mu.Unlock()
+	s.kick()
+}
+
+// kick starts a pump if there may be work and room in the window.
+func (s *Subscription) kick() {
+	s.mu.Lock()
+	start := s.dirty && !s.running && !s.closed && s.inflight < s.r.cfg.Window
+	if start {
+		s.running = true
+	}
+	s.mu.Unlock()
+	if start {
+		go s.pump()
+	}
+}
+
+// pumpPage bounds one store read.
+const pumpPage = 128
+
+// pump pushes queued items in Seq order until the queue is empty, the window
+// is full, or the subscription stops. Only one pump runs per subscription, so
+// pushes leave in order; it exits when idle, so an idle device costs no
+// goroutine.
+func (s *Subscription) pump() {
+	for {
+		s.mu.Lock()
+		room := s.r.cfg.Window - s.inflight
+		if s.closed || !s.dirty || room <= 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.dirty = false
+		after := s.lastSeq
+		s.mu.Unlock()
+
+		limit := min(room, pumpPage)
+		msgs, err := s.r.cfg.Store.Pending(context.Background(), s.dev, after, limit, s.r.cfg.Now())
+		if err != nil {
+			s.r.log.Error("reading queue; retrying in 1s", "device", s.dev.Device, "err", err)
+			s.mu.Lock()
+			s.running = false
+			s.dirty = true
+			s.mu.Unlock()
+			time.AfterFunc(time.Second, s.kick)
+			return
+		}
+		s.mu.Lock()
+		if len(msgs) > 0 {
+			s.lastSeq = msgs[len(msgs)-1].Seq
+			s.inflight += len(msgs)
+		}
+		if len(msgs) == limit {
+			s.dirty = true // a full page: there may be more
+		}
+		drained := len(msgs) < limit && !s.drained
+		s.drained = s.drained || drained
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			continue
+		}
+		for i := range msgs {
+			if !s.mb.Push(Push{Message: &msgs[i]}) {
+				s.stop()
+				break
+			}
+		}
+		if drained {
+			s.mb.Push(Push{Drained: true})
+		}
+	}
+}

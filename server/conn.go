@@ -1,0 +1,433 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/router"
+	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/username"
+	"github.com/magpie-im/magpie/wire"
+)
+
+var errTooManyFiles = syscall.EMFILE
+
+// conn is one client connection.
+type conn struct {
+	s  *Server
+	nc net.Conn
+	lc *link.Conn
+
+	// Set by the reader goroutine only (at handshake or registration); read
+	// by it too, so it needs no lock.
+	dev     store.DeviceAddr
+	authed  bool
+	sub     *router.Subscription
+	limiter *rate.Limiter
+	sends   chan struct{} // semaphore: sends awaiting commit
+	pending sync.WaitGroup
+
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when writing becomes false
+	outbox  [][]byte
+	queued  int // bytes in outbox
+	writing bool
+	closed  bool
+}
+
+func (c *conn) serve() {
+	defer c.s.untrack(c)
+	defer c.nc.Close()
+	log := c.s.log.With("remote", c.nc.RemoteAddr().String())
+
+	var hello *wire.ServerHello
+	lc, err := link.Server(c.nc, c.s.cfg.Key, c.s.cfg.Link, func(peer [32]byte, payload []byte) ([]byte, error) {
+		var err error
+		hello, err = c.hello(peer, payload)
+		if err != nil {
+			return nil, err
+		}
+		return proto.Marshal(hello)
+	})
+	<-c.s.handshakes
+	if err != nil {
+		// Probes and broken clients look alike; neither is worth more than
+		// a debug line.
+		log.Debug("handshake failed", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.lc = lc
+	closed := c.closed
+	c.mu.Unlock()
+	if closed || hello.GetVersion() == 0 {
+		// Shutting down, or no common version: the hello said so.
+		c.flushAndClose()
+		return
+	}
+	c.limiter = rate.NewLimiter(c.s.cfg.RequestRate, c.s.cfg.RequestBurst)
+	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
+	if c.authed {
+		c.sub = c.s.router.Attach(c.dev, c)
+	}
+	err = c.readLoop()
+	if c.sub != nil {
+		c.sub.Detach()
+	}
+	// Sends already read get their commit and their answer.
+	c.pending.Wait()
+	c.flushAndClose()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		log.Debug("connection ended", "device", c.dev.Device, "err", err)
+	}
+}
+
+// hello runs inside the handshake, after the client's static key and hello
+// have been authenticated. An error here makes the connection a probe: the
+// server answers nothing.
+func (c *conn) hello(peer [32]byte, payload []byte) (*wire.ServerHello, error) {
+	var ch wire.ClientHello
+	if err := proto.Unmarshal(payload, &ch); err != nil {
+		return nil, fmt.Errorf("client hello: %w", err)
+	}
+	reply := &wire.ServerHello{ServerTimeMs: c.s.cfg.Now().UnixMilli()}
+	if ch.GetMinVersion() > wire.Version || ch.GetMaxVersion() < wire.Version {
+		reply.Error = &wire.Error{
+			Code:    wire.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION,
+			Message: fmt.Sprintf("this server speaks protocol version %d; update your client", wire.Version),
+		}
+		return reply, nil
+	}
+	reply.Version = wire.Version
+	dev, err := c.s.cfg.Store.DeviceByKey(context.Background(), peer)
+	switch {
+	case err == nil:
+		c.dev, c.authed = dev.DeviceAddr, true
+		reply.Device = &wire.DeviceAddress{User: dev.User, Device: dev.Device}
+	case errors.Is(err, store.ErrNotFound):
+		// Unregistered: it may Register.
+	default:
+		return nil, fmt.Errorf("device lookup: %w", err)
+	}
+	return reply, nil
+}
+
+func (c *conn) readLoop() error {
+	for {
+		msg, err := c.lc.ReadMessage()
+		if err != nil {
+			return err
+		}
+		frame, err := wire.DecodeClientFrame(msg)
+		if err != nil {
+			var re *wire.RequestError
+			if errors.As(err, &re) {
+				c.respondErr(re.ID, re.Code, re.Message, 0)
+				continue
+			}
+			// Not a frame at all: say so once, then hang up.
+			c.respondErr(0, wire.ErrorCode_ERROR_CODE_BAD_REQUEST, "undecodable frame; closing the connection", 0)
+			return err
+		}
+		switch body := frame.Body.(type) {
+		case *wire.ClientFrame_Ack:
+			if c.sub != nil {
+				if err := c.sub.Ack(body.Ack.GetSeqs()); err != nil {
+					return err
+				}
+			}
+		case *wire.ClientFrame_Request:
+			if !c.limiter.Allow() {
+				retry := uint32(time.Second / time.Millisecond)
+				c.respondErr(body.Request.GetId(), wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many requests; slow down", retry)
+				continue
+			}
+			c.handle(body.Request)
+		}
+	}
+}
+
+func (c *conn) handle(req *wire.Request) {
+	id := req.GetId()
+	if !c.authed {
+		switch req.Body.(type) {
+		case *wire.Request_Register, *wire.Request_Ping:
+		default:
+			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "this device is not registered; register a username first", 0)
+			return
+		}
+	}
+	switch body := req.Body.(type) {
+	case *wire.Request_Ping:
+		c.respond(&wire.Response{Id: id, Body: &wire.Response_Ping{Ping: &wire.PingResponse{ServerTimeMs: c.s.cfg.Now().UnixMilli()}}})
+	case *wire.Request_Register:
+		c.register(id, body.Register)
+	case *wire.Request_Lookup:
+		c.lookup(id, body.Lookup)
+	case *wire.Request_Send:
+		c.send(id, body.Send)
+	}
+}
+
+func (c *conn) register(id uint64, req *wire.RegisterRequest) {
+	if c.authed {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_ALREADY_REGISTERED, fmt.Sprintf("this device is already registered as %q", c.dev.User), 0)
+		return
+	}
+	name, err := username.Normalize(req.GetUsername())
+	if err != nil {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_INVALID, err.Error(), 0)
+		return
+	}
+	if !c.s.signups.allow(c.nc.RemoteAddr(), c.s.cfg.Now()) {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many sign-ups from your address; try again in a minute", 60_000)
+		return
+	}
+	dev, err := c.s.cfg.Store.CreateUser(context.Background(), name, c.lc.PeerKey(), c.s.cfg.Now())
+	switch {
+	case errors.Is(err, store.ErrUserExists):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_TAKEN, fmt.Sprintf("username %q is taken; choose another", name), 0)
+		return
+	case errors.Is(err, store.ErrKeyInUse):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_ALREADY_REGISTERED, "this device key is already registered", 0)
+		return
+	case err != nil:
+		c.s.log.Error("registering user", "err", err)
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)
+		return
+	}
+	c.dev, c.authed = dev.DeviceAddr, true
+	c.sub = c.s.router.Attach(c.dev, c)
+	c.s.log.Info("registered", "user", dev.User)
+	c.respond(&wire.Response{Id: id, Body: &wire.Response_Register{Register: &wire.RegisterResponse{
+		Device: &wire.DeviceAddress{User: dev.User, Device: dev.Device},
+	}}})
+}
+
+func (c *conn) lookup(id uint64, req *wire.LookupRequest) {
+	name, err := username.Normalize(req.GetUsername())
+	if err != nil {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_INVALID, err.Error(), 0)
+		return
+	}
+	u, err := c.s.cfg.Store.User(context.Background(), name)
+	if err != nil {
+		c.storeErr(id, name, err)
+		return
+	}
+	resp := &wire.LookupResponse{Username: u.Name}
+	for _, d := range u.Devices {
+		resp.Devices = append(resp.Devices, &wire.DeviceInfo{Device: d.Device, Key: d.Key[:], CreatedMs: d.Created.UnixMilli()})
+	}
+	c.respond(&wire.Response{Id: id, Body: &wire.Response_Lookup{Lookup: resp}})
+}
+
+func (c *conn) send(id uint64, req *wire.SendRequest) {
+	to, err := username.Normalize(req.GetRecipient())
+	if err != nil {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNKNOWN_USER, fmt.Sprintf("no user %q: %v", req.GetRecipient(), err), 0)
+		return
+	}
+	var cid [store.ClientIDSize]byte
+	copy(cid[:], req.GetClientMessageId())
+	if req.GetEphemeral() {
+		c.sendEphemeral(id, to, cid, req.GetPayload())
+		return
+	}
+	// Bound the sends waiting for commit; when full, stop reading (TCP
+	// back-pressure reaches the client).
+	c.sends <- struct{}{}
+	c.pending.Add(1)
+	e := &store.Enqueue{From: c.dev, ClientID: cid, To: to, Payload: req.GetPayload()}
+	c.s.router.Send(e, func(e *store.Enqueue, err error) {
+		defer c.pending.Done()
+		<-c.sends
+		switch {
+		case errors.Is(err, router.ErrClosed):
+			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; retry", 1000)
+		case err != nil:
+			c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; the message was not stored; retry", 1000)
+		case e.Err != nil:
+			c.storeErr(id, to, e.Err)
+		default:
+			c.respond(&wire.Response{Id: id, Body: &wire.Response_Send{Send: &wire.SendResponse{
+				ServerTimeMs: e.Sent.UnixMilli(),
+				Duplicate:    e.Duplicate,
+				Devices:      uint32(len(e.Queued)),
+			}}})
+		}
+	})
+}
+
+func (c *conn) sendEphemeral(id uint64, to string, cid [store.ClientIDSize]byte, payload []byte) {
+	now := c.s.cfg.Now()
+	n := c.s.router.SendEphemeral(to, &router.Ephemeral{From: c.dev, ClientID: cid, Payload: payload, Sent: now})
+	if n == 0 {
+		// Nobody online: say whether the user exists at all, so that a typo
+		// gets an answer.
+		if _, err := c.s.cfg.Store.User(context.Background(), to); err != nil {
+			c.storeErr(id, to, err)
+			return
+		}
+	}
+	c.respond(&wire.Response{Id: id, Body: &wire.Response_Send{Send: &wire.SendResponse{ServerTimeMs: now.UnixMilli(), Devices: uint32(n)}}})
+}
+
+func (c *conn) storeErr(id uint64, user string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNKNOWN_USER, fmt.Sprintf("no user %q on this server; check the spelling", user), 0)
+	case errors.Is(err, store.ErrQueueFull):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_QUEUE_FULL, fmt.Sprintf("%q has too many undelivered messages; try again after they come online", user), 60_000)
+	default:
+		c.s.log.Error("store", "err", err)
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)
+	}
+}
+
+func (c *conn) respondErr(id uint64, code wire.ErrorCode, msg string, retryMs uint32) {
+	c.respond(&wire.Response{Id: id, Error: &wire.Error{Code: code, Message: msg, RetryAfterMs: retryMs}})
+}
+
+func (c *conn) respond(r *wire.Response) {
+	c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Response{Response: r}})
+}
+
+// Push implements router.Mailbox.
+func (c *conn) Push(p router.Push) bool {
+	var push wire.Push
+	switch {
+	case p.Drained:
+		push.Body = &wire.Push_QueueDrained{QueueDrained: &wire.QueueDrained{}}
+	case p.Ephemeral != nil:
+		e := p.Ephemeral
+		push.Body = &wire.Push_Envelope{Envelope: &wire.Envelope{
+			Sender:          &wire.DeviceAddress{User: e.From.User, Device: e.From.Device},
+			ClientMessageId: e.ClientID[:],
+			Payload:         e.Payload,
+			ServerTimeMs:    e.Sent.UnixMilli(),
+			Ephemeral:       true,
+		}}
+	case p.Message.Kind == store.KindReceipt:
+		m := p.Message
+		push.Body = &wire.Push_Receipt{Receipt: &wire.Receipt{
+			Seq:             m.Seq,
+			ClientMessageId: m.ClientID[:],
+			Recipient:       &wire.DeviceAddress{User: m.From.User, Device: m.From.Device},
+			DeliveredMs:     m.Sent.UnixMilli(),
+		}}
+	default:
+		m := p.Message
+		push.Body = &wire.Push_Envelope{Envelope: &wire.Envelope{
+			Seq:             m.Seq,
+			Sender:          &wire.DeviceAddress{User: m.From.User, Device: m.From.Device},
+			ClientMessageId: m.ClientID[:],
+			Payload:         m.Payload,
+			ServerTimeMs:    m.Sent.UnixMilli(),
+		}}
+	}
+	return c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Push{Push: &push}})
+}
+
+// Superseded implements router.Mailbox: the same device connected again.
+func (c *conn) Superseded() { c.close() }
+
+// enqueue adds a frame to the outbox and starts a writer if none runs. It
+// never blocks: a client that does not read is dropped once its outbox
+// exceeds MaxOutbox (its queued messages stay in the store).
+func (c *conn) enqueue(f *wire.ServerFrame) bool {
+	b, err := wire.Marshal(nil, f)
+	if err != nil {
+		c.s.log.Error("encoding frame", "err", err)
+		return false
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued+len(b) > c.s.cfg.MaxOutbox {
+		c.mu.Unlock()
+		c.s.log.Info("client not reading; dropping connection", "remote", c.nc.RemoteAddr().String())
+		c.close()
+		return false
+	}
+	c.outbox = append(c.outbox, b)
+	c.queued += len(b)
+	if !c.writing {
+		c.writing = true
+		go c.flush()
+	}
+	c.mu.Unlock()
+	return true
+}
+
+func (c *conn) flush() {
+	for {
+		c.mu.Lock()
+		batch := c.outbox
+		c.outbox, c.queued = nil, 0
+		if len(batch) == 0 || c.lc == nil {
+			c.writing = false
+			c.idle.Broadcast()
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if err := c.lc.WriteMessages(batch); err != nil {
+			c.close()
+		}
+	}
+}
+
+// stopReading makes the reader return (graceful shutdown) while leaving the
+// connection open for the answers still owed.
+// A connection still in its handshake is closed outright.
+func (c *conn) stopReading() {
+	c.mu.Lock()
+	handshaking := c.lc == nil
+	c.mu.Unlock()
+	if handshaking {
+		c.close()
+		return
+	}
+	c.nc.SetReadDeadline(time.Now())
+}
+
+// flushAndClose waits for the outbox to empty (bounded by the link's write
+// timeout), then closes.
+func (c *conn) flushAndClose() {
+	c.mu.Lock()
+	for c.writing && !c.closed {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+	c.close() // a writer still blocked fails fast now
+	c.mu.Lock()
+	for c.writing {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.outbox, c.queued = nil, 0
+	c.idle.Broadcast()
+	c.mu.Unlock()
+	c.nc.Close()
+}

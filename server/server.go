@@ -1,0 +1,296 @@
+// Package server is the Magpie server's front: it accepts connections on any
+// number of listeners, runs the link (Noise) handshake, authenticates the
+// device by its static key, decodes wire frames and dispatches them: account
+// requests to the store, envelopes and acknowledgements to the router.
+//
+// Per connection it keeps one reader goroutine and nothing else while idle:
+// outgoing frames go through a small outbox whose writer goroutine exists only
+// while there is something to write.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/router"
+	"github.com/magpie-im/magpie/store"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("server: closed")
+
+// Config configures a Server. Zero fields take the defaults shown.
+type Config struct {
+	Key    link.KeyPair // the server's long-term Noise static key
+	Store  store.Store
+	Logger *slog.Logger
+	Link   link.Config // handshake, idle and write timeouts; message size
+
+	QueueLimit int           // items per device queue (10,000)
+	TTL        time.Duration // undelivered message lifetime (30 days)
+
+	MaxHandshakes    int // connections allowed to be mid-handshake at once (4,096)
+	MaxOutbox        int // bytes queued for a client that is not reading before it is dropped (8 MiB)
+	MaxInflightSends int // sends per connection awaiting commit (256)
+
+	RequestRate  rate.Limit // requests per second per connection (1,000)
+	RequestBurst int        // (2,000)
+	SignupRate   rate.Limit // registrations per second per remote IP (1 per 10 s)
+	SignupBurst  int        // (5)
+
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 4096
+	}
+	if c.MaxOutbox == 0 {
+		c.MaxOutbox = 8 << 20
+	}
+	if c.MaxInflightSends == 0 {
+		c.MaxInflightSends = 256
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = 1000
+	}
+	if c.RequestBurst == 0 {
+		c.RequestBurst = 2000
+	}
+	if c.SignupRate == 0 {
+		c.SignupRate = rate.Every(10 * time.Second)
+	}
+	if c.SignupBurst == 0 {
+		c.SignupBurst = 5
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Server serves Magpie clients.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	router     *router.Router
+	handshakes chan struct{} // semaphore
+	signups    *ipLimiter
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	connWG    sync.WaitGroup
+}
+
+// New creates a server; it starts no goroutines until Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: Config.Store is required")
+	}
+	if cfg.Key.Public == ([32]byte{}) {
+		return nil, errors.New("server: Config.Key is required")
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		signups:    newIPLimiter(cfg.SignupRate, cfg.SignupBurst),
+		listeners:  make(map[net.Listener]struct{}),
+		conns:      make(map[*conn]struct{}),
+	}
+	s.router = router.New(router.Config{
+		Store:      cfg.Store,
+		Logger:     cfg.Logger,
+		QueueLimit: cfg.QueueLimit,
+		TTL:        cfg.TTL,
+		Now:        cfg.Now,
+	})
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it may be called
+// for several listeners at once. It returns ErrServerClosed after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of file descriptors or similar: wait, don't spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("server: accept: %w", err)
+		}
+		backoff = 0
+		select {
+		case s.handshakes <- struct{}{}:
+		default:
+			// Overloaded with half-open connections (or a probe flood).
+			s.log.Warn("too many handshakes in progress; dropping connection", "remote", nc.RemoteAddr())
+			nc.Close()
+			continue
+		}
+		c := &conn{s: s, nc: nc}
+		c.idle.L = &c.mu
+		if !s.track(c) {
+			<-s.handshakes
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// Shutdown stops accepting, stops reading new requests, lets sends already
+// received commit and be acknowledged, then closes every connection and the
+// router. It does not close the store. If ctx ends first, the remaining
+// connections are closed at once (nothing acknowledged is lost either way:
+// acknowledgement follows commit).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.stopReading()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range conns {
+			c.close()
+		}
+		<-done
+	}
+	s.router.Close()
+	return err
+}
+
+// Close shuts down at once.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Shutdown(ctx)
+	return nil
+}
+
+// ipLimiter rate-limits by remote IP, forgetting idle entries so that its
+// memory stays bounded by recent distinct IPs.
+type ipLimiter struct {
+	r     rate.Limit
+	burst int
+	mu    sync.Mutex
+	m     map[string]*ipEntry
+}
+
+type ipEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+const ipLimiterMax = 100_000
+
+func newIPLimiter(r rate.Limit, burst int) *ipLimiter {
+	return &ipLimiter{r: r, burst: burst, m: make(map[string]*ipEntry)}
+}
+
+func (l *ipLimiter) allow(addr net.Addr, now time.Time) bool {
+	ip := addr.String()
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		ip = ta.IP.String()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) >= ipLimiterMax {
+		for k, e := range l.m {
+			if now.Sub(e.seen) > time.Hour {
+				delete(l.m, k)
+			}
+		}
+		if len(l.m) >= ipLimiterMax {
+			return false // under a flood from many addresses, fail closed
+		}
+	}
+	e := l.m[ip]
+	if e == nil {
+		e = &ipEntry{lim: rate.NewLimiter(l.r, l.burst)}
+		l.m[ip] = e
+	}
+	e.seen = now
+	return e.lim.AllowN(now, 1)
+}

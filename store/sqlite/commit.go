@@ -1,0 +1,308 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/magpie-im/magpie/store"
+)
+
+// Commit implements store.Store. Enqueue and Ack results are reset at the
+// start and cleared again if Commit fails, so a retried batch never carries
+// stale results. Queued[i].Payload aliases the Enqueue's Payload.
+//
+// A failing Enqueue is detected before it writes anything, so no savepoint
+// is needed to keep the rest of the batch.
+//
+// Receipts count toward the recipient's queue length (they occupy the
+// queue) but are queued even when that length is at or above a QueueLimit.
+func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+
+	resetResults(b)
+	defer func() {
+		if err != nil {
+			resetResults(b)
+		}
+	}()
+
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE via _txlock
+	if err != nil {
+		return fmt.Errorf("sqlite: commit: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	c := committer{ctx: ctx, tx: tx, now: ns(b.Now)}
+	for i, e := range b.Enqueues {
+		if e == nil {
+			return fmt.Errorf("sqlite: commit: enqueue %d is nil", i)
+		}
+		if err := c.enqueue(e); err != nil {
+			return fmt.Errorf("sqlite: commit: enqueue %d: %w", i, err)
+		}
+	}
+	for i, a := range b.Acks {
+		if a == nil {
+			return fmt.Errorf("sqlite: commit: ack %d is nil", i)
+		}
+		if err := c.ack(a); err != nil {
+			return fmt.Errorf("sqlite: commit: ack %d: %w", i, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+func resetResults(b *store.Batch) {
+	for _, e := range b.Enqueues {
+		if e != nil {
+			e.Err, e.Duplicate, e.Sent, e.Queued = nil, false, time.Time{}, nil
+		}
+	}
+	for _, a := range b.Acks {
+		if a != nil {
+			a.Receipts = nil
+		}
+	}
+}
+
+// Statements used by Commit, prepared at most once per transaction.
+const (
+	stDedupGet = iota
+	stDedupPut
+	stRecipients
+	stInsert
+	stCountAdd
+	stDelete
+	nStmts
+)
+
+var commitSQL = [nStmts]string{
+	stDedupGet: `SELECT sent FROM dedup
+		WHERE from_user = ? AND from_device = ? AND client_id = ? AND expires > ?`,
+	// A record that expired but was not yet removed by Expire is replaced.
+	stDedupPut: `INSERT INTO dedup (from_user, from_device, client_id, sent, expires)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (from_user, from_device, client_id)
+		DO UPDATE SET sent = excluded.sent, expires = excluded.expires`,
+	stRecipients: `SELECT id, queued FROM devices WHERE user = ? ORDER BY id`,
+	stInsert: `INSERT INTO queue
+		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		RETURNING seq`,
+	stCountAdd: `UPDATE devices SET queued = queued + ? WHERE user = ? AND id = ?`,
+	// Matching on the device as well as seq is what stops a device from
+	// deleting (and miscounting) another device's items.
+	stDelete: `DELETE FROM queue WHERE seq = ? AND to_user = ? AND to_device = ?
+		RETURNING kind, from_user, from_device, client_id`,
+}
+
+// committer applies one batch inside one transaction.
+type committer struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	now   int64
+	stmts [nStmts]*sql.Stmt // closed by the tx on Commit/Rollback
+}
+
+func (c *committer) stmt(i int) (*sql.Stmt, error) {
+	if c.stmts[i] == nil {
+		st, err := c.tx.PrepareContext(c.ctx, commitSQL[i])
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		c.stmts[i] = st
+	}
+	return c.stmts[i], nil
+}
+
+func (c *committer) exec(i int, args ...any) (sql.Result, error) {
+	st, err := c.stmt(i)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(c.ctx, args...)
+}
+
+func (c *committer) queryRow(i int, args ...any) (*sql.Row, error) {
+	st, err := c.stmt(i)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryRowContext(c.ctx, args...), nil
+}
+
+type recipient struct {
+	id     uint32
+	queued int64
+}
+
+func (c *committer) enqueue(e *store.Enqueue) error {
+	// Duplicate check first: a resend of an accepted message must be
+	// answered as such even if the recipient's queue is now full.
+	row, err := c.queryRow(stDedupGet, e.From.User, e.From.Device, e.ClientID[:], c.now)
+	if err != nil {
+		return err
+	}
+	var sent int64
+	switch err := row.Scan(&sent); {
+	case err == nil:
+		e.Duplicate = true
+		e.Sent = fromNS(sent)
+		return nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("dedup lookup: %w", err)
+	}
+
+	rcpts, err := c.recipients(e.To)
+	if err != nil {
+		return err
+	}
+	if len(rcpts) == 0 {
+		e.Err = store.ErrNotFound
+		return nil
+	}
+	if e.QueueLimit > 0 {
+		for _, r := range rcpts {
+			if r.queued >= int64(e.QueueLimit) {
+				e.Err = store.ErrQueueFull
+				return nil
+			}
+		}
+	}
+
+	payload := e.Payload
+	if payload == nil {
+		payload = []byte{} // the column is NOT NULL
+	}
+	queued := make([]store.Message, 0, len(rcpts))
+	for _, r := range rcpts {
+		m := store.Message{
+			To:       store.DeviceAddr{User: e.To, Device: r.id},
+			Kind:     store.KindMessage,
+			From:     e.From,
+			ClientID: e.ClientID,
+			Payload:  e.Payload,
+			Sent:     fromNS(c.now),
+			Expires:  fromNS(ns(e.Expires)),
+		}
+		if err := c.insert(&m, payload); err != nil {
+			return err
+		}
+		if _, err := c.exec(stCountAdd, 1, e.To, r.id); err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+		queued = append(queued, m)
+	}
+	if _, err := c.exec(stDedupPut, e.From.User, e.From.Device, e.ClientID[:], c.now, ns(e.Expires)); err != nil {
+		return fmt.Errorf("dedup record: %w", err)
+	}
+	e.Sent = fromNS(c.now)
+	e.Queued = queued
+	return nil
+}
+
+func (c *committer) recipients(user string) ([]recipient, error) {
+	st, err := c.stmt(stRecipients)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(c.ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("recipients: %w", err)
+	}
+	defer rows.Close()
+	var rs []recipient
+	for rows.Next() {
+		var r recipient
+		if err := rows.Scan(&r.id, &r.queued); err != nil {
+			return nil, fmt.Errorf("recipients: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("recipients: %w", err)
+	}
+	return rs, nil
+}
+
+// insert adds m to the queue and sets m.Seq. It does not touch the counter.
+func (c *committer) insert(m *store.Message, payload []byte) error {
+	row, err := c.queryRow(stInsert, m.To.User, m.To.Device, uint8(m.Kind),
+		m.From.User, m.From.Device, m.ClientID[:], payload, ns(m.Sent), ns(m.Expires))
+	if err != nil {
+		return err
+	}
+	if err := row.Scan(&m.Seq); err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	return nil
+}
+
+func (c *committer) ack(a *store.Ack) error {
+	var removed int64
+	for _, seq := range a.Seqs {
+		if seq == 0 || seq > math.MaxInt64 {
+			continue // cannot name a stored item
+		}
+		row, err := c.queryRow(stDelete, int64(seq), a.Device.User, a.Device.Device)
+		if err != nil {
+			return err
+		}
+		var (
+			kind uint8
+			from store.DeviceAddr
+			cid  []byte
+		)
+		switch err := row.Scan(&kind, &from.User, &from.Device, &cid); {
+		case errors.Is(err, sql.ErrNoRows):
+			continue // unknown, already acked, or another device's item
+		case err != nil:
+			return fmt.Errorf("delete: %w", err)
+		}
+		removed++
+		if store.Kind(kind) != store.KindMessage {
+			continue
+		}
+		// Bumping the sender's counter doubles as the check that the sender
+		// device still exists.
+		res, err := c.exec(stCountAdd, 1, from.User, from.Device)
+		if err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("count: %w", err)
+		} else if n == 0 {
+			continue // sender device is gone: nobody to tell
+		}
+		r := store.Message{
+			To:      from,
+			Kind:    store.KindReceipt,
+			From:    a.Device,
+			Sent:    fromNS(c.now),
+			Expires: fromNS(ns(a.Expires)),
+		}
+		if r.ClientID, err = toClientID(cid); err != nil {
+			return err
+		}
+		if err := c.insert(&r, []byte{}); err != nil {
+			return err
+		}
+		a.Receipts = append(a.Receipts, r)
+	}
+	if removed > 0 {
+		if _, err := c.exec(stCountAdd, -removed, a.Device.User, a.Device.Device); err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+	}
+	return nil
+}

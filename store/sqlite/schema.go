@@ -1,0 +1,96 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations[i] moves the schema from version i to version i+1. The version
+// is kept in PRAGMA user_version. Append new steps; never edit old ones.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE users (
+	name        TEXT    NOT NULL PRIMARY KEY,
+	created     INTEGER NOT NULL,          -- unix ns
+	next_device INTEGER NOT NULL DEFAULT 2 -- device ids are never reused
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE devices (
+	user    TEXT    NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+	id      INTEGER NOT NULL,
+	key     BLOB    NOT NULL UNIQUE,
+	created INTEGER NOT NULL,
+	-- Number of rows in queue for this device, maintained in the same
+	-- transaction as every insert and delete so that the queue limit is an
+	-- O(1) check. The CHECK turns a bookkeeping bug into an error instead
+	-- of silent drift.
+	queued  INTEGER NOT NULL DEFAULT 0 CHECK (queued >= 0),
+	PRIMARY KEY (user, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE queue (
+	-- AUTOINCREMENT: seqs are never reused, even after the newest item is
+	-- acked, so a client's "after" cursor stays valid.
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	to_user     TEXT    NOT NULL,
+	to_device   INTEGER NOT NULL,
+	kind        INTEGER NOT NULL,
+	from_user   TEXT    NOT NULL,
+	from_device INTEGER NOT NULL,
+	client_id   BLOB    NOT NULL,
+	payload     BLOB    NOT NULL,
+	sent        INTEGER NOT NULL,
+	expires     INTEGER NOT NULL,
+	FOREIGN KEY (to_user, to_device) REFERENCES devices(user, id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX queue_by_device ON queue(to_user, to_device, seq);
+CREATE INDEX queue_by_expiry ON queue(expires);
+
+CREATE TABLE dedup (
+	from_user   TEXT    NOT NULL,
+	from_device INTEGER NOT NULL,
+	client_id   BLOB    NOT NULL,
+	sent        INTEGER NOT NULL,
+	expires     INTEGER NOT NULL,
+	PRIMARY KEY (from_user, from_device, client_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX dedup_by_expiry ON dedup(expires);
+`,
+}
+
+// SchemaVersion is the schema version this package creates and expects.
+const SchemaVersion = 1
+
+// migrate brings the database up to SchemaVersion in one transaction.
+func migrate(ctx context.Context, db *sql.DB) (from int, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&from); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	if from > len(migrations) {
+		return from, fmt.Errorf("database schema version %d is newer than this binary supports (%d)", from, len(migrations))
+	}
+	if from == len(migrations) {
+		return from, nil
+	}
+	for v := from; v < len(migrations); v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return from, fmt.Errorf("migrate to version %d: %w", v+1, err)
+		}
+	}
+	// PRAGMA does not take bound parameters; the value is our own constant.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return from, fmt.Errorf("set schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return from, fmt.Errorf("commit migration: %w", err)
+	}
+	return from, nil
+}

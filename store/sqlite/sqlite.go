@@ -1,0 +1,486 @@
+// Package sqlite implements store.Store on an embedded SQLite database
+// (modernc.org/sqlite, pure Go).
+//
+// All writes go through a single connection, since SQLite admits one writer
+// at a time anyway, and each Commit is one BEGIN IMMEDIATE … COMMIT: one WAL
+// sync for the whole batch (group commit). Reads use a small pool of
+// separate connections, which WAL lets run concurrently with the writer.
+//
+// The database runs with journal_mode=WAL and synchronous=FULL, so a Commit
+// that returned nil survives a process kill or power loss.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/magpie-im/magpie/store"
+)
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// Logger receives operational messages (never payloads or keys).
+	// Nil discards them.
+	Logger *slog.Logger
+	// ReadConns is the size of the read connection pool; 0 means 4.
+	ReadConns int
+	// BusyTimeout is how long a connection waits for a lock held by another
+	// process before failing; 0 means 5s.
+	BusyTimeout time.Duration
+}
+
+// Store is a store.Store backed by one SQLite database file.
+type Store struct {
+	log *slog.Logger
+	w   *sql.DB // exactly one connection: all writes
+	r   *sql.DB // read-only pool
+
+	// mu is held shared by every operation and exclusively by Close, so that
+	// Close waits for operations in flight and later calls see closed.
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed, with mode 0600) the database at path and
+// brings its schema up to date. path must name a file; ":memory:" is not
+// supported because the read and write connections must share the data.
+func Open(path string, opts Options) (*Store, error) {
+	if path == "" || path == ":memory:" {
+		return nil, fmt.Errorf("sqlite: open: path must name a file, got %q", path)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	readConns := opts.ReadConns
+	if readConns <= 0 {
+		readConns = 4
+	}
+	busy := opts.BusyTimeout
+	if busy <= 0 {
+		busy = 5 * time.Second
+	}
+
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// Create the file ourselves so that it is private to the server user:
+	// SQLite would create it with 0644 (less umask). SQLite gives the -wal
+	// and -shm files the same mode as the database file.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	// Per-connection settings, applied by the driver to every new connection.
+	common := url.Values{}
+	common.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	common.Add("_pragma", "foreign_keys(1)")
+	common.Add("_pragma", "synchronous(FULL)")
+
+	wq := cloneValues(common)
+	// journal_mode=WAL is persistent in the file; setting it on the writer
+	// (opened and used first, below) is enough, and keeps readers from ever
+	// needing a write lock.
+	wq.Add("_pragma", "journal_mode(WAL)")
+	wq.Set("_txlock", "immediate") // take the write lock at BEGIN, not on first write
+	rq := cloneValues(common)
+	rq.Add("_pragma", "query_only(1)")
+
+	w, err := sql.Open("sqlite", dsn(abs, wq))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	ctx := context.Background()
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if mode != "wal" {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: journal_mode is %q, want wal", path, mode)
+	}
+	from, err := migrate(ctx, w)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	r, err := sql.Open("sqlite", dsn(abs, rq))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(readConns)
+	r.SetMaxIdleConns(readConns)
+	if err := r.PingContext(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	if from != SchemaVersion {
+		log.Info("sqlite store schema migrated", "path", abs, "from", from, "to", SchemaVersion)
+	}
+	log.Debug("sqlite store opened", "path", abs, "schema", SchemaVersion)
+	return &Store{log: log, w: w, r: r}, nil
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// dsn builds a file: URI so that any path (spaces, '?', '#') is escaped.
+func dsn(abs string, q url.Values) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Close waits for operations in flight and closes the database. Later calls
+// to any method, including Close, return store.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	s.closed = true
+	errR := s.r.Close()
+	errW := s.w.Close()
+	if err := errors.Join(errR, errW); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// enter marks an operation in flight; the caller must call s.mu.RUnlock.
+func (s *Store) enter() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return store.ErrClosed
+	}
+	return nil
+}
+
+// uniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint
+// failure.
+func uniqueViolation(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code()
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+func ns(t time.Time) int64     { return t.UnixNano() }
+func fromNS(n int64) time.Time { return time.Unix(0, n) }
+
+func toKey(b []byte) ([store.KeySize]byte, error) {
+	var k [store.KeySize]byte
+	if len(b) != len(k) {
+		return k, fmt.Errorf("stored key has %d bytes, want %d", len(b), len(k))
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+func toClientID(b []byte) ([store.ClientIDSize]byte, error) {
+	var id [store.ClientIDSize]byte
+	if len(b) != len(id) {
+		return id, fmt.Errorf("stored client id has %d bytes, want %d", len(b), len(id))
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// CreateUser implements store.Store.
+func (s *Store) CreateUser(ctx context.Context, name string, key [store.KeySize]byte, now time.Time) (store.Device, error) {
+	if err := s.enter(); err != nil {
+		return store.Device{}, err
+	}
+	defer s.mu.RUnlock()
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: create user: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	// The write connection is the only writer, so these checks cannot race
+	// with the inserts below; the constraint mapping after them is a backstop.
+	var one int
+	switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE name = ?`, name).Scan(&one); {
+	case err == nil:
+		return store.Device{}, store.ErrUserExists
+	case !errors.Is(err, sql.ErrNoRows):
+		return store.Device{}, fmt.Errorf("sqlite: create user: %w", err)
+	}
+	if err := checkKeyFree(ctx, tx, key); err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: create user: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO users (name, created) VALUES (?, ?)`, name, ns(now)); err != nil {
+		if uniqueViolation(err) {
+			return store.Device{}, store.ErrUserExists
+		}
+		return store.Device{}, fmt.Errorf("sqlite: create user: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (user, id, key, created) VALUES (?, 1, ?, ?)`,
+		name, key[:], ns(now)); err != nil {
+		if uniqueViolation(err) {
+			return store.Device{}, store.ErrKeyInUse
+		}
+		return store.Device{}, fmt.Errorf("sqlite: create user: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: create user: commit: %w", err)
+	}
+	return store.Device{DeviceAddr: store.DeviceAddr{User: name, Device: 1}, Key: key, Created: fromNS(ns(now))}, nil
+}
+
+func checkKeyFree(ctx context.Context, tx *sql.Tx, key [store.KeySize]byte) error {
+	var one int
+	switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE key = ?`, key[:]).Scan(&one); {
+	case err == nil:
+		return store.ErrKeyInUse
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	default:
+		return err
+	}
+}
+
+// AddDevice registers another device for user with the next unused device
+// id. It returns store.ErrNotFound if user does not exist and
+// store.ErrKeyInUse if key is registered. It is not part of store.Store yet:
+// device linking will use it.
+func (s *Store) AddDevice(ctx context.Context, user string, key [store.KeySize]byte, now time.Time) (store.Device, error) {
+	if err := s.enter(); err != nil {
+		return store.Device{}, err
+	}
+	defer s.mu.RUnlock()
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: add device: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	var id int64
+	err = tx.QueryRowContext(ctx,
+		`UPDATE users SET next_device = next_device + 1 WHERE name = ? RETURNING next_device - 1`, user).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Device{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: add device: %w", err)
+	}
+	if id > math.MaxUint32 {
+		return store.Device{}, fmt.Errorf("sqlite: add device: device ids exhausted for user")
+	}
+	if err := checkKeyFree(ctx, tx, key); err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: add device: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (user, id, key, created) VALUES (?, ?, ?, ?)`,
+		user, id, key[:], ns(now)); err != nil {
+		if uniqueViolation(err) {
+			return store.Device{}, store.ErrKeyInUse
+		}
+		return store.Device{}, fmt.Errorf("sqlite: add device: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: add device: commit: %w", err)
+	}
+	return store.Device{DeviceAddr: store.DeviceAddr{User: user, Device: uint32(id)}, Key: key, Created: fromNS(ns(now))}, nil
+}
+
+// DeviceByKey implements store.Store.
+func (s *Store) DeviceByKey(ctx context.Context, key [store.KeySize]byte) (store.Device, error) {
+	if err := s.enter(); err != nil {
+		return store.Device{}, err
+	}
+	defer s.mu.RUnlock()
+
+	var (
+		d       store.Device
+		created int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT user, id, created FROM devices WHERE key = ?`, key[:]).
+		Scan(&d.User, &d.Device, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Device{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Device{}, fmt.Errorf("sqlite: device by key: %w", err)
+	}
+	d.Key = key
+	d.Created = fromNS(created)
+	return d, nil
+}
+
+// User implements store.Store.
+func (s *Store) User(ctx context.Context, name string) (store.User, error) {
+	if err := s.enter(); err != nil {
+		return store.User{}, err
+	}
+	defer s.mu.RUnlock()
+
+	// One statement, so the user and its devices come from one snapshot.
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT u.created, d.id, d.key, d.created
+		FROM users u JOIN devices d ON d.user = u.name
+		WHERE u.name = ?
+		ORDER BY d.id`, name)
+	if err != nil {
+		return store.User{}, fmt.Errorf("sqlite: user: %w", err)
+	}
+	defer rows.Close()
+	u := store.User{Name: name}
+	for rows.Next() {
+		var (
+			uc, dc int64
+			id     uint32
+			key    []byte
+		)
+		if err := rows.Scan(&uc, &id, &key, &dc); err != nil {
+			return store.User{}, fmt.Errorf("sqlite: user: %w", err)
+		}
+		k, err := toKey(key)
+		if err != nil {
+			return store.User{}, fmt.Errorf("sqlite: user: %w", err)
+		}
+		u.Created = fromNS(uc)
+		u.Devices = append(u.Devices, store.Device{
+			DeviceAddr: store.DeviceAddr{User: name, Device: id},
+			Key:        k,
+			Created:    fromNS(dc),
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return store.User{}, fmt.Errorf("sqlite: user: %w", err)
+	}
+	// Every user has device 1 from CreateUser, so no rows means no user.
+	if len(u.Devices) == 0 {
+		return store.User{}, store.ErrNotFound
+	}
+	return u, nil
+}
+
+// Pending implements store.Store. A limit <= 0 returns no items. An unknown
+// device has an empty queue.
+func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64, limit int, now time.Time) ([]store.Message, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+
+	if limit <= 0 || after >= math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT seq, kind, from_user, from_device, client_id, payload, sent, expires
+		FROM queue
+		WHERE to_user = ? AND to_device = ? AND seq > ? AND expires > ?
+		ORDER BY seq
+		LIMIT ?`, dev.User, dev.Device, int64(after), ns(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Message
+	for rows.Next() {
+		m := store.Message{To: dev}
+		var (
+			cid           []byte
+			sent, expires int64
+			kind          uint8
+		)
+		if err := rows.Scan(&m.Seq, &kind, &m.From.User, &m.From.Device, &cid, &m.Payload, &sent, &expires); err != nil {
+			return nil, fmt.Errorf("sqlite: pending: %w", err)
+		}
+		if m.ClientID, err = toClientID(cid); err != nil {
+			return nil, fmt.Errorf("sqlite: pending: %w", err)
+		}
+		m.Kind = store.Kind(kind)
+		m.Sent = fromNS(sent)
+		m.Expires = fromNS(expires)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: pending: %w", err)
+	}
+	return out, nil
+}
+
+// Expire implements store.Store. An item or deduplication record has expired
+// when its Expires is at or before now (the same rule Pending uses).
+func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	t := ns(now)
+	if _, err := tx.ExecContext(ctx, `
+		WITH gone AS (
+			SELECT to_user, to_device, count(*) AS n
+			FROM queue WHERE expires <= ?
+			GROUP BY to_user, to_device
+		)
+		UPDATE devices SET queued = queued - gone.n
+		FROM gone
+		WHERE devices.user = gone.to_user AND devices.id = gone.to_device`, t); err != nil {
+		return 0, fmt.Errorf("sqlite: expire: update counters: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE expires <= ?`, t)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire: delete items: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM dedup WHERE expires <= ?`, t); err != nil {
+		return 0, fmt.Errorf("sqlite: expire: delete dedup records: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlite: expire: commit: %w", err)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,127 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// Version is the protocol version this code speaks.
+const Version = uint32(ProtocolVersion_PROTOCOL_VERSION_1)
+
+// Limits on what a peer may send. Frames beyond them are rejected before any
+// work is done on them.
+const (
+	// ClientIDSize is the exact size of client_message_id.
+	ClientIDSize = 16
+	// MaxPayload is the largest envelope payload.
+	MaxPayload = 256 << 10
+	// MaxFrame is the largest encoded ClientFrame or ServerFrame the decoders
+	// look at. It is well above MaxPayload so that an oversized payload is
+	// answered with TOO_LARGE (the request id is known) instead of being
+	// treated as garbage; the link's MaxMessageSize is set to it.
+	MaxFrame = 1 << 20
+	// MaxAckSeqs is the most queue items one Ack may name.
+	MaxAckSeqs = 4096
+	// MaxNameLen bounds any username field before the username rules apply.
+	MaxNameLen = 64
+)
+
+// ErrMalformed is wrapped by every decode or validation failure.
+var ErrMalformed = errors.New("wire: malformed frame")
+
+var unmarshal = proto.UnmarshalOptions{DiscardUnknown: true}
+
+// DecodeClientFrame parses and validates a frame from a client. The frame is
+// checked for shape and sizes only; what it asks for is the server's business.
+func DecodeClientFrame(b []byte) (*ClientFrame, error) {
+	if len(b) > MaxFrame {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrMalformed, len(b), MaxFrame)
+	}
+	f := new(ClientFrame)
+	if err := unmarshal.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *ClientFrame) validate() error {
+	switch body := f.Body.(type) {
+	case *ClientFrame_Ack:
+		if n := len(body.Ack.GetSeqs()); n == 0 || n > MaxAckSeqs {
+			return fmt.Errorf("%w: ack names %d items (1 to %d allowed)", ErrMalformed, n, MaxAckSeqs)
+		}
+	case *ClientFrame_Request:
+		return body.Request.validate()
+	default:
+		return fmt.Errorf("%w: empty frame", ErrMalformed)
+	}
+	return nil
+}
+
+// RequestError reports a request that is well-formed protobuf but breaks a
+// field rule. The server answers it with ERROR_CODE_BAD_REQUEST (or TOO_LARGE)
+// rather than closing the connection, since it knows the request id.
+type RequestError struct {
+	ID      uint64
+	Code    ErrorCode
+	Message string
+}
+
+func (e *RequestError) Error() string { return "wire: request " + e.Message }
+func (e *RequestError) Unwrap() error { return ErrMalformed }
+
+func (r *Request) validate() error {
+	bad := func(code ErrorCode, format string, args ...any) error {
+		return &RequestError{ID: r.GetId(), Code: code, Message: fmt.Sprintf(format, args...)}
+	}
+	switch body := r.Body.(type) {
+	case *Request_Register:
+		if len(body.Register.GetUsername()) > MaxNameLen {
+			return bad(ErrorCode_ERROR_CODE_USERNAME_INVALID, "username longer than %d bytes", MaxNameLen)
+		}
+	case *Request_Lookup:
+		if len(body.Lookup.GetUsername()) > MaxNameLen {
+			return bad(ErrorCode_ERROR_CODE_USERNAME_INVALID, "username longer than %d bytes", MaxNameLen)
+		}
+	case *Request_Send:
+		s := body.Send
+		if len(s.GetRecipient()) > MaxNameLen {
+			return bad(ErrorCode_ERROR_CODE_USERNAME_INVALID, "recipient longer than %d bytes", MaxNameLen)
+		}
+		if len(s.GetClientMessageId()) != ClientIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "client_message_id must be %d bytes, got %d", ClientIDSize, len(s.GetClientMessageId()))
+		}
+		if len(s.GetPayload()) > MaxPayload {
+			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "payload of %d bytes exceeds %d", len(s.GetPayload()), MaxPayload)
+		}
+	case *Request_Ping:
+	default:
+		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")
+	}
+	return nil
+}
+
+// DecodeServerFrame parses a frame from the server (client side).
+func DecodeServerFrame(b []byte) (*ServerFrame, error) {
+	if len(b) > MaxFrame {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrMalformed, len(b), MaxFrame)
+	}
+	f := new(ServerFrame)
+	if err := unmarshal.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if f.Body == nil {
+		return nil, fmt.Errorf("%w: empty frame", ErrMalformed)
+	}
+	return f, nil
+}
+
+// Marshal encodes m, appending to buf (which may be nil).
+func Marshal(buf []byte, m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{}.MarshalAppend(buf, m)
+}
