@@ -53,9 +53,14 @@ type Config struct {
 	QueueLimit int           // items per device queue (10,000)
 	TTL        time.Duration // how long undelivered items live (30 days)
 	Window     int           // unacknowledged pushes per device (256)
-	MaxBatch   int           // operations per commit (1,024)
-	Sweep      time.Duration // how often expired items are deleted (1 minute)
-	Now        func() time.Time
+	// WindowBytes bounds the payload bytes pushed and not yet acknowledged
+	// per device (4 MiB), so a connection's send buffer stays bounded
+	// whatever the message sizes: pushes go on while fewer bytes than this
+	// are unacknowledged, so the bound is WindowBytes plus one message.
+	WindowBytes int
+	MaxBatch    int           // operations per commit (1,024)
+	Sweep       time.Duration // how often expired items are deleted (1 minute)
+	Now         func() time.Time
 }
 
 // Router routes envelopes. Create with New; Close when done.
@@ -90,6 +95,9 @@ func New(cfg Config) *Router {
 	}
 	if cfg.Window == 0 {
 		cfg.Window = 256
+	}
+	if cfg.WindowBytes == 0 {
+		cfg.WindowBytes = 4 << 20
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = 1024
@@ -268,7 +276,7 @@ func (r *Router) sweepLoop() {
 // Attach makes mb the connection of device d and starts pushing d's queue to
 // it from the oldest item. A previous connection of d is superseded.
 func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
-	s := &Subscription{r: r, dev: d, mb: mb, dirty: true}
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int)}
 	r.mu.Lock()
 	devs := r.online[d.User]
 	if devs == nil {
@@ -292,20 +300,26 @@ type Subscription struct {
 	dev store.DeviceAddr
 	mb  Mailbox
 
-	mu       sync.Mutex
-	lastSeq  uint64 // highest Seq pushed on this connection
-	inflight int    // pushed and not yet acknowledged
-	dirty    bool   // the queue may hold items after lastSeq
-	running  bool   // a pump goroutine is active
-	drained  bool   // Drained has been pushed
-	closed   bool
+	mu            sync.Mutex
+	lastSeq       uint64         // highest Seq pushed on this connection
+	inflight      map[uint64]int // pushed, not yet acknowledged: seq → payload size
+	inflightBytes int
+	dirty         bool // the queue may hold items after lastSeq
+	running       bool // a pump goroutine is active
+	drained       bool // Drained has been pushed
+	closed        bool
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the
 // next group commit) and reopens the push window.
 func (s *Subscription) Ack(seqs []uint64) error {
 	s.mu.Lock()
-	s.inflight = max(0, s.inflight-len(seqs))
+	for _, q := range seqs {
+		if n, ok := s.inflight[q]; ok {
+			delete(s.inflight, q)
+			s.inflightBytes -= n
+		}
+	}
 	s.mu.Unlock()
 	a := &store.Ack{Device: s.dev, Seqs: seqs, Expires: s.r.cfg.Now().Add(s.r.cfg.TTL)}
 	if !s.r.submit(op{ack: a, ackFrom: s}) {
@@ -346,7 +360,7 @@ func (s *Subscription) wake() {
 // kick starts a pump if there may be work and room in the window.
 func (s *Subscription) kick() {
 	s.mu.Lock()
-	start := s.dirty && !s.running && !s.closed && s.inflight < s.r.cfg.Window
+	start := s.dirty && !s.running && !s.closed && s.hasRoom()
 	if start {
 		s.running = true
 	}
@@ -354,6 +368,11 @@ func (s *Subscription) kick() {
 	if start {
 		go s.pump()
 	}
+}
+
+// hasRoom reports whether the window allows another push; s.mu is held.
+func (s *Subscription) hasRoom() bool {
+	return len(s.inflight) < s.r.cfg.Window && (s.inflightBytes < s.r.cfg.WindowBytes || len(s.inflight) == 0)
 }
 
 // pumpPage bounds one store read.
@@ -366,17 +385,16 @@ const pumpPage = 128
 func (s *Subscription) pump() {
 	for {
 		s.mu.Lock()
-		room := s.r.cfg.Window - s.inflight
-		if s.closed || !s.dirty || room <= 0 {
+		if s.closed || !s.dirty || !s.hasRoom() {
 			s.running = false
 			s.mu.Unlock()
 			return
 		}
 		s.dirty = false
 		after := s.lastSeq
+		limit := min(s.r.cfg.Window-len(s.inflight), pumpPage)
 		s.mu.Unlock()
 
-		limit := min(room, pumpPage)
 		msgs, err := s.r.cfg.Store.Pending(context.Background(), s.dev, after, limit, s.r.cfg.Now())
 		if err != nil {
 			s.r.log.Error("reading queue; retrying in 1s", "device", s.dev.Device, "err", err)
@@ -388,21 +406,27 @@ func (s *Subscription) pump() {
 			return
 		}
 		s.mu.Lock()
-		if len(msgs) > 0 {
-			s.lastSeq = msgs[len(msgs)-1].Seq
-			s.inflight += len(msgs)
+		// Take what the byte window allows; the rest is read again later.
+		n := 0
+		for n < len(msgs) && s.hasRoom() {
+			s.inflight[msgs[n].Seq] = len(msgs[n].Payload)
+			s.inflightBytes += len(msgs[n].Payload)
+			n++
 		}
-		if len(msgs) == limit {
-			s.dirty = true // a full page: there may be more
+		if n > 0 {
+			s.lastSeq = msgs[n-1].Seq
 		}
-		drained := len(msgs) < limit && !s.drained
+		if len(msgs) == limit || n < len(msgs) {
+			s.dirty = true // there may be more
+		}
+		drained := len(msgs) < limit && n == len(msgs) && !s.drained
 		s.drained = s.drained || drained
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
 			continue
 		}
-		for i := range msgs {
+		for i := range msgs[:n] {
 			if !s.mb.Push(Push{Message: &msgs[i]}) {
 				s.stop()
 				break

@@ -357,7 +357,7 @@ func (c *conn) enqueue(f *wire.ServerFrame) bool {
 	}
 	if c.queued+len(b) > c.s.cfg.MaxOutbox {
 		c.mu.Unlock()
-		c.s.log.Info("client not reading; dropping connection", "remote", c.nc.RemoteAddr().String())
+		c.s.log.Info("client not reading; dropping connection", "remote", c.nc.RemoteAddr().String(), "user", c.dev.User, "queued", c.queued, "frame", len(b))
 		c.close()
 		return false
 	}

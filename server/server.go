@@ -22,6 +22,7 @@ import (
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/wire"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -52,6 +53,13 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Link.IdleTimeout == 0 {
+		// Clients ping every 25 s; three missed pings end the connection.
+		c.Link.IdleTimeout = 90 * time.Second
+	}
+	if c.Link.MaxMessageSize == 0 {
+		c.Link.MaxMessageSize = wire.MaxFrame
 	}
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 4096
@@ -117,6 +125,10 @@ func New(cfg Config) (*Server, error) {
 		QueueLimit: cfg.QueueLimit,
 		TTL:        cfg.TTL,
 		Now:        cfg.Now,
+		// Keep what the router may push to a connection well inside what
+		// its outbox may hold, so that only a client that stops reading
+		// is ever dropped.
+		WindowBytes: cfg.MaxOutbox / 2,
 	})
 	return s, nil
 }

@@ -16,7 +16,6 @@ package username
 import (
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Length limits, in bytes (the alphabet is ASCII).
@@ -40,11 +39,16 @@ func Normalize(name string) (string, error) {
 	if len(name) < MinLen || len(name) > MaxLen {
 		return "", fmt.Errorf("%w: %q must be %d to %d characters long", ErrInvalid, truncate(name), MinLen, MaxLen)
 	}
-	n := strings.ToLower(name)
-	for i := 0; i < len(n); i++ {
-		c := n[i]
+	// Check the bytes as given, before any case mapping: Unicode lower-casing
+	// turns some non-ASCII runes into ASCII ones (U+0130 'İ' → 'i', the
+	// Kelvin sign U+212A → 'k'), which would let look-alikes through and
+	// change the length after it was checked.
+	b := []byte(name)
+	for i, c := range b {
 		switch {
 		case c >= 'a' && c <= 'z':
+		case c >= 'A' && c <= 'Z':
+			b[i] = c + ('a' - 'A')
 		case c >= '0' && c <= '9', c == '_':
 			if i == 0 {
 				return "", fmt.Errorf("%w: %q must start with a letter", ErrInvalid, truncate(name))
@@ -53,6 +57,7 @@ func Normalize(name string) (string, error) {
 			return "", fmt.Errorf("%w: %q may contain only letters a-z, digits and underscores", ErrInvalid, truncate(name))
 		}
 	}
+	n := string(b)
 	if n[len(n)-1] == '_' {
 		return "", fmt.Errorf("%w: %q must not end with an underscore", ErrInvalid, truncate(name))
 	}

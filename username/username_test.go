@@ -32,8 +32,11 @@ func TestNormalize(t *testing.T) {
 		"al-ice":                "only letters",
 		"аlice":                 "only letters", // Cyrillic а
 		"ali\x00ce":             "only letters",
-		"Admin":                 "reserved",
-		"magpie":                "reserved",
+		"Aİ":                    "only letters", // U+0130 lower-cases to ASCII 'i'
+		"\u212Aevin":            "only letters", // Kelvin sign lower-cases to 'k'
+
+		"Admin":  "reserved",
+		"magpie": "reserved",
 	}
 	for in, msg := range invalid {
 		_, err := Normalize(in)

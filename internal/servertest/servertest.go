@@ -26,6 +26,8 @@ type Server struct {
 	Invite invite.Invite
 	Addr   string
 	Dir    string
+	// DialOptions are used by Dial, Register and Reconnect.
+	DialOptions client.DialOptions
 
 	ln   net.Listener
 	done chan error
@@ -99,7 +101,7 @@ func (s *Server) Dial(t testing.TB, key link.KeyPair) *client.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, s.Invite, key, client.DialOptions{})
+	c, err := client.Dial(ctx, s.Invite, key, s.DialOptions)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
