@@ -217,18 +217,26 @@ func drain(conn net.Conn, deadline time.Time) {
 	var buf [512]byte
 	for {
 		_, err := conn.Read(buf[:])
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed):
 			// Deadline reached, or we were closed locally (shutdown).
 			return
+		default:
+			// The peer hung up (EOF or reset): nothing left to read, but
+			// closing now would reveal when it did, so wait out the window.
+			// Poll rather than sleep once, so that a local Close (server
+			// shutdown) still ends the wait promptly: Read then reports
+			// net.ErrClosed.
+			d := time.Until(deadline)
+			if d <= 0 {
+				return
+			}
+			time.Sleep(min(d, drainPoll))
 		}
-		// The peer hung up (EOF or reset): nothing left to read, but
-		// closing now would reveal when it did; wait out the window.
-		if d := time.Until(deadline); d > 0 {
-			time.Sleep(d)
-		}
-		return
 	}
 }
+
+// drainPoll is how often a drain whose peer has gone checks for a local
+// close.
+const drainPoll = 200 * time.Millisecond

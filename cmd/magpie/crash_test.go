@@ -97,14 +97,14 @@ func waitCount(t *testing.T, c *atomic.Int64, n int64, what string) {
 
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	const (
-		cycles        = 3
-		acksPerPhase  = 40 // successful sends between two kills
+		cycles        = 4
+		acksPerPhase  = 60 // successful sends between two kills
 		failsPerOuter = 3  // failed sends seen in each outage
 	)
 	srv := serveOnFreePort(t, t.TempDir())
 	bob := newUser(t, srv, "bob")
 	var senders []*sender
-	for _, name := range []string{"alice", "carol", "dave"} {
+	for _, name := range []string{"alice", "carol", "dave", "erin"} {
 		senders = append(senders, &sender{name: name, home: newUser(t, srv, name)})
 	}
 
@@ -166,9 +166,15 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 
 	acked := map[string]bool{}
 	attempted := map[string]bool{}
+	inFlight := 0 // calls under way when the server was killed
 	for _, s := range senders {
 		for _, r := range s.records {
 			attempted[r.text] = true
+			for _, o := range outages {
+				if r.start.Before(o.from) && r.end.After(o.from) {
+					inFlight++
+				}
+			}
 			if r.err == nil {
 				acked[r.text] = true
 			}
@@ -211,8 +217,16 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 			t.Errorf("bob got %q, which nobody sent", text)
 		}
 	}
-	t.Logf("%d kill -9 cycles: %d sends attempted, %d acknowledged, %d failed; bob got %d distinct; lost %d, duplicated %d, phantom %d; unacknowledged but delivered: %d",
-		cycles, len(attempted), len(acked), fails.Load(), len(got), lost, dup, phantom, unackedDelivered)
+	t.Logf("%d kill -9 cycles: %d sends attempted (%d in flight at a kill), %d acknowledged, %d failed; bob got %d distinct; lost %d, duplicated %d, phantom %d; unacknowledged but delivered: %d",
+		cycles, len(attempted), inFlight, len(acked), fails.Load(), len(got), lost, dup, phantom, unackedDelivered)
+
+	// bob's local history has each message once too.
+	hist := decodeLines[struct {
+		Text string `json:"text"`
+	}](t, mustRun(t, "--home", bob, "history", "--json", "--limit", "100000").stdout)
+	if len(hist) != len(got) {
+		t.Errorf("bob's history has %d messages, his inbox showed %d distinct", len(hist), len(got))
+	}
 
 	// Exactly once to the app: nothing new the second time.
 	if m := messages(decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)); len(m) != 0 {
