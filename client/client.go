@@ -58,7 +58,7 @@ type Client struct {
 // device's private key (once; re-running Init with a new invite keeps it) and
 // records the invite.
 func Init(ctx context.Context, home string, inv invite.Invite) error {
-	st, err := clientstore.Open(home)
+	st, err := clientstore.Open(home, true)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func Open(ctx context.Context, home string, opts Options) (*Client, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	st, err := clientstore.Open(home)
+	st, err := clientstore.Open(home, false)
 	if err != nil {
 		return nil, err
 	}

@@ -97,9 +97,9 @@ func waitCount(t *testing.T, c *atomic.Int64, n int64, what string) {
 
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	const (
-		cycles        = 4
-		acksPerPhase  = 60 // successful sends between two kills
-		failsPerOuter = 3  // failed sends seen in each outage
+		cycles         = 4
+		acksPerPhase   = 60 // successful sends between two kills
+		failsPerOutage = 3  // failed sends seen in each outage
 	)
 	srv := serveOnFreePort(t, t.TempDir())
 	bob := newUser(t, srv, "bob")
@@ -134,9 +134,9 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	var outages []outage
 	for cycle := range cycles {
 		waitCount(t, &acks, acks.Load()+acksPerPhase, fmt.Sprintf("sends before kill %d", cycle+1))
-		srv.kill() // SIGKILL, with sends in flight from every sender
+		srv.kill() // SIGKILL while every sender is sending
 		o := outage{from: time.Now()}
-		waitCount(t, &fails, fails.Load()+failsPerOuter, fmt.Sprintf("failed sends in outage %d", cycle+1))
+		waitCount(t, &fails, fails.Load()+failsPerOutage, fmt.Sprintf("failed sends in outage %d", cycle+1))
 		o.to = time.Now()
 		outages = append(outages, o)
 		srv = srv.restart(t)

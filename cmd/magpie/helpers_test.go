@@ -78,12 +78,8 @@ func (o *output) waitFor(timeout time.Duration, done <-chan struct{}, cond func(
 		select {
 		case <-changed:
 		case <-done:
-			done = nil // the last writes may still be in flight: look once more
-			select {
-			case <-changed:
-			case <-time.After(100 * time.Millisecond):
-				return cond(o.String())
-			}
+			// Wait has returned, so all output has been copied: look once more.
+			return cond(o.String())
 		case <-timer.C:
 			return false
 		}

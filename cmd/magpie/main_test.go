@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -170,6 +171,9 @@ func TestCLIConversation(t *testing.T) {
 		{"lookup", "bob"}, {"typing", "bob"}, {"history"},
 	} {
 		mustFail(t, []string{"magpie init"}, append([]string{"--home", empty}, args...)...)
+	}
+	if _, err := os.Stat(empty); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("client commands in an un-initialised home created it (%v)", err)
 	}
 
 	srv.stop(t)
@@ -405,10 +409,14 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--bogus"}, []string{"unknown flag", "--bogus"}},
 		{[]string{"extra-arg"}, []string{"serve takes 0 argument"}},
 	} {
-		args := append([]string{"serve", "--data", t.TempDir()}, tc.args...)
+		data := filepath.Join(t.TempDir(), "data")
+		args := append([]string{"serve", "--data", data}, tc.args...)
 		r := mustFail(t, tc.want, args...)
 		if strings.Contains(r.stdout, "magpie://") {
 			t.Errorf("%v printed an invite although it failed:\n%s", tc.args, r)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v failed but created the data directory (%v)", tc.args, err)
 		}
 	}
 

@@ -65,6 +65,31 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
 	}
+	// Catch signals before anything else: a supervisor that sends SIGTERM as
+	// soon as it sees the invite must get a graceful stop, not the default
+	// action.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// Listen before touching the data directory, so a bad --listen leaves
+	// nothing behind.
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for _, addr := range listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("listen on %s: %w (is another server running? choose another --listen)", addr, err)
+			}
+			return fmt.Errorf("listen on %s: %w (--listen takes host:port, e.g. 127.0.0.1:7443 or :7443)", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -77,20 +102,6 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 		return err
 	}
 	defer st.Close()
-
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for _, addr := range listen {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w (is another server running? choose another --listen)", addr, err)
-		}
-		lns = append(lns, ln)
-	}
 
 	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl})
 	if err != nil {
@@ -114,8 +125,6 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
 	fmt.Fprintln(g.stdout, inv.String())
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
 	for _, ln := range lns {

@@ -52,16 +52,24 @@ CREATE INDEX IF NOT EXISTS messages_outbox ON messages (outgoing, server_time) W
 CREATE INDEX IF NOT EXISTS messages_sent_id ON messages (client_id) WHERE outgoing = 1;
 `
 
-// Open opens (creating if needed) the state in dir. The directory is made
-// private to the user (0700) because it holds the device's private key.
-func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("client home %s: %w", dir, err)
-	}
+// Open opens the state in dir. With create it makes the directory (private
+// to the user, 0700, because it holds the device's private key) and the
+// database as needed; without, a missing database is ErrNotInitialized and
+// nothing is created.
+func Open(dir string, create bool) (*Store, error) {
 	path := filepath.Join(dir, FileName)
-	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600); err == nil {
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("client home %s: %w", dir, err)
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("client state %s: %w", path, err)
+		}
 		f.Close()
-	} else {
+	} else if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotInitialized
+	} else if err != nil {
 		return nil, fmt.Errorf("client state %s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)"
