@@ -16,6 +16,19 @@ import (
 	"github.com/magpie-im/magpie/invite"
 )
 
+// withClient adapts a command body that needs the client in --home: it
+// opens it before and closes it after.
+func (g *globals) withClient(run func(cmd *cobra.Command, cl *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cl, err := g.openClient(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return run(cmd, cl, args)
+	}
+}
+
 // openClient opens the client in the resolved home directory.
 func (g *globals) openClient(ctx context.Context) (*client.Client, error) {
 	home, err := g.clientHome()
@@ -81,12 +94,7 @@ with a letter and not ending with an underscore. Case does not matter
 ("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.`,
 		Example: `  magpie register alice`,
 		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
 			d, err := cl.Register(cmd.Context(), args[0])
 			if err != nil {
 				return userError(err)
@@ -96,7 +104,7 @@ with a letter and not ending with an underscore. Case does not matter
 			}
 			fmt.Fprintf(g.stdout, "Registered as %s (device %d)\n", d.User, d.Device)
 			return nil
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
@@ -108,12 +116,7 @@ func lookupCmd(g *globals) *cobra.Command {
 		Short:   "Show a user's devices",
 		Example: `  magpie lookup bob`,
 		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
 			u, err := cl.Lookup(cmd.Context(), args[0])
 			if err != nil {
 				return userError(err)
@@ -130,7 +133,7 @@ func lookupCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "  device %d  key %x  since %s\n", d.Device, d.Key[:8], d.Created.Format(time.DateOnly))
 			}
 			return nil
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
@@ -146,12 +149,7 @@ stays in this client's outbox and goes out, with the same id (so never twice),
 with the next send, inbox or listen.`,
 		Example: `  magpie send bob "See you at 6"`,
 		Args:    exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
 			s, err := cl.SendText(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return userError(err)
@@ -161,7 +159,7 @@ with the next send, inbox or listen.`,
 			}
 			fmt.Fprintf(g.stdout, "Sent to %s (%d device(s)) at %s\n", s.To, s.Devices, s.ServerTime.Format(time.TimeOnly))
 			return nil
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
@@ -177,12 +175,7 @@ devices of NAME that are connected now, and is never stored.`,
 		Example: `  magpie typing bob
   magpie typing bob --stopped`,
 		Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
 			n, err := cl.Typing(cmd.Context(), args[0], !stopped)
 			if err != nil {
 				return userError(err)
@@ -192,7 +185,7 @@ devices of NAME that are connected now, and is never stored.`,
 			}
 			fmt.Fprintf(g.stdout, "Typing indicator reached %d device(s)\n", n)
 			return nil
-		},
+		}),
 	}
 	c.Flags().BoolVar(&stopped, "stopped", false, "say you stopped typing")
 	g.addJSON(c)
@@ -208,14 +201,9 @@ delivery receipt waiting on the server, store them locally, and exit.`,
 		Example: `  magpie inbox
   magpie inbox --json | jq .text`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
 			n := 0
-			err = cl.Sync(cmd.Context(), func(ev client.Event) {
+			err := cl.Sync(cmd.Context(), func(ev client.Event) {
 				if ev.Kind == client.EventMessage {
 					n++
 				}
@@ -228,7 +216,7 @@ delivery receipt waiting on the server, store them locally, and exit.`,
 				fmt.Fprintln(g.stdout, "No new messages.")
 			}
 			return nil
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
@@ -244,12 +232,7 @@ Stop with Ctrl-C.`,
 		Example: `  magpie listen
   magpie listen --json`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if !g.json {
@@ -257,7 +240,7 @@ Stop with Ctrl-C.`,
 				fmt.Fprintf(g.stdout, "Listening as %s (Ctrl-C to stop)\n", me.User)
 			}
 			return userError(cl.Listen(ctx, g.printEvent))
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
@@ -270,12 +253,7 @@ func historyCmd(g *globals) *cobra.Command {
 		Short:   "Show stored messages (with NAME, or all)",
 		Example: "  magpie history\n  magpie history bob --limit 20",
 		Args:    cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
 			peer := ""
 			if len(args) == 1 {
 				peer = args[0]
@@ -307,7 +285,7 @@ func historyCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "%s %s %-12s %s  [%s]\n", m.Created.Format(time.DateTime), arrow, m.Peer, m.Body, state)
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().IntVar(&limit, "limit", 50, "most recent messages to show")
 	g.addJSON(c)
@@ -320,12 +298,7 @@ func whoamiCmd(g *globals) *cobra.Command {
 		Short:   "Show this client's account, server and key",
 		Example: "  magpie whoami --home /tmp/alice",
 		Args:    exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.openClient(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
 			me, ok := cl.Account()
 			pk := cl.PublicKey()
 			if g.json {
@@ -340,7 +313,7 @@ func whoamiCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "server: %s\n", cl.Invite().Fingerprint())
 			fmt.Fprintf(g.stdout, "key:    %x\n", pk[:])
 			return nil
-		},
+		}),
 	}
 	g.addJSON(c)
 	return c
