@@ -3,6 +3,7 @@ module github.com/magpie-im/magpie
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/flynn/noise v1.1.0
 	github.com/spf13/cobra v1.10.2
 	go.uber.org/goleak v1.3.0

@@ -57,6 +57,7 @@ type Conn struct {
 
 	mu      sync.Mutex
 	device  *DeviceAddr
+	counts  KeyCounts // one-time prekeys left, from the hello
 	waiting map[uint64]chan *wire.Response
 	err     error // why the connection ended
 
@@ -79,6 +80,8 @@ type Push struct {
 	Receipt  *Receipt
 	// Drained: every item queued when the connection opened has been pushed.
 	Drained bool
+	// KeysLow: this device's one-time prekeys are running low.
+	KeysLow *KeyCounts
 }
 
 // Envelope is a message from another device. Acknowledge it (Conn.Ack) once
@@ -184,6 +187,7 @@ func dialOne(ctx context.Context, addr string, serverKey [32]byte, key link.KeyP
 	if d := sh.GetDevice(); d != nil {
 		c.device = &DeviceAddr{User: d.GetUser(), Device: d.GetDevice()}
 	}
+	c.counts = keyCounts(sh.GetKeyCounts())
 	go c.readLoop()
 	go c.forward()
 	return c, nil
@@ -299,6 +303,9 @@ func convertPush(p *wire.Push) (Push, bool) {
 		return Push{Receipt: rc}, true
 	case *wire.Push_QueueDrained:
 		return Push{Drained: true}, true
+	case *wire.Push_KeysLow:
+		k := keyCounts(b.KeysLow)
+		return Push{KeysLow: &k}, true
 	}
 	return Push{}, false
 }
@@ -437,9 +444,10 @@ type UserInfo struct {
 
 // DeviceInfo describes one device of a user.
 type DeviceInfo struct {
-	Device  uint32
-	Key     [32]byte
-	Created time.Time
+	Device         uint32
+	Key            [32]byte
+	Created        time.Time
+	RegistrationID uint32 // 0 until the device uploads end-to-end keys
 }
 
 // Lookup returns a user's devices, or an error matching ErrUnknownUser.
@@ -451,7 +459,7 @@ func (c *Conn) Lookup(ctx context.Context, name string) (*UserInfo, error) {
 	l := r.GetLookup()
 	u := &UserInfo{Name: l.GetUsername()}
 	for _, d := range l.GetDevices() {
-		di := DeviceInfo{Device: d.GetDevice(), Created: time.UnixMilli(d.GetCreatedMs())}
+		di := DeviceInfo{Device: d.GetDevice(), Created: time.UnixMilli(d.GetCreatedMs()), RegistrationID: d.GetRegistrationId()}
 		copy(di.Key[:], d.GetKey())
 		u.Devices = append(u.Devices, di)
 	}
@@ -499,6 +507,58 @@ func (c *Conn) Ping(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.UnixMilli(r.GetPing().GetServerTimeMs()), nil
+}
+
+// KeyCounts says how many one-time prekeys a device has left on the server.
+type KeyCounts struct {
+	PreKeys, KyberPreKeys int
+}
+
+func keyCounts(k *wire.KeyCounts) KeyCounts {
+	return KeyCounts{PreKeys: int(k.GetPreKeys()), KyberPreKeys: int(k.GetKyberPreKeys())}
+}
+
+// KeyCounts returns the one-time prekey counts the server reported in the
+// handshake (zero for an unregistered device).
+func (c *Conn) KeyCounts() KeyCounts { return c.counts }
+
+// SetKeys uploads end-to-end public keys (see wire.SetKeysRequest) and
+// returns the one-time prekey counts now stored.
+func (c *Conn) SetKeys(ctx context.Context, k *wire.SetKeysRequest) (KeyCounts, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_SetKeys{SetKeys: k}})
+	if err != nil {
+		return KeyCounts{}, err
+	}
+	return keyCounts(r.GetSetKeys().GetKeyCounts()), nil
+}
+
+// GetBundles fetches prekey bundles for devices of user (nil: all devices
+// with keys). Each call spends one of each device's one-time prekeys.
+func (c *Conn) GetBundles(ctx context.Context, user string, devices []uint32) (*wire.GetBundlesResponse, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_GetBundles{GetBundles: &wire.GetBundlesRequest{Username: user, Devices: devices}}})
+	if err != nil {
+		return nil, err
+	}
+	return r.GetGetBundles(), nil
+}
+
+// DevicePayload is one device's ciphertext in a per-device send.
+type DevicePayload struct {
+	Device         uint32
+	RegistrationID uint32
+	Payload        []byte
+}
+
+// SendPerDevice sends one payload to each named device of user to (the
+// end-to-end mode). The list must name exactly the recipient's devices with
+// keys (for one's own account: the other devices); otherwise the error
+// matches ErrMismatchedDevices and its *ServerError carries the Mismatch.
+func (c *Conn) SendPerDevice(ctx context.Context, to string, id MessageID, ephemeral bool, payloads []DevicePayload) (SendResult, error) {
+	req := &wire.SendRequest{Recipient: to, ClientMessageId: id[:], PerDevice: true, Ephemeral: ephemeral}
+	for _, p := range payloads {
+		req.DevicePayloads = append(req.DevicePayloads, &wire.DevicePayload{Device: p.Device, RegistrationId: p.RegistrationID, Payload: p.Payload})
+	}
+	return c.send(ctx, req)
 }
 
 // Ack tells the server that pushed items (envelopes, receipts) are safely

@@ -23,6 +23,8 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported protocol version")
 	ErrUnavailable        = errors.New("server unavailable")
 	ErrInternal           = errors.New("server error")
+	ErrMismatchedDevices  = errors.New("recipient devices changed")
+	ErrNoKeys             = errors.New("recipient has no end-to-end keys")
 )
 
 var codeErrors = map[wire.ErrorCode]error{
@@ -38,6 +40,8 @@ var codeErrors = map[wire.ErrorCode]error{
 	wire.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION: ErrUnsupportedVersion,
 	wire.ErrorCode_ERROR_CODE_UNAVAILABLE:         ErrUnavailable,
 	wire.ErrorCode_ERROR_CODE_INTERNAL:            ErrInternal,
+	wire.ErrorCode_ERROR_CODE_MISMATCHED_DEVICES:  ErrMismatchedDevices,
+	wire.ErrorCode_ERROR_CODE_NO_KEYS:             ErrNoKeys,
 }
 
 // ServerError is an error the server answered with.
@@ -45,6 +49,15 @@ type ServerError struct {
 	Code       wire.ErrorCode
 	Message    string        // from the server; fit to show a user
 	RetryAfter time.Duration // 0 if the server gave no hint
+	// Mismatch is set with ErrMismatchedDevices: how the device list of a
+	// per-device send differs from the recipient's devices.
+	Mismatch *Mismatch
+}
+
+// Mismatch lists the devices a per-device send must add, drop, or start
+// new sessions with.
+type Mismatch struct {
+	Missing, Extra, Stale []uint32
 }
 
 func (e *ServerError) Error() string {
@@ -65,9 +78,13 @@ func (e *ServerError) Temporary() bool {
 }
 
 func serverError(e *wire.Error) error {
-	return &ServerError{
+	se := &ServerError{
 		Code:       e.GetCode(),
 		Message:    e.GetMessage(),
 		RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond,
 	}
+	if m := e.GetMismatch(); m != nil {
+		se.Mismatch = &Mismatch{Missing: m.GetMissing(), Extra: m.GetExtra(), Stale: m.GetStale()}
+	}
+	return se
 }

@@ -23,9 +23,10 @@ var ErrClosed = errors.New("router: closed")
 
 // Push is one item for a connected device. Exactly one field is set.
 type Push struct {
-	Message   *store.Message // a queued envelope or receipt; acknowledge by Seq
-	Ephemeral *Ephemeral     // never stored, never acknowledged
-	Drained   bool           // the backlog present at connect time has been pushed
+	Message   *store.Message   // a queued envelope or receipt; acknowledge by Seq
+	Ephemeral *Ephemeral       // never stored, never acknowledged
+	Drained   bool             // the backlog present at connect time has been pushed
+	KeysLow   *store.KeyCounts // the device should upload more one-time prekeys
 }
 
 // Ephemeral is an envelope for devices online now only (typing indicators).
@@ -33,6 +34,9 @@ type Ephemeral struct {
 	From     store.DeviceAddr
 	ClientID [store.ClientIDSize]byte
 	Payload  []byte
+	// Payloads, when non-nil, holds one payload per device (end-to-end
+	// mode); devices it does not name get nothing.
+	Payloads map[uint32][]byte
 	Sent     time.Time
 }
 
@@ -182,11 +186,29 @@ func (r *Router) SendEphemeral(to string, e *Ephemeral) int {
 	r.mu.RUnlock()
 	n := 0
 	for _, s := range subs {
-		if s.mb.Push(Push{Ephemeral: e}) {
+		p := e
+		if e.Payloads != nil {
+			payload, ok := e.Payloads[s.dev.Device]
+			if !ok {
+				continue
+			}
+			one := *e
+			one.Payload, one.Payloads = payload, nil
+			p = &one
+		}
+		if s.mb.Push(Push{Ephemeral: p}) {
 			n++
 		}
 	}
 	return n
+}
+
+// PushTo hands p to device d if it is connected now.
+func (r *Router) PushTo(d store.DeviceAddr, p Push) bool {
+	r.mu.RLock()
+	s := r.online[d.User][d.Device]
+	r.mu.RUnlock()
+	return s != nil && s.mb.Push(p)
 }
 
 func (r *Router) commitLoop() {

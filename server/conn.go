@@ -33,6 +33,7 @@ type conn struct {
 	authed  bool
 	sub     *router.Subscription
 	limiter *rate.Limiter
+	bundles *rate.Limiter // key bundle fetches
 	sends   chan struct{} // semaphore: sends awaiting commit
 	pending sync.WaitGroup
 
@@ -75,6 +76,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.limiter = rate.NewLimiter(c.s.cfg.RequestRate, c.s.cfg.RequestBurst)
+	c.bundles = rate.NewLimiter(c.s.cfg.BundleRate, c.s.cfg.BundleBurst)
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
 		c.sub = c.s.router.Attach(c.dev, c)
@@ -113,6 +115,11 @@ func (c *conn) hello(peer [32]byte, payload []byte) (*wire.ServerHello, error) {
 	case err == nil:
 		c.dev, c.authed = dev.DeviceAddr, true
 		reply.Device = &wire.DeviceAddress{User: dev.User, Device: dev.Device}
+		counts, err := c.s.cfg.Store.KeyCounts(context.Background(), dev.DeviceAddr)
+		if err != nil {
+			return nil, fmt.Errorf("key counts: %w", err)
+		}
+		reply.KeyCounts = wireCounts(counts)
 	case errors.Is(err, store.ErrNotFound):
 		// Unregistered: it may Register.
 	default:
@@ -175,6 +182,10 @@ func (c *conn) handle(req *wire.Request) {
 		c.lookup(id, body.Lookup)
 	case *wire.Request_Send:
 		c.send(id, body.Send)
+	case *wire.Request_SetKeys:
+		c.setKeys(id, body.SetKeys)
+	case *wire.Request_GetBundles:
+		c.getBundles(id, body.GetBundles)
 	}
 }
 
@@ -226,7 +237,7 @@ func (c *conn) lookup(id uint64, req *wire.LookupRequest) {
 	}
 	resp := &wire.LookupResponse{Username: u.Name}
 	for _, d := range u.Devices {
-		resp.Devices = append(resp.Devices, &wire.DeviceInfo{Device: d.Device, Key: d.Key[:], CreatedMs: d.Created.UnixMilli()})
+		resp.Devices = append(resp.Devices, &wire.DeviceInfo{Device: d.Device, Key: d.Key[:], CreatedMs: d.Created.UnixMilli(), RegistrationId: d.RegistrationID})
 	}
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_Lookup{Lookup: resp}})
 }
@@ -240,7 +251,7 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 	var cid [store.ClientIDSize]byte
 	copy(cid[:], req.GetClientMessageId())
 	if req.GetEphemeral() {
-		c.sendEphemeral(id, to, cid, req.GetPayload())
+		c.sendEphemeral(id, to, cid, req)
 		return
 	}
 	// Bound the sends waiting for commit; when full, stop reading (TCP
@@ -248,6 +259,9 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 	c.sends <- struct{}{}
 	c.pending.Add(1)
 	e := &store.Enqueue{From: c.dev, ClientID: cid, To: to, Payload: req.GetPayload()}
+	if req.GetPerDevice() {
+		e.Payload, e.Devices = nil, perDeviceSend(req)
+	}
 	c.s.router.Send(e, func(e *store.Enqueue, err error) {
 		defer c.pending.Done()
 		<-c.sends
@@ -268,9 +282,16 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 	})
 }
 
-func (c *conn) sendEphemeral(id uint64, to string, cid [store.ClientIDSize]byte, payload []byte) {
+func (c *conn) sendEphemeral(id uint64, to string, cid [store.ClientIDSize]byte, req *wire.SendRequest) {
 	now := c.s.cfg.Now()
-	n := c.s.router.SendEphemeral(to, &router.Ephemeral{From: c.dev, ClientID: cid, Payload: payload, Sent: now})
+	e := &router.Ephemeral{From: c.dev, ClientID: cid, Payload: req.GetPayload(), Sent: now}
+	if req.GetPerDevice() {
+		e.Payloads = make(map[uint32][]byte, len(req.GetDevicePayloads()))
+		for _, d := range req.GetDevicePayloads() {
+			e.Payloads[d.GetDevice()] = d.GetPayload()
+		}
+	}
+	n := c.s.router.SendEphemeral(to, e)
 	if n == 0 {
 		// Nobody online: say whether the user exists at all, so that a typo
 		// gets an answer.
@@ -283,7 +304,12 @@ func (c *conn) sendEphemeral(id uint64, to string, cid [store.ClientIDSize]byte,
 }
 
 func (c *conn) storeErr(id uint64, user string, err error) {
+	var mm *store.MismatchError
 	switch {
+	case errors.As(err, &mm):
+		c.respond(&wire.Response{Id: id, Error: mismatchErr(mm)})
+	case errors.Is(err, store.ErrNoKeys):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_NO_KEYS, fmt.Sprintf("%q has not set up end-to-end encryption yet (an old client?)", user), 0)
 	case errors.Is(err, store.ErrNotFound):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNKNOWN_USER, fmt.Sprintf("no user %q on this server; check the spelling", user), 0)
 	case errors.Is(err, store.ErrQueueFull):
@@ -306,6 +332,8 @@ func (c *conn) respond(r *wire.Response) {
 func (c *conn) Push(p router.Push) bool {
 	var push wire.Push
 	switch {
+	case p.KeysLow != nil:
+		push.Body = &wire.Push_KeysLow{KeysLow: wireCounts(*p.KeysLow)}
 	case p.Drained:
 		push.Body = &wire.Push_QueueDrained{QueueDrained: &wire.QueueDrained{}}
 	case p.Ephemeral != nil:

@@ -46,6 +46,8 @@ type Config struct {
 	RequestBurst int        // (2,000)
 	SignupRate   rate.Limit // registrations per second per remote IP (1 per 10 s)
 	SignupBurst  int        // (5)
+	BundleRate   rate.Limit // key bundle fetches per second per connection (1 per 2 s)
+	BundleBurst  int        // (30)
 
 	Now func() time.Time
 }
@@ -81,6 +83,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SignupBurst == 0 {
 		c.SignupBurst = 5
+	}
+	if c.BundleRate == 0 {
+		c.BundleRate = rate.Every(2 * time.Second)
+	}
+	if c.BundleBurst == 0 {
+		c.BundleBurst = 30
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -26,7 +27,31 @@ var (
 	ErrQueueFull = errors.New("store: recipient queue full")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrMismatchedDevices: per-device payloads do not name exactly the
+	// recipient's current devices; the error is a *MismatchError.
+	ErrMismatchedDevices = errors.New("store: recipient devices changed")
+	// ErrKeyLimit: an upload would store more one-time prekeys than allowed.
+	ErrKeyLimit = errors.New("store: too many one-time prekeys")
+	// ErrNoKeys: the device has not uploaded its identity and prekeys yet.
+	ErrNoKeys = errors.New("store: device has no keys")
 )
+
+// MismatchError says how a per-device send's device list differs from the
+// recipient's devices, so the sender can fetch bundles for the missing ones,
+// drop the extra ones and rebuild sessions with the stale ones (re-registered
+// devices), then retry (the Sesame algorithm's device-list reconciliation).
+type MismatchError struct {
+	Missing []uint32 // devices the sender left out
+	Extra   []uint32 // devices named that do not exist (or have no keys)
+	Stale   []uint32 // devices whose registration id differs
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("store: recipient devices changed (missing %v, extra %v, stale %v)", e.Missing, e.Extra, e.Stale)
+}
+
+// Is makes errors.Is(err, ErrMismatchedDevices) true.
+func (e *MismatchError) Is(target error) bool { return target == ErrMismatchedDevices }
 
 // KeySize is the size of a device's Noise static public key (X25519).
 const KeySize = 32
@@ -45,6 +70,9 @@ type Device struct {
 	DeviceAddr
 	Key     [KeySize]byte // Noise static public key; unique across all devices
 	Created time.Time
+	// RegistrationID is the end-to-end layer's id for this installation
+	// (Signal's registration id, 14 bits); 0 until keys are uploaded.
+	RegistrationID uint32
 }
 
 // User is a registered account.
@@ -78,20 +106,77 @@ type Message struct {
 }
 
 // Enqueue asks for one copy of Payload to be queued for every device of user
-// To. Its result fields are filled in by Store.Commit.
+// To or, when Devices is set, for exactly the devices it names, each with its
+// own payload (end-to-end ciphertext is different per device). Its result
+// fields are filled in by Store.Commit.
 type Enqueue struct {
-	From       DeviceAddr
-	ClientID   [ClientIDSize]byte
-	To         string
-	Payload    []byte
+	From     DeviceAddr
+	ClientID [ClientIDSize]byte
+	To       string
+	Payload  []byte
+	// Devices, when non-nil (even empty), must name every device of To that has keys,
+	// except the sending device when To is the sender's own account, with
+	// each one's current registration id; otherwise Err is a *MismatchError
+	// and nothing is queued.
+	Devices    []DevicePayload
 	Expires    time.Time
 	QueueLimit int // maximum items per recipient device queue; 0 means no limit
 
 	// Results.
-	Err       error     // nil, ErrNotFound (unknown recipient) or ErrQueueFull
+	Err       error     // nil, ErrNotFound (unknown recipient), ErrQueueFull, *MismatchError or ErrNoKeys (no device of To has keys)
 	Duplicate bool      // (From, ClientID) was accepted before; nothing new was queued
 	Sent      time.Time // accept time of this (or, for a duplicate, the original) send
 	Queued    []Message // the copies queued, one per recipient device; nil for a duplicate
+}
+
+// DevicePayload is one device's copy in a per-device Enqueue.
+type DevicePayload struct {
+	Device         uint32
+	RegistrationID uint32
+	Payload        []byte
+}
+
+// SignedPreKey is a public prekey with its owner's XEdDSA signature, all as
+// the end-to-end layer serializes them (the store does not interpret them).
+type SignedPreKey struct {
+	ID        uint32
+	Key       []byte
+	Signature []byte
+}
+
+// PreKey is a one-time EC prekey.
+type PreKey struct {
+	ID  uint32
+	Key []byte
+}
+
+// Keys is an upload of a device's end-to-end public keys. Nil and empty
+// fields leave what is stored unchanged; one-time keys are added (an id
+// already stored is replaced).
+type Keys struct {
+	IdentityKey     []byte // the account's identity key; replaces the stored one
+	RegistrationID  uint32
+	SignedPreKey    *SignedPreKey
+	LastResortKyber *SignedPreKey
+	PreKeys         []PreKey
+	KyberPreKeys    []SignedPreKey
+}
+
+// KeyCounts says how many one-time prekeys a device has left on the server.
+type KeyCounts struct {
+	PreKeys      int
+	KyberPreKeys int
+}
+
+// Bundle is what a sender needs to start a session with one device. PreKey
+// is nil when the device's one-time EC prekeys ran out; KyberPreKey is then
+// a one-time Kyber prekey if any is left, else the last-resort one.
+type Bundle struct {
+	Device         uint32
+	RegistrationID uint32
+	SignedPreKey   SignedPreKey
+	KyberPreKey    SignedPreKey
+	PreKey         *PreKey
 }
 
 // Ack removes delivered items from one device's queue. Its result fields are
@@ -137,6 +222,19 @@ type Store interface {
 	// Expire deletes items and deduplication records that expired before now
 	// and returns how many queue items it removed.
 	Expire(ctx context.Context, now time.Time) (int, error)
+
+	// SetKeys stores dev's end-to-end public keys. It returns ErrKeyLimit,
+	// storing nothing, if either kind of one-time prekey would exceed limit.
+	SetKeys(ctx context.Context, dev DeviceAddr, k Keys, limit int) (KeyCounts, error)
+	// Bundles returns the account's identity key and a bundle for each of
+	// the given devices of user (nil: every device with keys), consuming one
+	// one-time EC prekey and one one-time Kyber prekey per device
+	// atomically: concurrent callers never get the same one-time key.
+	// ErrNotFound: no such user; ErrNoKeys: a named device has no keys (or
+	// the user has none at all).
+	Bundles(ctx context.Context, user string, devices []uint32) (identity []byte, bundles []Bundle, err error)
+	// KeyCounts returns how many one-time prekeys dev has left.
+	KeyCounts(ctx context.Context, dev DeviceAddr) (KeyCounts, error)
 
 	Close() error
 }

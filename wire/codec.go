@@ -26,6 +26,17 @@ const (
 	MaxAckSeqs = 4096
 	// MaxNameLen bounds any username field before the username rules apply.
 	MaxNameLen = 64
+
+	// Sizes of Signal-format keys as carried on the wire: a type byte then
+	// the key (0x05 ‖ X25519, 0x08 ‖ Kyber1024), and XEdDSA signatures.
+	ECKeySize     = 33
+	KyberKeySize  = 1569
+	SignatureSize = 64
+	// MaxKeysPerUpload bounds each list of one-time prekeys in one upload.
+	MaxKeysPerUpload = 100
+	// MaxDevices bounds the device lists in per-device sends and bundle
+	// requests.
+	MaxDevices = 64
 )
 
 // ErrMalformed is wrapped by every decode or validation failure.
@@ -99,9 +110,75 @@ func (r *Request) validate() error {
 		if len(s.GetPayload()) > MaxPayload {
 			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "payload of %d bytes exceeds %d", len(s.GetPayload()), MaxPayload)
 		}
+		if !s.GetPerDevice() && len(s.GetDevicePayloads()) > 0 {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "device_payloads without per_device")
+		}
+		if s.GetPerDevice() {
+			if len(s.GetPayload()) > 0 {
+				return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a per-device send carries its payloads in device_payloads only")
+			}
+			if len(s.GetDevicePayloads()) > MaxDevices {
+				return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "more than %d devices", MaxDevices)
+			}
+			for _, d := range s.GetDevicePayloads() {
+				if len(d.GetPayload()) > MaxPayload {
+					return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "payload of %d bytes for device %d exceeds %d", len(d.GetPayload()), d.GetDevice(), MaxPayload)
+				}
+			}
+		}
+	case *Request_SetKeys:
+		return r.validateKeys(body.SetKeys, bad)
+	case *Request_GetBundles:
+		g := body.GetBundles
+		if len(g.GetUsername()) > MaxNameLen {
+			return bad(ErrorCode_ERROR_CODE_USERNAME_INVALID, "username longer than %d bytes", MaxNameLen)
+		}
+		if len(g.GetDevices()) > MaxDevices {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "more than %d devices", MaxDevices)
+		}
 	case *Request_Ping:
 	default:
 		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")
+	}
+	return nil
+}
+
+func (r *Request) validateKeys(k *SetKeysRequest, bad func(ErrorCode, string, ...any) error) error {
+	if n := len(k.GetIdentityKey()); n != 0 && n != ECKeySize {
+		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "identity key of %d bytes, want %d", n, ECKeySize)
+	}
+	// Signal's registration ids are 14-bit and never 0.
+	if id := k.GetRegistrationId(); id > 0x3fff {
+		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "registration id %d out of range", id)
+	}
+	signed := func(what string, p *SignedPreKey, size int) error {
+		if p == nil {
+			return nil
+		}
+		if len(p.GetPublicKey()) != size || len(p.GetSignature()) != SignatureSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "%s: key of %d bytes (want %d), signature of %d (want %d)",
+				what, len(p.GetPublicKey()), size, len(p.GetSignature()), SignatureSize)
+		}
+		return nil
+	}
+	if err := signed("signed prekey", k.GetSignedPreKey(), ECKeySize); err != nil {
+		return err
+	}
+	if err := signed("last-resort Kyber prekey", k.GetLastResortKyberPreKey(), KyberKeySize); err != nil {
+		return err
+	}
+	if len(k.GetPreKeys()) > MaxKeysPerUpload || len(k.GetKyberPreKeys()) > MaxKeysPerUpload {
+		return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "more than %d one-time prekeys of a kind in one upload", MaxKeysPerUpload)
+	}
+	for _, p := range k.GetPreKeys() {
+		if len(p.GetPublicKey()) != ECKeySize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "prekey %d: key of %d bytes, want %d", p.GetId(), len(p.GetPublicKey()), ECKeySize)
+		}
+	}
+	for _, p := range k.GetKyberPreKeys() {
+		if err := signed("Kyber prekey", p, KyberKeySize); err != nil {
+			return err
+		}
 	}
 	return nil
 }

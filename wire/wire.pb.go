@@ -112,6 +112,11 @@ const (
 	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 11
 	// A server fault; the request may be retried.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 12
+	// A per-device send does not match the recipient's devices; see
+	// Error.mismatch, fix the device list and retry.
+	ErrorCode_ERROR_CODE_MISMATCHED_DEVICES ErrorCode = 13
+	// The user (or device) has not uploaded end-to-end keys.
+	ErrorCode_ERROR_CODE_NO_KEYS ErrorCode = 14
 )
 
 // Enum value maps for ErrorCode.
@@ -130,6 +135,8 @@ var (
 		10: "ERROR_CODE_UNSUPPORTED_VERSION",
 		11: "ERROR_CODE_UNAVAILABLE",
 		12: "ERROR_CODE_INTERNAL",
+		13: "ERROR_CODE_MISMATCHED_DEVICES",
+		14: "ERROR_CODE_NO_KEYS",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":         0,
@@ -145,6 +152,8 @@ var (
 		"ERROR_CODE_UNSUPPORTED_VERSION": 10,
 		"ERROR_CODE_UNAVAILABLE":         11,
 		"ERROR_CODE_INTERNAL":            12,
+		"ERROR_CODE_MISMATCHED_DEVICES":  13,
+		"ERROR_CODE_NO_KEYS":             14,
 	}
 )
 
@@ -247,8 +256,11 @@ type ServerHello struct {
 	ServerTimeMs int64 `protobuf:"varint,2,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
 	// The device the client's static key is registered as; unset if the key is
 	// not registered yet (the client may then Register).
-	Device        *DeviceAddress `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
-	Error         *Error         `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Device *DeviceAddress `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	Error  *Error         `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// For a registered device: its one-time prekeys left on the server, so
+	// the client can refill before they run out.
+	KeyCounts     *KeyCounts `protobuf:"bytes,5,opt,name=key_counts,json=keyCounts,proto3" json:"key_counts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +319,13 @@ func (x *ServerHello) GetDevice() *DeviceAddress {
 func (x *ServerHello) GetError() *Error {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *ServerHello) GetKeyCounts() *KeyCounts {
+	if x != nil {
+		return x.KeyCounts
 	}
 	return nil
 }
@@ -541,6 +560,8 @@ type Request struct {
 	//	*Request_Lookup
 	//	*Request_Send
 	//	*Request_Ping
+	//	*Request_SetKeys
+	//	*Request_GetBundles
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -626,6 +647,24 @@ func (x *Request) GetPing() *PingRequest {
 	return nil
 }
 
+func (x *Request) GetSetKeys() *SetKeysRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_SetKeys); ok {
+			return x.SetKeys
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetGetBundles() *GetBundlesRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetBundles); ok {
+			return x.GetBundles
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -646,6 +685,14 @@ type Request_Ping struct {
 	Ping *PingRequest `protobuf:"bytes,13,opt,name=ping,proto3,oneof"`
 }
 
+type Request_SetKeys struct {
+	SetKeys *SetKeysRequest `protobuf:"bytes,14,opt,name=set_keys,json=setKeys,proto3,oneof"`
+}
+
+type Request_GetBundles struct {
+	GetBundles *GetBundlesRequest `protobuf:"bytes,15,opt,name=get_bundles,json=getBundles,proto3,oneof"`
+}
+
 func (*Request_Register) isRequest_Body() {}
 
 func (*Request_Lookup) isRequest_Body() {}
@@ -653,6 +700,10 @@ func (*Request_Lookup) isRequest_Body() {}
 func (*Request_Send) isRequest_Body() {}
 
 func (*Request_Ping) isRequest_Body() {}
+
+func (*Request_SetKeys) isRequest_Body() {}
+
+func (*Request_GetBundles) isRequest_Body() {}
 
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -665,6 +716,8 @@ type Response struct {
 	//	*Response_Lookup
 	//	*Response_Send
 	//	*Response_Ping
+	//	*Response_SetKeys
+	//	*Response_GetBundles
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -757,6 +810,24 @@ func (x *Response) GetPing() *PingResponse {
 	return nil
 }
 
+func (x *Response) GetSetKeys() *SetKeysResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_SetKeys); ok {
+			return x.SetKeys
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetGetBundles() *GetBundlesResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_GetBundles); ok {
+			return x.GetBundles
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -777,6 +848,14 @@ type Response_Ping struct {
 	Ping *PingResponse `protobuf:"bytes,13,opt,name=ping,proto3,oneof"`
 }
 
+type Response_SetKeys struct {
+	SetKeys *SetKeysResponse `protobuf:"bytes,14,opt,name=set_keys,json=setKeys,proto3,oneof"`
+}
+
+type Response_GetBundles struct {
+	GetBundles *GetBundlesResponse `protobuf:"bytes,15,opt,name=get_bundles,json=getBundles,proto3,oneof"`
+}
+
 func (*Response_Register) isResponse_Body() {}
 
 func (*Response_Lookup) isResponse_Body() {}
@@ -785,12 +864,18 @@ func (*Response_Send) isResponse_Body() {}
 
 func (*Response_Ping) isResponse_Body() {}
 
+func (*Response_SetKeys) isResponse_Body() {}
+
+func (*Response_GetBundles) isResponse_Body() {}
+
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Code  ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=magpie.wire.v1.ErrorCode" json:"code,omitempty"`
 	// Human-readable detail, safe to show to the user.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	RetryAfterMs  uint32 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	Message      string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	RetryAfterMs uint32 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// Set with ERROR_CODE_MISMATCHED_DEVICES.
+	Mismatch      *MismatchedDevices `protobuf:"bytes,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,6 +931,73 @@ func (x *Error) GetRetryAfterMs() uint32 {
 	return 0
 }
 
+func (x *Error) GetMismatch() *MismatchedDevices {
+	if x != nil {
+		return x.Mismatch
+	}
+	return nil
+}
+
+type MismatchedDevices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Missing       []uint32               `protobuf:"varint,1,rep,packed,name=missing,proto3" json:"missing,omitempty"` // devices to add (fetch their bundles)
+	Extra         []uint32               `protobuf:"varint,2,rep,packed,name=extra,proto3" json:"extra,omitempty"`     // devices to drop
+	Stale         []uint32               `protobuf:"varint,3,rep,packed,name=stale,proto3" json:"stale,omitempty"`     // devices re-registered: start new sessions
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MismatchedDevices) Reset() {
+	*x = MismatchedDevices{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MismatchedDevices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MismatchedDevices) ProtoMessage() {}
+
+func (x *MismatchedDevices) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MismatchedDevices.ProtoReflect.Descriptor instead.
+func (*MismatchedDevices) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MismatchedDevices) GetMissing() []uint32 {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *MismatchedDevices) GetExtra() []uint32 {
+	if x != nil {
+		return x.Extra
+	}
+	return nil
+}
+
+func (x *MismatchedDevices) GetStale() []uint32 {
+	if x != nil {
+		return x.Stale
+	}
+	return nil
+}
+
 // RegisterRequest creates an account whose first device is the connection's
 // static key.
 type RegisterRequest struct {
@@ -857,7 +1009,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1021,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1034,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{8}
+	return file_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterRequest) GetUsername() string {
@@ -901,7 +1053,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1065,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1078,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{9}
+	return file_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterResponse) GetDevice() *DeviceAddress {
@@ -945,7 +1097,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1109,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1122,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LookupRequest) GetUsername() string {
@@ -990,7 +1142,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1154,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1167,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LookupResponse) GetUsername() string {
@@ -1036,15 +1188,17 @@ type DeviceInfo struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Device uint32                 `protobuf:"varint,1,opt,name=device,proto3" json:"device,omitempty"`
 	// The device's Noise static public key (X25519), 32 bytes.
-	Key           []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	CreatedMs     int64  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Key       []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	CreatedMs int64  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	// The end-to-end registration id; 0 before the device uploaded keys.
+	RegistrationId uint32 `protobuf:"varint,4,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1210,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1223,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeviceInfo) GetDevice() uint32 {
@@ -1093,6 +1247,13 @@ func (x *DeviceInfo) GetCreatedMs() int64 {
 	return 0
 }
 
+func (x *DeviceInfo) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
 // SendRequest delivers one envelope to every device of a user.
 type SendRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1104,14 +1265,21 @@ type SendRequest struct {
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Ephemeral envelopes (typing indicators) go only to devices connected
 	// now and are never stored; they get no receipts.
-	Ephemeral     bool `protobuf:"varint,4,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ephemeral bool `protobuf:"varint,4,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
+	// End-to-end mode (Sesame): one payload per device, each encrypted to
+	// that device. When per_device is set, payload must be empty and
+	// device_payloads must name every device of the recipient that has keys
+	// (for one's own account: every other device), with its registration id;
+	// otherwise the error is MISMATCHED_DEVICES.
+	PerDevice      bool             `protobuf:"varint,5,opt,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	DevicePayloads []*DevicePayload `protobuf:"bytes,6,rep,name=device_payloads,json=devicePayloads,proto3" json:"device_payloads,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1291,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1304,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{13}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendRequest) GetRecipient() string {
@@ -1167,6 +1335,80 @@ func (x *SendRequest) GetEphemeral() bool {
 	return false
 }
 
+func (x *SendRequest) GetPerDevice() bool {
+	if x != nil {
+		return x.PerDevice
+	}
+	return false
+}
+
+func (x *SendRequest) GetDevicePayloads() []*DevicePayload {
+	if x != nil {
+		return x.DevicePayloads
+	}
+	return nil
+}
+
+type DevicePayload struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Device         uint32                 `protobuf:"varint,1,opt,name=device,proto3" json:"device,omitempty"`
+	RegistrationId uint32                 `protobuf:"varint,2,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	Payload        []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DevicePayload) Reset() {
+	*x = DevicePayload{}
+	mi := &file_wire_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DevicePayload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DevicePayload) ProtoMessage() {}
+
+func (x *DevicePayload) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DevicePayload.ProtoReflect.Descriptor instead.
+func (*DevicePayload) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DevicePayload) GetDevice() uint32 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *DevicePayload) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
+func (x *DevicePayload) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
 type SendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the server accepted the message (the original time, for a
@@ -1183,7 +1425,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1437,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1450,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{14}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendResponse) GetServerTimeMs() int64 {
@@ -1240,7 +1482,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1494,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1507,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 type PingResponse struct {
@@ -1277,7 +1519,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1531,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1544,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PingResponse) GetServerTimeMs() int64 {
@@ -1310,6 +1552,495 @@ func (x *PingResponse) GetServerTimeMs() int64 {
 		return x.ServerTimeMs
 	}
 	return 0
+}
+
+// SetKeysRequest uploads this device's end-to-end public keys (Signal's
+// formats: EC keys 33 bytes with type 0x05, Kyber1024 keys 1569 bytes with
+// type 0x08, XEdDSA signatures 64 bytes by the identity key). Unset fields
+// leave what the server has; one-time keys are added.
+type SetKeysRequest struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	IdentityKey           []byte                 `protobuf:"bytes,1,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	RegistrationId        uint32                 `protobuf:"varint,2,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	SignedPreKey          *SignedPreKey          `protobuf:"bytes,3,opt,name=signed_pre_key,json=signedPreKey,proto3" json:"signed_pre_key,omitempty"`
+	LastResortKyberPreKey *SignedPreKey          `protobuf:"bytes,4,opt,name=last_resort_kyber_pre_key,json=lastResortKyberPreKey,proto3" json:"last_resort_kyber_pre_key,omitempty"`
+	PreKeys               []*PreKey              `protobuf:"bytes,5,rep,name=pre_keys,json=preKeys,proto3" json:"pre_keys,omitempty"`
+	KyberPreKeys          []*SignedPreKey        `protobuf:"bytes,6,rep,name=kyber_pre_keys,json=kyberPreKeys,proto3" json:"kyber_pre_keys,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *SetKeysRequest) Reset() {
+	*x = SetKeysRequest{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetKeysRequest) ProtoMessage() {}
+
+func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetKeysRequest.ProtoReflect.Descriptor instead.
+func (*SetKeysRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetKeysRequest) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
+}
+
+func (x *SetKeysRequest) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
+func (x *SetKeysRequest) GetSignedPreKey() *SignedPreKey {
+	if x != nil {
+		return x.SignedPreKey
+	}
+	return nil
+}
+
+func (x *SetKeysRequest) GetLastResortKyberPreKey() *SignedPreKey {
+	if x != nil {
+		return x.LastResortKyberPreKey
+	}
+	return nil
+}
+
+func (x *SetKeysRequest) GetPreKeys() []*PreKey {
+	if x != nil {
+		return x.PreKeys
+	}
+	return nil
+}
+
+func (x *SetKeysRequest) GetKyberPreKeys() []*SignedPreKey {
+	if x != nil {
+		return x.KyberPreKeys
+	}
+	return nil
+}
+
+type SignedPreKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedPreKey) Reset() {
+	*x = SignedPreKey{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedPreKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedPreKey) ProtoMessage() {}
+
+func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedPreKey.ProtoReflect.Descriptor instead.
+func (*SignedPreKey) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SignedPreKey) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SignedPreKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *SignedPreKey) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type PreKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreKey) Reset() {
+	*x = PreKey{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreKey) ProtoMessage() {}
+
+func (x *PreKey) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreKey.ProtoReflect.Descriptor instead.
+func (*PreKey) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PreKey) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *PreKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+type SetKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyCounts     *KeyCounts             `protobuf:"bytes,1,opt,name=key_counts,json=keyCounts,proto3" json:"key_counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetKeysResponse) Reset() {
+	*x = SetKeysResponse{}
+	mi := &file_wire_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetKeysResponse) ProtoMessage() {}
+
+func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetKeysResponse.ProtoReflect.Descriptor instead.
+func (*SetKeysResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SetKeysResponse) GetKeyCounts() *KeyCounts {
+	if x != nil {
+		return x.KeyCounts
+	}
+	return nil
+}
+
+type KeyCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PreKeys       uint32                 `protobuf:"varint,1,opt,name=pre_keys,json=preKeys,proto3" json:"pre_keys,omitempty"`
+	KyberPreKeys  uint32                 `protobuf:"varint,2,opt,name=kyber_pre_keys,json=kyberPreKeys,proto3" json:"kyber_pre_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyCounts) Reset() {
+	*x = KeyCounts{}
+	mi := &file_wire_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCounts) ProtoMessage() {}
+
+func (x *KeyCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCounts.ProtoReflect.Descriptor instead.
+func (*KeyCounts) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KeyCounts) GetPreKeys() uint32 {
+	if x != nil {
+		return x.PreKeys
+	}
+	return 0
+}
+
+func (x *KeyCounts) GetKyberPreKeys() uint32 {
+	if x != nil {
+		return x.KyberPreKeys
+	}
+	return 0
+}
+
+// GetBundlesRequest fetches what is needed to start sessions with a user's
+// devices; each one-time prekey is handed out once.
+type GetBundlesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// Empty: every device that has keys.
+	Devices       []uint32 `protobuf:"varint,2,rep,packed,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBundlesRequest) Reset() {
+	*x = GetBundlesRequest{}
+	mi := &file_wire_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBundlesRequest) ProtoMessage() {}
+
+func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBundlesRequest.ProtoReflect.Descriptor instead.
+func (*GetBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetBundlesRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *GetBundlesRequest) GetDevices() []uint32 {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+type GetBundlesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	IdentityKey   []byte                 `protobuf:"bytes,2,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	Bundles       []*DeviceBundle        `protobuf:"bytes,3,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBundlesResponse) Reset() {
+	*x = GetBundlesResponse{}
+	mi := &file_wire_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBundlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBundlesResponse) ProtoMessage() {}
+
+func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBundlesResponse.ProtoReflect.Descriptor instead.
+func (*GetBundlesResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetBundlesResponse) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *GetBundlesResponse) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
+}
+
+func (x *GetBundlesResponse) GetBundles() []*DeviceBundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+type DeviceBundle struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Device         uint32                 `protobuf:"varint,1,opt,name=device,proto3" json:"device,omitempty"`
+	RegistrationId uint32                 `protobuf:"varint,2,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	SignedPreKey   *SignedPreKey          `protobuf:"bytes,3,opt,name=signed_pre_key,json=signedPreKey,proto3" json:"signed_pre_key,omitempty"`
+	// A one-time Kyber prekey, or the last-resort one when none is left.
+	KyberPreKey *SignedPreKey `protobuf:"bytes,4,opt,name=kyber_pre_key,json=kyberPreKey,proto3" json:"kyber_pre_key,omitempty"`
+	// Absent when the device's one-time EC prekeys ran out.
+	PreKey        *PreKey `protobuf:"bytes,5,opt,name=pre_key,json=preKey,proto3" json:"pre_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceBundle) Reset() {
+	*x = DeviceBundle{}
+	mi := &file_wire_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceBundle) ProtoMessage() {}
+
+func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
+func (*DeviceBundle) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeviceBundle) GetDevice() uint32 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetSignedPreKey() *SignedPreKey {
+	if x != nil {
+		return x.SignedPreKey
+	}
+	return nil
+}
+
+func (x *DeviceBundle) GetKyberPreKey() *SignedPreKey {
+	if x != nil {
+		return x.KyberPreKey
+	}
+	return nil
+}
+
+func (x *DeviceBundle) GetPreKey() *PreKey {
+	if x != nil {
+		return x.PreKey
+	}
+	return nil
 }
 
 // Ack deletes delivered items from this device's queue.
@@ -1322,7 +2053,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +2065,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +2078,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ack) GetSeqs() []uint64 {
@@ -1365,6 +2096,7 @@ type Push struct {
 	//	*Push_Envelope
 	//	*Push_Receipt
 	//	*Push_QueueDrained
+	//	*Push_KeysLow
 	Body          isPush_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1372,7 +2104,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +2116,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +2129,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Push) GetBody() isPush_Body {
@@ -1434,6 +2166,15 @@ func (x *Push) GetQueueDrained() *QueueDrained {
 	return nil
 }
 
+func (x *Push) GetKeysLow() *KeyCounts {
+	if x != nil {
+		if x, ok := x.Body.(*Push_KeysLow); ok {
+			return x.KeysLow
+		}
+	}
+	return nil
+}
+
 type isPush_Body interface {
 	isPush_Body()
 }
@@ -1451,11 +2192,18 @@ type Push_QueueDrained struct {
 	QueueDrained *QueueDrained `protobuf:"bytes,3,opt,name=queue_drained,json=queueDrained,proto3,oneof"`
 }
 
+type Push_KeysLow struct {
+	// This device's one-time prekeys are running low: upload more.
+	KeysLow *KeyCounts `protobuf:"bytes,4,opt,name=keys_low,json=keysLow,proto3,oneof"`
+}
+
 func (*Push_Envelope) isPush_Body() {}
 
 func (*Push_Receipt) isPush_Body() {}
 
 func (*Push_QueueDrained) isPush_Body() {}
+
+func (*Push_KeysLow) isPush_Body() {}
 
 // Envelope is a message from another device.
 type Envelope struct {
@@ -1474,7 +2222,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +2234,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +2247,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Envelope) GetSeq() uint64 {
@@ -1558,7 +2306,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +2318,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +2331,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -1622,7 +2370,7 @@ type QueueDrained struct {
 
 func (x *QueueDrained) Reset() {
 	*x = QueueDrained{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2382,7 @@ func (x *QueueDrained) String() string {
 func (*QueueDrained) ProtoMessage() {}
 
 func (x *QueueDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2395,7 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{31}
 }
 
 var File_wire_proto protoreflect.FileDescriptor
@@ -1662,12 +2410,14 @@ const file_wire_proto_rawDesc = "" +
 	"\vmax_version\x18\x02 \x01(\rR\n" +
 	"maxVersion\x12\x1d\n" +
 	"\n" +
-	"user_agent\x18\x03 \x01(\tR\tuserAgent\"\xb1\x01\n" +
+	"user_agent\x18\x03 \x01(\tR\tuserAgent\"\xeb\x01\n" +
 	"\vServerHello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12$\n" +
 	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\x125\n" +
 	"\x06device\x18\x03 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\x06device\x12+\n" +
-	"\x05error\x18\x04 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\";\n" +
+	"\x05error\x18\x04 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x128\n" +
+	"\n" +
+	"key_counts\x18\x05 \x01(\v2\x19.magpie.wire.v1.KeyCountsR\tkeyCounts\";\n" +
 	"\rDeviceAddress\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\rR\x06device\"s\n" +
@@ -1678,15 +2428,18 @@ const file_wire_proto_rawDesc = "" +
 	"\vServerFrame\x126\n" +
 	"\bresponse\x18\x01 \x01(\v2\x18.magpie.wire.v1.ResponseH\x00R\bresponse\x12*\n" +
 	"\x04push\x18\x02 \x01(\v2\x14.magpie.wire.v1.PushH\x00R\x04pushB\x06\n" +
-	"\x04body\"\xff\x01\n" +
+	"\x04body\"\x82\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
 	"\bregister\x18\n" +
 	" \x01(\v2\x1f.magpie.wire.v1.RegisterRequestH\x00R\bregister\x127\n" +
 	"\x06lookup\x18\v \x01(\v2\x1d.magpie.wire.v1.LookupRequestH\x00R\x06lookup\x121\n" +
 	"\x04send\x18\f \x01(\v2\x1b.magpie.wire.v1.SendRequestH\x00R\x04send\x121\n" +
-	"\x04ping\x18\r \x01(\v2\x1b.magpie.wire.v1.PingRequestH\x00R\x04pingB\x06\n" +
-	"\x04body\"\xb1\x02\n" +
+	"\x04ping\x18\r \x01(\v2\x1b.magpie.wire.v1.PingRequestH\x00R\x04ping\x12;\n" +
+	"\bset_keys\x18\x0e \x01(\v2\x1e.magpie.wire.v1.SetKeysRequestH\x00R\asetKeys\x12D\n" +
+	"\vget_bundles\x18\x0f \x01(\v2!.magpie.wire.v1.GetBundlesRequestH\x00R\n" +
+	"getBundlesB\x06\n" +
+	"\x04body\"\xb6\x03\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x12>\n" +
@@ -1694,12 +2447,20 @@ const file_wire_proto_rawDesc = "" +
 	" \x01(\v2 .magpie.wire.v1.RegisterResponseH\x00R\bregister\x128\n" +
 	"\x06lookup\x18\v \x01(\v2\x1e.magpie.wire.v1.LookupResponseH\x00R\x06lookup\x122\n" +
 	"\x04send\x18\f \x01(\v2\x1c.magpie.wire.v1.SendResponseH\x00R\x04send\x122\n" +
-	"\x04ping\x18\r \x01(\v2\x1c.magpie.wire.v1.PingResponseH\x00R\x04pingB\x06\n" +
-	"\x04body\"v\n" +
+	"\x04ping\x18\r \x01(\v2\x1c.magpie.wire.v1.PingResponseH\x00R\x04ping\x12<\n" +
+	"\bset_keys\x18\x0e \x01(\v2\x1f.magpie.wire.v1.SetKeysResponseH\x00R\asetKeys\x12E\n" +
+	"\vget_bundles\x18\x0f \x01(\v2\".magpie.wire.v1.GetBundlesResponseH\x00R\n" +
+	"getBundlesB\x06\n" +
+	"\x04body\"\xb5\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.magpie.wire.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"-\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\x12=\n" +
+	"\bmismatch\x18\x04 \x01(\v2!.magpie.wire.v1.MismatchedDevicesR\bmismatch\"Y\n" +
+	"\x11MismatchedDevices\x12\x18\n" +
+	"\amissing\x18\x01 \x03(\rR\amissing\x12\x14\n" +
+	"\x05extra\x18\x02 \x03(\rR\x05extra\x12\x14\n" +
+	"\x05stale\x18\x03 \x03(\rR\x05stale\"-\n" +
 	"\x0fRegisterRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"I\n" +
 	"\x10RegisterResponse\x125\n" +
@@ -1708,31 +2469,75 @@ const file_wire_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\"b\n" +
 	"\x0eLookupResponse\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x124\n" +
-	"\adevices\x18\x02 \x03(\v2\x1a.magpie.wire.v1.DeviceInfoR\adevices\"U\n" +
+	"\adevices\x18\x02 \x03(\v2\x1a.magpie.wire.v1.DeviceInfoR\adevices\"~\n" +
 	"\n" +
 	"DeviceInfo\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\rR\x06device\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\"\x8f\x01\n" +
+	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\x12'\n" +
+	"\x0fregistration_id\x18\x04 \x01(\rR\x0eregistrationId\"\xf6\x01\n" +
 	"\vSendRequest\x12\x1c\n" +
 	"\trecipient\x18\x01 \x01(\tR\trecipient\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x1c\n" +
-	"\tephemeral\x18\x04 \x01(\bR\tephemeral\"l\n" +
+	"\tephemeral\x18\x04 \x01(\bR\tephemeral\x12\x1d\n" +
+	"\n" +
+	"per_device\x18\x05 \x01(\bR\tperDevice\x12F\n" +
+	"\x0fdevice_payloads\x18\x06 \x03(\v2\x1d.magpie.wire.v1.DevicePayloadR\x0edevicePayloads\"j\n" +
+	"\rDevicePayload\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\rR\x06device\x12'\n" +
+	"\x0fregistration_id\x18\x02 \x01(\rR\x0eregistrationId\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"l\n" +
 	"\fSendResponse\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x18\n" +
 	"\adevices\x18\x03 \x01(\rR\adevices\"\r\n" +
 	"\vPingRequest\"4\n" +
 	"\fPingResponse\x12$\n" +
-	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\"\x19\n" +
+	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\"\xef\x02\n" +
+	"\x0eSetKeysRequest\x12!\n" +
+	"\fidentity_key\x18\x01 \x01(\fR\videntityKey\x12'\n" +
+	"\x0fregistration_id\x18\x02 \x01(\rR\x0eregistrationId\x12B\n" +
+	"\x0esigned_pre_key\x18\x03 \x01(\v2\x1c.magpie.wire.v1.SignedPreKeyR\fsignedPreKey\x12V\n" +
+	"\x19last_resort_kyber_pre_key\x18\x04 \x01(\v2\x1c.magpie.wire.v1.SignedPreKeyR\x15lastResortKyberPreKey\x121\n" +
+	"\bpre_keys\x18\x05 \x03(\v2\x16.magpie.wire.v1.PreKeyR\apreKeys\x12B\n" +
+	"\x0ekyber_pre_keys\x18\x06 \x03(\v2\x1c.magpie.wire.v1.SignedPreKeyR\fkyberPreKeys\"[\n" +
+	"\fSignedPreKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"7\n" +
+	"\x06PreKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"K\n" +
+	"\x0fSetKeysResponse\x128\n" +
+	"\n" +
+	"key_counts\x18\x01 \x01(\v2\x19.magpie.wire.v1.KeyCountsR\tkeyCounts\"L\n" +
+	"\tKeyCounts\x12\x19\n" +
+	"\bpre_keys\x18\x01 \x01(\rR\apreKeys\x12$\n" +
+	"\x0ekyber_pre_keys\x18\x02 \x01(\rR\fkyberPreKeys\"I\n" +
+	"\x11GetBundlesRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x18\n" +
+	"\adevices\x18\x02 \x03(\rR\adevices\"\x8b\x01\n" +
+	"\x12GetBundlesResponse\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
+	"\fidentity_key\x18\x02 \x01(\fR\videntityKey\x126\n" +
+	"\abundles\x18\x03 \x03(\v2\x1c.magpie.wire.v1.DeviceBundleR\abundles\"\x86\x02\n" +
+	"\fDeviceBundle\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\rR\x06device\x12'\n" +
+	"\x0fregistration_id\x18\x02 \x01(\rR\x0eregistrationId\x12B\n" +
+	"\x0esigned_pre_key\x18\x03 \x01(\v2\x1c.magpie.wire.v1.SignedPreKeyR\fsignedPreKey\x12@\n" +
+	"\rkyber_pre_key\x18\x04 \x01(\v2\x1c.magpie.wire.v1.SignedPreKeyR\vkyberPreKey\x12/\n" +
+	"\apre_key\x18\x05 \x01(\v2\x16.magpie.wire.v1.PreKeyR\x06preKey\"\x19\n" +
 	"\x03Ack\x12\x12\n" +
-	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\"\xc0\x01\n" +
+	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\"\xf8\x01\n" +
 	"\x04Push\x126\n" +
 	"\benvelope\x18\x01 \x01(\v2\x18.magpie.wire.v1.EnvelopeH\x00R\benvelope\x123\n" +
 	"\areceipt\x18\x02 \x01(\v2\x17.magpie.wire.v1.ReceiptH\x00R\areceipt\x12C\n" +
-	"\rqueue_drained\x18\x03 \x01(\v2\x1c.magpie.wire.v1.QueueDrainedH\x00R\fqueueDrainedB\x06\n" +
+	"\rqueue_drained\x18\x03 \x01(\v2\x1c.magpie.wire.v1.QueueDrainedH\x00R\fqueueDrained\x126\n" +
+	"\bkeys_low\x18\x04 \x01(\v2\x19.magpie.wire.v1.KeyCountsH\x00R\akeysLowB\x06\n" +
 	"\x04body\"\xdd\x01\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x125\n" +
@@ -1749,7 +2554,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fQueueDrained*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PROTOCOL_VERSION_1\x10\x01*\x8e\x03\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01*\xc9\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -1764,7 +2569,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x1eERROR_CODE_UNSUPPORTED_VERSION\x10\n" +
 	"\x12\x1a\n" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\v\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\fB\"Z github.com/magpie-im/magpie/wireb\x06proto3"
+	"\x13ERROR_CODE_INTERNAL\x10\f\x12!\n" +
+	"\x1dERROR_CODE_MISMATCHED_DEVICES\x10\r\x12\x16\n" +
+	"\x12ERROR_CODE_NO_KEYS\x10\x0eB\"Z github.com/magpie-im/magpie/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -1779,62 +2586,89 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_wire_proto_goTypes = []any{
-	(ProtocolVersion)(0),     // 0: magpie.wire.v1.ProtocolVersion
-	(ErrorCode)(0),           // 1: magpie.wire.v1.ErrorCode
-	(*ClientHello)(nil),      // 2: magpie.wire.v1.ClientHello
-	(*ServerHello)(nil),      // 3: magpie.wire.v1.ServerHello
-	(*DeviceAddress)(nil),    // 4: magpie.wire.v1.DeviceAddress
-	(*ClientFrame)(nil),      // 5: magpie.wire.v1.ClientFrame
-	(*ServerFrame)(nil),      // 6: magpie.wire.v1.ServerFrame
-	(*Request)(nil),          // 7: magpie.wire.v1.Request
-	(*Response)(nil),         // 8: magpie.wire.v1.Response
-	(*Error)(nil),            // 9: magpie.wire.v1.Error
-	(*RegisterRequest)(nil),  // 10: magpie.wire.v1.RegisterRequest
-	(*RegisterResponse)(nil), // 11: magpie.wire.v1.RegisterResponse
-	(*LookupRequest)(nil),    // 12: magpie.wire.v1.LookupRequest
-	(*LookupResponse)(nil),   // 13: magpie.wire.v1.LookupResponse
-	(*DeviceInfo)(nil),       // 14: magpie.wire.v1.DeviceInfo
-	(*SendRequest)(nil),      // 15: magpie.wire.v1.SendRequest
-	(*SendResponse)(nil),     // 16: magpie.wire.v1.SendResponse
-	(*PingRequest)(nil),      // 17: magpie.wire.v1.PingRequest
-	(*PingResponse)(nil),     // 18: magpie.wire.v1.PingResponse
-	(*Ack)(nil),              // 19: magpie.wire.v1.Ack
-	(*Push)(nil),             // 20: magpie.wire.v1.Push
-	(*Envelope)(nil),         // 21: magpie.wire.v1.Envelope
-	(*Receipt)(nil),          // 22: magpie.wire.v1.Receipt
-	(*QueueDrained)(nil),     // 23: magpie.wire.v1.QueueDrained
+	(ProtocolVersion)(0),       // 0: magpie.wire.v1.ProtocolVersion
+	(ErrorCode)(0),             // 1: magpie.wire.v1.ErrorCode
+	(*ClientHello)(nil),        // 2: magpie.wire.v1.ClientHello
+	(*ServerHello)(nil),        // 3: magpie.wire.v1.ServerHello
+	(*DeviceAddress)(nil),      // 4: magpie.wire.v1.DeviceAddress
+	(*ClientFrame)(nil),        // 5: magpie.wire.v1.ClientFrame
+	(*ServerFrame)(nil),        // 6: magpie.wire.v1.ServerFrame
+	(*Request)(nil),            // 7: magpie.wire.v1.Request
+	(*Response)(nil),           // 8: magpie.wire.v1.Response
+	(*Error)(nil),              // 9: magpie.wire.v1.Error
+	(*MismatchedDevices)(nil),  // 10: magpie.wire.v1.MismatchedDevices
+	(*RegisterRequest)(nil),    // 11: magpie.wire.v1.RegisterRequest
+	(*RegisterResponse)(nil),   // 12: magpie.wire.v1.RegisterResponse
+	(*LookupRequest)(nil),      // 13: magpie.wire.v1.LookupRequest
+	(*LookupResponse)(nil),     // 14: magpie.wire.v1.LookupResponse
+	(*DeviceInfo)(nil),         // 15: magpie.wire.v1.DeviceInfo
+	(*SendRequest)(nil),        // 16: magpie.wire.v1.SendRequest
+	(*DevicePayload)(nil),      // 17: magpie.wire.v1.DevicePayload
+	(*SendResponse)(nil),       // 18: magpie.wire.v1.SendResponse
+	(*PingRequest)(nil),        // 19: magpie.wire.v1.PingRequest
+	(*PingResponse)(nil),       // 20: magpie.wire.v1.PingResponse
+	(*SetKeysRequest)(nil),     // 21: magpie.wire.v1.SetKeysRequest
+	(*SignedPreKey)(nil),       // 22: magpie.wire.v1.SignedPreKey
+	(*PreKey)(nil),             // 23: magpie.wire.v1.PreKey
+	(*SetKeysResponse)(nil),    // 24: magpie.wire.v1.SetKeysResponse
+	(*KeyCounts)(nil),          // 25: magpie.wire.v1.KeyCounts
+	(*GetBundlesRequest)(nil),  // 26: magpie.wire.v1.GetBundlesRequest
+	(*GetBundlesResponse)(nil), // 27: magpie.wire.v1.GetBundlesResponse
+	(*DeviceBundle)(nil),       // 28: magpie.wire.v1.DeviceBundle
+	(*Ack)(nil),                // 29: magpie.wire.v1.Ack
+	(*Push)(nil),               // 30: magpie.wire.v1.Push
+	(*Envelope)(nil),           // 31: magpie.wire.v1.Envelope
+	(*Receipt)(nil),            // 32: magpie.wire.v1.Receipt
+	(*QueueDrained)(nil),       // 33: magpie.wire.v1.QueueDrained
 }
 var file_wire_proto_depIdxs = []int32{
 	4,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
 	9,  // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
-	7,  // 2: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
-	19, // 3: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
-	8,  // 4: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
-	20, // 5: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
-	10, // 6: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
-	12, // 7: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
-	15, // 8: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
-	17, // 9: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
-	9,  // 10: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
-	11, // 11: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
-	13, // 12: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
-	16, // 13: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
-	18, // 14: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
-	1,  // 15: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
-	4,  // 16: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
-	14, // 17: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
-	21, // 18: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
-	22, // 19: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
-	23, // 20: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
-	4,  // 21: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
-	4,  // 22: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	25, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	7,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
+	29, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
+	8,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
+	30, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
+	11, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
+	13, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
+	16, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
+	19, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
+	21, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
+	26, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
+	9,  // 13: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
+	12, // 14: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
+	14, // 15: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
+	18, // 16: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
+	20, // 17: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
+	24, // 18: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
+	27, // 19: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
+	1,  // 20: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
+	10, // 21: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
+	4,  // 22: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
+	15, // 23: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
+	17, // 24: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
+	22, // 25: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	22, // 26: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	23, // 27: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
+	22, // 28: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
+	25, // 29: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	28, // 30: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
+	22, // 31: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	22, // 32: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	23, // 33: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
+	31, // 34: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
+	32, // 35: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
+	33, // 36: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
+	25, // 37: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
+	4,  // 38: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
+	4,  // 39: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -1855,17 +2689,22 @@ func file_wire_proto_init() {
 		(*Request_Lookup)(nil),
 		(*Request_Send)(nil),
 		(*Request_Ping)(nil),
+		(*Request_SetKeys)(nil),
+		(*Request_GetBundles)(nil),
 	}
 	file_wire_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Register)(nil),
 		(*Response_Lookup)(nil),
 		(*Response_Send)(nil),
 		(*Response_Ping)(nil),
+		(*Response_SetKeys)(nil),
+		(*Response_GetBundles)(nil),
 	}
-	file_wire_proto_msgTypes[18].OneofWrappers = []any{
+	file_wire_proto_msgTypes[28].OneofWrappers = []any{
 		(*Push_Envelope)(nil),
 		(*Push_Receipt)(nil),
 		(*Push_QueueDrained)(nil),
+		(*Push_KeysLow)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1873,7 +2712,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

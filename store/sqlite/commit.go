@@ -94,7 +94,9 @@ var commitSQL = [nStmts]string{
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (from_user, from_device, client_id)
 		DO UPDATE SET sent = excluded.sent, expires = excluded.expires`,
-	stRecipients: `SELECT id, queued FROM devices WHERE user = ? ORDER BY id`,
+	stRecipients: `SELECT d.id, d.queued, d.registration_id,
+		(SELECT count(*) FROM signed_prekeys s WHERE s.user = d.user AND s.device = d.id) = 2
+		FROM devices d WHERE d.user = ? ORDER BY d.id`,
 	stInsert: `INSERT INTO queue
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -144,6 +146,8 @@ func (c *committer) queryRow(i int, args ...any) (*sql.Row, error) {
 type recipient struct {
 	id     uint32
 	queued int64
+	regID  uint32
+	keyed  bool // has registration id, signed prekey and last-resort Kyber prekey
 }
 
 func (c *committer) enqueue(e *store.Enqueue) error {
@@ -171,6 +175,12 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 		e.Err = store.ErrNotFound
 		return nil
 	}
+	var payloads map[uint32][]byte
+	if e.Devices != nil {
+		if rcpts, payloads, e.Err = matchDevices(e, rcpts); e.Err != nil {
+			return nil
+		}
+	}
 	if e.QueueLimit > 0 {
 		for _, r := range rcpts {
 			if r.queued >= int64(e.QueueLimit) {
@@ -180,10 +190,6 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 		}
 	}
 
-	payload := e.Payload
-	if payload == nil {
-		payload = []byte{} // the column is NOT NULL
-	}
 	queued := make([]store.Message, 0, len(rcpts))
 	for _, r := range rcpts {
 		m := store.Message{
@@ -194,6 +200,13 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 			Payload:  e.Payload,
 			Sent:     fromNS(c.now),
 			Expires:  fromNS(ns(e.Expires)),
+		}
+		if payloads != nil {
+			m.Payload = payloads[r.id]
+		}
+		payload := m.Payload
+		if payload == nil {
+			payload = []byte{} // the column is NOT NULL
 		}
 		if err := c.insert(&m, payload); err != nil {
 			return err
@@ -211,6 +224,50 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 	return nil
 }
 
+// matchDevices checks a per-device enqueue against the recipient's devices
+// (Sesame: the sender must encrypt to every current device, and only to
+// them). The expected set is every device with keys, less the sending device
+// when writing to one's own account.
+func matchDevices(e *store.Enqueue, all []recipient) ([]recipient, map[uint32][]byte, error) {
+	expected := make(map[uint32]recipient)
+	for _, r := range all {
+		if r.keyed && !(e.To == e.From.User && r.id == e.From.Device) {
+			expected[r.id] = r
+		}
+	}
+	var mm store.MismatchError
+	payloads := make(map[uint32][]byte, len(e.Devices))
+	for _, d := range e.Devices {
+		r, ok := expected[d.Device]
+		_, dup := payloads[d.Device]
+		switch {
+		case !ok || dup:
+			mm.Extra = append(mm.Extra, d.Device)
+		case r.regID != d.RegistrationID:
+			mm.Stale = append(mm.Stale, d.Device)
+		}
+		payloads[d.Device] = d.Payload
+	}
+	var rcpts []recipient
+	for _, r := range all {
+		if _, ok := expected[r.id]; !ok {
+			continue
+		}
+		if _, named := payloads[r.id]; !named {
+			mm.Missing = append(mm.Missing, r.id)
+		}
+		rcpts = append(rcpts, r)
+	}
+	if mm.Missing != nil || mm.Extra != nil || mm.Stale != nil {
+		return nil, nil, &mm
+	}
+	if len(rcpts) == 0 {
+		// Nobody to send to: no device of the recipient has keys yet.
+		return nil, nil, store.ErrNoKeys
+	}
+	return rcpts, payloads, nil
+}
+
 func (c *committer) recipients(user string) ([]recipient, error) {
 	st, err := c.stmt(stRecipients)
 	if err != nil {
@@ -224,7 +281,7 @@ func (c *committer) recipients(user string) ([]recipient, error) {
 	var rs []recipient
 	for rows.Next() {
 		var r recipient
-		if err := rows.Scan(&r.id, &r.queued); err != nil {
+		if err := rows.Scan(&r.id, &r.queued, &r.regID, &r.keyed); err != nil {
 			return nil, fmt.Errorf("recipients: %w", err)
 		}
 		rs = append(rs, r)

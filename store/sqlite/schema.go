@@ -58,10 +58,39 @@ CREATE TABLE dedup (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX dedup_by_expiry ON dedup(expires);
 `,
+	// 2: end-to-end keys: the account identity key, per-device registration
+	// ids, the current signed EC and last-resort Kyber prekeys, and one-time
+	// prekeys.
+	`
+ALTER TABLE users ADD COLUMN identity_key BLOB;
+ALTER TABLE devices ADD COLUMN registration_id INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE signed_prekeys (
+	user      TEXT    NOT NULL,
+	device    INTEGER NOT NULL,
+	kind      INTEGER NOT NULL, -- 1 signed EC prekey, 2 last-resort Kyber prekey
+	id        INTEGER NOT NULL,
+	key       BLOB    NOT NULL,
+	signature BLOB    NOT NULL,
+	PRIMARY KEY (user, device, kind),
+	FOREIGN KEY (user, device) REFERENCES devices(user, id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE one_time_prekeys (
+	user      TEXT    NOT NULL,
+	device    INTEGER NOT NULL,
+	kind      INTEGER NOT NULL, -- 1 EC, 2 Kyber (signed)
+	id        INTEGER NOT NULL,
+	key       BLOB    NOT NULL,
+	signature BLOB    NOT NULL DEFAULT x'',
+	PRIMARY KEY (user, device, kind, id),
+	FOREIGN KEY (user, device) REFERENCES devices(user, id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the schema version this package creates and expects.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrate brings the database up to SchemaVersion in one transaction.
 func migrate(ctx context.Context, db *sql.DB) (from int, err error) {

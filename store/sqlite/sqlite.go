@@ -357,7 +357,7 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 
 	// One statement, so the user and its devices come from one snapshot.
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT u.created, d.id, d.key, d.created
+		SELECT u.created, d.id, d.key, d.created, d.registration_id
 		FROM users u JOIN devices d ON d.user = u.name
 		WHERE u.name = ?
 		ORDER BY d.id`, name)
@@ -371,8 +371,9 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 			uc, dc int64
 			id     uint32
 			key    []byte
+			reg    uint32
 		)
-		if err := rows.Scan(&uc, &id, &key, &dc); err != nil {
+		if err := rows.Scan(&uc, &id, &key, &dc, &reg); err != nil {
 			return store.User{}, fmt.Errorf("sqlite: user: %w", err)
 		}
 		k, err := toKey(key)
@@ -381,9 +382,10 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 		}
 		u.Created = fromNS(uc)
 		u.Devices = append(u.Devices, store.Device{
-			DeviceAddr: store.DeviceAddr{User: name, Device: id},
-			Key:        k,
-			Created:    fromNS(dc),
+			DeviceAddr:     store.DeviceAddr{User: name, Device: id},
+			Key:            k,
+			Created:        fromNS(dc),
+			RegistrationID: reg,
 		})
 	}
 	if err := rows.Err(); err != nil {

@@ -77,6 +77,11 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"Durability", testDurability},
 		{"Concurrent", testConcurrent},
 		{"Close", testClose},
+		{"KeysAndBundles", testKeysAndBundles},
+		{"OneTimePreKeysHandedOutOnce", testPreKeysOnce},
+		{"KeyLimit", testKeyLimit},
+		{"PerDevicePayloads", testPerDevice},
+		{"PerDeviceMismatch", testPerDeviceMismatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
