@@ -8,8 +8,9 @@
 //     retried with the same id, and a message redelivered after a crash
 //     reaches the application once.
 //
-// Until the end-to-end layer lands, payloads are encoded content (package
-// content) in clear inside the Noise link; the server treats them as opaque.
+// Every payload a Client sends is end-to-end ciphertext (package e2e: a
+// Signal-protocol session per device); the server sees only opaque bytes.
+// The local state is encrypted at rest under a key from an Unlocker.
 package client
 
 import (
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/magpie-im/magpie/content"
+	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/internal/clientstore"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
@@ -40,6 +42,51 @@ type Options struct {
 	Dial   DialOptions
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Unlocker supplies the key for the local state (required).
+	Unlocker Unlocker
+	// OnIdentityChange is called before sending to a contact whose safety
+	// number changed since it was last seen (and who was not verified: a
+	// verified contact's change stops the send with ErrIdentityChanged).
+	OnIdentityChange func(user string)
+}
+
+// Sealer encrypts the client's state at rest.
+type Sealer = clientstore.Sealer
+
+// Unlocker supplies the key that encrypts a client's local state: Create
+// makes a new one the first time (returning a header to keep beside the
+// data), Unlock opens it later.
+type Unlocker interface {
+	Create() (Sealer, []byte, error)
+	Unlock(header []byte) (Sealer, error)
+}
+
+const settingVault = "vault_header"
+
+func unlock(ctx context.Context, st *clientstore.Store, u Unlocker, create bool) error {
+	if u == nil {
+		return errors.New("client: Options.Unlocker is required: the local state is encrypted")
+	}
+	h, err := st.Get(ctx, settingVault)
+	if err != nil {
+		return err
+	}
+	var sl Sealer
+	switch {
+	case h != nil:
+		sl, err = u.Unlock(h)
+	case create:
+		if sl, h, err = u.Create(); err == nil {
+			err = st.Set(ctx, settingVault, h)
+		}
+	default:
+		return ErrNotInitialized
+	}
+	if err != nil {
+		return err
+	}
+	st.SetSealer(sl)
+	return nil
 }
 
 // Client is one device's state plus the logic to talk to its server.
@@ -57,13 +104,16 @@ type Client struct {
 // Init prepares home for a new client of the server in inv: it creates the
 // device's private key (once; re-running Init with a new invite keeps it) and
 // records the invite.
-func Init(ctx context.Context, home string, inv invite.Invite) error {
+func Init(ctx context.Context, home string, inv invite.Invite, u Unlocker) error {
 	st, err := clientstore.Open(home, true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	k, err := st.Get(ctx, clientstore.SettingDeviceKey)
+	if err := unlock(ctx, st, u, true); err != nil {
+		return err
+	}
+	k, err := st.SecretSetting(ctx, clientstore.SettingDeviceKey)
 	if err != nil {
 		return err
 	}
@@ -72,7 +122,7 @@ func Init(ctx context.Context, home string, inv invite.Invite) error {
 		if err != nil {
 			return fmt.Errorf("generating device key: %w", err)
 		}
-		if err := st.Set(ctx, clientstore.SettingDeviceKey, kp.Private[:]); err != nil {
+		if err := st.SetSecretSetting(ctx, clientstore.SettingDeviceKey, kp.Private[:]); err != nil {
 			return err
 		}
 	}
@@ -92,6 +142,10 @@ func Open(ctx context.Context, home string, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{st: st, opts: opts}
+	if err := unlock(ctx, st, opts.Unlocker, false); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := c.load(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -104,7 +158,7 @@ func (c *Client) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	k, err := c.st.Get(ctx, clientstore.SettingDeviceKey)
+	k, err := c.st.SecretSetting(ctx, clientstore.SettingDeviceKey)
 	if err != nil {
 		return err
 	}
@@ -197,7 +251,11 @@ func (c *Client) Register(ctx context.Context, name string) (DeviceAddr, error) 
 	if err != nil {
 		return DeviceAddr{}, err
 	}
-	return d, c.saveAccount(ctx, d)
+	if err := c.saveAccount(ctx, d); err != nil {
+		return d, err
+	}
+	// An account is only reachable end to end once its keys are up.
+	return d, c.ensureKeys(ctx, conn, conn.KeyCounts())
 }
 
 // Lookup asks the server about a user.
@@ -219,6 +277,10 @@ func (c *Client) connected(ctx context.Context) (*Conn, error) {
 	if _, ok := conn.Device(); !ok {
 		conn.Close()
 		return nil, ErrNotRegistered
+	}
+	if err := c.ensureKeys(ctx, conn, conn.KeyCounts()); err != nil {
+		conn.Close()
+		return nil, err
 	}
 	return conn, nil
 }
@@ -285,15 +347,28 @@ func (c *Client) SendText(ctx context.Context, to, text string) (Sent, error) {
 // leave the rest for the next attempt.
 func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, error)) error {
 	out, err := c.st.Outbox(ctx)
+	if err != nil || len(out) == 0 {
+		return err
+	}
+	others, err := c.otherOwnDevices(ctx, conn)
 	if err != nil {
 		return err
 	}
+	me, _ := c.Account()
 	for _, m := range out {
 		payload, err := content.EncodeText(m.Body)
 		if err != nil {
 			return err
 		}
-		res, err := conn.Send(ctx, m.Peer, m.ID, payload)
+		res, err := c.sendSecure(ctx, conn, m.Peer, m.ID, payload, false)
+		if err == nil && others && m.Peer != me.User {
+			// Sesame: this user's other devices get a transcript, so the
+			// conversation is complete on each of them.
+			var transcript []byte
+			if transcript, err = content.EncodeSent(m.Peer, m.ID, m.Body); err == nil {
+				_, err = c.sendSecure(ctx, conn, me.User, m.ID, transcript, false)
+			}
+		}
 		s := Sent{ID: m.ID, To: m.Peer, ServerTime: res.ServerTime, Devices: res.Devices}
 		var se *ServerError
 		switch {
@@ -302,7 +377,7 @@ func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, er
 				return err
 			}
 			each(s, nil)
-		case errors.As(err, &se) && !se.Temporary():
+		case errors.As(err, &se) && !se.Temporary(), errors.Is(err, ErrIdentityChanged):
 			if derr := c.st.Drop(ctx, m.ID); derr != nil {
 				return derr
 			}
@@ -322,19 +397,22 @@ func (c *Client) Typing(ctx context.Context, to string, started bool) (int, erro
 		return 0, err
 	}
 	defer conn.Close()
-	return conn.SendEphemeral(ctx, to, NewMessageID(), content.EncodeTyping(started))
+	r, err := c.sendSecure(ctx, conn, to, NewMessageID(), content.EncodeTyping(started), true)
+	return r.Devices, err
 }
 
 // EventKind says what an Event is.
 type EventKind int
 
 const (
-	EventMessage    EventKind = iota + 1 // a text message arrived
-	EventReceipt                         // a message we sent reached a device
-	EventTyping                          // a contact is typing (or stopped)
-	EventSent                            // an outbox message was stored by the server
-	EventSendFailed                      // an outbox message was refused
-	EventUnreadable                      // an envelope whose content could not be decoded
+	EventMessage         EventKind = iota + 1 // a text message arrived
+	EventReceipt                              // a message we sent reached a device
+	EventTyping                               // a contact is typing (or stopped)
+	EventSent                                 // an outbox message was stored by the server
+	EventSendFailed                           // an outbox message was refused
+	EventUnreadable                           // an envelope that could not be decrypted or decoded
+	EventIdentityChanged                      // a contact's safety number changed
+	EventSentElsewhere                        // this user sent a message from another device
 )
 
 // Event is something the application should show.
@@ -345,7 +423,7 @@ type Event struct {
 	Text   string
 	Time   time.Time // server time
 	Typing bool      // EventTyping: true while typing
-	Err    error     // EventSendFailed
+	Err    error     // EventSendFailed, EventUnreadable
 }
 
 // Sync connects, sends the outbox, and receives everything queued for this
@@ -441,6 +519,9 @@ func (c *Client) run(ctx context.Context, conn *Conn, handle func(Event), untilD
 }
 
 func (c *Client) handlePush(ctx context.Context, conn *Conn, p Push, handle func(Event)) error {
+	if p.KeysLow != nil {
+		return c.ensureKeys(ctx, conn, *p.KeysLow)
+	}
 	if r := p.Receipt; r != nil {
 		if _, err := c.st.MarkDelivered(ctx, r.ID, r.Delivered); err != nil {
 			return err
@@ -449,27 +530,24 @@ func (c *Client) handlePush(ctx context.Context, conn *Conn, p Push, handle func
 		return conn.Ack(r.Seq)
 	}
 	e := p.Envelope
-	msg, err := content.Decode(e.Payload)
-	if e.Ephemeral {
-		if err == nil && msg.GetTyping() != nil {
-			handle(Event{Kind: EventTyping, Peer: e.From, ID: e.ID, Time: e.ServerTime, Typing: msg.GetTyping().GetStarted()})
+	var evs []Event
+	if e2e.IsEnvelope(e.Payload) {
+		var err error
+		if evs, err = c.receiveSecure(ctx, e); err != nil {
+			return err // not acknowledged: the server will push it again
 		}
+	} else {
+		// Not end-to-end ciphertext: never trusted, never shown as text.
+		evs = []Event{{Kind: EventUnreadable, Peer: e.From, ID: e.ID, Time: e.ServerTime, Err: e2e.ErrUnknownEnvelope}}
+	}
+	for _, ev := range evs {
+		if e.Ephemeral && ev.Kind == EventUnreadable {
+			continue // a lost typing indicator is not worth a line
+		}
+		handle(ev)
+	}
+	if e.Ephemeral {
 		return nil // never acknowledged: never stored
-	}
-	if err != nil || msg.GetText() == nil {
-		handle(Event{Kind: EventUnreadable, Peer: e.From, ID: e.ID, Time: e.ServerTime})
-		return conn.Ack(e.Seq) // keeping it would only redeliver it forever
-	}
-	text := msg.GetText().GetBody()
-	fresh, err := c.st.AddIncoming(ctx, clientstore.Message{
-		Peer: e.From.User, PeerDevice: e.From.Device, ID: e.ID, Body: text,
-		Created: c.opts.Now(), ServerTime: e.ServerTime,
-	})
-	if err != nil {
-		return err // not acknowledged: the server will push it again
-	}
-	if fresh {
-		handle(Event{Kind: EventMessage, Peer: e.From, ID: e.ID, Text: text, Time: e.ServerTime})
 	}
 	return conn.Ack(e.Seq)
 }

@@ -25,13 +25,17 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// testKey encrypts the clients' local state in tests.
+var testKey = client.KeyUnlocker([32]byte{1, 2, 3})
+
 // newClient initialises a home for inv and opens it.
 func newClient(t *testing.T, inv invite.Invite, opts client.Options) *client.Client {
 	t.Helper()
 	home := t.TempDir()
-	if err := client.Init(testCtx(t), home, inv); err != nil {
+	if err := client.Init(testCtx(t), home, inv, testKey); err != nil {
 		t.Fatal(err)
 	}
+	opts.Unlocker = testKey
 	c, err := client.Open(testCtx(t), home, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +70,7 @@ func texts(evs []client.Event) []string {
 }
 
 func TestOpenUninitialised(t *testing.T) {
-	_, err := client.Open(testCtx(t), t.TempDir(), client.Options{})
+	_, err := client.Open(testCtx(t), t.TempDir(), client.Options{Unlocker: testKey})
 	if !errors.Is(err, client.ErrNotInitialized) {
 		t.Fatalf("Open of an empty home: %v", err)
 	}
@@ -122,10 +126,10 @@ func TestOutboxSurvivesUnreachableServer(t *testing.T) {
 	register(t, bob, "bob")
 
 	home := t.TempDir()
-	if err := client.Init(testCtx(t), home, s.Invite); err != nil {
+	if err := client.Init(testCtx(t), home, s.Invite, testKey); err != nil {
 		t.Fatal(err)
 	}
-	alice, err := client.Open(testCtx(t), home, client.Options{})
+	alice, err := client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,10 +140,10 @@ func TestOutboxSurvivesUnreachableServer(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := ln.Addr().String()
 	ln.Close()
-	if err := client.Init(testCtx(t), home, invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{dead}}); err != nil {
+	if err := client.Init(testCtx(t), home, invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{dead}}, testKey); err != nil {
 		t.Fatal(err)
 	}
-	alice, err = client.Open(testCtx(t), home, client.Options{})
+	alice, err = client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,10 +155,10 @@ func TestOutboxSurvivesUnreachableServer(t *testing.T) {
 	alice.Close()
 
 	// A new invite: the outbox goes out, in order, on the next sync.
-	if err := client.Init(testCtx(t), home, s.Invite); err != nil {
+	if err := client.Init(testCtx(t), home, s.Invite, testKey); err != nil {
 		t.Fatal(err)
 	}
-	alice, err = client.Open(testCtx(t), home, client.Options{})
+	alice, err = client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -440,6 +440,9 @@ func (c *Conn) Register(ctx context.Context, name string) (DeviceAddr, error) {
 type UserInfo struct {
 	Name    string
 	Devices []DeviceInfo
+	// IdentityKey is the account's end-to-end identity key (Signal
+	// serialization), nil if none was uploaded.
+	IdentityKey []byte
 }
 
 // DeviceInfo describes one device of a user.
@@ -457,7 +460,7 @@ func (c *Conn) Lookup(ctx context.Context, name string) (*UserInfo, error) {
 		return nil, err
 	}
 	l := r.GetLookup()
-	u := &UserInfo{Name: l.GetUsername()}
+	u := &UserInfo{Name: l.GetUsername(), IdentityKey: l.GetIdentityKey()}
 	for _, d := range l.GetDevices() {
 		di := DeviceInfo{Device: d.GetDevice(), Created: time.UnixMilli(d.GetCreatedMs()), RegistrationID: d.GetRegistrationId()}
 		copy(di.Key[:], d.GetKey())

@@ -20,10 +20,22 @@ func Decode(b []byte) (*Content, error) {
 	if err := proto.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if t := c.GetText(); t != nil && (len(t.GetBody()) > MaxText || !utf8.ValidString(t.GetBody())) {
-		return nil, fmt.Errorf("%w: text longer than %d bytes or not UTF-8", ErrMalformed, MaxText)
+	for _, t := range []*Text{c.GetText(), c.GetSent().GetText()} {
+		if t != nil && (len(t.GetBody()) > MaxText || !utf8.ValidString(t.GetBody())) {
+			return nil, fmt.Errorf("%w: text longer than %d bytes or not UTF-8", ErrMalformed, MaxText)
+		}
+	}
+	if s := c.GetSent(); s != nil && (len(s.GetClientMessageId()) != 16 || s.GetText() == nil || len(s.GetDestination()) > 64) {
+		return nil, fmt.Errorf("%w: sent transcript needs a destination, a 16-byte id and a text", ErrMalformed)
 	}
 	return &c, nil
+}
+
+// EncodeSent encodes a transcript of a text this user sent to destination.
+func EncodeSent(destination string, id [16]byte, text string) ([]byte, error) {
+	return proto.Marshal(&Content{Body: &Content_Sent{Sent: &SentTranscript{
+		Destination: destination, ClientMessageId: id[:], Text: &Text{Body: text},
+	}}})
 }
 
 // EncodeText encodes a text message.

@@ -34,6 +34,7 @@ type Content struct {
 	//
 	//	*Content_Text
 	//	*Content_Typing
+	//	*Content_Sent
 	Body          isContent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -94,6 +95,15 @@ func (x *Content) GetTyping() *Typing {
 	return nil
 }
 
+func (x *Content) GetSent() *SentTranscript {
+	if x != nil {
+		if x, ok := x.Body.(*Content_Sent); ok {
+			return x.Sent
+		}
+	}
+	return nil
+}
+
 type isContent_Body interface {
 	isContent_Body()
 }
@@ -106,9 +116,77 @@ type Content_Typing struct {
 	Typing *Typing `protobuf:"bytes,2,opt,name=typing,proto3,oneof"`
 }
 
+type Content_Sent struct {
+	// A copy, for this user's other devices, of a message it sent (Sesame:
+	// every device of the sender sees the conversation).
+	Sent *SentTranscript `protobuf:"bytes,3,opt,name=sent,proto3,oneof"`
+}
+
 func (*Content_Text) isContent_Body() {}
 
 func (*Content_Typing) isContent_Body() {}
+
+func (*Content_Sent) isContent_Body() {}
+
+type SentTranscript struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Destination     string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	ClientMessageId []byte                 `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	Text            *Text                  `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SentTranscript) Reset() {
+	*x = SentTranscript{}
+	mi := &file_content_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SentTranscript) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SentTranscript) ProtoMessage() {}
+
+func (x *SentTranscript) ProtoReflect() protoreflect.Message {
+	mi := &file_content_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SentTranscript.ProtoReflect.Descriptor instead.
+func (*SentTranscript) Descriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SentTranscript) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *SentTranscript) GetClientMessageId() []byte {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return nil
+}
+
+func (x *SentTranscript) GetText() *Text {
+	if x != nil {
+		return x.Text
+	}
+	return nil
+}
 
 type Text struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -119,7 +197,7 @@ type Text struct {
 
 func (x *Text) Reset() {
 	*x = Text{}
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +209,7 @@ func (x *Text) String() string {
 func (*Text) ProtoMessage() {}
 
 func (x *Text) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +222,7 @@ func (x *Text) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Text.ProtoReflect.Descriptor instead.
 func (*Text) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{1}
+	return file_content_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Text) GetBody() string {
@@ -164,7 +242,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +254,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +267,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{2}
+	return file_content_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Typing) GetStarted() bool {
@@ -203,11 +281,16 @@ var File_content_proto protoreflect.FileDescriptor
 
 const file_content_proto_rawDesc = "" +
 	"\n" +
-	"\rcontent.proto\x12\x11magpie.content.v1\"u\n" +
+	"\rcontent.proto\x12\x11magpie.content.v1\"\xae\x01\n" +
 	"\aContent\x12-\n" +
 	"\x04text\x18\x01 \x01(\v2\x17.magpie.content.v1.TextH\x00R\x04text\x123\n" +
-	"\x06typing\x18\x02 \x01(\v2\x19.magpie.content.v1.TypingH\x00R\x06typingB\x06\n" +
-	"\x04body\"\x1a\n" +
+	"\x06typing\x18\x02 \x01(\v2\x19.magpie.content.v1.TypingH\x00R\x06typing\x127\n" +
+	"\x04sent\x18\x03 \x01(\v2!.magpie.content.v1.SentTranscriptH\x00R\x04sentB\x06\n" +
+	"\x04body\"\x8b\x01\n" +
+	"\x0eSentTranscript\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12*\n" +
+	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12+\n" +
+	"\x04text\x18\x03 \x01(\v2\x17.magpie.content.v1.TextR\x04text\"\x1a\n" +
 	"\x04Text\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\"\"\n" +
 	"\x06Typing\x12\x18\n" +
@@ -225,20 +308,23 @@ func file_content_proto_rawDescGZIP() []byte {
 	return file_content_proto_rawDescData
 }
 
-var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_content_proto_goTypes = []any{
-	(*Content)(nil), // 0: magpie.content.v1.Content
-	(*Text)(nil),    // 1: magpie.content.v1.Text
-	(*Typing)(nil),  // 2: magpie.content.v1.Typing
+	(*Content)(nil),        // 0: magpie.content.v1.Content
+	(*SentTranscript)(nil), // 1: magpie.content.v1.SentTranscript
+	(*Text)(nil),           // 2: magpie.content.v1.Text
+	(*Typing)(nil),         // 3: magpie.content.v1.Typing
 }
 var file_content_proto_depIdxs = []int32{
-	1, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
-	2, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
+	3, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
+	1, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
+	2, // 3: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_content_proto_init() }
@@ -249,6 +335,7 @@ func file_content_proto_init() {
 	file_content_proto_msgTypes[0].OneofWrappers = []any{
 		(*Content_Text)(nil),
 		(*Content_Typing)(nil),
+		(*Content_Sent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -256,7 +343,7 @@ func file_content_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_content_proto_rawDesc), len(file_content_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

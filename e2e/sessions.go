@@ -203,4 +203,3 @@ func IsEnvelope(payload []byte) bool {
 	return len(payload) > 1 && (payload[0] == byte(ratchet.WhisperMessage) || payload[0] == byte(ratchet.PreKeyMessage)) &&
 		payload[1] == 0x44
 }
-

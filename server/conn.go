@@ -235,7 +235,7 @@ func (c *conn) lookup(id uint64, req *wire.LookupRequest) {
 		c.storeErr(id, name, err)
 		return
 	}
-	resp := &wire.LookupResponse{Username: u.Name}
+	resp := &wire.LookupResponse{Username: u.Name, IdentityKey: u.Identity}
 	for _, d := range u.Devices {
 		resp.Devices = append(resp.Devices, &wire.DeviceInfo{Device: d.Device, Key: d.Key[:], CreatedMs: d.Created.UnixMilli(), RegistrationId: d.RegistrationID})
 	}

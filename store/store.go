@@ -80,6 +80,9 @@ type User struct {
 	Name    string
 	Devices []Device // ordered by device id
 	Created time.Time
+	// Identity is the account's end-to-end identity key (Signal
+	// serialization), nil until a device uploads keys.
+	Identity []byte
 }
 
 // Kind says what a queued item is.

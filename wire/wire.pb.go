@@ -1133,9 +1133,12 @@ func (x *LookupRequest) GetUsername() string {
 }
 
 type LookupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	Devices       []*DeviceInfo          `protobuf:"bytes,2,rep,name=devices,proto3" json:"devices,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Devices  []*DeviceInfo          `protobuf:"bytes,2,rep,name=devices,proto3" json:"devices,omitempty"`
+	// The account's end-to-end identity key (33 bytes), if uploaded; what
+	// safety numbers are computed from.
+	IdentityKey   []byte `protobuf:"bytes,3,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1180,6 +1183,13 @@ func (x *LookupResponse) GetUsername() string {
 func (x *LookupResponse) GetDevices() []*DeviceInfo {
 	if x != nil {
 		return x.Devices
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
 	}
 	return nil
 }
@@ -2466,10 +2476,11 @@ const file_wire_proto_rawDesc = "" +
 	"\x10RegisterResponse\x125\n" +
 	"\x06device\x18\x01 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\x06device\"+\n" +
 	"\rLookupRequest\x12\x1a\n" +
-	"\busername\x18\x01 \x01(\tR\busername\"b\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\x85\x01\n" +
 	"\x0eLookupResponse\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x124\n" +
-	"\adevices\x18\x02 \x03(\v2\x1a.magpie.wire.v1.DeviceInfoR\adevices\"~\n" +
+	"\adevices\x18\x02 \x03(\v2\x1a.magpie.wire.v1.DeviceInfoR\adevices\x12!\n" +
+	"\fidentity_key\x18\x03 \x01(\fR\videntityKey\"~\n" +
 	"\n" +
 	"DeviceInfo\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\rR\x06device\x12\x10\n" +

@@ -31,7 +31,7 @@ type sender struct {
 }
 
 func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *atomic.Int64) error {
-	cl, err := client.Open(ctx, s.home, client.Options{})
+	cl, err := client.Open(ctx, s.home, client.Options{Unlocker: testUnlocker})
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *ato
 // flush sends what is left in the outbox, retrying while the server
 // answers with temporary errors.
 func (s *sender) flush(ctx context.Context) ([]client.Event, error) {
-	cl, err := client.Open(ctx, s.home, client.Options{})
+	cl, err := client.Open(ctx, s.home, client.Options{Unlocker: testUnlocker})
 	if err != nil {
 		return nil, err
 	}

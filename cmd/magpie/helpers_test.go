@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/magpie-im/magpie/client"
 	"net"
 	"os"
 	"os/exec"
@@ -103,12 +104,15 @@ type proc struct {
 func childEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "MAGPIE_HOME=") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") || strings.HasPrefix(kv, "GORACE=") {
+		if strings.HasPrefix(kv, "MAGPIE_HOME=") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") || strings.HasPrefix(kv, "GORACE=") ||
+			strings.HasPrefix(kv, "MAGPIE_KEY=") || strings.HasPrefix(kv, "MAGPIE_PASSPHRASE=") {
 			continue
 		}
 		env = append(env, kv)
 	}
-	env = append(env, "XDG_CONFIG_HOME="+configDir, "GORACE=atexit_sleep_ms=0")
+	// Client state is encrypted at rest; headless children take the key
+	// from the environment, as a server-side bot would.
+	env = append(env, "XDG_CONFIG_HOME="+configDir, "GORACE=atexit_sleep_ms=0", "MAGPIE_KEY="+testKeyHex)
 	return append(env, extra...)
 }
 
@@ -391,3 +395,9 @@ func newUser(t *testing.T, s *server, name string) string {
 	}
 	return home
 }
+
+// testKeyHex is the MAGPIE_KEY of every child; testUnlocker is the same key
+// for SDK calls made in the test process.
+const testKeyHex = "0101010101010101010101010101010101010101010101010101010101010101"
+
+var testUnlocker = client.KeyUnlocker([32]byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1})

@@ -71,6 +71,7 @@ side by side on one machine.`,
 		listenCmd(g),
 		historyCmd(g),
 		whoamiCmd(g),
+		verifyCmd(g),
 	)
 	return root
 }

@@ -36,8 +36,13 @@ func (g *globals) openClient(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	c, err := client.Open(ctx, home, client.Options{
-		Logger: g.logger(),
-		Dial:   client.DialOptions{UserAgent: "magpie-cli/" + Version},
+		Logger:   g.logger(),
+		Dial:     client.DialOptions{UserAgent: "magpie-cli/" + Version},
+		Unlocker: client.EnvUnlocker(os.Stdin, g.stderr),
+		OnIdentityChange: func(user string) {
+			fmt.Fprintf(g.stderr, "warning: %s's safety number has changed (a new phone, or someone impersonating them).\n"+
+				"         Compare it with them: magpie verify %s\n", user, user)
+		},
 	})
 	if errors.Is(err, client.ErrNotInitialized) {
 		return nil, fmt.Errorf("%w (home: %s)", err, home)
@@ -68,7 +73,7 @@ first time; running it again with a new invite keeps the key and account.`,
 			if err != nil {
 				return err
 			}
-			if err := client.Init(cmd.Context(), home, inv); err != nil {
+			if err := client.Init(cmd.Context(), home, inv, client.EnvUnlocker(os.Stdin, g.stderr)); err != nil {
 				return err
 			}
 			if g.json {
@@ -325,11 +330,12 @@ func (g *globals) printEvent(ev client.Event) {
 	kind := map[client.EventKind]string{
 		client.EventMessage: "message", client.EventReceipt: "receipt", client.EventTyping: "typing",
 		client.EventSent: "sent", client.EventSendFailed: "send_failed", client.EventUnreadable: "unreadable",
+		client.EventIdentityChanged: "identity_changed", client.EventSentElsewhere: "sent_elsewhere",
 	}[ev.Kind]
 	if g.json {
 		obj := map[string]any{"kind": kind, "peer": ev.Peer.User, "device": ev.Peer.Device, "id": id, "time": ev.Time.UTC()}
 		switch ev.Kind {
-		case client.EventMessage:
+		case client.EventMessage, client.EventSentElsewhere:
 			obj["text"] = ev.Text
 		case client.EventTyping:
 			obj["typing"] = ev.Typing
@@ -356,6 +362,10 @@ func (g *globals) printEvent(ev client.Event) {
 	case client.EventSendFailed:
 		fmt.Fprintf(g.stdout, "could not send to %s: %v\n", ev.Peer.User, ev.Err)
 	case client.EventUnreadable:
-		fmt.Fprintf(g.stdout, "%s  %s sent a message this client cannot read (newer version?)\n", ts, ev.Peer.User)
+		fmt.Fprintf(g.stdout, "%s  %s sent a message this client could not decrypt or read\n", ts, ev.Peer.User)
+	case client.EventIdentityChanged:
+		fmt.Fprintf(g.stdout, "%s  %s's safety number changed; compare it with them: magpie verify %s\n", ts, ev.Peer.User, ev.Peer.User)
+	case client.EventSentElsewhere:
+		fmt.Fprintf(g.stdout, "%s  (you, on another device) -> %s: %s\n", ts, ev.Peer.User, ev.Text)
 	}
 }

@@ -1,12 +1,15 @@
 package clientstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/magpie-im/magpie/internal/vault"
 )
 
 func open(t *testing.T) *Store {
@@ -16,7 +19,70 @@ func open(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	v, _, err := vault.NewFromKey([32]byte{9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetSealer(v)
 	return s
+}
+
+func TestSecretsSealedAtRest(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "home")
+	s, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Locked: secrets can be neither written nor read.
+	if err := s.AddOutgoing(ctx, "bob", [16]byte{1}, "x", time.Now()); !errors.Is(err, ErrLocked) {
+		t.Fatalf("locked store wrote a body: %v", err)
+	}
+	if err := s.KV(ctx).Put("ns", "k", []byte("v")); !errors.Is(err, ErrLocked) {
+		t.Fatalf("locked store wrote a secret: %v", err)
+	}
+	v, _, _ := vault.NewFromKey([32]byte{7})
+	s.SetSealer(v)
+	const secretText = "meet at the north gate at nine"
+	const secretKey = "PRIVATE-KEY-MATERIAL-0123456789"
+	if err := s.AddOutgoing(ctx, "bob", [16]byte{1}, secretText, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddIncoming(ctx, Message{Peer: "bob", PeerDevice: 1, ID: [16]byte{2}, Body: secretText + " ok", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KV(ctx).Put("e2e.self", "identity", []byte(secretKey)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSecretSetting(ctx, SettingDeviceKey, []byte(secretKey)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.KV(ctx).Get("e2e.self", "identity"); err != nil || string(got) != secretKey {
+		t.Fatalf("KV round trip: %q %v", got, err)
+	}
+	if h, err := s.History(ctx, "", 10); err != nil || len(h) != 2 || h[0].Body != secretText {
+		t.Fatalf("history: %+v %v", h, err)
+	}
+	s.Close()
+	// Neither the database nor its WAL holds the plaintext or the key.
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte(secretText)) || bytes.Contains(b, []byte(secretKey)) {
+			t.Fatalf("%s holds a secret in clear", f)
+		}
+	}
+	// The wrong key cannot read it back.
+	s, err = Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wrong, _, _ := vault.NewFromKey([32]byte{8})
+	s.SetSealer(wrong)
+	if _, err := s.History(ctx, "", 10); err == nil {
+		t.Fatal("history decrypted under the wrong key")
+	}
 }
 
 func TestOpenWithoutCreate(t *testing.T) {

@@ -261,8 +261,9 @@ func matchDevices(e *store.Enqueue, all []recipient) ([]recipient, map[uint32][]
 	if mm.Missing != nil || mm.Extra != nil || mm.Stale != nil {
 		return nil, nil, &mm
 	}
-	if len(rcpts) == 0 {
-		// Nobody to send to: no device of the recipient has keys yet.
+	if len(rcpts) == 0 && e.To != e.From.User {
+		// Nobody to send to: no device of the recipient has keys yet. (A
+		// copy to one's own account with no other device is simply empty.)
 		return nil, nil, store.ErrNoKeys
 	}
 	return rcpts, payloads, nil

@@ -357,7 +357,7 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 
 	// One statement, so the user and its devices come from one snapshot.
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT u.created, d.id, d.key, d.created, d.registration_id
+		SELECT u.created, d.id, d.key, d.created, d.registration_id, u.identity_key
 		FROM users u JOIN devices d ON d.user = u.name
 		WHERE u.name = ?
 		ORDER BY d.id`, name)
@@ -373,7 +373,7 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 			key    []byte
 			reg    uint32
 		)
-		if err := rows.Scan(&uc, &id, &key, &dc, &reg); err != nil {
+		if err := rows.Scan(&uc, &id, &key, &dc, &reg, &u.Identity); err != nil {
 			return store.User{}, fmt.Errorf("sqlite: user: %w", err)
 		}
 		k, err := toKey(key)
