@@ -16,6 +16,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -366,7 +367,7 @@ func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, er
 			// conversation is complete on each of them.
 			var transcript []byte
 			if transcript, err = content.EncodeSent(m.Peer, m.ID, m.Body); err == nil {
-				_, err = c.sendSecure(ctx, conn, me.User, m.ID, transcript, false)
+				_, err = c.sendSecure(ctx, conn, me.User, transcriptID(m.ID), transcript, false)
 			}
 		}
 		s := Sent{ID: m.ID, To: m.Peer, ServerTime: res.ServerTime, Devices: res.Devices}
@@ -388,6 +389,15 @@ func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, er
 		}
 	}
 	return nil
+}
+
+// transcriptID is the client message id of the copy of message id sent to
+// this user's other devices. It must differ from id (the server
+// deduplicates per sender device and id) and be the same on every retry
+// (so that the server stores it once).
+func transcriptID(id MessageID) MessageID {
+	sum := sha256.Sum256(append([]byte("magpie transcript id\x00"), id[:]...))
+	return MessageID(sum[:16])
 }
 
 // Typing tells to's connected devices that this user is typing.

@@ -63,6 +63,14 @@ func (c *Client) sendSecure(ctx context.Context, conn *Conn, to string, id Messa
 		return SendResult{}, err
 	}
 	me, _ := c.Account()
+	// A verified contact whose key changed (seen in a message, a bundle or
+	// a lookup) gets nothing until the user verifies again, even over
+	// sessions that still work.
+	if contact, err := e2e.LoadContact(c.st.KV(ctx), to); err != nil {
+		return SendResult{}, err
+	} else if contact != nil && contact.Pending != nil {
+		return SendResult{}, fmt.Errorf("%s's safety number changed since you verified it; compare it again with `magpie verify %s`: %w", to, to, ErrIdentityChanged)
+	}
 	for attempt := 0; ; attempt++ {
 		var payloads []DevicePayload
 		err := c.st.Update(ctx, func(tx *clientstore.Tx) error {

@@ -82,29 +82,50 @@ func LoadIdentity(kv KV) (*Identity, error) {
 // random 14-bit value other than 0, as Signal's) once; later calls return
 // the existing one.
 func CreateIdentity(kv KV, random io.Reader) (*Identity, error) {
-	if id, err := LoadIdentity(kv); err != ErrNoIdentity {
-		return id, err
+	id, err := LoadIdentity(kv)
+	switch {
+	case err == ErrNoIdentity:
+		kp, err := curve.GenerateKeyPair(random)
+		if err != nil {
+			return nil, fmt.Errorf("e2e: identity key: %w", err)
+		}
+		if id, err = ImportIdentity(kv, kp, random); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
 	}
-	kp, err := curve.GenerateKeyPair(random)
-	if err != nil {
-		return nil, fmt.Errorf("e2e: identity key: %w", err)
-	}
+	return id, initKeyState(kv, random)
+}
+
+// ImportIdentity sets this device's identity to the account's identity key
+// pair, as device linking does (every device of an account shares it), with
+// a fresh registration id of its own.
+func ImportIdentity(kv KV, key curve.KeyPair, random io.Reader) (*Identity, error) {
 	var b [2]byte
 	if _, err := io.ReadFull(random, b[:]); err != nil {
 		return nil, err
 	}
-	id := &Identity{Key: kp, RegistrationID: uint32(binary.BigEndian.Uint16(b[:]))&0x3fff | 1}
+	id := &Identity{Key: key, RegistrationID: uint32(binary.BigEndian.Uint16(b[:]))&0x3fff | 1}
+	if err := putJSON(kv, nsSelf, "identity", id); err != nil {
+		return nil, err
+	}
+	return id, initKeyState(kv, random)
+}
+
+// initKeyState starts the prekey bookkeeping if it is not there yet.
+func initKeyState(kv KV, random io.Reader) error {
+	if b, err := kv.Get(nsSelf, "keystate"); err != nil || b != nil {
+		return err
+	}
 	// Prekey ids start at random points so that ids do not reveal how many
 	// keys a device has used.
+	var b [2]byte
 	if _, err := io.ReadFull(random, b[:]); err != nil {
-		return nil, err
+		return err
 	}
 	start := uint32(binary.BigEndian.Uint16(b[:]))<<4 | 1
-	st := keyState{NextPreKeyID: start, NextKyberID: start, NextSignedID: start}
-	if err := putJSON(kv, nsSelf, "keystate", st); err != nil {
-		return nil, err
-	}
-	return id, putJSON(kv, nsSelf, "identity", id)
+	return putJSON(kv, nsSelf, "keystate", keyState{NextPreKeyID: start, NextKyberID: start, NextSignedID: start})
 }
 
 // KeysToUpload decides what the server needs, given the one-time prekey

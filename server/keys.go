@@ -76,6 +76,9 @@ func (c *conn) setKeys(id uint64, req *wire.SetKeysRequest) {
 	}
 	counts, err := c.s.cfg.Store.SetKeys(context.Background(), c.dev, k, maxStoredPreKeys)
 	switch {
+	case errors.Is(err, store.ErrIdentityConflict):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_BAD_REQUEST, "this identity key differs from the account's, which other devices use; a new device must be linked from an existing one", 0)
+		return
 	case errors.Is(err, store.ErrKeyLimit):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_TOO_LARGE, fmt.Sprintf("at most %d one-time prekeys of each kind may be stored", maxStoredPreKeys), 0)
 		return

@@ -34,6 +34,10 @@ var (
 	ErrKeyLimit = errors.New("store: too many one-time prekeys")
 	// ErrNoKeys: the device has not uploaded its identity and prekeys yet.
 	ErrNoKeys = errors.New("store: device has no keys")
+	// ErrIdentityConflict: an upload names an identity key other than the
+	// account's while other devices of the account have keys (all devices
+	// of an account share its identity).
+	ErrIdentityConflict = errors.New("store: identity key differs from the account's")
 )
 
 // MismatchError says how a per-device send's device list differs from the
@@ -227,7 +231,10 @@ type Store interface {
 	Expire(ctx context.Context, now time.Time) (int, error)
 
 	// SetKeys stores dev's end-to-end public keys. It returns ErrKeyLimit,
-	// storing nothing, if either kind of one-time prekey would exceed limit.
+	// storing nothing, if either kind of one-time prekey would exceed limit,
+	// and ErrIdentityConflict if the identity key differs from the
+	// account's while another device of the account has keys (a lone
+	// device may replace it: a reinstall).
 	SetKeys(ctx context.Context, dev DeviceAddr, k Keys, limit int) (KeyCounts, error)
 	// Bundles returns the account's identity key and a bundle for each of
 	// the given devices of user (nil: every device with keys), consuming one

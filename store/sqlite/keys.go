@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -37,6 +38,20 @@ func (s *Store) SetKeys(ctx context.Context, dev store.DeviceAddr, k store.Keys,
 		return store.KeyCounts{}, fmt.Errorf("sqlite: set keys: %w", err)
 	}
 	if k.IdentityKey != nil {
+		var current []byte
+		if err := tx.QueryRowContext(ctx, `SELECT identity_key FROM users WHERE name = ?`, dev.User).Scan(&current); err != nil {
+			return store.KeyCounts{}, fmt.Errorf("sqlite: set keys: identity: %w", err)
+		}
+		if current != nil && !bytes.Equal(current, k.IdentityKey) {
+			keyed, err := keyedDevices(ctx, tx, dev.User)
+			if err != nil {
+				return store.KeyCounts{}, fmt.Errorf("sqlite: set keys: %w", err)
+			}
+			delete(keyed, dev.Device)
+			if len(keyed) > 0 {
+				return store.KeyCounts{}, store.ErrIdentityConflict
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET identity_key = ? WHERE name = ?`, k.IdentityKey, dev.User); err != nil {
 			return store.KeyCounts{}, fmt.Errorf("sqlite: set keys: identity: %w", err)
 		}

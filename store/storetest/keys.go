@@ -139,6 +139,28 @@ func testPreKeysOnce(t *testing.T, h Harness) {
 	}
 }
 
+func testIdentityConflict(t *testing.T, h Harness) {
+	s, ctx := h.Store, context.Background()
+	users(t, s, 1, "bob")
+	addDevice(t, s, "bob", 50)
+	setKeys(t, s, addr("bob", 1), keysFor(1, 11, 1, 0))
+	// A lone keyed device may replace the account identity (a reinstall).
+	other := keysFor(1, 11, 1, 0)
+	other.IdentityKey = []byte("another identity")
+	setKeys(t, s, addr("bob", 1), other)
+	// Once a second device depends on it, it may not.
+	second := keysFor(2, 12, 1, 0)
+	second.IdentityKey = []byte("another identity")
+	setKeys(t, s, addr("bob", 2), second)
+	third := keysFor(1, 11, 1, 0) // device 1 back to the first identity
+	if _, err := s.SetKeys(ctx, addr("bob", 1), third, 1000); !errors.Is(err, store.ErrIdentityConflict) {
+		t.Fatalf("identity replaced under another device: %v", err)
+	}
+	if id, _, _ := s.Bundles(ctx, "bob", nil); string(id) != "another identity" {
+		t.Fatalf("identity now %q", id)
+	}
+}
+
 func testKeyLimit(t *testing.T, h Harness) {
 	s, ctx := h.Store, context.Background()
 	users(t, s, 1, "bob")

@@ -80,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"KeysAndBundles", testKeysAndBundles},
 		{"OneTimePreKeysHandedOutOnce", testPreKeysOnce},
 		{"KeyLimit", testKeyLimit},
+		{"IdentityConflict", testIdentityConflict},
 		{"PerDevicePayloads", testPerDevice},
 		{"PerDeviceMismatch", testPerDeviceMismatch},
 	}
