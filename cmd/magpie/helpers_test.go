@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,7 +113,13 @@ func childEnv(extra ...string) []string {
 	}
 	// Client state is encrypted at rest; headless children take the key
 	// from the environment, as a server-side bot would.
-	env = append(env, "XDG_CONFIG_HOME="+configDir, "GORACE=atexit_sleep_ms=0", "MAGPIE_KEY="+testKeyHex)
+	env = append(env, "XDG_CONFIG_HOME="+configDir, "GORACE=atexit_sleep_ms=0")
+	// Unless the test brings its own secret.
+	if !slices.ContainsFunc(extra, func(kv string) bool {
+		return strings.HasPrefix(kv, "MAGPIE_KEY=") || strings.HasPrefix(kv, "MAGPIE_PASSPHRASE=")
+	}) {
+		env = append(env, "MAGPIE_KEY="+testKeyHex)
+	}
 	return append(env, extra...)
 }
 

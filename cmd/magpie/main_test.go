@@ -310,7 +310,7 @@ func TestHelpHasExamples(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"serve", "init", "register", "send", "inbox", "listen", "lookup", "typing", "history", "whoami"} {
+	for _, want := range []string{"serve", "init", "register", "send", "inbox", "listen", "lookup", "typing", "history", "whoami", "verify"} {
 		if !slices.Contains(cmds, want) {
 			t.Errorf("magpie --help does not list %q (found %v):\n%s", want, cmds, r.stdout)
 		}
