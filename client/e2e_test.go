@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
-	"github.com/magpie-im/magpie/store/sqlite"
 )
 
 // TestNoReadableDataOnServer runs a conversation, leaves some of it queued,
@@ -92,7 +90,7 @@ func TestNoReadableDataOnServer(t *testing.T) {
 	scan("stopped: checkpointed database")
 
 	// And the queued ciphertext is there: the scan looked at real data.
-	st := reopenStore(t, s)
+	st := s.ReopenStore(t)
 	msgs, err := st.Pending(testCtx(t), storeAddr("bob", 1), 0, 100, time.Now())
 	var queued int
 	for _, m := range msgs {
@@ -319,18 +317,6 @@ func TestPrekeyRefillAndRotation(t *testing.T) {
 	if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 1 {
 		t.Fatalf("bob after rotation: %+v %v", evs, err)
 	}
-}
-
-var _ = context.Background
-
-func reopenStore(t *testing.T, s *servertest.Server) *sqlite.Store {
-	t.Helper()
-	st, err := sqlite.Open(filepath.Join(s.Dir, "magpie.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }
 
 func storeAddr(user string, dev uint32) store.DeviceAddr {

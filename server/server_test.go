@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
-	"github.com/magpie-im/magpie/store/sqlite"
 )
 
 func TestMain(m *testing.M) {
@@ -426,7 +424,7 @@ func TestGracefulShutdownAnswersAcceptedSends(t *testing.T) {
 	}
 	t.Logf("%d of %d sends acknowledged before shutdown", ok, n)
 	// Reopen the store and count what bob would get.
-	st := reopen(t, s)
+	st := s.ReopenStore(t)
 	msgs, err := st.Pending(ctx(t), bobAddr, 0, 1000, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -437,14 +435,3 @@ func TestGracefulShutdownAnswersAcceptedSends(t *testing.T) {
 }
 
 var bobAddr = store.DeviceAddr{User: "bob", Device: 1}
-
-// reopen opens the stopped server's database again.
-func reopen(t *testing.T, s *servertest.Server) *sqlite.Store {
-	t.Helper()
-	st, err := sqlite.Open(filepath.Join(s.Dir, "magpie.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}

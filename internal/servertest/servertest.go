@@ -85,6 +85,18 @@ func (s *Server) Stop() {
 	})
 }
 
+// ReopenStore opens the (stopped) server's database again, to inspect what
+// it kept; it is closed when the test ends.
+func (s *Server) ReopenStore(t testing.TB) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(filepath.Join(s.Dir, "magpie.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // NewKey returns a fresh device key.
 func NewKey(t testing.TB) link.KeyPair {
 	t.Helper()
