@@ -1,13 +1,16 @@
 // Package invite encodes what a client needs to reach a Magpie server: the
 // server's Noise static public key and the addresses it listens on.
 //
-// Format (version 1), one line, safe to paste into chats and QR codes:
+// Format, one line, safe to paste into chats and QR codes:
 //
-//	magpie://<key>@<addr>[,<addr>...]
+//	magpie://<key>@<addr>[,<addr>...][?e=<endpoints>]
 //
-// where <key> is the 32-byte X25519 public key in unpadded base64url and each
-// <addr> is host:port (IPv6 in brackets). Anything after a '?' is reserved
-// for later versions and ignored by this one. Holding an invite lets a client
+// where <key> is the 32-byte X25519 public key in unpadded base64url, each
+// <addr> is a host:port (IPv6 in brackets) reachable over the plain tcp
+// transport, and <endpoints> is the server's signed endpoint list (package
+// endpoints; a serialized wire.SignedEndpointList in unpadded base64url),
+// which names every transport and address, signed by <key>. Other
+// parameters are ignored, for later versions. Holding an invite lets a client
 // open an encrypted link to the server; the key in it is what stops a man in
 // the middle, so invites should travel over a channel the user trusts.
 package invite
@@ -28,7 +31,7 @@ const Scheme = "magpie://"
 
 // Limits on what Parse accepts: invites come from untrusted places.
 const (
-	MaxLen   = 4096
+	MaxLen   = 16384
 	MaxAddrs = 32
 )
 
@@ -38,14 +41,22 @@ var ErrInvalid = errors.New("invalid invite")
 // Invite is a parsed invite.
 type Invite struct {
 	ServerKey [32]byte
-	Addrs     []string // host:port, in the order clients should try them
+	Addrs     []string // host:port over tcp, in the order clients should try them
+	// Endpoints is the signed endpoint list (a serialized
+	// wire.SignedEndpointList), or nil. Parse does not verify it: the
+	// client does, against ServerKey.
+	Endpoints []byte
 }
 
 var b64 = base64.RawURLEncoding
 
 // String encodes inv in the version 1 format.
 func (inv Invite) String() string {
-	return Scheme + b64.EncodeToString(inv.ServerKey[:]) + "@" + strings.Join(inv.Addrs, ",")
+	s := Scheme + b64.EncodeToString(inv.ServerKey[:]) + "@" + strings.Join(inv.Addrs, ",")
+	if len(inv.Endpoints) > 0 {
+		s += "?e=" + b64.EncodeToString(inv.Endpoints)
+	}
+	return s
 }
 
 // Fingerprint is a short, human-comparable digest of the server key: the
@@ -76,7 +87,7 @@ func Parse(s string) (Invite, error) {
 	if !ok {
 		return Invite{}, fmt.Errorf("%w: it must start with %q; ask the server operator for the line `magpie serve` prints", ErrInvalid, Scheme)
 	}
-	rest, _, _ = strings.Cut(rest, "?")
+	rest, query, _ := strings.Cut(rest, "?")
 	keyText, addrText, ok := strings.Cut(rest, "@")
 	if !ok {
 		return Invite{}, fmt.Errorf("%w: missing '@' between key and addresses", ErrInvalid)
@@ -99,6 +110,13 @@ func Parse(s string) (Invite, error) {
 			return Invite{}, fmt.Errorf("%w: address %q: %v", ErrInvalid, a, err)
 		}
 		inv.Addrs = append(inv.Addrs, a)
+	}
+	for _, kv := range strings.Split(query, "&") {
+		if v, ok := strings.CutPrefix(kv, "e="); ok {
+			if inv.Endpoints, err = b64.DecodeString(v); err != nil {
+				return Invite{}, fmt.Errorf("%w: the endpoint list is not base64url; the invite may be cut short", ErrInvalid)
+			}
+		}
 	}
 	return inv, nil
 }

@@ -26,9 +26,18 @@ func TestRoundTrip(t *testing.T) {
 	if out.ServerKey != in.ServerKey || strings.Join(out.Addrs, ",") != strings.Join(in.Addrs, ",") {
 		t.Fatalf("round trip: got %+v want %+v", out, in)
 	}
-	// Future versions may append parameters; this one ignores them.
+	// Unknown parameters are ignored.
 	if _, err := Parse(s + "?v=2&x=y"); err != nil {
 		t.Fatalf("parameters: %v", err)
+	}
+	// The endpoint list survives a round trip.
+	in.Endpoints = []byte{1, 2, 3, 250, 251}
+	out, err = Parse(in.String())
+	if err != nil || string(out.Endpoints) != string(in.Endpoints) {
+		t.Fatalf("endpoints: %v %v", out.Endpoints, err)
+	}
+	if _, err := Parse(Scheme + strings.TrimPrefix(in.String(), Scheme) + "!!"); err == nil {
+		t.Fatal("corrupt endpoint list accepted")
 	}
 }
 
@@ -84,7 +93,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of %q: %v", inv.String(), err)
 		}
-		if again.ServerKey != inv.ServerKey || strings.Join(again.Addrs, ",") != strings.Join(inv.Addrs, ",") {
+		if again.ServerKey != inv.ServerKey || strings.Join(again.Addrs, ",") != strings.Join(inv.Addrs, ",") || string(again.Endpoints) != string(inv.Endpoints) {
 			t.Fatalf("re-parse differs: %+v vs %+v", again, inv)
 		}
 	})

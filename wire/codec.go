@@ -37,6 +37,8 @@ const (
 	// MaxDevices bounds the device lists in per-device sends and bundle
 	// requests.
 	MaxDevices = 64
+	// MaxEcho bounds a ping's echo payload.
+	MaxEcho = 64 << 10
 )
 
 // ErrMalformed is wrapped by every decode or validation failure.
@@ -137,6 +139,10 @@ func (r *Request) validate() error {
 			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "more than %d devices", MaxDevices)
 		}
 	case *Request_Ping:
+		if len(body.Ping.GetEcho()) > MaxEcho {
+			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "ping echo of %d bytes exceeds %d", len(body.Ping.GetEcho()), MaxEcho)
+		}
+	case *Request_GetEndpoints:
 	default:
 		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")
 	}

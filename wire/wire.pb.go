@@ -562,6 +562,7 @@ type Request struct {
 	//	*Request_Ping
 	//	*Request_SetKeys
 	//	*Request_GetBundles
+	//	*Request_GetEndpoints
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -665,6 +666,15 @@ func (x *Request) GetGetBundles() *GetBundlesRequest {
 	return nil
 }
 
+func (x *Request) GetGetEndpoints() *GetEndpointsRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetEndpoints); ok {
+			return x.GetEndpoints
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -693,6 +703,10 @@ type Request_GetBundles struct {
 	GetBundles *GetBundlesRequest `protobuf:"bytes,15,opt,name=get_bundles,json=getBundles,proto3,oneof"`
 }
 
+type Request_GetEndpoints struct {
+	GetEndpoints *GetEndpointsRequest `protobuf:"bytes,16,opt,name=get_endpoints,json=getEndpoints,proto3,oneof"`
+}
+
 func (*Request_Register) isRequest_Body() {}
 
 func (*Request_Lookup) isRequest_Body() {}
@@ -704,6 +718,8 @@ func (*Request_Ping) isRequest_Body() {}
 func (*Request_SetKeys) isRequest_Body() {}
 
 func (*Request_GetBundles) isRequest_Body() {}
+
+func (*Request_GetEndpoints) isRequest_Body() {}
 
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -718,6 +734,7 @@ type Response struct {
 	//	*Response_Ping
 	//	*Response_SetKeys
 	//	*Response_GetBundles
+	//	*Response_GetEndpoints
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -828,6 +845,15 @@ func (x *Response) GetGetBundles() *GetBundlesResponse {
 	return nil
 }
 
+func (x *Response) GetGetEndpoints() *GetEndpointsResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_GetEndpoints); ok {
+			return x.GetEndpoints
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -856,6 +882,10 @@ type Response_GetBundles struct {
 	GetBundles *GetBundlesResponse `protobuf:"bytes,15,opt,name=get_bundles,json=getBundles,proto3,oneof"`
 }
 
+type Response_GetEndpoints struct {
+	GetEndpoints *GetEndpointsResponse `protobuf:"bytes,16,opt,name=get_endpoints,json=getEndpoints,proto3,oneof"`
+}
+
 func (*Response_Register) isResponse_Body() {}
 
 func (*Response_Lookup) isResponse_Body() {}
@@ -867,6 +897,8 @@ func (*Response_Ping) isResponse_Body() {}
 func (*Response_SetKeys) isResponse_Body() {}
 
 func (*Response_GetBundles) isResponse_Body() {}
+
+func (*Response_GetEndpoints) isResponse_Body() {}
 
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1485,7 +1517,10 @@ func (x *SendResponse) GetDevices() uint32 {
 }
 
 type PingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Echoed back (at most 64 KiB): what `magpie probe` measures round trips
+	// and throughput with.
+	Echo          []byte `protobuf:"bytes,1,opt,name=echo,proto3" json:"echo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1520,9 +1555,17 @@ func (*PingRequest) Descriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *PingRequest) GetEcho() []byte {
+	if x != nil {
+		return x.Echo
+	}
+	return nil
+}
+
 type PingResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ServerTimeMs  int64                  `protobuf:"varint,1,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	Echo          []byte                 `protobuf:"bytes,2,opt,name=echo,proto3" json:"echo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1564,6 +1607,328 @@ func (x *PingResponse) GetServerTimeMs() int64 {
 	return 0
 }
 
+func (x *PingResponse) GetEcho() []byte {
+	if x != nil {
+		return x.Echo
+	}
+	return nil
+}
+
+// GetEndpointsRequest asks for the server's current signed endpoint list, so
+// that clients learn new addresses and transports in band.
+type GetEndpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version the client has; the server answers with an empty response
+	// if it has nothing newer.
+	HaveVersion   uint64 `protobuf:"varint,1,opt,name=have_version,json=haveVersion,proto3" json:"have_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEndpointsRequest) Reset() {
+	*x = GetEndpointsRequest{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEndpointsRequest) ProtoMessage() {}
+
+func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*GetEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetEndpointsRequest) GetHaveVersion() uint64 {
+	if x != nil {
+		return x.HaveVersion
+	}
+	return 0
+}
+
+type GetEndpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	List          *SignedEndpointList    `protobuf:"bytes,1,opt,name=list,proto3" json:"list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEndpointsResponse) Reset() {
+	*x = GetEndpointsResponse{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEndpointsResponse) ProtoMessage() {}
+
+func (x *GetEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*GetEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetEndpointsResponse) GetList() *SignedEndpointList {
+	if x != nil {
+		return x.List
+	}
+	return nil
+}
+
+// EndpointList is where and how to reach the server, signed by the server's
+// long-term key (see package endpoints).
+type EndpointList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases with every change; clients keep the highest they verified.
+	Version       uint64      `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	IssuedMs      int64       `protobuf:"varint,2,opt,name=issued_ms,json=issuedMs,proto3" json:"issued_ms,omitempty"`
+	Endpoints     []*Endpoint `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointList) Reset() {
+	*x = EndpointList{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointList) ProtoMessage() {}
+
+func (x *EndpointList) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointList.ProtoReflect.Descriptor instead.
+func (*EndpointList) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *EndpointList) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *EndpointList) GetIssuedMs() int64 {
+	if x != nil {
+		return x.IssuedMs
+	}
+	return 0
+}
+
+func (x *EndpointList) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type Endpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transport     string                 `protobuf:"bytes,1,opt,name=transport,proto3" json:"transport,omitempty"`                   // "tcp", "obfs", "tls"
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                       // host:port
+	Sni           string                 `protobuf:"bytes,3,opt,name=sni,proto3" json:"sni,omitempty"`                               // tls: TLS server name
+	Front         string                 `protobuf:"bytes,4,opt,name=front,proto3" json:"front,omitempty"`                           // tls: HTTP Host header (domain fronting), if different
+	Cert          string                 `protobuf:"bytes,5,opt,name=cert,proto3" json:"cert,omitempty"`                             // obfs: server cert; tls: base64url SHA-256 SPKI pin (optional)
+	Secret        []byte                 `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`                         // tls: per-server authenticator secret
+	Path          string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`                             // tls: WebSocket path
+	Priority      int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`                    // lower is tried first
+	ExpiresMs     int64                  `protobuf:"varint,9,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"` // 0: no expiry
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_wire_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Endpoint) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetSni() string {
+	if x != nil {
+		return x.Sni
+	}
+	return ""
+}
+
+func (x *Endpoint) GetFront() string {
+	if x != nil {
+		return x.Front
+	}
+	return ""
+}
+
+func (x *Endpoint) GetCert() string {
+	if x != nil {
+		return x.Cert
+	}
+	return ""
+}
+
+func (x *Endpoint) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *Endpoint) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Endpoint) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Endpoint) GetExpiresMs() int64 {
+	if x != nil {
+		return x.ExpiresMs
+	}
+	return 0
+}
+
+type SignedEndpointList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	List          []byte                 `protobuf:"bytes,1,opt,name=list,proto3" json:"list,omitempty"`           // serialized EndpointList
+	Signature     []byte                 `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"` // XEdDSA by the server key over "magpie endpoint list v1\x00" || list
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedEndpointList) Reset() {
+	*x = SignedEndpointList{}
+	mi := &file_wire_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedEndpointList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedEndpointList) ProtoMessage() {}
+
+func (x *SignedEndpointList) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedEndpointList.ProtoReflect.Descriptor instead.
+func (*SignedEndpointList) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SignedEndpointList) GetList() []byte {
+	if x != nil {
+		return x.List
+	}
+	return nil
+}
+
+func (x *SignedEndpointList) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // SetKeysRequest uploads this device's end-to-end public keys (Signal's
 // formats: EC keys 33 bytes with type 0x05, Kyber1024 keys 1569 bytes with
 // type 0x08, XEdDSA signatures 64 bytes by the identity key). Unset fields
@@ -1582,7 +1947,7 @@ type SetKeysRequest struct {
 
 func (x *SetKeysRequest) Reset() {
 	*x = SetKeysRequest{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1959,7 @@ func (x *SetKeysRequest) String() string {
 func (*SetKeysRequest) ProtoMessage() {}
 
 func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1972,7 @@ func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysRequest.ProtoReflect.Descriptor instead.
 func (*SetKeysRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetKeysRequest) GetIdentityKey() []byte {
@@ -1663,7 +2028,7 @@ type SignedPreKey struct {
 
 func (x *SignedPreKey) Reset() {
 	*x = SignedPreKey{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +2040,7 @@ func (x *SignedPreKey) String() string {
 func (*SignedPreKey) ProtoMessage() {}
 
 func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +2053,7 @@ func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPreKey.ProtoReflect.Descriptor instead.
 func (*SignedPreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SignedPreKey) GetId() uint32 {
@@ -1722,7 +2087,7 @@ type PreKey struct {
 
 func (x *PreKey) Reset() {
 	*x = PreKey{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +2099,7 @@ func (x *PreKey) String() string {
 func (*PreKey) ProtoMessage() {}
 
 func (x *PreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +2112,7 @@ func (x *PreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreKey.ProtoReflect.Descriptor instead.
 func (*PreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PreKey) GetId() uint32 {
@@ -1773,7 +2138,7 @@ type SetKeysResponse struct {
 
 func (x *SetKeysResponse) Reset() {
 	*x = SetKeysResponse{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2150,7 @@ func (x *SetKeysResponse) String() string {
 func (*SetKeysResponse) ProtoMessage() {}
 
 func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2163,7 @@ func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysResponse.ProtoReflect.Descriptor instead.
 func (*SetKeysResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetKeysResponse) GetKeyCounts() *KeyCounts {
@@ -1818,7 +2183,7 @@ type KeyCounts struct {
 
 func (x *KeyCounts) Reset() {
 	*x = KeyCounts{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2195,7 @@ func (x *KeyCounts) String() string {
 func (*KeyCounts) ProtoMessage() {}
 
 func (x *KeyCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2208,7 @@ func (x *KeyCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyCounts.ProtoReflect.Descriptor instead.
 func (*KeyCounts) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyCounts) GetPreKeys() uint32 {
@@ -1873,7 +2238,7 @@ type GetBundlesRequest struct {
 
 func (x *GetBundlesRequest) Reset() {
 	*x = GetBundlesRequest{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2250,7 @@ func (x *GetBundlesRequest) String() string {
 func (*GetBundlesRequest) ProtoMessage() {}
 
 func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2263,7 @@ func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesRequest.ProtoReflect.Descriptor instead.
 func (*GetBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetBundlesRequest) GetUsername() string {
@@ -1926,7 +2291,7 @@ type GetBundlesResponse struct {
 
 func (x *GetBundlesResponse) Reset() {
 	*x = GetBundlesResponse{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2303,7 @@ func (x *GetBundlesResponse) String() string {
 func (*GetBundlesResponse) ProtoMessage() {}
 
 func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2316,7 @@ func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesResponse.ProtoReflect.Descriptor instead.
 func (*GetBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetBundlesResponse) GetUsername() string {
@@ -1990,7 +2355,7 @@ type DeviceBundle struct {
 
 func (x *DeviceBundle) Reset() {
 	*x = DeviceBundle{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2367,7 @@ func (x *DeviceBundle) String() string {
 func (*DeviceBundle) ProtoMessage() {}
 
 func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2380,7 @@ func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
 func (*DeviceBundle) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeviceBundle) GetDevice() uint32 {
@@ -2063,7 +2428,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2440,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2453,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Ack) GetSeqs() []uint64 {
@@ -2114,7 +2479,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2491,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2504,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{28}
+	return file_wire_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Push) GetBody() isPush_Body {
@@ -2232,7 +2597,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2609,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2622,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{29}
+	return file_wire_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Envelope) GetSeq() uint64 {
@@ -2316,7 +2681,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2693,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2706,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{30}
+	return file_wire_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -2380,7 +2745,7 @@ type QueueDrained struct {
 
 func (x *QueueDrained) Reset() {
 	*x = QueueDrained{}
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2757,7 @@ func (x *QueueDrained) String() string {
 func (*QueueDrained) ProtoMessage() {}
 
 func (x *QueueDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2770,7 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{31}
+	return file_wire_proto_rawDescGZIP(), []int{36}
 }
 
 var File_wire_proto protoreflect.FileDescriptor
@@ -2438,7 +2803,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vServerFrame\x126\n" +
 	"\bresponse\x18\x01 \x01(\v2\x18.magpie.wire.v1.ResponseH\x00R\bresponse\x12*\n" +
 	"\x04push\x18\x02 \x01(\v2\x14.magpie.wire.v1.PushH\x00R\x04pushB\x06\n" +
-	"\x04body\"\x82\x03\n" +
+	"\x04body\"\xce\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
 	"\bregister\x18\n" +
@@ -2448,8 +2813,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x04ping\x18\r \x01(\v2\x1b.magpie.wire.v1.PingRequestH\x00R\x04ping\x12;\n" +
 	"\bset_keys\x18\x0e \x01(\v2\x1e.magpie.wire.v1.SetKeysRequestH\x00R\asetKeys\x12D\n" +
 	"\vget_bundles\x18\x0f \x01(\v2!.magpie.wire.v1.GetBundlesRequestH\x00R\n" +
-	"getBundlesB\x06\n" +
-	"\x04body\"\xb6\x03\n" +
+	"getBundles\x12J\n" +
+	"\rget_endpoints\x18\x10 \x01(\v2#.magpie.wire.v1.GetEndpointsRequestH\x00R\fgetEndpointsB\x06\n" +
+	"\x04body\"\x83\x04\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x12>\n" +
@@ -2460,7 +2826,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x04ping\x18\r \x01(\v2\x1c.magpie.wire.v1.PingResponseH\x00R\x04ping\x12<\n" +
 	"\bset_keys\x18\x0e \x01(\v2\x1f.magpie.wire.v1.SetKeysResponseH\x00R\asetKeys\x12E\n" +
 	"\vget_bundles\x18\x0f \x01(\v2\".magpie.wire.v1.GetBundlesResponseH\x00R\n" +
-	"getBundlesB\x06\n" +
+	"getBundles\x12K\n" +
+	"\rget_endpoints\x18\x10 \x01(\v2$.magpie.wire.v1.GetEndpointsResponseH\x00R\fgetEndpointsB\x06\n" +
 	"\x04body\"\xb5\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.magpie.wire.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -2503,10 +2870,34 @@ const file_wire_proto_rawDesc = "" +
 	"\fSendResponse\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x18\n" +
-	"\adevices\x18\x03 \x01(\rR\adevices\"\r\n" +
-	"\vPingRequest\"4\n" +
+	"\adevices\x18\x03 \x01(\rR\adevices\"!\n" +
+	"\vPingRequest\x12\x12\n" +
+	"\x04echo\x18\x01 \x01(\fR\x04echo\"H\n" +
 	"\fPingResponse\x12$\n" +
-	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\"\xef\x02\n" +
+	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x12\n" +
+	"\x04echo\x18\x02 \x01(\fR\x04echo\"8\n" +
+	"\x13GetEndpointsRequest\x12!\n" +
+	"\fhave_version\x18\x01 \x01(\x04R\vhaveVersion\"N\n" +
+	"\x14GetEndpointsResponse\x126\n" +
+	"\x04list\x18\x01 \x01(\v2\".magpie.wire.v1.SignedEndpointListR\x04list\"}\n" +
+	"\fEndpointList\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tissued_ms\x18\x02 \x01(\x03R\bissuedMs\x126\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x18.magpie.wire.v1.EndpointR\tendpoints\"\xe5\x01\n" +
+	"\bEndpoint\x12\x1c\n" +
+	"\ttransport\x18\x01 \x01(\tR\ttransport\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
+	"\x03sni\x18\x03 \x01(\tR\x03sni\x12\x14\n" +
+	"\x05front\x18\x04 \x01(\tR\x05front\x12\x12\n" +
+	"\x04cert\x18\x05 \x01(\tR\x04cert\x12\x16\n" +
+	"\x06secret\x18\x06 \x01(\fR\x06secret\x12\x12\n" +
+	"\x04path\x18\a \x01(\tR\x04path\x12\x1a\n" +
+	"\bpriority\x18\b \x01(\x05R\bpriority\x12\x1d\n" +
+	"\n" +
+	"expires_ms\x18\t \x01(\x03R\texpiresMs\"F\n" +
+	"\x12SignedEndpointList\x12\x12\n" +
+	"\x04list\x18\x01 \x01(\fR\x04list\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xef\x02\n" +
 	"\x0eSetKeysRequest\x12!\n" +
 	"\fidentity_key\x18\x01 \x01(\fR\videntityKey\x12'\n" +
 	"\x0fregistration_id\x18\x02 \x01(\rR\x0eregistrationId\x12B\n" +
@@ -2597,89 +2988,98 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_wire_proto_goTypes = []any{
-	(ProtocolVersion)(0),       // 0: magpie.wire.v1.ProtocolVersion
-	(ErrorCode)(0),             // 1: magpie.wire.v1.ErrorCode
-	(*ClientHello)(nil),        // 2: magpie.wire.v1.ClientHello
-	(*ServerHello)(nil),        // 3: magpie.wire.v1.ServerHello
-	(*DeviceAddress)(nil),      // 4: magpie.wire.v1.DeviceAddress
-	(*ClientFrame)(nil),        // 5: magpie.wire.v1.ClientFrame
-	(*ServerFrame)(nil),        // 6: magpie.wire.v1.ServerFrame
-	(*Request)(nil),            // 7: magpie.wire.v1.Request
-	(*Response)(nil),           // 8: magpie.wire.v1.Response
-	(*Error)(nil),              // 9: magpie.wire.v1.Error
-	(*MismatchedDevices)(nil),  // 10: magpie.wire.v1.MismatchedDevices
-	(*RegisterRequest)(nil),    // 11: magpie.wire.v1.RegisterRequest
-	(*RegisterResponse)(nil),   // 12: magpie.wire.v1.RegisterResponse
-	(*LookupRequest)(nil),      // 13: magpie.wire.v1.LookupRequest
-	(*LookupResponse)(nil),     // 14: magpie.wire.v1.LookupResponse
-	(*DeviceInfo)(nil),         // 15: magpie.wire.v1.DeviceInfo
-	(*SendRequest)(nil),        // 16: magpie.wire.v1.SendRequest
-	(*DevicePayload)(nil),      // 17: magpie.wire.v1.DevicePayload
-	(*SendResponse)(nil),       // 18: magpie.wire.v1.SendResponse
-	(*PingRequest)(nil),        // 19: magpie.wire.v1.PingRequest
-	(*PingResponse)(nil),       // 20: magpie.wire.v1.PingResponse
-	(*SetKeysRequest)(nil),     // 21: magpie.wire.v1.SetKeysRequest
-	(*SignedPreKey)(nil),       // 22: magpie.wire.v1.SignedPreKey
-	(*PreKey)(nil),             // 23: magpie.wire.v1.PreKey
-	(*SetKeysResponse)(nil),    // 24: magpie.wire.v1.SetKeysResponse
-	(*KeyCounts)(nil),          // 25: magpie.wire.v1.KeyCounts
-	(*GetBundlesRequest)(nil),  // 26: magpie.wire.v1.GetBundlesRequest
-	(*GetBundlesResponse)(nil), // 27: magpie.wire.v1.GetBundlesResponse
-	(*DeviceBundle)(nil),       // 28: magpie.wire.v1.DeviceBundle
-	(*Ack)(nil),                // 29: magpie.wire.v1.Ack
-	(*Push)(nil),               // 30: magpie.wire.v1.Push
-	(*Envelope)(nil),           // 31: magpie.wire.v1.Envelope
-	(*Receipt)(nil),            // 32: magpie.wire.v1.Receipt
-	(*QueueDrained)(nil),       // 33: magpie.wire.v1.QueueDrained
+	(ProtocolVersion)(0),         // 0: magpie.wire.v1.ProtocolVersion
+	(ErrorCode)(0),               // 1: magpie.wire.v1.ErrorCode
+	(*ClientHello)(nil),          // 2: magpie.wire.v1.ClientHello
+	(*ServerHello)(nil),          // 3: magpie.wire.v1.ServerHello
+	(*DeviceAddress)(nil),        // 4: magpie.wire.v1.DeviceAddress
+	(*ClientFrame)(nil),          // 5: magpie.wire.v1.ClientFrame
+	(*ServerFrame)(nil),          // 6: magpie.wire.v1.ServerFrame
+	(*Request)(nil),              // 7: magpie.wire.v1.Request
+	(*Response)(nil),             // 8: magpie.wire.v1.Response
+	(*Error)(nil),                // 9: magpie.wire.v1.Error
+	(*MismatchedDevices)(nil),    // 10: magpie.wire.v1.MismatchedDevices
+	(*RegisterRequest)(nil),      // 11: magpie.wire.v1.RegisterRequest
+	(*RegisterResponse)(nil),     // 12: magpie.wire.v1.RegisterResponse
+	(*LookupRequest)(nil),        // 13: magpie.wire.v1.LookupRequest
+	(*LookupResponse)(nil),       // 14: magpie.wire.v1.LookupResponse
+	(*DeviceInfo)(nil),           // 15: magpie.wire.v1.DeviceInfo
+	(*SendRequest)(nil),          // 16: magpie.wire.v1.SendRequest
+	(*DevicePayload)(nil),        // 17: magpie.wire.v1.DevicePayload
+	(*SendResponse)(nil),         // 18: magpie.wire.v1.SendResponse
+	(*PingRequest)(nil),          // 19: magpie.wire.v1.PingRequest
+	(*PingResponse)(nil),         // 20: magpie.wire.v1.PingResponse
+	(*GetEndpointsRequest)(nil),  // 21: magpie.wire.v1.GetEndpointsRequest
+	(*GetEndpointsResponse)(nil), // 22: magpie.wire.v1.GetEndpointsResponse
+	(*EndpointList)(nil),         // 23: magpie.wire.v1.EndpointList
+	(*Endpoint)(nil),             // 24: magpie.wire.v1.Endpoint
+	(*SignedEndpointList)(nil),   // 25: magpie.wire.v1.SignedEndpointList
+	(*SetKeysRequest)(nil),       // 26: magpie.wire.v1.SetKeysRequest
+	(*SignedPreKey)(nil),         // 27: magpie.wire.v1.SignedPreKey
+	(*PreKey)(nil),               // 28: magpie.wire.v1.PreKey
+	(*SetKeysResponse)(nil),      // 29: magpie.wire.v1.SetKeysResponse
+	(*KeyCounts)(nil),            // 30: magpie.wire.v1.KeyCounts
+	(*GetBundlesRequest)(nil),    // 31: magpie.wire.v1.GetBundlesRequest
+	(*GetBundlesResponse)(nil),   // 32: magpie.wire.v1.GetBundlesResponse
+	(*DeviceBundle)(nil),         // 33: magpie.wire.v1.DeviceBundle
+	(*Ack)(nil),                  // 34: magpie.wire.v1.Ack
+	(*Push)(nil),                 // 35: magpie.wire.v1.Push
+	(*Envelope)(nil),             // 36: magpie.wire.v1.Envelope
+	(*Receipt)(nil),              // 37: magpie.wire.v1.Receipt
+	(*QueueDrained)(nil),         // 38: magpie.wire.v1.QueueDrained
 }
 var file_wire_proto_depIdxs = []int32{
 	4,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
 	9,  // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
-	25, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	30, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
 	7,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
-	29, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
+	34, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
 	8,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
-	30, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
+	35, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
 	11, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
 	13, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
 	16, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
 	19, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
-	21, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
-	26, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
-	9,  // 13: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
-	12, // 14: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
-	14, // 15: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
-	18, // 16: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
-	20, // 17: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
-	24, // 18: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
-	27, // 19: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
-	1,  // 20: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
-	10, // 21: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
-	4,  // 22: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
-	15, // 23: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
-	17, // 24: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
-	22, // 25: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	22, // 26: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	23, // 27: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
-	22, // 28: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
-	25, // 29: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
-	28, // 30: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
-	22, // 31: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	22, // 32: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	23, // 33: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
-	31, // 34: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
-	32, // 35: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
-	33, // 36: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
-	25, // 37: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
-	4,  // 38: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
-	4,  // 39: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	26, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
+	31, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
+	21, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
+	9,  // 14: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
+	12, // 15: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
+	14, // 16: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
+	18, // 17: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
+	20, // 18: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
+	29, // 19: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
+	32, // 20: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
+	22, // 21: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
+	1,  // 22: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
+	10, // 23: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
+	4,  // 24: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
+	15, // 25: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
+	17, // 26: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
+	25, // 27: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
+	24, // 28: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
+	27, // 29: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	27, // 30: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	28, // 31: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
+	27, // 32: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
+	30, // 33: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	33, // 34: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
+	27, // 35: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	27, // 36: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	28, // 37: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
+	36, // 38: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
+	37, // 39: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
+	38, // 40: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
+	30, // 41: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
+	4,  // 42: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
+	4,  // 43: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2702,6 +3102,7 @@ func file_wire_proto_init() {
 		(*Request_Ping)(nil),
 		(*Request_SetKeys)(nil),
 		(*Request_GetBundles)(nil),
+		(*Request_GetEndpoints)(nil),
 	}
 	file_wire_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Register)(nil),
@@ -2710,8 +3111,9 @@ func file_wire_proto_init() {
 		(*Response_Ping)(nil),
 		(*Response_SetKeys)(nil),
 		(*Response_GetBundles)(nil),
+		(*Response_GetEndpoints)(nil),
 	}
-	file_wire_proto_msgTypes[28].OneofWrappers = []any{
+	file_wire_proto_msgTypes[33].OneofWrappers = []any{
 		(*Push_Envelope)(nil),
 		(*Push_Receipt)(nil),
 		(*Push_QueueDrained)(nil),
@@ -2723,7 +3125,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

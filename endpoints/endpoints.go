@@ -1,0 +1,130 @@
+// Package endpoints is the signed list of where and how clients reach a
+// Magpie server: transport, address, TLS name and front, priority, expiry.
+// The operator's long-term key (the server's Noise static key, which every
+// invite names) signs it with XEdDSA, so clients accept endpoints learned
+// from anywhere (the invite, the server itself, a friend) only if the
+// operator issued them. Operators add and retire endpoints without any
+// client update: clients refresh the list in band and keep the newest
+// version they verified.
+package endpoints
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/magpie-im/magpie/e2e/curve"
+	"github.com/magpie-im/magpie/e2e/xeddsa"
+	"github.com/magpie-im/magpie/wire"
+)
+
+// Domain separates these signatures from any other use of the key.
+const domain = "magpie endpoint list v1\x00"
+
+// Limits on lists from untrusted sources.
+const (
+	MaxEndpoints = 64
+	MaxSize      = 16 << 10
+)
+
+// Errors.
+var (
+	ErrBadSignature = errors.New("endpoints: list not signed by this server's key")
+	ErrMalformed    = errors.New("endpoints: malformed list")
+)
+
+// Endpoint is one way to reach the server.
+type Endpoint struct {
+	Transport string
+	Address   string
+	SNI       string
+	Front     string
+	Cert      string
+	Secret    []byte
+	Path      string
+	Priority  int
+	Expires   time.Time // zero: no expiry
+}
+
+// Key identifies an endpoint for memory of what worked.
+func (e Endpoint) Key() string { return e.Transport + "://" + e.Address }
+
+// List is a versioned set of endpoints.
+type List struct {
+	Version   uint64
+	Issued    time.Time
+	Endpoints []Endpoint
+}
+
+// Sign serializes and signs l with the server's private key.
+func Sign(l List, key curve.PrivateKey) (*wire.SignedEndpointList, error) {
+	pl := &wire.EndpointList{Version: l.Version, IssuedMs: l.Issued.UnixMilli()}
+	for _, e := range l.Endpoints {
+		we := &wire.Endpoint{Transport: e.Transport, Address: e.Address, Sni: e.SNI, Front: e.Front,
+			Cert: e.Cert, Secret: e.Secret, Path: e.Path, Priority: int32(e.Priority)}
+		if !e.Expires.IsZero() {
+			we.ExpiresMs = e.Expires.UnixMilli()
+		}
+		pl.Endpoints = append(pl.Endpoints, we)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(pl)
+	if err != nil {
+		return nil, err
+	}
+	var r [64]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return nil, err
+	}
+	sig := xeddsa.Sign(key, append([]byte(domain), b...), r)
+	return &wire.SignedEndpointList{List: b, Signature: sig[:]}, nil
+}
+
+// Verify checks s against the server's public key (from the invite) and
+// returns the list, with expired endpoints (at now) removed.
+func Verify(s *wire.SignedEndpointList, serverKey [32]byte, now time.Time) (List, error) {
+	if len(s.GetList()) > MaxSize || len(s.GetSignature()) != 64 {
+		return List{}, ErrMalformed
+	}
+	if !xeddsa.Verify(curve.PublicKey(serverKey), append([]byte(domain), s.GetList()...), [64]byte(s.GetSignature())) {
+		return List{}, ErrBadSignature
+	}
+	var pl wire.EndpointList
+	if err := proto.Unmarshal(s.GetList(), &pl); err != nil {
+		return List{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(pl.GetEndpoints()) > MaxEndpoints {
+		return List{}, fmt.Errorf("%w: %d endpoints", ErrMalformed, len(pl.GetEndpoints()))
+	}
+	l := List{Version: pl.GetVersion(), Issued: time.UnixMilli(pl.GetIssuedMs())}
+	for _, we := range pl.GetEndpoints() {
+		e := Endpoint{Transport: we.GetTransport(), Address: we.GetAddress(), SNI: we.GetSni(), Front: we.GetFront(),
+			Cert: we.GetCert(), Secret: we.GetSecret(), Path: we.GetPath(), Priority: int(we.GetPriority())}
+		if we.GetExpiresMs() != 0 {
+			e.Expires = time.UnixMilli(we.GetExpiresMs())
+			if !now.Before(e.Expires) {
+				continue
+			}
+		}
+		l.Endpoints = append(l.Endpoints, e)
+	}
+	return l, nil
+}
+
+// Order sorts endpoints for dialing: those that worked most recently first
+// (lastGood maps Endpoint.Key to the time of the last successful connection),
+// then by priority, keeping the list's order among equals.
+func Order(eps []Endpoint, lastGood map[string]time.Time) []Endpoint {
+	out := slices.Clone(eps)
+	slices.SortStableFunc(out, func(a, b Endpoint) int {
+		ta, tb := lastGood[a.Key()], lastGood[b.Key()]
+		if c := tb.Compare(ta); c != 0 {
+			return c
+		}
+		return a.Priority - b.Priority
+	})
+	return out
+}

@@ -1,0 +1,81 @@
+package endpoints
+
+import (
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/magpie-im/magpie/e2e/curve"
+	"github.com/magpie-im/magpie/wire"
+)
+
+func TestSignVerify(t *testing.T) {
+	kp, _ := curve.GenerateKeyPair(rand.Reader)
+	now := time.Now()
+	l := List{Version: 7, Issued: now, Endpoints: []Endpoint{
+		{Transport: "tcp", Address: "127.0.0.1:7443", Priority: 10},
+		{Transport: "obfs", Address: "127.0.0.1:7444", Cert: "abc", Priority: 5},
+		{Transport: "tls", Address: "127.0.0.1:8443", SNI: "chat.example.org", Secret: []byte{1, 2}, Path: "/ws", Expires: now.Add(time.Hour)},
+		{Transport: "tcp", Address: "10.0.0.1:1", Expires: now.Add(-time.Minute)}, // already expired
+	}}
+	s, err := Sign(l, kp.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Verify(s, kp.Public, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != 7 || len(got.Endpoints) != 3 || got.Endpoints[2].SNI != "chat.example.org" || got.Endpoints[1].Cert != "abc" {
+		t.Fatalf("verified list %+v", got)
+	}
+	// Later, the tls endpoint expires too.
+	if got, _ := Verify(s, kp.Public, now.Add(2*time.Hour)); len(got.Endpoints) != 2 {
+		t.Fatalf("after expiry: %+v", got.Endpoints)
+	}
+	other, _ := curve.GenerateKeyPair(rand.Reader)
+	if _, err := Verify(s, other.Public, now); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("another server's key: %v", err)
+	}
+	tampered := proto.Clone(s).(*wire.SignedEndpointList)
+	tampered.List[len(tampered.List)-1] ^= 1
+	if _, err := Verify(tampered, kp.Public, now); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("tampered list: %v", err)
+	}
+	if _, err := Verify(&wire.SignedEndpointList{List: make([]byte, MaxSize+1), Signature: make([]byte, 64)}, kp.Public, now); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("oversized: %v", err)
+	}
+}
+
+func TestOrder(t *testing.T) {
+	eps := []Endpoint{
+		{Transport: "tcp", Address: "a:1", Priority: 1},
+		{Transport: "obfs", Address: "b:1", Priority: 2},
+		{Transport: "tls", Address: "c:1", Priority: 0},
+	}
+	got := Order(eps, nil)
+	if got[0].Address != "c:1" || got[1].Address != "a:1" {
+		t.Fatalf("by priority: %+v", got)
+	}
+	got = Order(eps, map[string]time.Time{"obfs://b:1": time.Now()})
+	if got[0].Address != "b:1" {
+		t.Fatalf("what worked comes first: %+v", got)
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	kp, _ := curve.GenerateKeyPair(rand.Reader)
+	s, _ := Sign(List{Version: 1, Endpoints: []Endpoint{{Transport: "tcp", Address: "h:1"}}}, kp.Private)
+	b, _ := proto.Marshal(s)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s wire.SignedEndpointList
+		if proto.Unmarshal(b, &s) != nil {
+			return
+		}
+		Verify(&s, kp.Public, time.Now()) // must not panic
+	})
+}

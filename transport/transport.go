@@ -1,0 +1,42 @@
+// Package transport carries Magpie's link (a Noise session between client
+// and server) over the network in ways a censor cannot cheaply fingerprint
+// or probe. Every transport turns an address into a net.Conn (client) or a
+// net.Listener of net.Conns (server); the link runs over either unchanged,
+// so the Noise session stays end to end whatever carries it. The shape
+// follows the Pluggable Transports v3 Go API: Dial and Listen, configured
+// per transport.
+//
+// Transports:
+//   - tcp: plain TCP. Fast; for networks that do not censor. Its 2-byte
+//     length prefixes and fixed handshake sizes are easy to fingerprint.
+//   - obfs: looks like uniformly random bytes from the first byte on
+//     (Elligator2-encoded keys, encrypted lengths, random padding), and
+//     shapes its first packet so the Great Firewall's fully-encrypted-
+//     traffic rules do not flag it (transport/obfs).
+package transport
+
+import (
+	"context"
+	"net"
+)
+
+// Dialer opens a client connection through a transport.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Transport is one way of carrying the link.
+type Transport interface {
+	// Name is the transport's name in invites and endpoint lists.
+	Name() string
+	// Dialer returns a client for this transport.
+	Dialer() Dialer
+	// Listen accepts connections through this transport on address.
+	Listen(address string) (net.Listener, error)
+}
+
+// Names of the transports.
+const (
+	TCP  = "tcp"
+	Obfs = "obfs"
+)
