@@ -203,10 +203,21 @@ func (c *Client) Account() (DeviceAddr, bool) {
 	return DeviceAddr{User: c.name, Device: c.dev}, c.name != ""
 }
 
-// Dial opens a Conn to the server as this device.
+// Dial opens a Conn to the server as this device, through the first of its
+// known endpoints that works (those that worked last are tried first), and
+// refreshes the endpoint list in band.
 func (c *Client) Dial(ctx context.Context) (*Conn, error) {
-	conn, err := Dial(ctx, c.inv, c.key, c.opts.Dial)
+	eps, version, err := c.knownEndpoints(ctx)
 	if err != nil {
+		return nil, err
+	}
+	conn, e, err := DialEndpoints(ctx, c.inv.ServerKey, eps, c.key, c.opts.Dial)
+	if err != nil {
+		return nil, err
+	}
+	c.remember(ctx, e)
+	if err := c.refreshEndpoints(ctx, conn, version); err != nil {
+		conn.Close()
 		return nil, err
 	}
 	// The server is the authority on registration: adopt what it says.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/transport"
 	"github.com/magpie-im/magpie/wire"
 )
 
@@ -38,10 +41,15 @@ type DialOptions struct {
 	AddrTimeout time.Duration
 	// UserAgent is sent in the hello for server logs.
 	UserAgent string
-	// Dialer opens the underlying transport connection (net.Dialer).
+	// Dialer opens plain tcp connections (net.Dialer).
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
+	// Stagger is the delay between starting attempts at successive
+	// endpoints (250 ms).
+	Stagger time.Duration
+	// Transports overrides how endpoints of a transport are dialed.
+	Transports map[string]TransportDialer
 }
 
 // Conn is one authenticated connection to a Magpie server: requests with
@@ -105,11 +113,59 @@ type Receipt struct {
 	Delivered time.Time
 }
 
-// Dial connects to the server of inv, trying its addresses in order, and
-// runs the Noise handshake with key as this device's static key.
+// Dial connects to the server of inv: its signed endpoint list (verified
+// against the server key) and its tcp addresses, tried as DialEndpoints
+// does.
 func Dial(ctx context.Context, inv invite.Invite, key link.KeyPair, opts DialOptions) (*Conn, error) {
+	eps, err := InviteEndpoints(inv, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := DialEndpoints(ctx, inv.ServerKey, eps, key, opts)
+	return c, err
+}
+
+// InviteEndpoints lists the endpoints an invite names: its signed list, if
+// any (an invalid signature is an error: the invite was tampered with), then
+// its tcp addresses.
+func InviteEndpoints(inv invite.Invite, now time.Time) ([]endpoints.Endpoint, error) {
+	var eps []endpoints.Endpoint
+	if len(inv.Endpoints) > 0 {
+		var sl wire.SignedEndpointList
+		if err := proto.Unmarshal(inv.Endpoints, &sl); err != nil {
+			return nil, fmt.Errorf("client: the invite's endpoint list: %w", err)
+		}
+		l, err := endpoints.Verify(&sl, inv.ServerKey, now)
+		if err != nil {
+			return nil, fmt.Errorf("client: the invite's endpoint list: %w (ask for a new invite)", err)
+		}
+		eps = l.Endpoints
+	}
+	return mergeEndpoints(eps, inv.Addrs), nil
+}
+
+// mergeEndpoints appends plain tcp endpoints for addrs not already listed.
+func mergeEndpoints(eps []endpoints.Endpoint, addrs []string) []endpoints.Endpoint {
+	seen := map[string]bool{}
+	for _, e := range eps {
+		seen[e.Key()] = true
+	}
+	for _, a := range addrs {
+		e := endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: 1000}
+		if !seen[e.Key()] {
+			eps = append(eps, e)
+			seen[e.Key()] = true
+		}
+	}
+	return eps
+}
+
+func (opts *DialOptions) setDefaults() {
 	if opts.AddrTimeout == 0 {
 		opts.AddrTimeout = 10 * time.Second
+	}
+	if opts.Stagger == 0 {
+		opts.Stagger = 250 * time.Millisecond
 	}
 	if opts.Link.KeepaliveInterval == 0 {
 		opts.Link.KeepaliveInterval = 25 * time.Second
@@ -123,31 +179,113 @@ func Dial(ctx context.Context, inv invite.Invite, key link.KeyPair, opts DialOpt
 	if opts.UserAgent == "" {
 		opts.UserAgent = "magpie-go"
 	}
-	if len(inv.Addrs) == 0 {
-		return nil, errors.New("client: the invite has no server address")
+}
+
+// DialEndpoints connects to the server with static key serverKey through
+// the first of eps that works. Attempts start in order, one every
+// DialOptions.Stagger (250 ms) or at once when the previous one fails, and
+// run concurrently: a blocked or black-holed endpoint delays the connection
+// by one stagger, not by its timeout. It returns the endpoint that worked.
+func DialEndpoints(ctx context.Context, serverKey [32]byte, eps []endpoints.Endpoint, key link.KeyPair, opts DialOptions) (*Conn, endpoints.Endpoint, error) {
+	opts.setDefaults()
+	if len(eps) == 0 {
+		return nil, endpoints.Endpoint{}, errors.New("client: no server address known: ask for a new invite")
 	}
 	hello, err := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version, UserAgent: opts.UserAgent})
 	if err != nil {
-		return nil, err
+		return nil, endpoints.Endpoint{}, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c   *Conn
+		e   endpoints.Endpoint
+		err error
+	}
+	results := make(chan result, len(eps))
 	var errs []error
-	for _, addr := range inv.Addrs {
-		c, err := dialOne(ctx, addr, inv.ServerKey, key, hello, opts)
-		if err == nil {
-			return c, nil
-		}
-		if errors.Is(err, ErrUnsupportedVersion) || ctx.Err() != nil {
-			return nil, err
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	next, pending := 0, 0
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	start := func() {
+		e := eps[next]
+		next++
+		pending++
+		go func() {
+			c, err := dialOne(ctx, e, serverKey, key, hello, opts)
+			results <- result{c, e, err}
+		}()
+		timer.Reset(opts.Stagger)
 	}
-	return nil, fmt.Errorf("client: could not reach the server at any address: %w", errors.Join(errs...))
+	for {
+		select {
+		case <-timer.C:
+			if next < len(eps) {
+				start()
+			}
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				cancel()
+				// Losers that still connect are closed.
+				go func(n int) {
+					for range n {
+						if r := <-results; r.c != nil {
+							r.c.Close()
+						}
+					}
+				}(pending)
+				return r.c, r.e, nil
+			}
+			if errors.Is(r.err, ErrUnsupportedVersion) {
+				cancel()
+				return nil, r.e, r.err
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", r.e.Key(), r.err))
+			if next < len(eps) {
+				start()
+			} else if pending == 0 {
+				return nil, endpoints.Endpoint{}, fmt.Errorf("client: could not reach the server at any address: %w", errors.Join(errs...))
+			}
+		case <-ctx.Done():
+			go func(n int) {
+				for range n {
+					if r := <-results; r.c != nil {
+						r.c.Close()
+					}
+				}
+			}(pending)
+			return nil, endpoints.Endpoint{}, ctx.Err()
+		}
+	}
 }
 
-func dialOne(ctx context.Context, addr string, serverKey [32]byte, key link.KeyPair, hello []byte, opts DialOptions) (*Conn, error) {
+// dialTransport opens the transport connection for one endpoint.
+func dialTransport(ctx context.Context, e endpoints.Endpoint, opts DialOptions) (net.Conn, error) {
+	if e.Transport == "" || e.Transport == transport.TCP {
+		return opts.Dialer.DialContext(ctx, "tcp", e.Address)
+	}
+	dial := opts.Transports[e.Transport]
+	if dial == nil {
+		dial = defaultTransports[e.Transport]
+	}
+	if dial == nil {
+		return nil, fmt.Errorf("transport %q not supported by this client", e.Transport)
+	}
+	return dial(ctx, e)
+}
+
+// defaultTransports dial the censorship-resistant transports; see
+// transports.go.
+var defaultTransports = map[string]TransportDialer{}
+
+// TransportDialer opens a connection to one endpoint of a transport.
+type TransportDialer func(ctx context.Context, e endpoints.Endpoint) (net.Conn, error)
+
+func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key link.KeyPair, hello []byte, opts DialOptions) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.AddrTimeout)
 	defer cancel()
-	nc, err := opts.Dialer.DialContext(ctx, "tcp", addr)
+	nc, err := dialTransport(ctx, e, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -501,6 +639,30 @@ func (c *Conn) send(ctx context.Context, s *wire.SendRequest) (SendResult, error
 		Duplicate:  sr.GetDuplicate(),
 		Devices:    int(sr.GetDevices()),
 	}, nil
+}
+
+// Endpoints asks the server for its signed endpoint list, if it has one
+// newer than version have; nil when it has nothing newer. The caller
+// verifies it (endpoints.Verify).
+func (c *Conn) Endpoints(ctx context.Context, have uint64) (*wire.SignedEndpointList, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_GetEndpoints{GetEndpoints: &wire.GetEndpointsRequest{HaveVersion: have}}})
+	if err != nil {
+		return nil, err
+	}
+	return r.GetGetEndpoints().GetList(), nil
+}
+
+// Echo sends payload (at most 64 KiB) in a ping and waits for it to come
+// back: a round trip carrying data, for measuring throughput.
+func (c *Conn) Echo(ctx context.Context, payload []byte) error {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Ping{Ping: &wire.PingRequest{Echo: payload}}})
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(r.GetPing().GetEcho(), payload) {
+		return errors.New("client: echo came back altered")
+	}
+	return nil
 }
 
 // Ping measures a round trip and returns the server's clock.

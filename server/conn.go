@@ -167,7 +167,7 @@ func (c *conn) handle(req *wire.Request) {
 	id := req.GetId()
 	if !c.authed {
 		switch req.Body.(type) {
-		case *wire.Request_Register, *wire.Request_Ping:
+		case *wire.Request_Register, *wire.Request_Ping, *wire.Request_GetEndpoints:
 		default:
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "this device is not registered; register a username first", 0)
 			return
@@ -175,7 +175,17 @@ func (c *conn) handle(req *wire.Request) {
 	}
 	switch body := req.Body.(type) {
 	case *wire.Request_Ping:
-		c.respond(&wire.Response{Id: id, Body: &wire.Response_Ping{Ping: &wire.PingResponse{ServerTimeMs: c.s.cfg.Now().UnixMilli()}}})
+		c.respond(&wire.Response{Id: id, Body: &wire.Response_Ping{Ping: &wire.PingResponse{
+			ServerTimeMs: c.s.cfg.Now().UnixMilli(), Echo: body.Ping.GetEcho(),
+		}}})
+	case *wire.Request_GetEndpoints:
+		resp := &wire.GetEndpointsResponse{}
+		if c.s.cfg.Endpoints != nil {
+			if l := c.s.cfg.Endpoints(); l != nil && listVersion(l) > body.GetEndpoints.GetHaveVersion() {
+				resp.List = l
+			}
+		}
+		c.respond(&wire.Response{Id: id, Body: &wire.Response_GetEndpoints{GetEndpoints: resp}})
 	case *wire.Request_Register:
 		c.register(id, body.Register)
 	case *wire.Request_Lookup:
@@ -458,4 +468,13 @@ func (c *conn) close() {
 	c.idle.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
+}
+
+// listVersion reads the version of a signed list the server itself signed.
+func listVersion(s *wire.SignedEndpointList) uint64 {
+	var l wire.EndpointList
+	if proto.Unmarshal(s.GetList(), &l) != nil {
+		return 0
+	}
+	return l.GetVersion()
 }

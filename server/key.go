@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
+	"github.com/magpie-im/magpie/internal/atomicfile"
 	"github.com/magpie-im/magpie/link"
 )
 
@@ -34,45 +34,8 @@ func LoadOrCreateKey(path string) (link.KeyPair, error) {
 	if err != nil {
 		return link.KeyPair{}, fmt.Errorf("generating server key: %w", err)
 	}
-	if err := writeFileAtomic(path, kp.Private[:], 0o600); err != nil {
+	if err := atomicfile.Write(path, kp.Private[:], 0o600); err != nil {
 		return link.KeyPair{}, fmt.Errorf("saving server key: %w", err)
 	}
 	return kp, nil
-}
-
-// writeFileAtomic writes data to a temporary file in path's directory, syncs
-// it, and renames it into place, so that a crash leaves either no file or the
-// whole file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

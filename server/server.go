@@ -49,6 +49,12 @@ type Config struct {
 	BundleRate   rate.Limit // key bundle fetches per second per connection (1 per 2 s)
 	BundleBurst  int        // (30)
 
+	// Endpoints returns the current signed endpoint list, or nil if the
+	// server publishes none (clients then know only the invite's
+	// addresses). Called per request: keep it cheap (cache and re-sign only
+	// on change).
+	Endpoints func() *wire.SignedEndpointList
+
 	Now func() time.Time
 }
 

@@ -72,6 +72,8 @@ side by side on one machine.`,
 		historyCmd(g),
 		whoamiCmd(g),
 		verifyCmd(g),
+		endpointsCmd(g),
+		inviteCmd(g),
 	)
 	return root
 }

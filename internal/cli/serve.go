@@ -15,9 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store/sqlite"
+	"github.com/magpie-im/magpie/transport"
 )
 
 // Default server port.
@@ -103,13 +105,21 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	}
 	defer st.Close()
 
-	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl})
-	if err != nil {
-		return err
-	}
 	inv := invite.Invite{ServerKey: key.Public, Addrs: advertise}
 	if len(inv.Addrs) == 0 {
 		inv.Addrs = advertised(lns)
+	}
+	var implicit []endpoints.Endpoint
+	for i, a := range inv.Addrs {
+		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: 100 + i})
+	}
+	pub, err := newPublisher(data, key, implicit, inv.Addrs)
+	if err != nil {
+		return fmt.Errorf("endpoint list: %w", err)
+	}
+	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current})
+	if err != nil {
+		return err
 	}
 	abs, _ := filepath.Abs(data)
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
@@ -123,10 +133,26 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	}
 	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")
 	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
-	fmt.Fprintln(g.stdout, inv.String())
+	fmt.Fprintln(g.stdout, pub.Invite())
 
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
+	// Publish operator edits (magpie endpoints add|retire) even when no
+	// client asks, so that `magpie invite` is current.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pub.Current()
+			}
+		}
+	}()
 	for _, ln := range lns {
 		wg.Add(1)
 		go func() {
@@ -143,6 +169,7 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	case serveErr = <-errc:
 		log.Error("listener failed; shutting down", "err", serveErr)
 	}
+	stop() // ends the publisher's ticker on either path
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -26,6 +26,7 @@ type Server struct {
 	Invite invite.Invite
 	Addr   string
 	Dir    string
+	Key    link.KeyPair
 	// DialOptions are used by Dial, Register and Reconnect.
 	DialOptions client.DialOptions
 
@@ -63,13 +64,25 @@ func Start(t testing.TB, cfg server.Config) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{
-		Server: srv, Store: st, Dir: dir, ln: ln, Addr: ln.Addr().String(),
+		Server: srv, Store: st, Dir: dir, ln: ln, Addr: ln.Addr().String(), Key: key,
 		Invite: invite.Invite{ServerKey: key.Public, Addrs: []string{ln.Addr().String()}},
 		done:   make(chan error, 1),
 	}
 	go func() { s.done <- srv.Serve(ln) }()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// AddListener makes the server also accept on a new loopback address (as
+// a second endpoint) and returns it.
+func (s *Server) AddListener(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	return ln.Addr().String()
 }
 
 // Stop shuts the server down and closes its store; it is safe to call twice.

@@ -1,0 +1,97 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/clientstore"
+	"github.com/magpie-im/magpie/wire"
+)
+
+// Settings for what the client learned about reaching its server.
+const (
+	settingEndpoints = "endpoints"     // newest verified wire.SignedEndpointList
+	settingLastGood  = "endpoint_good" // JSON: endpoint key → last successful connection
+)
+
+// knownEndpoints is everything this client may try, in dial order: the
+// newest verified endpoint list and the invite's addresses, with what worked
+// last first.
+func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint64, error) {
+	now := c.opts.Now()
+	var best *endpoints.List
+	consider := func(raw []byte) {
+		var sl wire.SignedEndpointList
+		if raw == nil || proto.Unmarshal(raw, &sl) != nil {
+			return
+		}
+		if l, err := endpoints.Verify(&sl, c.inv.ServerKey, now); err == nil && (best == nil || l.Version > best.Version) {
+			best = &l
+		}
+	}
+	// The newest verified list wins, whether it came in band or in a
+	// (newer) invite given out of band.
+	raw, err := c.st.Get(ctx, settingEndpoints)
+	if err != nil {
+		return nil, 0, err
+	}
+	consider(raw)
+	consider(c.inv.Endpoints)
+	var eps []endpoints.Endpoint
+	var version uint64
+	if best != nil {
+		eps, version = best.Endpoints, best.Version
+	}
+	eps = mergeEndpoints(eps, c.inv.Addrs)
+	return endpoints.Order(eps, c.lastGood(ctx)), version, nil
+}
+
+func (c *Client) lastGood(ctx context.Context) map[string]time.Time {
+	m := map[string]time.Time{}
+	if raw, err := c.st.Get(ctx, settingLastGood); err == nil && raw != nil {
+		json.Unmarshal(raw, &m)
+	}
+	return m
+}
+
+// remember records that e worked, so it is tried first next time.
+func (c *Client) remember(ctx context.Context, e endpoints.Endpoint) {
+	m := c.lastGood(ctx)
+	m[e.Key()] = c.opts.Now()
+	if b, err := json.Marshal(m); err == nil {
+		c.st.Set(ctx, settingLastGood, b)
+	}
+}
+
+// refreshEndpoints asks the server for a newer endpoint list and keeps it if
+// it verifies under the server key from the invite and is newer than what
+// the client has.
+func (c *Client) refreshEndpoints(ctx context.Context, conn *Conn, have uint64) error {
+	sl, err := conn.Endpoints(ctx, have)
+	if err != nil || sl == nil {
+		return err
+	}
+	l, err := endpoints.Verify(sl, c.inv.ServerKey, c.opts.Now())
+	if err != nil || l.Version <= have {
+		c.opts.Logger.Warn("ignoring an endpoint list that does not verify or is not newer", "err", err)
+		return nil
+	}
+	raw, err := proto.Marshal(sl)
+	if err != nil {
+		return err
+	}
+	return c.st.Set(ctx, settingEndpoints, raw)
+}
+
+// Endpoints returns the endpoints this client knows, in the order it would
+// try them.
+func (c *Client) Endpoints(ctx context.Context) ([]endpoints.Endpoint, error) {
+	eps, _, err := c.knownEndpoints(ctx)
+	return eps, err
+}
+
+var _ = clientstore.FileName
