@@ -187,6 +187,18 @@ func (c *Client) load(ctx context.Context) error {
 	return nil
 }
 
+// SetKeepalive makes later connections ping the server every d when idle
+// and give up on a path that stays silent for 2.5 × d (at least 1 s more
+// than d), which is how a listening client notices a black-holed path.
+// Shorter means faster failover and more pings for the server to answer.
+func (c *Client) SetKeepalive(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.opts.Dial.Link.KeepaliveInterval = d
+	c.opts.Dial.Link.IdleTimeout = max(d*5/2, d+time.Second)
+}
+
 // Close releases the local state.
 func (c *Client) Close() error { return c.st.Close() }
 

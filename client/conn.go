@@ -50,18 +50,27 @@ type DialOptions struct {
 	Stagger time.Duration
 	// Transports overrides how endpoints of a transport are dialed.
 	Transports map[string]TransportDialer
+	// StallTimeout: a request that has waited this long while nothing at
+	// all arrived from the server ends the connection (ErrStalled), so a
+	// black-holed path is left quickly (3 s).
+	StallTimeout time.Duration
 }
+
+// ErrStalled: the server stopped answering (the path may be black-holed).
+var ErrStalled = errors.New("client: the server stopped answering (the network path may be blocked)")
 
 // Conn is one authenticated connection to a Magpie server: requests with
 // typed errors, and a stream of pushes (envelopes, receipts).
 type Conn struct {
-	lc     *link.Conn
-	hello  *wire.ServerHello
-	nextID atomic.Uint64
-	pushes chan Push
-	done   chan struct{} // closed when readLoop has exited
-	failed chan struct{} // closed by the first fail
-	once   sync.Once
+	lc       *link.Conn
+	lastRecv atomic.Int64 // unix nanos of the last message from the server
+	stall    time.Duration
+	hello    *wire.ServerHello
+	nextID   atomic.Uint64
+	pushes   chan Push
+	done     chan struct{} // closed when readLoop has exited
+	failed   chan struct{} // closed by the first fail
+	once     sync.Once
 
 	mu      sync.Mutex
 	device  *DeviceAddr
@@ -166,6 +175,9 @@ func (opts *DialOptions) setDefaults() {
 	}
 	if opts.Stagger == 0 {
 		opts.Stagger = 250 * time.Millisecond
+	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = 3 * time.Second
 	}
 	if opts.Link.KeepaliveInterval == 0 {
 		opts.Link.KeepaliveInterval = 25 * time.Second
@@ -314,6 +326,7 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 		return nil, serverError(sh.GetError())
 	}
 	c := &Conn{
+		stall:   opts.StallTimeout,
 		lc:      lc,
 		hello:   &sh,
 		pushes:  make(chan Push, 64),
@@ -384,6 +397,7 @@ func (c *Conn) readLoop() {
 			c.fail(fmt.Errorf("client: connection lost: %w", err))
 			break
 		}
+		c.lastRecv.Store(time.Now().UnixNano())
 		f, err := wire.DecodeServerFrame(msg)
 		if err != nil {
 			c.fail(fmt.Errorf("client: bad frame from server: %w", err))
@@ -470,18 +484,38 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (*wire.Response, error
 		c.forget(id)
 		return nil, c.Err()
 	}
-	select {
-	case r, ok := <-ch:
-		if !ok {
-			return nil, c.Err()
+	sent := time.Now()
+	watchdog := time.NewTimer(c.stall)
+	defer watchdog.Stop()
+	for {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				return nil, c.Err()
+			}
+			if r.GetError() != nil {
+				return nil, serverError(r.GetError())
+			}
+			return r, nil
+		case <-ctx.Done():
+			c.forget(id)
+			return nil, ctx.Err()
+		case <-watchdog.C:
+			// Silence since we asked: the path is dead (a black hole shows
+			// no error). Anything received meanwhile, even for another
+			// request, proves it alive: wait on.
+			last := time.Unix(0, c.lastRecv.Load())
+			if last.Before(sent) {
+				last = sent
+			}
+			idle := time.Since(last)
+			if idle >= c.stall {
+				c.fail(ErrStalled)
+				c.forget(id)
+				return nil, ErrStalled
+			}
+			watchdog.Reset(c.stall - idle)
 		}
-		if r.GetError() != nil {
-			return nil, serverError(r.GetError())
-		}
-		return r, nil
-	case <-ctx.Done():
-		c.forget(id)
-		return nil, ctx.Err()
 	}
 }
 

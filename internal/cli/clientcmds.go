@@ -228,6 +228,7 @@ delivery receipt waiting on the server, store them locally, and exit.`,
 }
 
 func listenCmd(g *globals) *cobra.Command {
+	var keepalive time.Duration
 	c := &cobra.Command{
 		Use:   "listen",
 		Short: "Stay connected and show messages as they arrive",
@@ -235,11 +236,13 @@ func listenCmd(g *globals) *cobra.Command {
 indicators as they arrive; reconnect with backoff when the connection drops.
 Stop with Ctrl-C.`,
 		Example: `  magpie listen
-  magpie listen --json`,
+  magpie listen --json
+  magpie listen --keepalive 25s   # fewer pings, slower to notice a blocked path`,
 		Args: exactArgs(0),
 		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			cl.SetKeepalive(keepalive)
 			if !g.json {
 				me, _ := cl.Account()
 				fmt.Fprintf(g.stdout, "Listening as %s (Ctrl-C to stop)\n", me.User)
@@ -247,6 +250,9 @@ Stop with Ctrl-C.`,
 			return userError(cl.Listen(ctx, g.printEvent))
 		}),
 	}
+	// A listener only notices a black-holed path by missing pongs: ping
+	// often, so it moves to another endpoint within seconds.
+	c.Flags().DurationVar(&keepalive, "keepalive", 2*time.Second, "ping the server this often; a path silent for 2.5 pings is abandoned")
 	g.addJSON(c)
 	return c
 }
