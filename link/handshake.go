@@ -103,7 +103,8 @@ func client(conn net.Conn, key KeyPair, serverKey [32]byte, hello []byte, cfg Co
 func noAnswer(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || isReset(err) {
-		return fmt.Errorf("link: handshake: %w", ErrHandshakeTimeout)
+		// Keep the cause too: a probe tells a reset (a censor) from silence.
+		return fmt.Errorf("link: handshake: %w (%w)", ErrHandshakeTimeout, err)
 	}
 	return fmt.Errorf("link: handshake read: %w", err)
 }

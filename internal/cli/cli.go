@@ -74,6 +74,7 @@ side by side on one machine.`,
 		verifyCmd(g),
 		endpointsCmd(g),
 		inviteCmd(g),
+		probeCmd(g),
 	)
 	return root
 }
