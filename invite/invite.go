@@ -98,8 +98,20 @@ func Parse(s string) (Invite, error) {
 		return Invite{}, fmt.Errorf("%w: the server key is not 32 bytes of base64url; the invite may be cut short", ErrInvalid)
 	}
 	copy(inv.ServerKey[:], key)
+	for _, kv := range strings.Split(query, "&") {
+		if v, ok := strings.CutPrefix(kv, "e="); ok {
+			if inv.Endpoints, err = b64.DecodeString(v); err != nil {
+				return Invite{}, fmt.Errorf("%w: the endpoint list is not base64url; the invite may be cut short", ErrInvalid)
+			}
+		}
+	}
 	if addrText == "" {
-		return Invite{}, fmt.Errorf("%w: no server address", ErrInvalid)
+		// Servers reachable only through other transports list them in the
+		// signed endpoint list alone.
+		if len(inv.Endpoints) == 0 {
+			return Invite{}, fmt.Errorf("%w: no server address", ErrInvalid)
+		}
+		return inv, nil
 	}
 	addrs := strings.Split(addrText, ",")
 	if len(addrs) > MaxAddrs {
@@ -110,13 +122,6 @@ func Parse(s string) (Invite, error) {
 			return Invite{}, fmt.Errorf("%w: address %q: %v", ErrInvalid, a, err)
 		}
 		inv.Addrs = append(inv.Addrs, a)
-	}
-	for _, kv := range strings.Split(query, "&") {
-		if v, ok := strings.CutPrefix(kv, "e="); ok {
-			if inv.Endpoints, err = b64.DecodeString(v); err != nil {
-				return Invite{}, fmt.Errorf("%w: the endpoint list is not base64url; the invite may be cut short", ErrInvalid)
-			}
-		}
 	}
 	return inv, nil
 }

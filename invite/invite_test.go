@@ -36,6 +36,12 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || string(out.Endpoints) != string(in.Endpoints) {
 		t.Fatalf("endpoints: %v %v", out.Endpoints, err)
 	}
+	// A server reachable only through other transports: no plain address,
+	// only the list.
+	bare := Invite{ServerKey: sampleKey(), Endpoints: []byte{9, 9}}
+	if out, err := Parse(bare.String()); err != nil || len(out.Addrs) != 0 || string(out.Endpoints) != string(bare.Endpoints) {
+		t.Fatalf("list-only invite: %+v %v", out, err)
+	}
 	if _, err := Parse(Scheme + strings.TrimPrefix(in.String(), Scheme) + "!!"); err == nil {
 		t.Fatal("corrupt endpoint list accepted")
 	}

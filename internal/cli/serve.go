@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store/sqlite"
 	"github.com/magpie-im/magpie/transport"
+	"github.com/magpie-im/magpie/transport/tlsws"
 )
 
 // Default server port.
@@ -32,6 +34,7 @@ func serveCmd(g *globals) *cobra.Command {
 		advertise  []string
 		queueLimit int
 		ttl        time.Duration
+		tlsOpts    tlsOptions
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -46,23 +49,28 @@ SIGINT or SIGTERM stop it gracefully: sends already received are committed
 and acknowledged first. A message the server has acknowledged is on disk,
 so even kill -9 loses none.`,
 		Example: `  magpie serve
-  magpie serve --data /var/lib/magpie --listen :7443 --listen [::]:443 --advertise chat.example.org:443`,
+  magpie serve --data /var/lib/magpie --listen :7443 --listen tls://:443 --advertise chat.example.org:7443
+  magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl)
+			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
 	// Loopback by default: exposing a server to the network is a decision,
 	// and a public server needs --advertise with its public name anyway.
-	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "TCP address to listen on (repeatable); use :7443 for every interface")
+	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
 	c.Flags().StringArrayVar(&advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
 	c.Flags().IntVar(&queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
+	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
+	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
+	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (needed with a real certificate)")
+	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
 	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages are kept")
 	return c
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration) error {
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -73,28 +81,37 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// Listen before touching the data directory, so a bad --listen leaves
-	// nothing behind.
-	var lns []net.Listener
+	// Listen before touching the data directory where possible, so a bad
+	// --listen leaves nothing behind (a tls listener needs its secret and
+	// certificate from it, after its address was checked).
+	var lns []*listener
 	defer func() {
 		for _, ln := range lns {
 			ln.Close()
 		}
 	}()
-	for _, addr := range listen {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return fmt.Errorf("listen on %s: %w (is another server running? choose another --listen)", addr, err)
+	for _, spec := range listen {
+		if !strings.Contains(spec, "://") || strings.HasPrefix(spec, "tcp://") {
+			ln, err := openListener(spec, data, tlsOpts)
+			if err != nil {
+				return err
 			}
-			return fmt.Errorf("listen on %s: %w (--listen takes host:port, e.g. 127.0.0.1:7443 or :7443)", addr, err)
+			lns = append(lns, ln)
 		}
-		lns = append(lns, ln)
 	}
-
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	for _, spec := range listen {
+		if strings.Contains(spec, "://") && !strings.HasPrefix(spec, "tcp://") {
+			ln, err := openListener(spec, data, tlsOpts)
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+	}
+
 	key, err := server.LoadOrCreateKey(filepath.Join(data, "server.key"))
 	if err != nil {
 		return err
@@ -105,13 +122,32 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	}
 	defer st.Close()
 
+	// The invite's plain addresses are the tcp listeners' (or --advertise);
+	// the signed endpoint list names every public listener.
+	var tcpLns, all []net.Listener
+	for _, ln := range lns {
+		all = append(all, ln)
+		if ln.transport == transport.TCP {
+			tcpLns = append(tcpLns, ln)
+		}
+	}
 	inv := invite.Invite{ServerKey: key.Public, Addrs: advertise}
 	if len(inv.Addrs) == 0 {
-		inv.Addrs = advertised(lns)
+		inv.Addrs = advertised(tcpLns)
 	}
 	var implicit []endpoints.Endpoint
 	for i, a := range inv.Addrs {
 		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: 100 + i})
+	}
+	for i, ln := range lns {
+		if ln.transport == transport.TCP || !ln.public {
+			continue
+		}
+		for _, a := range advertised([]net.Listener{ln}) {
+			e := ln.template
+			e.Address, e.Priority = a, 50+i
+			implicit = append(implicit, e)
+		}
 	}
 	pub, err := newPublisher(data, key, implicit, inv.Addrs)
 	if err != nil {
@@ -125,10 +161,14 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
 	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
 	for _, ln := range lns {
-		fmt.Fprintf(g.stdout, "  listening:   tcp %s\n", ln.Addr())
+		note := ""
+		if !ln.public {
+			note = " (behind a proxy: publish its address with magpie endpoints add)"
+		}
+		fmt.Fprintf(g.stdout, "  listening:   %s %s%s\n", ln.transport, ln.Addr(), note)
 	}
 	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", inv.Fingerprint())
-	if onlyLoopback(lns) {
+	if onlyLoopback(all) {
 		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
 	}
 	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")

@@ -1,0 +1,195 @@
+package tlsws
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+	utls "github.com/refraction-networking/utls"
+)
+
+// ClientConfig configures Dial.
+type ClientConfig struct {
+	// ServerName is the SNI name and, without a pin, the name the
+	// certificate is verified for. If empty, the host part of the dialled
+	// address (no SNI is sent for an IP address, as browsers do).
+	ServerName string
+	// PinSHA256, if set, is the SHA-256 of the server certificate's
+	// SubjectPublicKeyInfo (SPKIPin); the certificate must match it and its
+	// chain and name are not checked. If nil, the certificate is verified
+	// against RootCAs (the system roots if nil) and ServerName.
+	PinSHA256 []byte
+	// RootCAs replaces the system roots when PinSHA256 is nil.
+	RootCAs *x509.CertPool
+	// Secret is the server's authenticator key, from the invite.
+	Secret [32]byte
+	// Path is the WebSocket path; DefaultPath if empty.
+	Path string
+	// Host is the HTTP Host header, for domain fronting; ServerName (plus
+	// the port if not 443) if empty.
+	Host string
+}
+
+// clientHello is the browser whose ClientHello the client sends.
+var clientHello = utls.HelloChrome_Auto
+
+// userAgent matches clientHello (Chrome 133 on Windows).
+const userAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/133.0.0.0 Safari/537.36"
+
+// Dial connects to a tlsws server at address ("host:port") and returns
+// Magpie's byte stream over the WebSocket. ctx bounds the connection set-up
+// only.
+func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("tlsws: %w", err)
+	}
+	sni := cfg.ServerName
+	if sni == "" {
+		sni = host
+	}
+	hostHeader := cfg.Host
+	if hostHeader == "" {
+		hostHeader = sni
+		if port != "443" {
+			hostHeader = net.JoinHostPort(sni, port)
+		}
+	}
+	path := cfg.Path
+	if path == "" {
+		path = DefaultPath
+	}
+
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			raw.Close()
+		}
+	}()
+	// The set-up below honours ctx through the connection's deadline.
+	if dl, has := ctx.Deadline(); has {
+		raw.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	tc := &utls.Config{ServerName: sni, RootCAs: cfg.RootCAs}
+	if cfg.PinSHA256 != nil {
+		pin := cfg.PinSHA256
+		tc.InsecureSkipVerify = true // replaced by the pin check
+		tc.VerifyConnection = func(cs utls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("tlsws: no server certificate")
+			}
+			if subtle.ConstantTimeCompare(SPKIPin(cs.PeerCertificates[0]), pin) != 1 {
+				return errors.New("tlsws: server certificate does not match the pinned key")
+			}
+			return nil
+		}
+	}
+	uc := utls.UClient(raw, tc, clientHello)
+	if err := uc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("tlsws: TLS handshake: %w", err)
+	}
+	if p := uc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+		return nil, fmt.Errorf("tlsws: server negotiated ALPN %q; only http/1.1 is supported (WebSocket over HTTP/2 is not implemented)", p)
+	}
+
+	rt := &upgradeRoundTripper{conn: uc}
+	h := http.Header{}
+	h.Set("User-Agent", userAgent)
+	h.Set("Origin", "https://"+hostHeader)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Pragma", "no-cache")
+	h.Set("Accept-Language", "en-US,en;q=0.9")
+	h.Set("Cookie", authCookie+"="+makeAuth(&cfg.Secret, path, time.Now()))
+	ws, resp, err := websocket.Dial(ctx, "https://"+hostHeader+path, &websocket.DialOptions{
+		HTTPClient:      &http.Client{Transport: rt},
+		HTTPHeader:      h,
+		Host:            hostHeader,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if resp != nil && resp.Body != nil && ws == nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			// The decoy answered: the secret or path is wrong, the clock is
+			// off by more than the window, or something in between is not
+			// the Magpie server.
+			return nil, fmt.Errorf("tlsws: server did not accept the connection (HTTP %d)", resp.StatusCode)
+		}
+		return nil, fmt.Errorf("tlsws: WebSocket upgrade: %w", err)
+	}
+	stop()
+	raw.SetDeadline(time.Time{})
+	if ctx.Err() != nil {
+		ws.CloseNow()
+		return nil, ctx.Err()
+	}
+	ok = true
+	return newWSConn(ws, uc, raw.LocalAddr(), raw.RemoteAddr()), nil
+}
+
+// upgradeRoundTripper sends one HTTP/1.1 request over an established TLS
+// connection and hands the connection over in the body of a 101 response,
+// as net/http's Transport does for protocol switches.
+type upgradeRoundTripper struct {
+	conn net.Conn
+	used bool
+}
+
+// maxResponseHeader bounds what a server (or anything in between) can make
+// the client read before the upgrade.
+const maxResponseHeader = 64 << 10
+
+func (t *upgradeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.used {
+		return nil, errors.New("tlsws: redirect or retry refused")
+	}
+	t.used = true
+	var buf bytes.Buffer
+	if err := req.Write(&buf); err != nil {
+		return nil, err
+	}
+	if _, err := t.conn.Write(buf.Bytes()); err != nil {
+		return nil, err
+	}
+	lr := &io.LimitedReader{R: t.conn, N: maxResponseHeader}
+	br := bufio.NewReader(lr)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Body.Close()
+		resp.Body = http.NoBody
+		return resp, nil
+	}
+	// Whatever the server sent after the 101 header is already in br.
+	lr.N = 1<<63 - 1
+	resp.Body = &upgradedBody{Reader: br, conn: t.conn}
+	return resp, nil
+}
+
+type upgradedBody struct {
+	io.Reader
+	conn net.Conn
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.conn.Write(p) }
+func (b *upgradedBody) Close() error                { return b.conn.Close() }
