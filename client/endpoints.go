@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/magpie-im/magpie/endpoints"
-	"github.com/magpie-im/magpie/internal/clientstore"
 	"github.com/magpie-im/magpie/wire"
 )
 
@@ -16,7 +15,43 @@ import (
 const (
 	settingEndpoints = "endpoints"     // newest verified wire.SignedEndpointList
 	settingLastGood  = "endpoint_good" // JSON: endpoint key → last successful connection
+	settingRelays    = "relays"        // JSON: relay links added by the user
 )
+
+// AddRelay adds an endpoint given out of band as a link (a relay a friend
+// runs, or a fresh endpoint for a user whose every endpoint is blocked).
+// Links are not signed, and need not be: the Noise handshake authenticates
+// the server by the invite's key, so a bad link leads nowhere, never to an
+// impostor.
+func (c *Client) AddRelay(ctx context.Context, link string) (endpoints.Endpoint, error) {
+	e, err := endpoints.ParseLink(link)
+	if err != nil {
+		return e, err
+	}
+	links, err := c.relayLinks(ctx)
+	if err != nil {
+		return e, err
+	}
+	for _, l := range links {
+		if old, err := endpoints.ParseLink(l); err == nil && old.Key() == e.Key() {
+			return e, nil
+		}
+	}
+	b, err := json.Marshal(append(links, link))
+	if err != nil {
+		return e, err
+	}
+	return e, c.st.Set(ctx, settingRelays, b)
+}
+
+func (c *Client) relayLinks(ctx context.Context) ([]string, error) {
+	raw, err := c.st.Get(ctx, settingRelays)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var links []string
+	return links, json.Unmarshal(raw, &links)
+}
 
 // knownEndpoints is everything this client may try, in dial order: the
 // newest verified endpoint list and the invite's addresses, with what worked
@@ -47,6 +82,15 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 		eps, version = best.Endpoints, best.Version
 	}
 	eps = mergeEndpoints(eps, c.inv.Addrs)
+	links, err := c.relayLinks(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, l := range links {
+		if e, err := endpoints.ParseLink(l); err == nil {
+			eps = append(eps, e)
+		}
+	}
 	return endpoints.Order(eps, c.lastGood(ctx)), version, nil
 }
 
@@ -93,5 +137,3 @@ func (c *Client) Endpoints(ctx context.Context) ([]endpoints.Endpoint, error) {
 	eps, _, err := c.knownEndpoints(ctx)
 	return eps, err
 }
-
-var _ = clientstore.FileName

@@ -7,6 +7,8 @@ import (
 	"net"
 
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/transport"
+	"github.com/magpie-im/magpie/transport/obfs"
 	"github.com/magpie-im/magpie/transport/tlsws"
 )
 
@@ -14,6 +16,9 @@ import (
 // (dialTransport).
 func init() {
 	defaultTransports[tlsws.Name] = dialTLS
+	defaultTransports[transport.Obfs] = func(ctx context.Context, e endpoints.Endpoint) (net.Conn, error) {
+		return obfs.Dial(ctx, "tcp", e.Address, e.Cert)
+	}
 }
 
 // dialTLS reaches a tls endpoint: TLS with a browser's ClientHello, a

@@ -79,3 +79,16 @@ func FuzzVerify(f *testing.F) {
 		Verify(&s, kp.Public, time.Now()) // must not panic
 	})
 }
+
+func TestLink(t *testing.T) {
+	e := Endpoint{Transport: "tls", Address: "[2001:db8::1]:443", SNI: "cdn.example.com", Cert: "pinpin", Secret: []byte{1, 2, 3}, Path: "/ws", Priority: -5}
+	got, err := ParseLink(FormatLink(e))
+	if err != nil || got.Key() != e.Key() || got.SNI != e.SNI || string(got.Secret) != string(e.Secret) || got.Path != "/ws" || got.Priority != -5 || got.Cert != "pinpin" {
+		t.Fatalf("round trip: %+v %v (%s)", got, err, FormatLink(e))
+	}
+	for _, bad := range []string{"", "magpie://x", "magpie-relay://host:1", "magpie-relay://tls@host", "magpie-relay://tls@h:1?secret=%%%"} {
+		if _, err := ParseLink(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseLink(%q) = %v", bad, err)
+		}
+	}
+}

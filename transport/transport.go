@@ -13,6 +13,13 @@
 //     (Elligator2-encoded keys, encrypted lengths, random padding), and
 //     shapes its first packet so the Great Firewall's fully-encrypted-
 //     traffic rules do not flag it (transport/obfs).
+//   - tls: TLS 1.3 with a browser's ClientHello and a WebSocket inside; to
+//     anyone without the per-server authenticator, an ordinary website
+//     (transport/tlsws). Works behind an HTTPS reverse proxy or CDN.
+//
+// Relays (magpie relay) accept obfs and tls and forward the bytes to the
+// server's tcp endpoint; the Noise session is end to end, so they can read
+// nothing.
 package transport
 
 import (
@@ -39,4 +46,5 @@ type Transport interface {
 const (
 	TCP  = "tcp"
 	Obfs = "obfs"
+	TLS  = "tls"
 )

@@ -68,3 +68,61 @@ func TestEverythingOverTLSTransport(t *testing.T) {
 	}
 	srv.stop(t)
 }
+
+// TestObfsAndRelay: clients reach the server over obfs only; a client whose
+// every known endpoint is dead gets through a friend's relay, added by link.
+func TestObfsAndRelay(t *testing.T) {
+	data := t.TempDir()
+	tcpAddr, obfsAddr := freeAddr(t), freeAddr(t)
+	srv, err := startServe(t, data, tcpAddr, "obfs://"+obfsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := srv.invite
+	mustRun(t, "endpoints", "retire", "--data", data, "tcp://"+tcpAddr)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		inv := strings.TrimSpace(mustRun(t, "invite", "--data", data).stdout)
+		if !strings.Contains(inv, "@"+tcpAddr) {
+			srv.invite = inv
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("invite never dropped the retired endpoint")
+		}
+	}
+	alice := newUser(t, srv, "alice")
+	mustRun(t, "--home", alice, "send", "alice", "note to self over obfs")
+
+	// A relay run by a friend, in front of the server's tcp endpoint.
+	relayAddr := freeAddr(t)
+	rel := start(t, nil, "relay", "--upstream", tcpAddr, "--listen", "tls://"+relayAddr, "--data", filepath.Join(t.TempDir(), "relay"))
+	var link string
+	if !rel.stdout.waitFor(startTimeout, rel.done, func(s string) bool {
+		for _, l := range completeLines(s) {
+			if strings.HasPrefix(l, "magpie-relay://") {
+				link = l
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("relay printed no link:\n%s", rel)
+	}
+	// bob's invite names only an address that is now dead.
+	dead := freeAddr(t)
+	bobInvite := strings.Replace(strings.Split(original, "?")[0], "@"+tcpAddr, "@"+dead, 1)
+	bob := filepath.Join(t.TempDir(), "bob")
+	mustRun(t, "--home", bob, "init", "--invite", bobInvite)
+	mustRun(t, "--home", bob, "relays", "add", link)
+	mustRun(t, "--home", bob, "register", "bob")
+	mustRun(t, "--home", alice, "send", "bob", "through the relay")
+	evs := decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)
+	if m := messages(evs); len(m) != 1 || m[0].Text != "through the relay" {
+		t.Fatalf("bob's inbox: %+v", evs)
+	}
+	rel.signal(os.Interrupt)
+	if code, ok := rel.waitExit(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("relay did not stop cleanly: %d %v\n%s", code, ok, rel)
+	}
+	srv.stop(t)
+}

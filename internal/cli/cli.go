@@ -75,6 +75,8 @@ side by side on one machine.`,
 		endpointsCmd(g),
 		inviteCmd(g),
 		probeCmd(g),
+		relayCmd(g),
+		relaysCmd(g),
 	)
 	return root
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/atomicfile"
 	"github.com/magpie-im/magpie/transport"
+	"github.com/magpie-im/magpie/transport/obfs"
 	"github.com/magpie-im/magpie/transport/tlsws"
 )
 
@@ -40,7 +41,7 @@ type tlsOptions struct {
 }
 
 // openListener opens one --listen value: [transport://]host:port, where transport
-// is tcp (the default), tls, or tls+proxy (plain HTTP behind an HTTPS
+// is tcp (the default), obfs, tls, or tls+proxy (plain HTTP behind an HTTPS
 // reverse proxy or CDN that terminates TLS).
 func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 	scheme, addr, ok := strings.Cut(spec, "://")
@@ -51,7 +52,7 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("listen on %s: %w (is another server running? choose another --listen)", spec, err)
 		}
-		return fmt.Errorf("listen on %s: %w (--listen takes [tcp|tls|tls+proxy://]host:port, e.g. 127.0.0.1:7443)", spec, err)
+		return fmt.Errorf("listen on %s: %w (--listen takes [tcp|obfs|tls|tls+proxy://]host:port, e.g. 127.0.0.1:7443)", spec, err)
 	}
 	switch scheme {
 	case transport.TCP:
@@ -60,6 +61,19 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 			return nil, wrap(err)
 		}
 		return &listener{Listener: ln, transport: transport.TCP, template: endpoints.Endpoint{Transport: transport.TCP}, public: true}, nil
+	case transport.Obfs:
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, wrap(err)
+		}
+		key, err := obfs.LoadOrCreateServerKey(filepath.Join(data, "obfs.key"))
+		if err != nil {
+			return nil, err
+		}
+		ln, err := obfs.Listen(addr, key, obfs.Config{})
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return &listener{Listener: ln, transport: transport.Obfs, template: endpoints.Endpoint{Transport: transport.Obfs, Cert: key.Cert()}, public: true}, nil
 	case tlsws.Name, tlsws.Name + "+proxy":
 		// Check the address before creating any file in the data directory.
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -92,7 +106,7 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		}
 		return &listener{Listener: ln, transport: tlsws.Name, template: tmpl, public: !behind}, nil
 	default:
-		return nil, fmt.Errorf("--listen %s: unknown transport %q (tcp, tls, tls+proxy)", spec, scheme)
+		return nil, fmt.Errorf("--listen %s: unknown transport %q (tcp, obfs, tls, tls+proxy)", spec, scheme)
 	}
 }
 

@@ -59,7 +59,7 @@ so even kill -9 loses none.`,
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
 	// Loopback by default: exposing a server to the network is a decision,
 	// and a public server needs --advertise with its public name anyway.
-	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
+	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|obfs|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
 	c.Flags().StringArrayVar(&advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
 	c.Flags().IntVar(&queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
 	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
