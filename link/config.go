@@ -36,6 +36,10 @@ type Config struct {
 	// MaxHelloSize is the largest handshake payload (hello or reply).
 	// Default 4 KiB; capped so the first message fits one Noise message.
 	MaxHelloSize int
+
+	// Replay, on a server, refuses first messages whose timestamp is out of
+	// its window or that were seen before (replay.go). Nil accepts them.
+	Replay *ReplayCache
 }
 
 const (
@@ -71,8 +75,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxHelloSize <= 0 {
 		c.MaxHelloSize = defaultMaxHelloSize
 	}
-	if c.MaxHelloSize > maxNoiseMsg-ikMsg1Overhead {
-		c.MaxHelloSize = maxNoiseMsg - ikMsg1Overhead
+	if c.MaxHelloSize > maxNoiseMsg-ikMsg1Overhead-timestampSize {
+		c.MaxHelloSize = maxNoiseMsg - ikMsg1Overhead - timestampSize
 	}
 	return c
 }

@@ -292,7 +292,7 @@ func TestNonceExhaustion(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	c := Config{HandshakeTimeoutMax: time.Second, MaxHelloSize: 1 << 20}.withDefaults()
 	if c.HandshakeTimeoutMin != time.Second || c.WriteTimeout != defaultWriteTimeout ||
-		c.MaxMessageSize != defaultMaxMessageSize || c.MaxHelloSize != maxNoiseMsg-ikMsg1Overhead {
+		c.MaxMessageSize != defaultMaxMessageSize || c.MaxHelloSize != maxNoiseMsg-ikMsg1Overhead-timestampSize {
 		t.Fatalf("%+v", c)
 	}
 	for range 1000 {

@@ -39,7 +39,7 @@ var (
 	// before its handshake timeout. A server that does not recognise the
 	// client's idea of its key is silent by design, so a wrong key looks
 	// exactly like this.
-	ErrHandshakeTimeout = errors.New("no answer from server: check the invite's server key and address")
+	ErrHandshakeTimeout = errors.New("no answer from server: check the invite's server key and address, and this device's clock")
 	// ErrInvalidHandshake: the handshake failed. A server returns it only
 	// after the probe drain (doc.go), never early.
 	ErrInvalidHandshake = errors.New("invalid handshake")

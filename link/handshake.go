@@ -59,9 +59,13 @@ func client(conn net.Conn, key KeyPair, serverKey [32]byte, hello []byte, cfg Co
 	}
 	defer dh.forget()
 
-	bp := getBuf(hdrSize + ikMsg1Overhead + len(hello))
+	// The payload starts with the client's clock: see replay.go.
+	payload := make([]byte, timestampSize+len(hello))
+	putTimestamp(payload, clientNow())
+	copy(payload[timestampSize:], hello)
+	bp := getBuf(hdrSize + ikMsg1Overhead + len(payload))
 	defer putBuf(bp)
-	msg, _, _, err := hs.WriteMessage((*bp)[hdrSize:hdrSize], hello)
+	msg, _, _, err := hs.WriteMessage((*bp)[hdrSize:hdrSize], payload)
 	if err != nil {
 		return nil, nil, fmt.Errorf("link: handshake: %w", err)
 	}
@@ -138,10 +142,14 @@ func Server(conn net.Conn, key KeyPair, cfg Config, accept func(peer [32]byte, h
 	}
 	defer dh.forget()
 
-	peer, hello, err := readFirst(conn, hs, cfg.MaxHelloSize)
-	if err != nil {
+	peer, payload, err := readFirst(conn, hs, cfg.MaxHelloSize+timestampSize)
+	if err != nil || len(payload) < timestampSize {
 		return nil, reject(conn, deadline)
 	}
+	if cfg.Replay != nil && !cfg.Replay.fresh(getTimestamp(payload), [32]byte(hs.PeerEphemeral())) {
+		return nil, reject(conn, deadline)
+	}
+	hello := payload[timestampSize:]
 	reply, err := accept(peer, hello)
 	if err != nil || len(reply) > cfg.MaxHelloSize {
 		return nil, reject(conn, deadline)

@@ -257,7 +257,7 @@ func TestClientRejectsBadReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := net.Pipe()
 			go func() {
-				io.ReadFull(b, make([]byte, 2+96))
+				io.ReadFull(b, make([]byte, 2+96+timestampSize))
 				b.Write(tc.reply)
 				b.Close()
 			}()

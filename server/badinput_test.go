@@ -272,3 +272,59 @@ func TestClientThatStopsReading(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayedFirstMessageGetsSilence: a censor that recorded a client's
+// first message and replays it (identical or altered) learns nothing.
+func TestReplayedFirstMessageGetsSilence(t *testing.T) {
+	s := servertest.Start(t, server.Config{Link: probeLink})
+	// Record a real first message by relaying one real handshake.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	recorded := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		up, err := net.Dial("tcp", s.Addr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		hdr := make([]byte, 2)
+		io.ReadFull(c, hdr)
+		first := make([]byte, 2+int(binary.BigEndian.Uint16(hdr)))
+		copy(first, hdr)
+		io.ReadFull(c, first[2:])
+		recorded <- first
+		up.Write(first)
+		go io.Copy(up, c)
+		io.Copy(c, up)
+	}()
+	inv := s.Invite
+	inv.Addrs = []string{ln.Addr().String()}
+	c, err := client.Dial(ctx(t), inv, servertest.NewKey(t), client.DialOptions{})
+	if err != nil {
+		t.Fatalf("the original handshake failed: %v", err)
+	}
+	c.Close()
+	first := <-recorded
+	flipped := bytes.Clone(first)
+	flipped[40] ^= 0x80
+	for name, probe := range map[string][]byte{"identical": first, "altered": flipped} {
+		t.Run(name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", s.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			start := time.Now()
+			nc.Write(probe)
+			assertSilentClose(t, nc, start)
+		})
+	}
+}

@@ -69,6 +69,10 @@ func (c *Config) setDefaults() {
 	if c.Link.MaxMessageSize == 0 {
 		c.Link.MaxMessageSize = wire.MaxFrame
 	}
+	if c.Link.Replay == nil {
+		// Replayed first messages get the probe treatment (link/replay.go).
+		c.Link.Replay = link.NewReplayCache(0)
+	}
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 4096
 	}
