@@ -77,3 +77,9 @@ func ShareIdentityForTest(ctx context.Context, from, c *Client) error {
 		return err
 	})
 }
+
+// ForgetEndpointsForTest drops what the client remembers about which
+// endpoints worked, as a fresh install would.
+func ForgetEndpointsForTest(ctx context.Context, c *Client) error {
+	return c.st.Set(ctx, settingLastGood, []byte("{}"))
+}
