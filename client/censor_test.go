@@ -27,7 +27,7 @@ import (
 	"github.com/magpie-im/magpie/transport/tlsws"
 )
 
-func selfSignedCert(t *testing.T) *tls.Certificate {
+func selfSignedCert(t testing.TB) *tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "magpie.example"},

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/acme/autocert"
+
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/atomicfile"
 	"github.com/magpie-im/magpie/transport"
@@ -38,6 +40,7 @@ type listener struct {
 // tlsOptions are the serve flags for the tls transport.
 type tlsOptions struct {
 	certFile, keyFile, sni, path string
+	acmeDomain                   string // certificates from Let's Encrypt (ACME tls-alpn-01) for this name
 }
 
 // openListener opens one --listen value: [transport://]host:port, where transport
@@ -86,9 +89,23 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		cfg := tlsws.ServerConfig{Secret: secret, Path: tlsOpts.path}
 		tmpl := endpoints.Endpoint{Transport: tlsws.Name, Secret: secret[:], SNI: tlsOpts.sni, Path: tlsOpts.path}
 		behind := scheme == tlsws.Name+"+proxy"
-		if behind {
+		switch {
+		case behind:
 			cfg.BehindProxy = true
-		} else {
+		case tlsOpts.acmeDomain != "":
+			// A real certificate for the operator's domain: clients verify
+			// it against the system roots and need no pin, and the site
+			// looks like any other. It needs a public DNS name pointing here
+			// and port 443 reachable for the tls-alpn-01 challenge.
+			cfg.Autocert = &autocert.Manager{
+				Prompt:     autocert.AcceptTOS,
+				HostPolicy: autocert.HostWhitelist(tlsOpts.acmeDomain),
+				Cache:      autocert.DirCache(filepath.Join(data, "acme")),
+			}
+			if tmpl.SNI == "" {
+				tmpl.SNI = tlsOpts.acmeDomain
+			}
+		default:
 			cert, err := loadOrCreateCert(data, tlsOpts.certFile, tlsOpts.keyFile)
 			if err != nil {
 				return nil, err

@@ -66,6 +66,7 @@ so even kill -9 loses none.`,
 	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
 	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (needed with a real certificate)")
 	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
+	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
 	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages are kept")
 	return c
 }
