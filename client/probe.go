@@ -15,6 +15,7 @@ import (
 
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/transport/tlsws"
 	"github.com/magpie-im/magpie/wire"
 )
 
@@ -163,12 +164,25 @@ func probeOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key
 // verdict names a failure the way measurement tools do.
 func verdict(err error) string {
 	var ne net.Error
+	var he *tlsws.HandshakeError
 	var te tls.AlertError
 	var re *tls.RecordHeaderError
 	var ce *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return VerdictConnectionRefused
+	case errors.As(err, &he):
+		// A reset mid-handshake (how censors block by SNI) is reported as
+		// connection_reset, as OONI does; a timeout as a timeout; any
+		// other failure (bad certificate or pin, an alert) is
+		// tls_handshake_failed.
+		if errors.Is(err, syscall.ECONNRESET) {
+			return VerdictConnectionReset
+		}
+		if errors.As(err, &ne) && ne.Timeout() {
+			return VerdictTimeout
+		}
+		return VerdictTLSHandshakeFailed
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return VerdictConnectionReset
 	case errors.As(err, &te), errors.As(err, &re), errors.As(err, &ce):

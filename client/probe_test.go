@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"encoding/base64"
 	"net"
 	"testing"
 	"time"
@@ -106,6 +107,11 @@ func TestProbeVerdicts(t *testing.T) {
 	for a := range eps {
 		list = append(list, endpoints.Endpoint{Transport: "tcp", Address: a})
 	}
+	// A tls endpoint whose certificate does not match the pin.
+	tlsEp := transportEndpoints(t, s)["tls"]
+	tlsEp.Cert = base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+	eps[tlsEp.Address] = client.VerdictTLSHandshakeFailed
+	list = append(list, tlsEp)
 	pub.set(t, list...)
 	c := newClient(t, s.Invite, client.Options{})
 	register(t, c, "alice") // learns the list in band

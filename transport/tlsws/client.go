@@ -17,6 +17,14 @@ import (
 	utls "github.com/refraction-networking/utls"
 )
 
+// HandshakeError is a failed TLS handshake (a bad certificate or pin, an
+// alert, a reset mid-handshake): what network-measurement tools call
+// tls_handshake_failed.
+type HandshakeError struct{ Err error }
+
+func (e *HandshakeError) Error() string { return "tlsws: TLS handshake: " + e.Err.Error() }
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // ClientConfig configures Dial.
 type ClientConfig struct {
 	// ServerName is the SNI name and, without a pin, the name the
@@ -103,7 +111,7 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 	}
 	uc := utls.UClient(raw, tc, clientHello)
 	if err := uc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("tlsws: TLS handshake: %w", err)
+		return nil, &HandshakeError{Err: err}
 	}
 	if p := uc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
 		return nil, fmt.Errorf("tlsws: server negotiated ALPN %q; only http/1.1 is supported (WebSocket over HTTP/2 is not implemented)", p)
