@@ -380,17 +380,22 @@ func (c *Client) flushOutbox(ctx context.Context, conn *Conn, each func(Sent, er
 	}
 	me, _ := c.Account()
 	for _, m := range out {
-		payload, err := content.EncodeText(m.Body)
-		if err != nil {
-			return err
+		payload := m.Content // an attachment, already encoded
+		if payload == nil {
+			if payload, err = content.EncodeText(m.Body); err != nil {
+				return err
+			}
 		}
 		res, err := c.sendSecure(ctx, conn, m.Peer, m.ID, payload, false)
 		if err == nil && others && m.Peer != me.User {
 			// Sesame: this user's other devices get a transcript, so the
 			// conversation is complete on each of them.
 			var transcript []byte
-			if transcript, err = content.EncodeSent(m.Peer, m.ID, m.Body); err == nil {
-				_, err = c.sendSecure(ctx, conn, me.User, transcriptID(m.ID), transcript, false)
+			var cm *content.Content
+			if cm, err = content.Decode(payload); err == nil {
+				if transcript, err = content.EncodeSent(m.Peer, m.ID, cm); err == nil {
+					_, err = c.sendSecure(ctx, conn, me.User, transcriptID(m.ID), transcript, false)
+				}
 			}
 		}
 		s := Sent{ID: m.ID, To: m.Peer, ServerTime: res.ServerTime, Devices: res.Devices}
@@ -457,6 +462,9 @@ type Event struct {
 	Time   time.Time // server time
 	Typing bool      // EventTyping: true while typing
 	Err    error     // EventSendFailed, EventUnreadable
+	// Attachment is set on messages that carry one; Client.Download
+	// fetches it.
+	Attachment *AttachmentInfo
 }
 
 // Sync connects, sends the outbox, and receives everything queued for this

@@ -464,6 +464,24 @@ func convertPush(p *wire.Push) (Push, bool) {
 
 // do sends one request and waits for its response.
 func (c *Conn) do(ctx context.Context, req *wire.Request) (*wire.Response, error) {
+	return c.doBudget(ctx, req, 0)
+}
+
+// slowestLink is the slowest throughput a transfer request is given time
+// for before the connection counts as stalled: a 64 KiB chunk on a link
+// throttled to 8 KiB/s is slow, not dead.
+const slowestLink = 8 << 10
+
+// transferBudget is the extra silence allowed for a request that moves n
+// bytes.
+func transferBudget(n int) time.Duration {
+	return time.Duration(n) * time.Second / slowestLink
+}
+
+// doBudget is do with extra time before silence counts as a stall, for
+// requests whose answer is big (downloads); the time to send the request
+// itself is always allowed for.
+func (c *Conn) doBudget(ctx context.Context, req *wire.Request, extra time.Duration) (*wire.Response, error) {
 	id := c.nextID.Add(1)
 	req.Id = id
 	b, err := wire.Marshal(nil, &wire.ClientFrame{Body: &wire.ClientFrame_Request{Request: req}})
@@ -485,7 +503,10 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (*wire.Response, error
 		return nil, c.Err()
 	}
 	sent := time.Now()
-	watchdog := time.NewTimer(c.stall)
+	// Pushing a big request through a slow link takes time during which
+	// nothing comes back: allow for it, whatever the request.
+	stall := c.stall + extra + transferBudget(len(b))
+	watchdog := time.NewTimer(stall)
 	defer watchdog.Stop()
 	for {
 		select {
@@ -509,12 +530,12 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (*wire.Response, error
 				last = sent
 			}
 			idle := time.Since(last)
-			if idle >= c.stall {
+			if idle >= stall {
 				c.fail(ErrStalled)
 				c.forget(id)
 				return nil, ErrStalled
 			}
-			watchdog.Reset(c.stall - idle)
+			watchdog.Reset(stall - idle)
 		}
 	}
 }
@@ -697,6 +718,55 @@ func (c *Conn) Echo(ctx context.Context, payload []byte) error {
 		return errors.New("client: echo came back altered")
 	}
 	return nil
+}
+
+// UploadStatus is where an upload stands on the server.
+type UploadStatus struct {
+	BlobID    []byte
+	Confirmed uint64 // bytes durably stored
+	Size      uint64
+	Complete  bool
+}
+
+func (c *Conn) upload(ctx context.Context, u *wire.UploadRequest) (UploadStatus, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Upload{Upload: u}})
+	if err != nil {
+		return UploadStatus{}, err
+	}
+	ur := r.GetUpload()
+	return UploadStatus{BlobID: ur.GetBlobId(), Confirmed: ur.GetConfirmed(), Size: ur.GetSize(), Complete: ur.GetComplete()}, nil
+}
+
+// UploadStart reserves a blob of size bytes for an attachment.
+func (c *Conn) UploadStart(ctx context.Context, size uint64) (UploadStatus, error) {
+	return c.upload(ctx, &wire.UploadRequest{StartSize: size})
+}
+
+// UploadChunk stores data at offset (which must be the confirmed length).
+func (c *Conn) UploadChunk(ctx context.Context, blob []byte, offset uint64, data []byte) (UploadStatus, error) {
+	return c.upload(ctx, &wire.UploadRequest{BlobId: blob, Offset: offset, Data: data})
+}
+
+// UploadState asks how much of an upload the server has.
+func (c *Conn) UploadState(ctx context.Context, blob []byte) (UploadStatus, error) {
+	return c.upload(ctx, &wire.UploadRequest{BlobId: blob, Status: true})
+}
+
+// UploadComplete finishes an upload: the server checks the digest and keeps
+// the blob until fetches devices have downloaded it (or it expires).
+func (c *Conn) UploadComplete(ctx context.Context, blob []byte, digest [32]byte, fetches int) (UploadStatus, error) {
+	return c.upload(ctx, &wire.UploadRequest{BlobId: blob, Digest: digest[:], ExpectedFetches: uint32(fetches)})
+}
+
+// Download reads up to length bytes of a complete blob from offset.
+func (c *Conn) Download(ctx context.Context, blob []byte, offset uint64, length int) (data []byte, size uint64, err error) {
+	r, err := c.doBudget(ctx, &wire.Request{Body: &wire.Request_Download{Download: &wire.DownloadRequest{
+		BlobId: blob, Offset: offset, Length: uint32(length),
+	}}}, transferBudget(length))
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.GetDownload().GetData(), r.GetDownload().GetSize(), nil
 }
 
 // Ping measures a round trip and returns the server's clock.

@@ -25,6 +25,10 @@ var (
 	ErrInternal           = errors.New("server error")
 	ErrMismatchedDevices  = errors.New("recipient devices changed")
 	ErrNoKeys             = errors.New("recipient has no end-to-end keys")
+	ErrQuota              = errors.New("attachment storage quota exceeded")
+	ErrOffset             = errors.New("upload offset out of step")
+	ErrDigest             = errors.New("upload does not match its digest")
+	ErrNotFound           = errors.New("no such attachment")
 )
 
 var codeErrors = map[wire.ErrorCode]error{
@@ -42,6 +46,10 @@ var codeErrors = map[wire.ErrorCode]error{
 	wire.ErrorCode_ERROR_CODE_INTERNAL:            ErrInternal,
 	wire.ErrorCode_ERROR_CODE_MISMATCHED_DEVICES:  ErrMismatchedDevices,
 	wire.ErrorCode_ERROR_CODE_NO_KEYS:             ErrNoKeys,
+	wire.ErrorCode_ERROR_CODE_QUOTA:               ErrQuota,
+	wire.ErrorCode_ERROR_CODE_OFFSET:              ErrOffset,
+	wire.ErrorCode_ERROR_CODE_DIGEST:              ErrDigest,
+	wire.ErrorCode_ERROR_CODE_NOT_FOUND:           ErrNotFound,
 }
 
 // ServerError is an error the server answered with.

@@ -13,6 +13,7 @@ import (
 	"github.com/magpie-im/magpie/e2e/ratchet"
 	"github.com/magpie-im/magpie/internal/clientstore"
 	"github.com/magpie-im/magpie/wire"
+	"google.golang.org/protobuf/proto"
 )
 
 // ErrIdentityChanged: a verified contact's safety number changed. Sending
@@ -219,6 +220,18 @@ func (c *Client) receiveSecure(ctx context.Context, e *Envelope) ([]Event, error
 			if fresh {
 				evs = append(evs, Event{Kind: EventMessage, Peer: e.From, ID: e.ID, Text: text, Time: e.ServerTime})
 			}
+		case msg.GetAttachment() != nil && !e.Ephemeral:
+			a := msg.GetAttachment()
+			fresh, err := tx.AddIncoming(ctx, clientstore.Message{
+				Peer: e.From.User, PeerDevice: e.From.Device, ID: e.ID, Body: describe(a), Content: d.Plaintext,
+				Created: c.opts.Now(), ServerTime: e.ServerTime,
+			})
+			if err != nil {
+				return err
+			}
+			if fresh {
+				evs = append(evs, Event{Kind: EventMessage, Peer: e.From, ID: e.ID, Text: describe(a), Time: e.ServerTime, Attachment: a})
+			}
 		case msg.GetSent() != nil && !e.Ephemeral:
 			me, _ := c.Account()
 			if e.From.User != me.User {
@@ -226,15 +239,20 @@ func (c *Client) receiveSecure(ctx context.Context, e *Envelope) ([]Event, error
 				break // only our own devices may speak for us
 			}
 			s := msg.GetSent()
+			body, stored := s.GetText().GetBody(), []byte(nil)
+			if a := s.GetAttachment(); a != nil {
+				body = describe(a)
+				stored, _ = proto.Marshal(&content.Content{Body: &content.Content_Attachment{Attachment: a}})
+			}
 			fresh, err := tx.AddIncoming(ctx, clientstore.Message{
 				Outgoing: true, Peer: s.GetDestination(), ID: MessageID(s.GetClientMessageId()),
-				Body: s.GetText().GetBody(), Created: c.opts.Now(), ServerTime: e.ServerTime,
+				Body: body, Content: stored, Created: c.opts.Now(), ServerTime: e.ServerTime,
 			})
 			if err != nil {
 				return err
 			}
 			if fresh {
-				evs = append(evs, Event{Kind: EventSentElsewhere, Peer: DeviceAddr{User: s.GetDestination()}, ID: MessageID(s.GetClientMessageId()), Text: s.GetText().GetBody(), Time: e.ServerTime})
+				evs = append(evs, Event{Kind: EventSentElsewhere, Peer: DeviceAddr{User: s.GetDestination()}, ID: MessageID(s.GetClientMessageId()), Text: body, Time: e.ServerTime, Attachment: s.GetAttachment()})
 			}
 		default:
 			evs = append(evs, Event{Kind: EventUnreadable, Peer: e.From, ID: e.ID, Time: e.ServerTime})

@@ -35,6 +35,7 @@ type Content struct {
 	//	*Content_Text
 	//	*Content_Typing
 	//	*Content_Sent
+	//	*Content_Attachment
 	Body          isContent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -104,6 +105,15 @@ func (x *Content) GetSent() *SentTranscript {
 	return nil
 }
 
+func (x *Content) GetAttachment() *Attachment {
+	if x != nil {
+		if x, ok := x.Body.(*Content_Attachment); ok {
+			return x.Attachment
+		}
+	}
+	return nil
+}
+
 type isContent_Body interface {
 	isContent_Body()
 }
@@ -122,24 +132,174 @@ type Content_Sent struct {
 	Sent *SentTranscript `protobuf:"bytes,3,opt,name=sent,proto3,oneof"`
 }
 
+type Content_Attachment struct {
+	Attachment *Attachment `protobuf:"bytes,4,opt,name=attachment,proto3,oneof"`
+}
+
 func (*Content_Text) isContent_Body() {}
 
 func (*Content_Typing) isContent_Body() {}
 
 func (*Content_Sent) isContent_Body() {}
 
+func (*Content_Attachment) isContent_Body() {}
+
+// Attachment points to an encrypted blob on the server and carries the key
+// to read it: only the recipients of this (end-to-end encrypted) message
+// can.
+type Attachment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BlobId        []byte                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                            // 32 bytes, fresh per attachment
+	Digest        []byte                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`                      // SHA-256 of the whole ciphertext
+	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`                         // plaintext bytes
+	BlobSize      uint64                 `protobuf:"varint,5,opt,name=blob_size,json=blobSize,proto3" json:"blob_size,omitempty"` // ciphertext bytes
+	Mime          string                 `protobuf:"bytes,6,opt,name=mime,proto3" json:"mime,omitempty"`
+	Kind          string                 `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"` // image, voice, video, document
+	FileName      string                 `protobuf:"bytes,8,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	Width         uint32                 `protobuf:"varint,9,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,10,opt,name=height,proto3" json:"height,omitempty"`
+	DurationMs    uint64                 `protobuf:"varint,11,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Thumbnail     []byte                 `protobuf:"bytes,12,opt,name=thumbnail,proto3" json:"thumbnail,omitempty"` // JPEG, small
+	Caption       string                 `protobuf:"bytes,13,opt,name=caption,proto3" json:"caption,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attachment) Reset() {
+	*x = Attachment{}
+	mi := &file_content_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attachment) ProtoMessage() {}
+
+func (x *Attachment) ProtoReflect() protoreflect.Message {
+	mi := &file_content_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
+func (*Attachment) Descriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Attachment) GetBlobId() []byte {
+	if x != nil {
+		return x.BlobId
+	}
+	return nil
+}
+
+func (x *Attachment) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Attachment) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *Attachment) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Attachment) GetBlobSize() uint64 {
+	if x != nil {
+		return x.BlobSize
+	}
+	return 0
+}
+
+func (x *Attachment) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *Attachment) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Attachment) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *Attachment) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *Attachment) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *Attachment) GetDurationMs() uint64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *Attachment) GetThumbnail() []byte {
+	if x != nil {
+		return x.Thumbnail
+	}
+	return nil
+}
+
+func (x *Attachment) GetCaption() string {
+	if x != nil {
+		return x.Caption
+	}
+	return ""
+}
+
 type SentTranscript struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Destination     string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
 	ClientMessageId []byte                 `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
 	Text            *Text                  `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	Attachment      *Attachment            `protobuf:"bytes,4,opt,name=attachment,proto3" json:"attachment,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SentTranscript) Reset() {
 	*x = SentTranscript{}
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +311,7 @@ func (x *SentTranscript) String() string {
 func (*SentTranscript) ProtoMessage() {}
 
 func (x *SentTranscript) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +324,7 @@ func (x *SentTranscript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentTranscript.ProtoReflect.Descriptor instead.
 func (*SentTranscript) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{1}
+	return file_content_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SentTranscript) GetDestination() string {
@@ -188,6 +348,13 @@ func (x *SentTranscript) GetText() *Text {
 	return nil
 }
 
+func (x *SentTranscript) GetAttachment() *Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
 type Text struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Body          string                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
@@ -197,7 +364,7 @@ type Text struct {
 
 func (x *Text) Reset() {
 	*x = Text{}
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +376,7 @@ func (x *Text) String() string {
 func (*Text) ProtoMessage() {}
 
 func (x *Text) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +389,7 @@ func (x *Text) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Text.ProtoReflect.Descriptor instead.
 func (*Text) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{2}
+	return file_content_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Text) GetBody() string {
@@ -242,7 +409,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_content_proto_msgTypes[3]
+	mi := &file_content_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +421,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[3]
+	mi := &file_content_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +434,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{3}
+	return file_content_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Typing) GetStarted() bool {
@@ -281,16 +448,39 @@ var File_content_proto protoreflect.FileDescriptor
 
 const file_content_proto_rawDesc = "" +
 	"\n" +
-	"\rcontent.proto\x12\x11magpie.content.v1\"\xae\x01\n" +
+	"\rcontent.proto\x12\x11magpie.content.v1\"\xef\x01\n" +
 	"\aContent\x12-\n" +
 	"\x04text\x18\x01 \x01(\v2\x17.magpie.content.v1.TextH\x00R\x04text\x123\n" +
 	"\x06typing\x18\x02 \x01(\v2\x19.magpie.content.v1.TypingH\x00R\x06typing\x127\n" +
-	"\x04sent\x18\x03 \x01(\v2!.magpie.content.v1.SentTranscriptH\x00R\x04sentB\x06\n" +
-	"\x04body\"\x8b\x01\n" +
+	"\x04sent\x18\x03 \x01(\v2!.magpie.content.v1.SentTranscriptH\x00R\x04sent\x12?\n" +
+	"\n" +
+	"attachment\x18\x04 \x01(\v2\x1d.magpie.content.v1.AttachmentH\x00R\n" +
+	"attachmentB\x06\n" +
+	"\x04body\"\xcc\x02\n" +
+	"\n" +
+	"Attachment\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\fR\x06blobId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x1b\n" +
+	"\tblob_size\x18\x05 \x01(\x04R\bblobSize\x12\x12\n" +
+	"\x04mime\x18\x06 \x01(\tR\x04mime\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\x12\x1b\n" +
+	"\tfile_name\x18\b \x01(\tR\bfileName\x12\x14\n" +
+	"\x05width\x18\t \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\n" +
+	" \x01(\rR\x06height\x12\x1f\n" +
+	"\vduration_ms\x18\v \x01(\x04R\n" +
+	"durationMs\x12\x1c\n" +
+	"\tthumbnail\x18\f \x01(\fR\tthumbnail\x12\x18\n" +
+	"\acaption\x18\r \x01(\tR\acaption\"\xca\x01\n" +
 	"\x0eSentTranscript\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12+\n" +
-	"\x04text\x18\x03 \x01(\v2\x17.magpie.content.v1.TextR\x04text\"\x1a\n" +
+	"\x04text\x18\x03 \x01(\v2\x17.magpie.content.v1.TextR\x04text\x12=\n" +
+	"\n" +
+	"attachment\x18\x04 \x01(\v2\x1d.magpie.content.v1.AttachmentR\n" +
+	"attachment\"\x1a\n" +
 	"\x04Text\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\"\"\n" +
 	"\x06Typing\x12\x18\n" +
@@ -308,23 +498,26 @@ func file_content_proto_rawDescGZIP() []byte {
 	return file_content_proto_rawDescData
 }
 
-var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_content_proto_goTypes = []any{
 	(*Content)(nil),        // 0: magpie.content.v1.Content
-	(*SentTranscript)(nil), // 1: magpie.content.v1.SentTranscript
-	(*Text)(nil),           // 2: magpie.content.v1.Text
-	(*Typing)(nil),         // 3: magpie.content.v1.Typing
+	(*Attachment)(nil),     // 1: magpie.content.v1.Attachment
+	(*SentTranscript)(nil), // 2: magpie.content.v1.SentTranscript
+	(*Text)(nil),           // 3: magpie.content.v1.Text
+	(*Typing)(nil),         // 4: magpie.content.v1.Typing
 }
 var file_content_proto_depIdxs = []int32{
-	2, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
-	3, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
-	1, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
-	2, // 3: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
+	4, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
+	2, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
+	1, // 3: magpie.content.v1.Content.attachment:type_name -> magpie.content.v1.Attachment
+	3, // 4: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
+	1, // 5: magpie.content.v1.SentTranscript.attachment:type_name -> magpie.content.v1.Attachment
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_content_proto_init() }
@@ -336,6 +529,7 @@ func file_content_proto_init() {
 		(*Content_Text)(nil),
 		(*Content_Typing)(nil),
 		(*Content_Sent)(nil),
+		(*Content_Attachment)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -343,7 +537,7 @@ func file_content_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_content_proto_rawDesc), len(file_content_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -196,6 +196,10 @@ func (c *conn) handle(req *wire.Request) {
 		c.setKeys(id, body.SetKeys)
 	case *wire.Request_GetBundles:
 		c.getBundles(id, body.GetBundles)
+	case *wire.Request_Upload:
+		c.upload(id, body.Upload)
+	case *wire.Request_Download:
+		c.download(id, body.Download)
 	}
 }
 

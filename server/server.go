@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
@@ -48,6 +49,9 @@ type Config struct {
 	SignupBurst  int        // (5)
 	BundleRate   rate.Limit // key bundle fetches per second per connection (1 per 2 s)
 	BundleBurst  int        // (30)
+
+	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
+	Blobs *blobstore.Store
 
 	// Endpoints returns the current signed endpoint list, or nil if the
 	// server publishes none (clients then know only the invite's

@@ -39,6 +39,10 @@ const (
 	MaxDevices = 64
 	// MaxEcho bounds a ping's echo payload.
 	MaxEcho = 64 << 10
+	// MaxChunk bounds an upload chunk or a download read.
+	MaxChunk = 256 << 10
+	// BlobIDSize is the size of attachment blob ids.
+	BlobIDSize = 16
 )
 
 // ErrMalformed is wrapped by every decode or validation failure.
@@ -143,6 +147,22 @@ func (r *Request) validate() error {
 			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "ping echo of %d bytes exceeds %d", len(body.Ping.GetEcho()), MaxEcho)
 		}
 	case *Request_GetEndpoints:
+	case *Request_Upload:
+		u := body.Upload
+		if len(u.GetData()) > MaxChunk {
+			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "upload chunk of %d bytes exceeds %d", len(u.GetData()), MaxChunk)
+		}
+		if u.GetStartSize() == 0 && len(u.GetBlobId()) != BlobIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "an upload step needs a %d-byte blob id", BlobIDSize)
+		}
+		if n := len(u.GetDigest()); n != 0 && n != 32 {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "digest of %d bytes, want 32", n)
+		}
+	case *Request_Download:
+		d := body.Download
+		if len(d.GetBlobId()) != BlobIDSize || d.GetLength() == 0 || d.GetLength() > MaxChunk {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a download needs a %d-byte blob id and 1 to %d bytes", BlobIDSize, MaxChunk)
+		}
 	default:
 		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")
 	}

@@ -117,6 +117,16 @@ const (
 	ErrorCode_ERROR_CODE_MISMATCHED_DEVICES ErrorCode = 13
 	// The user (or device) has not uploaded end-to-end keys.
 	ErrorCode_ERROR_CODE_NO_KEYS ErrorCode = 14
+	// The account's attachment storage is full; delete or wait for
+	// attachments to be fetched.
+	ErrorCode_ERROR_CODE_QUOTA ErrorCode = 15
+	// An upload chunk's offset is not the confirmed length; Error.message
+	// says, and UploadRequest.status tells, where to resume.
+	ErrorCode_ERROR_CODE_OFFSET ErrorCode = 16
+	// The uploaded bytes do not match the digest.
+	ErrorCode_ERROR_CODE_DIGEST ErrorCode = 17
+	// No such blob (or not complete, or expired).
+	ErrorCode_ERROR_CODE_NOT_FOUND ErrorCode = 18
 )
 
 // Enum value maps for ErrorCode.
@@ -137,6 +147,10 @@ var (
 		12: "ERROR_CODE_INTERNAL",
 		13: "ERROR_CODE_MISMATCHED_DEVICES",
 		14: "ERROR_CODE_NO_KEYS",
+		15: "ERROR_CODE_QUOTA",
+		16: "ERROR_CODE_OFFSET",
+		17: "ERROR_CODE_DIGEST",
+		18: "ERROR_CODE_NOT_FOUND",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":         0,
@@ -154,6 +168,10 @@ var (
 		"ERROR_CODE_INTERNAL":            12,
 		"ERROR_CODE_MISMATCHED_DEVICES":  13,
 		"ERROR_CODE_NO_KEYS":             14,
+		"ERROR_CODE_QUOTA":               15,
+		"ERROR_CODE_OFFSET":              16,
+		"ERROR_CODE_DIGEST":              17,
+		"ERROR_CODE_NOT_FOUND":           18,
 	}
 )
 
@@ -563,6 +581,8 @@ type Request struct {
 	//	*Request_SetKeys
 	//	*Request_GetBundles
 	//	*Request_GetEndpoints
+	//	*Request_Upload
+	//	*Request_Download
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -675,6 +695,24 @@ func (x *Request) GetGetEndpoints() *GetEndpointsRequest {
 	return nil
 }
 
+func (x *Request) GetUpload() *UploadRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Upload); ok {
+			return x.Upload
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetDownload() *DownloadRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Download); ok {
+			return x.Download
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -707,6 +745,14 @@ type Request_GetEndpoints struct {
 	GetEndpoints *GetEndpointsRequest `protobuf:"bytes,16,opt,name=get_endpoints,json=getEndpoints,proto3,oneof"`
 }
 
+type Request_Upload struct {
+	Upload *UploadRequest `protobuf:"bytes,17,opt,name=upload,proto3,oneof"`
+}
+
+type Request_Download struct {
+	Download *DownloadRequest `protobuf:"bytes,18,opt,name=download,proto3,oneof"`
+}
+
 func (*Request_Register) isRequest_Body() {}
 
 func (*Request_Lookup) isRequest_Body() {}
@@ -720,6 +766,10 @@ func (*Request_SetKeys) isRequest_Body() {}
 func (*Request_GetBundles) isRequest_Body() {}
 
 func (*Request_GetEndpoints) isRequest_Body() {}
+
+func (*Request_Upload) isRequest_Body() {}
+
+func (*Request_Download) isRequest_Body() {}
 
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -735,6 +785,8 @@ type Response struct {
 	//	*Response_SetKeys
 	//	*Response_GetBundles
 	//	*Response_GetEndpoints
+	//	*Response_Upload
+	//	*Response_Download
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -854,6 +906,24 @@ func (x *Response) GetGetEndpoints() *GetEndpointsResponse {
 	return nil
 }
 
+func (x *Response) GetUpload() *UploadResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Upload); ok {
+			return x.Upload
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetDownload() *DownloadResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Download); ok {
+			return x.Download
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -886,6 +956,14 @@ type Response_GetEndpoints struct {
 	GetEndpoints *GetEndpointsResponse `protobuf:"bytes,16,opt,name=get_endpoints,json=getEndpoints,proto3,oneof"`
 }
 
+type Response_Upload struct {
+	Upload *UploadResponse `protobuf:"bytes,17,opt,name=upload,proto3,oneof"`
+}
+
+type Response_Download struct {
+	Download *DownloadResponse `protobuf:"bytes,18,opt,name=download,proto3,oneof"`
+}
+
 func (*Response_Register) isResponse_Body() {}
 
 func (*Response_Lookup) isResponse_Body() {}
@@ -899,6 +977,10 @@ func (*Response_SetKeys) isResponse_Body() {}
 func (*Response_GetBundles) isResponse_Body() {}
 
 func (*Response_GetEndpoints) isResponse_Body() {}
+
+func (*Response_Upload) isResponse_Body() {}
+
+func (*Response_Download) isResponse_Body() {}
 
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1614,6 +1696,289 @@ func (x *PingResponse) GetEcho() []byte {
 	return nil
 }
 
+// UploadRequest moves an attachment (end-to-end ciphertext, opaque to the
+// server) onto the server, in chunks, resumably. Exactly one step is set.
+type UploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start: reserve a blob of this many bytes (counted against the quota).
+	StartSize uint64 `protobuf:"varint,1,opt,name=start_size,json=startSize,proto3" json:"start_size,omitempty"`
+	// The blob the other steps act on.
+	BlobId []byte `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// Chunk: data at offset, which must equal the confirmed length.
+	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data   []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Status: set to ask how much is confirmed.
+	Status bool `protobuf:"varint,5,opt,name=status,proto3" json:"status,omitempty"`
+	// Complete: SHA-256 of the whole blob, and how many device downloads
+	// until the server may delete it.
+	Digest          []byte `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	ExpectedFetches uint32 `protobuf:"varint,7,opt,name=expected_fetches,json=expectedFetches,proto3" json:"expected_fetches,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UploadRequest) Reset() {
+	*x = UploadRequest{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRequest) ProtoMessage() {}
+
+func (x *UploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
+func (*UploadRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UploadRequest) GetStartSize() uint64 {
+	if x != nil {
+		return x.StartSize
+	}
+	return 0
+}
+
+func (x *UploadRequest) GetBlobId() []byte {
+	if x != nil {
+		return x.BlobId
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetStatus() bool {
+	if x != nil {
+		return x.Status
+	}
+	return false
+}
+
+func (x *UploadRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetExpectedFetches() uint32 {
+	if x != nil {
+		return x.ExpectedFetches
+	}
+	return 0
+}
+
+type UploadResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BlobId []byte                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// Bytes durably stored (a confirmed chunk survives a server crash).
+	Confirmed     uint64 `protobuf:"varint,2,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
+	Size          uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Complete      bool   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResponse) Reset() {
+	*x = UploadResponse{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResponse) ProtoMessage() {}
+
+func (x *UploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
+func (*UploadResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UploadResponse) GetBlobId() []byte {
+	if x != nil {
+		return x.BlobId
+	}
+	return nil
+}
+
+func (x *UploadResponse) GetConfirmed() uint64 {
+	if x != nil {
+		return x.Confirmed
+	}
+	return 0
+}
+
+func (x *UploadResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+// DownloadRequest reads length bytes of a complete blob from offset; only
+// those who know its id (the recipients of the message naming it) can.
+type DownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BlobId        []byte                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint32                 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DownloadRequest) GetBlobId() []byte {
+	if x != nil {
+		return x.BlobId
+	}
+	return nil
+}
+
+func (x *DownloadRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DownloadRequest) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type DownloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"` // the whole blob
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadResponse) Reset() {
+	*x = DownloadResponse{}
+	mi := &file_wire_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadResponse) ProtoMessage() {}
+
+func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
+func (*DownloadResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DownloadResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DownloadResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // GetEndpointsRequest asks for the server's current signed endpoint list, so
 // that clients learn new addresses and transports in band.
 type GetEndpointsRequest struct {
@@ -1627,7 +1992,7 @@ type GetEndpointsRequest struct {
 
 func (x *GetEndpointsRequest) Reset() {
 	*x = GetEndpointsRequest{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +2004,7 @@ func (x *GetEndpointsRequest) String() string {
 func (*GetEndpointsRequest) ProtoMessage() {}
 
 func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +2017,7 @@ func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetEndpointsRequest) GetHaveVersion() uint64 {
@@ -1671,7 +2036,7 @@ type GetEndpointsResponse struct {
 
 func (x *GetEndpointsResponse) Reset() {
 	*x = GetEndpointsResponse{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2048,7 @@ func (x *GetEndpointsResponse) String() string {
 func (*GetEndpointsResponse) ProtoMessage() {}
 
 func (x *GetEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2061,7 @@ func (x *GetEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*GetEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetEndpointsResponse) GetList() *SignedEndpointList {
@@ -1720,7 +2085,7 @@ type EndpointList struct {
 
 func (x *EndpointList) Reset() {
 	*x = EndpointList{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +2097,7 @@ func (x *EndpointList) String() string {
 func (*EndpointList) ProtoMessage() {}
 
 func (x *EndpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +2110,7 @@ func (x *EndpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointList.ProtoReflect.Descriptor instead.
 func (*EndpointList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EndpointList) GetVersion() uint64 {
@@ -1786,7 +2151,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2163,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2176,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Endpoint) GetTransport() string {
@@ -1887,7 +2252,7 @@ type SignedEndpointList struct {
 
 func (x *SignedEndpointList) Reset() {
 	*x = SignedEndpointList{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2264,7 @@ func (x *SignedEndpointList) String() string {
 func (*SignedEndpointList) ProtoMessage() {}
 
 func (x *SignedEndpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2277,7 @@ func (x *SignedEndpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedEndpointList.ProtoReflect.Descriptor instead.
 func (*SignedEndpointList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SignedEndpointList) GetList() []byte {
@@ -1947,7 +2312,7 @@ type SetKeysRequest struct {
 
 func (x *SetKeysRequest) Reset() {
 	*x = SetKeysRequest{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2324,7 @@ func (x *SetKeysRequest) String() string {
 func (*SetKeysRequest) ProtoMessage() {}
 
 func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2337,7 @@ func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysRequest.ProtoReflect.Descriptor instead.
 func (*SetKeysRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetKeysRequest) GetIdentityKey() []byte {
@@ -2028,7 +2393,7 @@ type SignedPreKey struct {
 
 func (x *SignedPreKey) Reset() {
 	*x = SignedPreKey{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2405,7 @@ func (x *SignedPreKey) String() string {
 func (*SignedPreKey) ProtoMessage() {}
 
 func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2418,7 @@ func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPreKey.ProtoReflect.Descriptor instead.
 func (*SignedPreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SignedPreKey) GetId() uint32 {
@@ -2087,7 +2452,7 @@ type PreKey struct {
 
 func (x *PreKey) Reset() {
 	*x = PreKey{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2464,7 @@ func (x *PreKey) String() string {
 func (*PreKey) ProtoMessage() {}
 
 func (x *PreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2477,7 @@ func (x *PreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreKey.ProtoReflect.Descriptor instead.
 func (*PreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PreKey) GetId() uint32 {
@@ -2138,7 +2503,7 @@ type SetKeysResponse struct {
 
 func (x *SetKeysResponse) Reset() {
 	*x = SetKeysResponse{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2515,7 @@ func (x *SetKeysResponse) String() string {
 func (*SetKeysResponse) ProtoMessage() {}
 
 func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2528,7 @@ func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysResponse.ProtoReflect.Descriptor instead.
 func (*SetKeysResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetKeysResponse) GetKeyCounts() *KeyCounts {
@@ -2183,7 +2548,7 @@ type KeyCounts struct {
 
 func (x *KeyCounts) Reset() {
 	*x = KeyCounts{}
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2560,7 @@ func (x *KeyCounts) String() string {
 func (*KeyCounts) ProtoMessage() {}
 
 func (x *KeyCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2573,7 @@ func (x *KeyCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyCounts.ProtoReflect.Descriptor instead.
 func (*KeyCounts) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{28}
+	return file_wire_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyCounts) GetPreKeys() uint32 {
@@ -2238,7 +2603,7 @@ type GetBundlesRequest struct {
 
 func (x *GetBundlesRequest) Reset() {
 	*x = GetBundlesRequest{}
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2615,7 @@ func (x *GetBundlesRequest) String() string {
 func (*GetBundlesRequest) ProtoMessage() {}
 
 func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2628,7 @@ func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesRequest.ProtoReflect.Descriptor instead.
 func (*GetBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{29}
+	return file_wire_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetBundlesRequest) GetUsername() string {
@@ -2291,7 +2656,7 @@ type GetBundlesResponse struct {
 
 func (x *GetBundlesResponse) Reset() {
 	*x = GetBundlesResponse{}
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2668,7 @@ func (x *GetBundlesResponse) String() string {
 func (*GetBundlesResponse) ProtoMessage() {}
 
 func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2681,7 @@ func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesResponse.ProtoReflect.Descriptor instead.
 func (*GetBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{30}
+	return file_wire_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetBundlesResponse) GetUsername() string {
@@ -2355,7 +2720,7 @@ type DeviceBundle struct {
 
 func (x *DeviceBundle) Reset() {
 	*x = DeviceBundle{}
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2732,7 @@ func (x *DeviceBundle) String() string {
 func (*DeviceBundle) ProtoMessage() {}
 
 func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2745,7 @@ func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
 func (*DeviceBundle) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{31}
+	return file_wire_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeviceBundle) GetDevice() uint32 {
@@ -2428,7 +2793,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2805,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2818,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{32}
+	return file_wire_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Ack) GetSeqs() []uint64 {
@@ -2479,7 +2844,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2856,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2869,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{33}
+	return file_wire_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Push) GetBody() isPush_Body {
@@ -2597,7 +2962,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2974,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2987,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{34}
+	return file_wire_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Envelope) GetSeq() uint64 {
@@ -2681,7 +3046,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +3058,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +3071,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{35}
+	return file_wire_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -2745,7 +3110,7 @@ type QueueDrained struct {
 
 func (x *QueueDrained) Reset() {
 	*x = QueueDrained{}
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +3122,7 @@ func (x *QueueDrained) String() string {
 func (*QueueDrained) ProtoMessage() {}
 
 func (x *QueueDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +3135,7 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{36}
+	return file_wire_proto_rawDescGZIP(), []int{40}
 }
 
 var File_wire_proto protoreflect.FileDescriptor
@@ -2803,7 +3168,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vServerFrame\x126\n" +
 	"\bresponse\x18\x01 \x01(\v2\x18.magpie.wire.v1.ResponseH\x00R\bresponse\x12*\n" +
 	"\x04push\x18\x02 \x01(\v2\x14.magpie.wire.v1.PushH\x00R\x04pushB\x06\n" +
-	"\x04body\"\xce\x03\n" +
+	"\x04body\"\xc6\x04\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
 	"\bregister\x18\n" +
@@ -2814,8 +3179,10 @@ const file_wire_proto_rawDesc = "" +
 	"\bset_keys\x18\x0e \x01(\v2\x1e.magpie.wire.v1.SetKeysRequestH\x00R\asetKeys\x12D\n" +
 	"\vget_bundles\x18\x0f \x01(\v2!.magpie.wire.v1.GetBundlesRequestH\x00R\n" +
 	"getBundles\x12J\n" +
-	"\rget_endpoints\x18\x10 \x01(\v2#.magpie.wire.v1.GetEndpointsRequestH\x00R\fgetEndpointsB\x06\n" +
-	"\x04body\"\x83\x04\n" +
+	"\rget_endpoints\x18\x10 \x01(\v2#.magpie.wire.v1.GetEndpointsRequestH\x00R\fgetEndpoints\x127\n" +
+	"\x06upload\x18\x11 \x01(\v2\x1d.magpie.wire.v1.UploadRequestH\x00R\x06upload\x12=\n" +
+	"\bdownload\x18\x12 \x01(\v2\x1f.magpie.wire.v1.DownloadRequestH\x00R\bdownloadB\x06\n" +
+	"\x04body\"\xfd\x04\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x12>\n" +
@@ -2827,7 +3194,9 @@ const file_wire_proto_rawDesc = "" +
 	"\bset_keys\x18\x0e \x01(\v2\x1f.magpie.wire.v1.SetKeysResponseH\x00R\asetKeys\x12E\n" +
 	"\vget_bundles\x18\x0f \x01(\v2\".magpie.wire.v1.GetBundlesResponseH\x00R\n" +
 	"getBundles\x12K\n" +
-	"\rget_endpoints\x18\x10 \x01(\v2$.magpie.wire.v1.GetEndpointsResponseH\x00R\fgetEndpointsB\x06\n" +
+	"\rget_endpoints\x18\x10 \x01(\v2$.magpie.wire.v1.GetEndpointsResponseH\x00R\fgetEndpoints\x128\n" +
+	"\x06upload\x18\x11 \x01(\v2\x1e.magpie.wire.v1.UploadResponseH\x00R\x06upload\x12>\n" +
+	"\bdownload\x18\x12 \x01(\v2 .magpie.wire.v1.DownloadResponseH\x00R\bdownloadB\x06\n" +
 	"\x04body\"\xb5\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.magpie.wire.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -2875,7 +3244,28 @@ const file_wire_proto_rawDesc = "" +
 	"\x04echo\x18\x01 \x01(\fR\x04echo\"H\n" +
 	"\fPingResponse\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x12\n" +
-	"\x04echo\x18\x02 \x01(\fR\x04echo\"8\n" +
+	"\x04echo\x18\x02 \x01(\fR\x04echo\"\xce\x01\n" +
+	"\rUploadRequest\x12\x1d\n" +
+	"\n" +
+	"start_size\x18\x01 \x01(\x04R\tstartSize\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\fR\x06blobId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\bR\x06status\x12\x16\n" +
+	"\x06digest\x18\x06 \x01(\fR\x06digest\x12)\n" +
+	"\x10expected_fetches\x18\a \x01(\rR\x0fexpectedFetches\"w\n" +
+	"\x0eUploadResponse\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\fR\x06blobId\x12\x1c\n" +
+	"\tconfirmed\x18\x02 \x01(\x04R\tconfirmed\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"Z\n" +
+	"\x0fDownloadRequest\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\fR\x06blobId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\":\n" +
+	"\x10DownloadResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"8\n" +
 	"\x13GetEndpointsRequest\x12!\n" +
 	"\fhave_version\x18\x01 \x01(\x04R\vhaveVersion\"N\n" +
 	"\x14GetEndpointsResponse\x126\n" +
@@ -2956,7 +3346,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fQueueDrained*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PROTOCOL_VERSION_1\x10\x01*\xc9\x03\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01*\xa7\x04\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -2973,7 +3363,11 @@ const file_wire_proto_rawDesc = "" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\v\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\f\x12!\n" +
 	"\x1dERROR_CODE_MISMATCHED_DEVICES\x10\r\x12\x16\n" +
-	"\x12ERROR_CODE_NO_KEYS\x10\x0eB\"Z github.com/magpie-im/magpie/wireb\x06proto3"
+	"\x12ERROR_CODE_NO_KEYS\x10\x0e\x12\x14\n" +
+	"\x10ERROR_CODE_QUOTA\x10\x0f\x12\x15\n" +
+	"\x11ERROR_CODE_OFFSET\x10\x10\x12\x15\n" +
+	"\x11ERROR_CODE_DIGEST\x10\x11\x12\x18\n" +
+	"\x14ERROR_CODE_NOT_FOUND\x10\x12B\"Z github.com/magpie-im/magpie/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -2988,7 +3382,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_wire_proto_goTypes = []any{
 	(ProtocolVersion)(0),         // 0: magpie.wire.v1.ProtocolVersion
 	(ErrorCode)(0),               // 1: magpie.wire.v1.ErrorCode
@@ -3011,75 +3405,83 @@ var file_wire_proto_goTypes = []any{
 	(*SendResponse)(nil),         // 18: magpie.wire.v1.SendResponse
 	(*PingRequest)(nil),          // 19: magpie.wire.v1.PingRequest
 	(*PingResponse)(nil),         // 20: magpie.wire.v1.PingResponse
-	(*GetEndpointsRequest)(nil),  // 21: magpie.wire.v1.GetEndpointsRequest
-	(*GetEndpointsResponse)(nil), // 22: magpie.wire.v1.GetEndpointsResponse
-	(*EndpointList)(nil),         // 23: magpie.wire.v1.EndpointList
-	(*Endpoint)(nil),             // 24: magpie.wire.v1.Endpoint
-	(*SignedEndpointList)(nil),   // 25: magpie.wire.v1.SignedEndpointList
-	(*SetKeysRequest)(nil),       // 26: magpie.wire.v1.SetKeysRequest
-	(*SignedPreKey)(nil),         // 27: magpie.wire.v1.SignedPreKey
-	(*PreKey)(nil),               // 28: magpie.wire.v1.PreKey
-	(*SetKeysResponse)(nil),      // 29: magpie.wire.v1.SetKeysResponse
-	(*KeyCounts)(nil),            // 30: magpie.wire.v1.KeyCounts
-	(*GetBundlesRequest)(nil),    // 31: magpie.wire.v1.GetBundlesRequest
-	(*GetBundlesResponse)(nil),   // 32: magpie.wire.v1.GetBundlesResponse
-	(*DeviceBundle)(nil),         // 33: magpie.wire.v1.DeviceBundle
-	(*Ack)(nil),                  // 34: magpie.wire.v1.Ack
-	(*Push)(nil),                 // 35: magpie.wire.v1.Push
-	(*Envelope)(nil),             // 36: magpie.wire.v1.Envelope
-	(*Receipt)(nil),              // 37: magpie.wire.v1.Receipt
-	(*QueueDrained)(nil),         // 38: magpie.wire.v1.QueueDrained
+	(*UploadRequest)(nil),        // 21: magpie.wire.v1.UploadRequest
+	(*UploadResponse)(nil),       // 22: magpie.wire.v1.UploadResponse
+	(*DownloadRequest)(nil),      // 23: magpie.wire.v1.DownloadRequest
+	(*DownloadResponse)(nil),     // 24: magpie.wire.v1.DownloadResponse
+	(*GetEndpointsRequest)(nil),  // 25: magpie.wire.v1.GetEndpointsRequest
+	(*GetEndpointsResponse)(nil), // 26: magpie.wire.v1.GetEndpointsResponse
+	(*EndpointList)(nil),         // 27: magpie.wire.v1.EndpointList
+	(*Endpoint)(nil),             // 28: magpie.wire.v1.Endpoint
+	(*SignedEndpointList)(nil),   // 29: magpie.wire.v1.SignedEndpointList
+	(*SetKeysRequest)(nil),       // 30: magpie.wire.v1.SetKeysRequest
+	(*SignedPreKey)(nil),         // 31: magpie.wire.v1.SignedPreKey
+	(*PreKey)(nil),               // 32: magpie.wire.v1.PreKey
+	(*SetKeysResponse)(nil),      // 33: magpie.wire.v1.SetKeysResponse
+	(*KeyCounts)(nil),            // 34: magpie.wire.v1.KeyCounts
+	(*GetBundlesRequest)(nil),    // 35: magpie.wire.v1.GetBundlesRequest
+	(*GetBundlesResponse)(nil),   // 36: magpie.wire.v1.GetBundlesResponse
+	(*DeviceBundle)(nil),         // 37: magpie.wire.v1.DeviceBundle
+	(*Ack)(nil),                  // 38: magpie.wire.v1.Ack
+	(*Push)(nil),                 // 39: magpie.wire.v1.Push
+	(*Envelope)(nil),             // 40: magpie.wire.v1.Envelope
+	(*Receipt)(nil),              // 41: magpie.wire.v1.Receipt
+	(*QueueDrained)(nil),         // 42: magpie.wire.v1.QueueDrained
 }
 var file_wire_proto_depIdxs = []int32{
 	4,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
 	9,  // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
-	30, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	34, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
 	7,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
-	34, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
+	38, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
 	8,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
-	35, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
+	39, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
 	11, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
 	13, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
 	16, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
 	19, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
-	26, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
-	31, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
-	21, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
-	9,  // 14: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
-	12, // 15: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
-	14, // 16: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
-	18, // 17: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
-	20, // 18: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
-	29, // 19: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
-	32, // 20: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
-	22, // 21: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
-	1,  // 22: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
-	10, // 23: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
-	4,  // 24: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
-	15, // 25: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
-	17, // 26: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
-	25, // 27: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
-	24, // 28: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
-	27, // 29: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	27, // 30: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	28, // 31: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
-	27, // 32: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
-	30, // 33: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
-	33, // 34: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
-	27, // 35: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	27, // 36: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	28, // 37: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
-	36, // 38: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
-	37, // 39: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
-	38, // 40: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
-	30, // 41: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
-	4,  // 42: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
-	4,  // 43: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	30, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
+	35, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
+	25, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
+	21, // 14: magpie.wire.v1.Request.upload:type_name -> magpie.wire.v1.UploadRequest
+	23, // 15: magpie.wire.v1.Request.download:type_name -> magpie.wire.v1.DownloadRequest
+	9,  // 16: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
+	12, // 17: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
+	14, // 18: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
+	18, // 19: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
+	20, // 20: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
+	33, // 21: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
+	36, // 22: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
+	26, // 23: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
+	22, // 24: magpie.wire.v1.Response.upload:type_name -> magpie.wire.v1.UploadResponse
+	24, // 25: magpie.wire.v1.Response.download:type_name -> magpie.wire.v1.DownloadResponse
+	1,  // 26: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
+	10, // 27: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
+	4,  // 28: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
+	15, // 29: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
+	17, // 30: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
+	29, // 31: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
+	28, // 32: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
+	31, // 33: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	31, // 34: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	32, // 35: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
+	31, // 36: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
+	34, // 37: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	37, // 38: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
+	31, // 39: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	31, // 40: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	32, // 41: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
+	40, // 42: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
+	41, // 43: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
+	42, // 44: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
+	34, // 45: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
+	4,  // 46: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
+	4,  // 47: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -3103,6 +3505,8 @@ func file_wire_proto_init() {
 		(*Request_SetKeys)(nil),
 		(*Request_GetBundles)(nil),
 		(*Request_GetEndpoints)(nil),
+		(*Request_Upload)(nil),
+		(*Request_Download)(nil),
 	}
 	file_wire_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Register)(nil),
@@ -3112,8 +3516,10 @@ func file_wire_proto_init() {
 		(*Response_SetKeys)(nil),
 		(*Response_GetBundles)(nil),
 		(*Response_GetEndpoints)(nil),
+		(*Response_Upload)(nil),
+		(*Response_Download)(nil),
 	}
-	file_wire_proto_msgTypes[33].OneofWrappers = []any{
+	file_wire_proto_msgTypes[37].OneofWrappers = []any{
 		(*Push_Envelope)(nil),
 		(*Push_Receipt)(nil),
 		(*Push_QueueDrained)(nil),
@@ -3125,7 +3531,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
@@ -29,12 +30,13 @@ const DefaultPort = 7443
 
 func serveCmd(g *globals) *cobra.Command {
 	var (
-		data       string
-		listen     []string
-		advertise  []string
-		queueLimit int
-		ttl        time.Duration
-		tlsOpts    tlsOptions
+		data                 string
+		listen               []string
+		advertise            []string
+		queueLimit           int
+		ttl                  time.Duration
+		tlsOpts              tlsOptions
+		maxAttachment, quota int64
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -53,7 +55,7 @@ so even kill -9 loses none.`,
   magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts)
+			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
@@ -67,11 +69,13 @@ so even kill -9 loses none.`,
 	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (needed with a real certificate)")
 	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
 	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
-	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages are kept")
+	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
+	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment in bytes")
+	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
 	return c
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions) error {
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -154,7 +158,12 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	if err != nil {
 		return fmt.Errorf("endpoint list: %w", err)
 	}
-	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current})
+	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: maxAttachment, Quota: quota, TTL: ttl})
+	if err != nil {
+		return fmt.Errorf("attachment store: %w", err)
+	}
+	defer blobs.Close()
+	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs})
 	if err != nil {
 		return err
 	}
@@ -179,18 +188,28 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
 	// Publish operator edits (magpie endpoints add|retire) even when no
-	// client asks, so that `magpie invite` is current.
+	// client asks, so that `magpie invite` is current; collect expired and
+	// fully fetched attachments.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		lastGC := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				pub.Current()
+				if time.Since(lastGC) > 5*time.Minute {
+					lastGC = time.Now()
+					if n, err := blobs.GC(); err != nil {
+						log.Error("attachment garbage collection", "err", err)
+					} else if n > 0 {
+						log.Info("removed expired or fetched attachments", "count", n)
+					}
+				}
 			}
 		}
 	}()

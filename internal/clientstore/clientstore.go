@@ -63,7 +63,7 @@ type view struct {
 var ErrLocked = errors.New("client state is locked: no key to decrypt it")
 
 // SchemaVersion of the client database (PRAGMA user_version).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // The schema. Secrets (the device key setting, every kv value, message
 // bodies) are sealed; what stays in clear is metadata the client needs to
@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	peer        TEXT NOT NULL,             -- the other user
 	peer_device INTEGER NOT NULL,          -- sender device (incoming); 0 (outgoing)
 	client_id   BLOB NOT NULL,
-	body        BLOB NOT NULL,             -- sealed
+	body        BLOB NOT NULL,             -- sealed: the text (or an attachment's caption)
+	content     BLOB NOT NULL DEFAULT x'', -- sealed: encoded content.Content when not plain text
 	created     INTEGER NOT NULL,          -- local Unix ms
 	server_time INTEGER NOT NULL DEFAULT 0,-- Unix ms the server accepted it; 0 = not yet (outbox)
 	delivered   INTEGER NOT NULL DEFAULT 0,-- outgoing: Unix ms of the first delivery receipt
@@ -128,6 +129,14 @@ func Open(dir string, create bool) (*Store, error) {
 	}
 	var tables int
 	db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'messages'`).Scan(&tables)
+	if tables > 0 && version == 2 {
+		// 2 → 3: messages gain their encoded content (attachments).
+		if _, err := db.Exec(`ALTER TABLE messages ADD COLUMN content BLOB NOT NULL DEFAULT x''`); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("client state: migrating: %w", err)
+		}
+		version = 3
+	}
 	if tables > 0 && version != SchemaVersion {
 		db.Close()
 		return nil, fmt.Errorf("client state in %s is from an incompatible development build (schema %d, want %d): move it away and run `magpie init` again", dir, version, SchemaVersion)
@@ -285,6 +294,13 @@ func (v *view) Get(ctx context.Context, key string) ([]byte, error) {
 	return value, nil
 }
 
+func (v *view) sealContent(outgoing bool, peer string, device uint32, id, content []byte) ([]byte, error) {
+	if content == nil {
+		return []byte{}, nil
+	}
+	return v.seal("content/"+bodyAAD(outgoing, peer, device, id), content)
+}
+
 // bodyAAD binds a sealed message body to its row's identity.
 func bodyAAD(outgoing bool, peer string, device uint32, id []byte) string {
 	return fmt.Sprintf("msg/%t/%s/%d/%x", outgoing, peer, device, id)
@@ -307,6 +323,9 @@ type Message struct {
 	PeerDevice uint32
 	ID         [16]byte
 	Body       string
+	// Content is the encoded content.Content of a message that is not
+	// plain text (an attachment); nil for text.
+	Content    []byte
 	Created    time.Time
 	ServerTime time.Time // zero while in the outbox
 	Delivered  time.Time // outgoing: first delivery receipt; zero if none yet
@@ -314,12 +333,22 @@ type Message struct {
 
 // AddOutgoing puts a message in the outbox.
 func (v *view) AddOutgoing(ctx context.Context, to string, id [16]byte, body string, now time.Time) error {
+	return v.AddOutgoingContent(ctx, to, id, body, nil, now)
+}
+
+// AddOutgoingContent puts a message with encoded content (an attachment)
+// in the outbox; body is what history shows.
+func (v *view) AddOutgoingContent(ctx context.Context, to string, id [16]byte, body string, content []byte, now time.Time) error {
 	sealed, err := v.seal(bodyAAD(true, to, 0, id[:]), []byte(body))
 	if err != nil {
 		return err
 	}
-	_, err = v.q.ExecContext(ctx, `INSERT INTO messages (outgoing, peer, peer_device, client_id, body, created)
-		VALUES (1, ?, 0, ?, ?, ?)`, to, id[:], sealed, now.UnixMilli())
+	sealedContent, err := v.sealContent(true, to, 0, id[:], content)
+	if err != nil {
+		return err
+	}
+	_, err = v.q.ExecContext(ctx, `INSERT INTO messages (outgoing, peer, peer_device, client_id, body, content, created)
+		VALUES (1, ?, 0, ?, ?, ?, ?)`, to, id[:], sealed, sealedContent, now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("saving outgoing message: %w", err)
 	}
@@ -329,7 +358,7 @@ func (v *view) AddOutgoing(ctx context.Context, to string, id [16]byte, body str
 // Outbox lists outgoing messages the server has not acknowledged, oldest
 // first.
 func (v *view) Outbox(ctx context.Context) ([]Message, error) {
-	return v.query(ctx, `SELECT outgoing, peer, peer_device, client_id, body, created, server_time, delivered
+	return v.query(ctx, `SELECT outgoing, peer, peer_device, client_id, body, content, created, server_time, delivered
 		FROM messages WHERE outgoing = 1 AND server_time = 0 ORDER BY id`)
 }
 
@@ -380,9 +409,13 @@ func (v *view) AddIncoming(ctx context.Context, m Message) (bool, error) {
 	if !m.ServerTime.IsZero() {
 		server = m.ServerTime.UnixMilli()
 	}
-	res, err := v.q.ExecContext(ctx, `INSERT INTO messages (outgoing, peer, peer_device, client_id, body, created, server_time)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		outgoing, m.Peer, m.PeerDevice, m.ID[:], sealed, m.Created.UnixMilli(), server)
+	sealedContent, err := v.sealContent(m.Outgoing, m.Peer, m.PeerDevice, m.ID[:], m.Content)
+	if err != nil {
+		return false, err
+	}
+	res, err := v.q.ExecContext(ctx, `INSERT INTO messages (outgoing, peer, peer_device, client_id, body, content, created, server_time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		outgoing, m.Peer, m.PeerDevice, m.ID[:], sealed, sealedContent, m.Created.UnixMilli(), server)
 	if err != nil {
 		return false, fmt.Errorf("saving incoming message: %w", err)
 	}
@@ -393,8 +426,8 @@ func (v *view) AddIncoming(ctx context.Context, m Message) (bool, error) {
 // History returns up to limit most recent messages, oldest first; peer ""
 // means all conversations.
 func (v *view) History(ctx context.Context, peer string, limit int) ([]Message, error) {
-	return v.query(ctx, `SELECT outgoing, peer, peer_device, client_id, body, created, server_time, delivered FROM
-		(SELECT id, outgoing, peer, peer_device, client_id, body, created, server_time, delivered
+	return v.query(ctx, `SELECT outgoing, peer, peer_device, client_id, body, content, created, server_time, delivered FROM
+		(SELECT id, outgoing, peer, peer_device, client_id, body, content, created, server_time, delivered
 		FROM messages WHERE ? = '' OR peer = ? ORDER BY id DESC LIMIT ?) ORDER BY created, id`, peer, peer, limit)
 }
 
@@ -407,10 +440,15 @@ func (v *view) query(ctx context.Context, q string, args ...any) ([]Message, err
 	var out []Message
 	for rows.Next() {
 		var m Message
-		var id, sealed []byte
+		var id, sealed, sealedContent []byte
 		var created, server, delivered int64
-		if err := rows.Scan(&m.Outgoing, &m.Peer, &m.PeerDevice, &id, &sealed, &created, &server, &delivered); err != nil {
+		if err := rows.Scan(&m.Outgoing, &m.Peer, &m.PeerDevice, &id, &sealed, &sealedContent, &created, &server, &delivered); err != nil {
 			return nil, fmt.Errorf("reading messages: %w", err)
+		}
+		if len(sealedContent) > 0 {
+			if m.Content, err = v.open("content/"+bodyAAD(m.Outgoing, m.Peer, m.PeerDevice, id), sealedContent); err != nil {
+				return nil, err
+			}
 		}
 		body, err := v.open(bodyAAD(m.Outgoing, m.Peer, m.PeerDevice, id), sealed)
 		if err != nil {
