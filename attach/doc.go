@@ -70,9 +70,10 @@
 // exactly as age's payload: ChaCha20-Poly1305 over 64 KiB chunks, nonce =
 // 11-byte big-endian chunk index ‖ last-chunk flag. Unlike Signal's
 // AES-CBC + HMAC over the whole file, this streams in constant memory and
-// authenticates every chunk on its own, so a resumed download verifies each
-// chunk as it arrives and no unauthenticated plaintext ever reaches a media
-// decoder; reordering, truncation and appended data are all detected. The
+// authenticates every chunk on its own, so decryption streams and no
+// unauthenticated plaintext is ever released (Magpie's client also checks
+// the whole ciphertext's digest before it decrypts anything);
+// reordering, truncation and appended data are all detected. The
 // key and the SHA-256 of the ciphertext travel in the end-to-end message,
 // and the recipient checks that digest, which commits the sender to one
 // ciphertext (Poly1305 alone is not key-committing). The server stores the
