@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,10 +12,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/endpoints"
@@ -49,7 +53,12 @@ func selfSignedCert(t testing.TB) *tls.Certificate {
 func TestConversationCarriesOnUnderCensorship(t *testing.T) {
 	pub := &publishing{}
 	probeWindow := link.Config{HandshakeTimeoutMin: 2 * time.Second, HandshakeTimeoutMax: 3 * time.Second}
-	s := servertest.Start(t, server.Config{Endpoints: pub.current, Link: probeWindow})
+	blobs, err := blobstore.Open(filepath.Join(t.TempDir(), "blobs"), blobstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blobs.Close() })
+	s := servertest.Start(t, server.Config{Endpoints: pub.current, Link: probeWindow, Blobs: blobs})
 	pub.key = curve.PrivateKey(s.Key.Private)
 
 	okey, err := obfs.GenerateServerKey()
@@ -93,6 +102,21 @@ func TestConversationCarriesOnUnderCensorship(t *testing.T) {
 	bob := newClient(t, inv, client.Options{})
 	register(t, bob, "bob")
 
+	// An attachment goes through too: 5 MB, or 100 KB where the censor
+	// throttles to 20 KB/s (5 MB would take four minutes there).
+	sendAttachment := func(rule string, size int) {
+		t.Helper()
+		data := randomBytes(size)
+		start := time.Now()
+		if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "a.bin", data), rule, nil); err != nil {
+			t.Fatalf("%s: attachment: %v", rule, err)
+		}
+		_, path := receiveAttachment(t, bob)
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+			t.Fatalf("%s: the attachment differs", rule)
+		}
+		t.Logf("%-24s %d KB attachment both ways in %v", rule, size>>10, time.Since(start).Round(10*time.Millisecond))
+	}
 	exchange := func(rule string) {
 		t.Helper()
 		for i, pair := range [][2]*client.Client{{alice, bob}, {bob, alice}} {
@@ -139,6 +163,11 @@ func TestConversationCarriesOnUnderCensorship(t *testing.T) {
 			}
 		}
 		exchange(r.name)
+		if r.cfg.ThrottleBytesPerSec > 0 {
+			sendAttachment(r.name, 100<<10)
+		} else {
+			sendAttachment(r.name, 5<<20)
+		}
 		stats := cen.Stats()
 		t.Logf("%-24s flows %d, forwarded %d, reset %d, black-holed %d", r.name, stats.Flows, stats.Forwarded, stats.Reset, stats.Blackholed)
 	}
