@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
@@ -70,7 +71,7 @@ so even kill -9 loses none.`,
 	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
 	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
 	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
-	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment in bytes")
+	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
 	return c
 }
@@ -158,7 +159,9 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	if err != nil {
 		return fmt.Errorf("endpoint list: %w", err)
 	}
-	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: maxAttachment, Quota: quota, TTL: ttl})
+	// --max-attachment is the file's size; the server stores it encrypted,
+	// 16 bytes per 64 KiB larger.
+	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: attach.EncryptedSize(maxAttachment), Quota: quota, TTL: ttl})
 	if err != nil {
 		return fmt.Errorf("attachment store: %w", err)
 	}
