@@ -120,4 +120,3 @@ func (c *conn) blobErr(id uint64, err error) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)
 	}
 }
-
