@@ -65,6 +65,8 @@ type Config struct {
 	MaxBatch    int           // operations per commit (1,024)
 	Sweep       time.Duration // how often expired items are deleted (1 minute)
 	Now         func() time.Time
+	// OnCommit, if set, hears about every group commit (for metrics).
+	OnCommit func(ops int, took time.Duration, err error)
 }
 
 // Router routes envelopes. Create with New; Close when done.
@@ -244,7 +246,11 @@ func (r *Router) commit(batch *store.Batch, ops []op) {
 			batch.Acks = append(batch.Acks, o.ack)
 		}
 	}
+	start := time.Now()
 	err := r.cfg.Store.Commit(context.Background(), batch)
+	if r.cfg.OnCommit != nil {
+		r.cfg.OnCommit(len(ops), time.Since(start), err)
+	}
 	if err != nil {
 		r.log.Error("commit failed; senders get an error and may retry", "ops", len(ops), "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,9 +24,10 @@ var errTooManyFiles = syscall.EMFILE
 
 // conn is one client connection.
 type conn struct {
-	s  *Server
-	nc net.Conn
-	lc *link.Conn
+	s        *Server
+	nc       net.Conn
+	lc       *link.Conn
+	accepted time.Time
 
 	// Set by the reader goroutine only (at handshake or registration); read
 	// by it too, so it needs no lock.
@@ -60,12 +62,15 @@ func (c *conn) serve() {
 		return proto.Marshal(hello)
 	})
 	<-c.s.handshakes
+	c.s.cfg.Metrics.handshake(err == nil, time.Since(c.accepted))
 	if err != nil {
 		// Probes and broken clients look alike; neither is worth more than
 		// a debug line.
 		log.Debug("handshake failed", "err", err)
 		return
 	}
+	c.s.cfg.Metrics.connected(1)
+	defer c.s.cfg.Metrics.connected(-1)
 	c.mu.Lock()
 	c.lc = lc
 	closed := c.closed
@@ -287,6 +292,9 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 		case e.Err != nil:
 			c.storeErr(id, to, e.Err)
 		default:
+			if !e.Duplicate {
+				c.s.cfg.Metrics.in()
+			}
 			c.respond(&wire.Response{Id: id, Body: &wire.Response_Send{Send: &wire.SendResponse{
 				ServerTimeMs: e.Sent.UnixMilli(),
 				Duplicate:    e.Duplicate,
@@ -335,6 +343,7 @@ func (c *conn) storeErr(id uint64, user string, err error) {
 }
 
 func (c *conn) respondErr(id uint64, code wire.ErrorCode, msg string, retryMs uint32) {
+	c.s.cfg.Metrics.error(strings.TrimPrefix(code.String(), "ERROR_CODE_"))
 	c.respond(&wire.Response{Id: id, Error: &wire.Error{Code: code, Message: msg, RetryAfterMs: retryMs}})
 }
 
@@ -377,7 +386,11 @@ func (c *conn) Push(p router.Push) bool {
 			ServerTimeMs:    m.Sent.UnixMilli(),
 		}}
 	}
-	return c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Push{Push: &push}})
+	ok := c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Push{Push: &push}})
+	if ok && (p.Message != nil || p.Ephemeral != nil) {
+		c.s.cfg.Metrics.out(p.Ephemeral != nil)
+	}
+	return ok
 }
 
 // Superseded implements router.Mailbox: the same device connected again.

@@ -53,6 +53,9 @@ type Config struct {
 	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
 	Blobs *blobstore.Store
 
+	// Metrics, if set, records what the server does (NewMetrics).
+	Metrics *Metrics
+
 	// Endpoints returns the current signed endpoint list, or nil if the
 	// server publishes none (clients then know only the invite's
 	// addresses). Called per request: keep it cheap (cache and re-sign only
@@ -141,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 		listeners:  make(map[net.Listener]struct{}),
 		conns:      make(map[*conn]struct{}),
 	}
+	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{
 		Store:      cfg.Store,
 		Logger:     cfg.Logger,
@@ -151,6 +155,11 @@ func New(cfg Config) (*Server, error) {
 		// its outbox may hold, so that only a client that stops reading
 		// is ever dropped.
 		WindowBytes: cfg.MaxOutbox / 2,
+		OnCommit: func(ops int, took time.Duration, err error) {
+			if err == nil {
+				cfg.Metrics.commit(ops, took)
+			}
+		},
 	})
 	return s, nil
 }
@@ -197,7 +206,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		c := &conn{s: s, nc: nc}
+		c := &conn{s: s, nc: nc, accepted: time.Now()}
 		c.idle.L = &c.mu
 		if !s.track(c) {
 			<-s.handshakes

@@ -245,6 +245,9 @@ type Store interface {
 	Bundles(ctx context.Context, user string, devices []uint32) (identity []byte, bundles []Bundle, err error)
 	// KeyCounts returns how many one-time prekeys dev has left.
 	KeyCounts(ctx context.Context, dev DeviceAddr) (KeyCounts, error)
+	// QueueDepth returns how many items wait in all device queues (for
+	// metrics; it should be cheap).
+	QueueDepth(ctx context.Context) (int64, error)
 
 	Close() error
 }

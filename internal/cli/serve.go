@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/magpie-im/magpie/attach"
@@ -38,6 +43,7 @@ func serveCmd(g *globals) *cobra.Command {
 		ttl                  time.Duration
 		tlsOpts              tlsOptions
 		maxAttachment, quota int64
+		admin                string
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -56,7 +62,8 @@ so even kill -9 loses none.`,
   magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota)
+			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota,
+				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")})
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
@@ -72,11 +79,18 @@ so even kill -9 loses none.`,
 	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
 	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
 	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
+	c.Flags().StringVar(&admin, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
 	return c
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64) error {
+// adminOptions is --admin and whether it was given explicitly.
+type adminOptions struct {
+	addr     string
+	explicit bool
+}
+
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -166,9 +180,27 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 		return fmt.Errorf("attachment store: %w", err)
 	}
 	defer blobs.Close()
-	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
+		Metrics: server.NewMetrics(reg)})
 	if err != nil {
 		return err
+	}
+	var adminAddr string
+	if admin.addr != "" {
+		stopAdmin, addr, err := serveAdmin(admin.addr, reg, g)
+		switch {
+		case err != nil && admin.explicit:
+			return err
+		case err != nil:
+			// The default address is taken (another server here?): run
+			// without it rather than not at all.
+			log.Warn("no admin listener: its default address is in use; choose one with --admin", "err", err)
+		default:
+			defer stopAdmin()
+			adminAddr = addr
+		}
 	}
 	abs, _ := filepath.Abs(data)
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
@@ -183,6 +215,9 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", inv.Fingerprint())
 	if onlyLoopback(all) {
 		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
+	}
+	if adminAddr != "" {
+		fmt.Fprintf(g.stdout, "  admin:       http://%s/metrics and /debug/pprof (keep it private)\n", adminAddr)
 	}
 	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")
 	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
@@ -301,4 +336,27 @@ func onlyLoopback(lns []net.Listener) bool {
 		}
 	}
 	return true
+}
+
+// serveAdmin serves Prometheus metrics and pprof profiles on their own
+// listener, kept apart from client traffic (and on loopback by default:
+// profiles and metrics are for the operator).
+func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(), bound string, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--admin %s: %w", addr, err)
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		g.logger().Warn("the admin listener is not on loopback: metrics and profiles are visible to anyone who can reach it", "addr", ln.Addr())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	return func() { hs.Close() }, ln.Addr().String(), nil
 }

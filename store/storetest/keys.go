@@ -161,6 +161,25 @@ func testIdentityConflict(t *testing.T, h Harness) {
 	}
 }
 
+func testQueueDepth(t *testing.T, h Harness) {
+	s, ctx := h.Store, context.Background()
+	users(t, s, 1, "alice", "bob")
+	addDevice(t, s, "bob", 50)
+	if n, err := s.QueueDepth(ctx); err != nil || n != 0 {
+		t.Fatalf("empty: %d %v", n, err)
+	}
+	q := sendOne(t, s, t0, send(addr("alice", 1), 1, "bob", "x", t0.Add(day), 0))
+	sendOne(t, s, t0, send(addr("alice", 1), 2, "bob", "y", t0.Add(day), 0))
+	if n, _ := s.QueueDepth(ctx); n != 4 {
+		t.Fatalf("two sends to two devices: depth %d, want 4", n)
+	}
+	// An ack removes one item and queues a receipt for alice.
+	commit(t, s, t0, nil, []*store.Ack{{Device: q[0].To, Seqs: []uint64{q[0].Seq}, Expires: t0.Add(day)}})
+	if n, _ := s.QueueDepth(ctx); n != 4 {
+		t.Fatalf("after an ack with a receipt: depth %d, want 4", n)
+	}
+}
+
 func testKeyLimit(t *testing.T, h Harness) {
 	s, ctx := h.Store, context.Background()
 	users(t, s, 1, "bob")

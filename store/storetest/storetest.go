@@ -81,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"OneTimePreKeysHandedOutOnce", testPreKeysOnce},
 		{"KeyLimit", testKeyLimit},
 		{"IdentityConflict", testIdentityConflict},
+		{"QueueDepth", testQueueDepth},
 		{"PerDevicePayloads", testPerDevice},
 		{"PerDeviceMismatch", testPerDeviceMismatch},
 	}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAdminListener: serve exposes Prometheus metrics and pprof on its
+// admin listener, apart from client traffic.
+func TestAdminListener(t *testing.T) {
+	admin := freeAddr(t)
+	srv := start(t, nil, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--admin", admin)
+	var inv string
+	if !srv.stdout.waitFor(startTimeout, srv.done, func(s string) bool {
+		for _, l := range completeLines(s) {
+			if strings.HasPrefix(l, "magpie://") {
+				inv = l
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no invite:\n%s", srv)
+	}
+	if !strings.Contains(srv.stdout.String(), "admin:       http://"+admin+"/metrics") {
+		t.Fatalf("banner does not name the admin listener:\n%s", srv.stdout.String())
+	}
+	s := &server{proc: srv, invite: inv}
+	alice := newUser(t, s, "alice")
+	newUser(t, s, "bob")
+	mustRun(t, "--home", alice, "send", "bob", "hello")
+	get := func(path string) string {
+		t.Helper()
+		c := http.Client{Timeout: 10 * time.Second}
+		resp, err := c.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		return string(b)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{"magpie_messages_in_total 1", "magpie_queue_depth 1", "magpie_handshakes_total{result=\"ok\"}", "magpie_store_commit_seconds_bucket", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !strings.Contains(get("/debug/pprof/"), "goroutine") {
+		t.Error("/debug/pprof/ is not the pprof index")
+	}
+	srv.signal(os.Interrupt)
+	srv.waitExit(10 * time.Second)
+}
