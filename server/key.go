@@ -34,8 +34,16 @@ func LoadOrCreateKey(path string) (link.KeyPair, error) {
 	if err != nil {
 		return link.KeyPair{}, fmt.Errorf("generating server key: %w", err)
 	}
-	if err := atomicfile.Write(path, kp.Private[:], 0o600); err != nil {
+	// First writer wins: two servers starting on one directory agree.
+	got, created, err := atomicfile.Create(path, kp.Private[:], 0o600)
+	if err != nil {
 		return link.KeyPair{}, fmt.Errorf("saving server key: %w", err)
+	}
+	if !created {
+		if len(got) != 32 {
+			return link.KeyPair{}, fmt.Errorf("server key %s: %d bytes, want 32", path, len(got))
+		}
+		return link.KeyPairFromPrivate([32]byte(got))
 	}
 	return kp, nil
 }

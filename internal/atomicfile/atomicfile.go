@@ -44,3 +44,47 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Create writes data to path only if path does not exist yet, atomically:
+// the file appears whole or not at all, and when several callers race, the
+// first one's content wins and the others get it back (created is false).
+// It is for keys and secrets generated on first use, which every process
+// sharing a directory must agree on.
+func Create(path string, data []byte, perm os.FileMode) (content []byte, created bool, err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return nil, false, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, false, err
+	}
+	// Link, unlike rename, fails if path exists: the first caller wins.
+	if err := os.Link(tmp, path); err != nil {
+		if os.IsExist(err) {
+			existing, rerr := os.ReadFile(path)
+			return existing, false, rerr
+		}
+		return nil, false, err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer d.Close()
+	return data, true, d.Sync()
+}

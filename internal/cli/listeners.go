@@ -143,7 +143,14 @@ func loadOrCreateSecret(path string) ([32]byte, error) {
 	if _, err := rand.Read(s[:]); err != nil {
 		return s, err
 	}
-	return s, atomicfile.Write(path, s[:], 0o600)
+	got, _, err := atomicfile.Create(path, s[:], 0o600)
+	if err != nil {
+		return s, err
+	}
+	if len(got) != len(s) {
+		return s, fmt.Errorf("%s: %d bytes, want 32", path, len(got))
+	}
+	return [32]byte(got), nil
 }
 
 // loadOrCreateCert loads the operator's certificate, or a self-signed one

@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/magpie-im/magpie/internal/atomicfile"
 )
 
 // ServerKey is a server's long-term obfs identity: a random node ID and a
@@ -93,42 +94,12 @@ func LoadOrCreateServerKey(path string) (ServerKey, error) {
 	}
 	raw := append(append([]byte{}, k.NodeID[:]...), k.Private[:]...)
 	content := keyHeader + "\n" + base64.RawURLEncoding.EncodeToString(raw) + "\n"
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".obfs-key-*")
+	got, created, err := atomicfile.Create(path, []byte(content), 0o600)
 	if err != nil {
 		return ServerKey{}, err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return ServerKey{}, err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return ServerKey{}, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return ServerKey{}, err
-	}
-	if err := f.Close(); err != nil {
-		return ServerKey{}, err
-	}
-	// Link fails if path appeared meanwhile; then the other key wins.
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			data, rerr := os.ReadFile(path)
-			if rerr != nil {
-				return ServerKey{}, rerr
-			}
-			return parseKeyFile(path, data)
-		}
-		return ServerKey{}, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if !created { // another caller made one first: use theirs
+		return parseKeyFile(path, got)
 	}
 	return k, nil
 }
