@@ -77,6 +77,7 @@ side by side on one machine.`,
 		probeCmd(g),
 		relayCmd(g),
 		relaysCmd(g),
+		benchCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,458 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/invite"
+)
+
+// ChatOptions configure the chat scenario.
+type ChatOptions struct {
+	Clients  int           // users, paired at random (an odd one out writes to a random user)
+	Rate     float64       // messages per second, all clients together
+	Duration time.Duration // how long to send
+	Size     int           // payload bytes (at least MinSize)
+	// Uniform spaces each client's sends evenly; the default draws the
+	// gaps from an exponential distribution (Poisson arrivals).
+	Uniform bool
+	// Inflight bounds each client's unacknowledged sends (default 64). A
+	// send that has to wait for a slot still counts its latency from its
+	// intended time.
+	Inflight int
+	// Drain is how long to wait, after the last send, for the remaining
+	// deliveries (default 10 s).
+	Drain time.Duration
+	// SetupConcurrency is how many clients connect at once (default 32).
+	SetupConcurrency int
+	// Progress, if set, gets one line a second while sending.
+	Progress io.Writer
+}
+
+// MinSize is the smallest payload: a magic number and the intended send
+// time.
+const MinSize = 16
+
+var payloadMagic = [4]byte{'m', 'p', 'b', 'n'}
+
+func (o *ChatOptions) setDefaults() error {
+	if o.Clients < 2 {
+		return errors.New("bench chat: need at least 2 clients")
+	}
+	if o.Rate <= 0 {
+		return errors.New("bench chat: the rate must be positive")
+	}
+	if o.Duration <= 0 {
+		return errors.New("bench chat: the duration must be positive")
+	}
+	if o.Size == 0 {
+		o.Size = 1024
+	}
+	if o.Size < MinSize {
+		return fmt.Errorf("bench chat: the size must be at least %d bytes", MinSize)
+	}
+	if o.Inflight == 0 {
+		o.Inflight = 64
+	}
+	if o.Drain == 0 {
+		o.Drain = 10 * time.Second
+	}
+	if o.SetupConcurrency == 0 {
+		o.SetupConcurrency = 32
+	}
+	return nil
+}
+
+// ChatReport is the outcome of a chat run.
+type ChatReport struct {
+	Target    string  `json:"target"` // "magpie" or "raw"
+	Clients   int     `json:"clients"`
+	Rate      float64 `json:"target_rate"`
+	Size      int     `json:"size"`
+	DurationS float64 `json:"duration_s"`
+	SetupS    float64 `json:"setup_s"`
+
+	Sent     int64 `json:"sent"`     // sends attempted
+	Acked    int64 `json:"acked"`    // sends the server acknowledged
+	Received int64 `json:"received"` // deliveries seen by recipients
+	Receipts int64 `json:"receipts"` // delivery receipts seen by senders (magpie only)
+	Errors   int64 `json:"errors"`
+	// ErrorKinds counts errors by message (at most 20 kinds).
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
+
+	// AckedPerS is acknowledged sends per second of the send window;
+	// ReceivedPerS is deliveries per second until the last delivery.
+	AckedPerS    float64 `json:"acked_per_s"`
+	ReceivedPerS float64 `json:"received_per_s"`
+
+	Ack     Summary `json:"ack_latency"`     // intended send time → server ack
+	Deliver Summary `json:"deliver_latency"` // intended send time → recipient has it
+}
+
+// chatConn is one client of the chat scenario, for either target.
+type chatConn interface {
+	// send hands payload to peer to and returns once the server has
+	// acknowledged it.
+	send(ctx context.Context, to int, id uint64, payload []byte) error
+	// receive calls onMsg for each delivery and onReceipt for each
+	// receipt, acknowledging them as the target requires, until the
+	// connection closes.
+	receive(onMsg func(payload []byte), onReceipt func())
+	close()
+}
+
+// RunChat runs the chat scenario against the server of inv.
+func RunChat(ctx context.Context, inv invite.Invite, o ChatOptions) (*ChatReport, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	run := runID()
+	conns, err := registerAll(ctx, inv, run, o.Clients, o.SetupConcurrency)
+	if err != nil {
+		return nil, fmt.Errorf("bench chat: setting up clients: %w", err)
+	}
+	names := make([]string, o.Clients)
+	for i := range names {
+		names[i] = userName(run, i)
+	}
+	cc := make([]chatConn, len(conns))
+	for i, c := range conns {
+		cc[i] = &magpieConn{c: c, names: names}
+	}
+	r, err := runChat(ctx, cc, o, time.Since(start))
+	if r != nil {
+		r.Target = "magpie"
+	}
+	return r, err
+}
+
+func newRand() *rand.Rand {
+	seed := uint64(time.Now().UnixNano())
+	return rand.New(rand.NewPCG(seed, seed>>1|1))
+}
+
+// pairs returns each client's peer: a random perfect matching, with an odd
+// one out writing to a random other client.
+func pairs(n int, rng *rand.Rand) []int {
+	p := rng.Perm(n)
+	peer := make([]int, n)
+	for i := 0; i+1 < n; i += 2 {
+		peer[p[i]], peer[p[i+1]] = p[i+1], p[i]
+	}
+	if n%2 == 1 {
+		last := p[n-1]
+		peer[last] = p[rng.IntN(n-1)]
+	}
+	return peer
+}
+
+// schedule returns the intended send times, as offsets from the start, of
+// one client sending at rate per second for d.
+func schedule(rate float64, d time.Duration, uniform bool, rng *rand.Rand) []time.Duration {
+	var out []time.Duration
+	mean := float64(time.Second) / rate
+	t := rng.Float64() * mean // clients do not start in lockstep
+	for time.Duration(t) < d {
+		out = append(out, time.Duration(t))
+		if uniform {
+			t += mean
+		} else {
+			t += rng.ExpFloat64() * mean
+		}
+	}
+	return out
+}
+
+type chatState struct {
+	sent, acked, received, receipts, errors atomic.Int64
+	ack, deliver                            *Histogram
+
+	mu         sync.Mutex
+	errKinds   map[string]int64
+	lastRecv   time.Time
+	lastAck    time.Time
+	recvSignal chan struct{} // capacity 1
+}
+
+func (s *chatState) fail(err error) {
+	s.errors.Add(1)
+	msg := err.Error()
+	s.mu.Lock()
+	if _, ok := s.errKinds[msg]; ok || len(s.errKinds) < 20 {
+		s.errKinds[msg]++
+	}
+	s.mu.Unlock()
+}
+
+// runChat drives conns (already connected) and closes them.
+func runChat(ctx context.Context, conns []chatConn, o ChatOptions, setup time.Duration) (*ChatReport, error) {
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	n := len(conns)
+	rng := newRand()
+	peer := pairs(n, rng)
+	perClient := o.Rate / float64(n)
+	scheds := make([][]time.Duration, n)
+	var total int
+	for i := range scheds {
+		scheds[i] = schedule(perClient, o.Duration, o.Uniform, rng)
+		total += len(scheds[i])
+	}
+
+	st := &chatState{ack: NewHistogram(), deliver: NewHistogram(), errKinds: map[string]int64{}, recvSignal: make(chan struct{}, 1)}
+	var recvWG sync.WaitGroup
+	for _, c := range conns {
+		recvWG.Add(1)
+		go func() {
+			defer recvWG.Done()
+			c.receive(func(p []byte) {
+				now := time.Now()
+				if len(p) < MinSize || [4]byte(p[:4]) != payloadMagic {
+					st.fail(errors.New("a delivery that is not a bench message"))
+					return
+				}
+				intended := time.Unix(0, int64(binary.BigEndian.Uint64(p[4:12])))
+				st.deliver.Record(now.Sub(intended))
+				st.received.Add(1)
+				st.mu.Lock()
+				st.lastRecv = now
+				st.mu.Unlock()
+				select {
+				case st.recvSignal <- struct{}{}:
+				default:
+				}
+			}, func() { st.receipts.Add(1) })
+		}()
+	}
+
+	sendCtx, cancelSends := context.WithCancel(ctx)
+	defer cancelSends()
+	begin := time.Now().Add(50 * time.Millisecond)
+	var sendWG sync.WaitGroup
+	for i, c := range conns {
+		sendWG.Add(1)
+		go func() {
+			defer sendWG.Done()
+			sendAll(sendCtx, c, i, peer[i], begin, scheds[i], o, st)
+		}()
+	}
+
+	// Progress, once a second, until the sends are done.
+	sendsDone := make(chan struct{})
+	go func() { sendWG.Wait(); close(sendsDone) }()
+	tick := time.NewTicker(time.Second)
+	var lastAcked int64
+	lastTick := time.Now()
+loop:
+	for {
+		select {
+		case <-sendsDone:
+			break loop
+		case now := <-tick.C:
+			a := st.acked.Load()
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "%5.0fs  sent %d  acked %d (%.0f/s)  received %d  errors %d  p99 ack %s  p99 deliver %s\n",
+					now.Sub(begin).Seconds(), st.sent.Load(), a, float64(a-lastAcked)/now.Sub(lastTick).Seconds(),
+					st.received.Load(), st.errors.Load(), fmtDur(st.ack.P99()), fmtDur(st.deliver.P99()))
+			}
+			lastAcked, lastTick = a, now
+		}
+	}
+	tick.Stop()
+	sendEnd := time.Now()
+
+	// Wait for the deliveries still on their way.
+	drain := time.NewTimer(o.Drain)
+	for st.received.Load() < st.acked.Load() {
+		select {
+		case <-st.recvSignal:
+			continue
+		case <-drain.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	drain.Stop()
+	for _, c := range conns {
+		c.close()
+	}
+	recvWG.Wait()
+
+	r := &ChatReport{
+		Clients: n, Rate: o.Rate, Size: o.Size, DurationS: o.Duration.Seconds(), SetupS: setup.Seconds(),
+		Sent: st.sent.Load(), Acked: st.acked.Load(), Received: st.received.Load(),
+		Receipts: st.receipts.Load(), Errors: st.errors.Load(),
+		Ack: st.ack.Summary(), Deliver: st.deliver.Summary(),
+	}
+	if len(st.errKinds) > 0 {
+		r.ErrorKinds = st.errKinds
+	}
+	st.mu.Lock()
+	lastRecv, lastAck := st.lastRecv, st.lastAck
+	st.mu.Unlock()
+	if !lastAck.IsZero() {
+		r.AckedPerS = float64(r.Acked) / maxTime(lastAck, sendEnd).Sub(begin).Seconds()
+	}
+	if !lastRecv.IsZero() {
+		r.ReceivedPerS = float64(r.Received) / lastRecv.Sub(begin).Seconds()
+	}
+	if err := ctx.Err(); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// sendAll sends client i's messages at their intended times, at most
+// o.Inflight at once.
+func sendAll(ctx context.Context, c chatConn, i, to int, begin time.Time, sched []time.Duration, o ChatOptions, st *chatState) {
+	sem := make(chan struct{}, o.Inflight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for k, off := range sched {
+		intended := begin.Add(off)
+		if d := time.Until(intended); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		p := make([]byte, o.Size)
+		copy(p, payloadMagic[:])
+		binary.BigEndian.PutUint64(p[4:12], uint64(intended.UnixNano()))
+		id := uint64(i)<<32 | uint64(k)
+		st.sent.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.send(ctx, to, id, p); err != nil {
+				st.fail(err)
+				return
+			}
+			now := time.Now()
+			st.ack.Record(now.Sub(intended))
+			st.acked.Add(1)
+			st.mu.Lock()
+			st.lastAck = maxTime(st.lastAck, now)
+			st.mu.Unlock()
+		}()
+	}
+}
+
+// magpieConn is a chat client of a Magpie server.
+type magpieConn struct {
+	c     *client.Conn
+	names []string
+	once  sync.Once
+}
+
+func (m *magpieConn) send(ctx context.Context, to int, id uint64, payload []byte) error {
+	var mid client.MessageID
+	binary.BigEndian.PutUint64(mid[8:], id)
+	copy(mid[:8], payload[4:12]) // the intended time: unique across runs
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err := m.c.Send(ctx, m.names[to], mid, payload)
+	return err
+}
+
+// receive acknowledges envelopes and receipts in batches: whatever has
+// arrived when the push queue runs dry, at most 256 at a time.
+func (m *magpieConn) receive(onMsg func([]byte), onReceipt func()) {
+	var seqs []uint64
+	flush := func() {
+		if len(seqs) > 0 {
+			m.c.Ack(seqs...) // an error ends the connection, and so this loop
+			seqs = seqs[:0]
+		}
+	}
+	handle := func(p client.Push) {
+		switch {
+		case p.Envelope != nil:
+			onMsg(p.Envelope.Payload)
+			seqs = append(seqs, p.Envelope.Seq)
+		case p.Receipt != nil:
+			onReceipt()
+			seqs = append(seqs, p.Receipt.Seq)
+		}
+	}
+	for p := range m.c.Pushes() {
+		handle(p)
+	more:
+		for len(seqs) < 256 {
+			select {
+			case p, ok := <-m.c.Pushes():
+				if !ok {
+					break more
+				}
+				handle(p)
+			default:
+				break more
+			}
+		}
+		flush()
+	}
+}
+
+func (m *magpieConn) close() { m.once.Do(func() { m.c.Close() }) }
+
+// Text renders the report as a table.
+func (r *ChatReport) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chat against %s: %d clients, target %.0f msg/s for %.0fs, %d-byte payloads (setup %.1fs)\n",
+		r.Target, r.Clients, r.Rate, r.DurationS, r.Size, r.SetupS)
+	fmt.Fprintf(&b, "sent %d  acked %d  received %d", r.Sent, r.Acked, r.Received)
+	if r.Target == "magpie" {
+		fmt.Fprintf(&b, "  receipts %d", r.Receipts)
+	}
+	fmt.Fprintf(&b, "  errors %d\n", r.Errors)
+	fmt.Fprintf(&b, "throughput: %.0f acked/s, %.0f delivered/s\n", r.AckedPerS, r.ReceivedPerS)
+	b.WriteString(SummaryHeader + "\n")
+	b.WriteString(r.Ack.Row("send → ack") + "\n")
+	b.WriteString(r.Deliver.Row("send → deliver") + "\n")
+	writeKinds(&b, r.ErrorKinds)
+	b.WriteString("latency is measured from each message's intended send time (open loop, no coordinated omission)\n")
+	return b.String()
+}
+
+func writeKinds(b *strings.Builder, m map[string]int64) {
+	kinds := make([]string, 0, len(m))
+	for k := range m {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(b, "error ×%d: %s\n", m[k], k)
+	}
+}

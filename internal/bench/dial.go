@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/invite"
+	"github.com/magpie-im/magpie/link"
+)
+
+// The server allows a few sign-ups per remote IP (a burst of 5, then one
+// per 10 s). Against a server on loopback, the tool spreads its
+// connections over source addresses in 127.0.0.0/8 (all of which are
+// local on Linux), signupsPerIP connections per address, so that every user
+// can register; this also multiplies the ephemeral ports available.
+const signupsPerIP = 5
+
+// loopbackServer reports whether every address of inv is on loopback.
+func loopbackServer(inv invite.Invite) bool {
+	if len(inv.Addrs) == 0 {
+		return false
+	}
+	for _, a := range inv.Addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return false
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// sourcePlan spreads connections over loopback source addresses,
+// signupsPerIP each, from a random base so that successive runs use fresh
+// addresses (the server remembers each address's sign-ups).
+type sourcePlan struct {
+	on   bool
+	base int
+}
+
+func newSourcePlan(inv invite.Invite) sourcePlan {
+	if !loopbackServer(inv) {
+		return sourcePlan{}
+	}
+	// 127.1.0.0 to 127.239.255.255: clear of 127.0.0.x and of the
+	// broadcast address.
+	return sourcePlan{on: true, base: 1<<16 + mrand.IntN(238<<16)}
+}
+
+// ip is the source address for connection i, nil for the default.
+func (p sourcePlan) ip(i int) net.IP {
+	if !p.on {
+		return nil
+	}
+	n := p.base + i/signupsPerIP
+	return net.IPv4(127, byte(n>>16), byte(n>>8), byte(n))
+}
+
+// dialOptions returns the options for connection i.
+func dialOptions(p sourcePlan, i int) client.DialOptions {
+	opts := client.DialOptions{UserAgent: "magpie-bench", StallTimeout: 30 * time.Second}
+	if ip := p.ip(i); ip != nil {
+		opts.Dialer = &net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: ip}}
+	}
+	return opts
+}
+
+// runID is a random tag for user names, so that runs do not collide.
+func runID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// userName is bench_<run>_<i>.
+func userName(run string, i int) string { return fmt.Sprintf("bench_%s_%d", run, i) }
+
+// registerOne dials with a fresh device key and registers name.
+func registerOne(ctx context.Context, inv invite.Invite, opts client.DialOptions, name string) (*client.Conn, error) {
+	key, err := link.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(ctx, inv, key, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	if _, err := c.Register(ctx, name); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("register %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// registerAll registers n users with conc dials at a time, closing them all
+// on failure.
+func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*client.Conn, error) {
+	plan := newSourcePlan(inv)
+	conns := make([]*client.Conn, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, max(1, conc))
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			c, err := registerOne(ctx, inv, dialOptions(plan, i), userName(run, i))
+			conns[i] = c
+			errs <- err
+		}()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, first
+	}
+	return conns, nil
+}
