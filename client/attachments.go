@@ -223,31 +223,6 @@ func (c *Client) deviceCount(ctx context.Context, conn *Conn, to string) (int, e
 	return max(n, 1), nil
 }
 
-// flushOne sends the outbox and reports the given message's result.
-func (c *Client) flushOne(ctx context.Context, id MessageID) (Sent, error) {
-	conn, err := c.connected(ctx)
-	if err != nil {
-		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
-	}
-	defer conn.Close()
-	var mine Sent
-	var mineErr error
-	seen := false
-	err = c.flushOutbox(ctx, conn, func(s Sent, err error) {
-		if s.ID == id {
-			mine, mineErr, seen = s, err, true
-		}
-	})
-	switch {
-	case seen:
-		return mine, mineErr
-	case err != nil:
-		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
-	default:
-		return Sent{}, errors.New("message vanished from the outbox")
-	}
-}
-
 // describe is what history shows for an attachment.
 func describe(a *content.Attachment) string {
 	s := fmt.Sprintf("[%s %s, %s]", a.GetKind(), a.GetFileName(), humanSize(int64(a.GetSize())))

@@ -341,6 +341,13 @@ func (c *Client) SendText(ctx context.Context, to, text string) (Sent, error) {
 	if err := c.st.AddOutgoing(ctx, to, id, text, c.opts.Now()); err != nil {
 		return Sent{}, err
 	}
+	return c.flushOne(ctx, id)
+}
+
+// flushOne sends the outbox and reports the given message's result. An
+// older outbox message that fails first keeps this one waiting: order is
+// kept.
+func (c *Client) flushOne(ctx context.Context, id MessageID) (Sent, error) {
 	conn, err := c.connected(ctx)
 	if err != nil {
 		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
@@ -358,7 +365,6 @@ func (c *Client) SendText(ctx context.Context, to, text string) (Sent, error) {
 	case seen:
 		return mine, mineErr
 	case err != nil:
-		// An older outbox message failed first; order is kept, so this one waits.
 		return Sent{}, fmt.Errorf("%w (the message is kept and will be retried)", err)
 	default:
 		return Sent{}, errors.New("message vanished from the outbox")
