@@ -18,6 +18,7 @@ import (
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/attach/media"
 	"github.com/magpie-im/magpie/content"
+	"github.com/magpie-im/magpie/internal/bytesize"
 	"github.com/magpie-im/magpie/internal/clientstore"
 )
 
@@ -225,24 +226,11 @@ func (c *Client) deviceCount(ctx context.Context, conn *Conn, to string) (int, e
 
 // describe is what history shows for an attachment.
 func describe(a *content.Attachment) string {
-	s := fmt.Sprintf("[%s %s, %s]", a.GetKind(), a.GetFileName(), humanSize(int64(a.GetSize())))
+	s := fmt.Sprintf("[%s %s, %s]", a.GetKind(), a.GetFileName(), bytesize.Format(int64(a.GetSize())))
 	if a.GetCaption() != "" {
 		s += " " + a.GetCaption()
 	}
 	return s
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d B", n)
-	}
 }
 
 // AttachmentInfo describes a received attachment.

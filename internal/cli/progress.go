@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/magpie-im/magpie/internal/bytesize"
 )
 
 // progressBar draws "label [=====>    ]  45%  12.3 MiB / 27.0 MiB  2.1 MiB/s  ETA 7s"
@@ -63,25 +65,12 @@ func (p *progressBar) update(done, total int64) {
 	if rate > 0 && done < total {
 		eta = (time.Duration(float64(total-done)/rate) * time.Second / time.Second).Round(time.Second).String()
 	}
-	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%%  %s / %s  %s/s  ETA %s ", p.label, bar, frac*100, size(done), size(total), size(int64(rate)), eta)
+	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%%  %s / %s  %s/s  ETA %s ", p.label, bar, frac*100, bytesize.Format(done), bytesize.Format(total), bytesize.Format(int64(rate)), eta)
 }
 
 // done ends the bar's line.
 func (p *progressBar) done() {
 	if p.on {
 		fmt.Fprintln(p.w)
-	}
-}
-
-func size(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d B", n)
 	}
 }
