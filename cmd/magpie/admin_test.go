@@ -14,16 +14,8 @@ import (
 func TestAdminListener(t *testing.T) {
 	admin := freeAddr(t)
 	srv := start(t, nil, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--admin", admin)
-	var inv string
-	if !srv.stdout.waitFor(startTimeout, srv.done, func(s string) bool {
-		for _, l := range completeLines(s) {
-			if strings.HasPrefix(l, "magpie://") {
-				inv = l
-				return true
-			}
-		}
-		return false
-	}) {
+	inv, ok := srv.waitLine("magpie://")
+	if !ok {
 		t.Fatalf("no invite:\n%s", srv)
 	}
 	if !strings.Contains(srv.stdout.String(), "admin:       http://"+admin+"/metrics") {

@@ -287,6 +287,23 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitLine waits up to startTimeout for a complete stdout line that starts
+// with prefix (an invite, a relay link) and returns it; false if the
+// process exited or the time ran out first.
+func (p *proc) waitLine(prefix string) (string, bool) {
+	var line string
+	ok := p.stdout.waitFor(startTimeout, p.done, func(s string) bool {
+		for _, l := range completeLines(s) {
+			if strings.HasPrefix(l, prefix) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line, ok
+}
+
 // server is a running `magpie serve`.
 type server struct {
 	*proc
@@ -306,16 +323,7 @@ func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 		args = append(args, "--listen", a)
 	}
 	p := start(t, nil, args...)
-	var inv string
-	ok := p.stdout.waitFor(startTimeout, p.done, func(s string) bool {
-		for _, l := range completeLines(s) {
-			if strings.HasPrefix(l, "magpie://") {
-				inv = l
-				return true
-			}
-		}
-		return false
-	})
+	inv, ok := p.waitLine("magpie://")
 	if !ok {
 		p.kill()
 		if strings.Contains(p.stderr.String(), "address already in use") {

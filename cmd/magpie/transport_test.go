@@ -96,16 +96,8 @@ func TestObfsAndRelay(t *testing.T) {
 	// A relay run by a friend, in front of the server's tcp endpoint.
 	relayAddr := freeAddr(t)
 	rel := start(t, nil, "relay", "--upstream", tcpAddr, "--listen", "tls://"+relayAddr, "--data", filepath.Join(t.TempDir(), "relay"))
-	var link string
-	if !rel.stdout.waitFor(startTimeout, rel.done, func(s string) bool {
-		for _, l := range completeLines(s) {
-			if strings.HasPrefix(l, "magpie-relay://") {
-				link = l
-				return true
-			}
-		}
-		return false
-	}) {
+	link, ok := rel.waitLine("magpie-relay://")
+	if !ok {
 		t.Fatalf("relay printed no link:\n%s", rel)
 	}
 	// bob's invite names only an address that is now dead.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,28 @@ func parseInvite(s string) (invite.Invite, error) {
 		return invite.Invite{}, errors.New("--invite is required (the line magpie serve prints)")
 	}
 	return invite.Parse(s)
+}
+
+// scenarioRunE is the RunE of a scenario that needs only the invite: parse
+// it, run with live progress lines (unless --quiet), then print the report
+// as a table or, with --json, as JSON.
+func scenarioRunE[R interface{ Text() string }](g *globals, inv *string, quiet *bool,
+	run func(ctx context.Context, in invite.Invite, progress io.Writer) (R, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		in, err := parseInvite(*inv)
+		if err != nil {
+			return err
+		}
+		r, err := run(cmd.Context(), in, g.progress(*quiet))
+		if err != nil {
+			return userError(err)
+		}
+		if g.json {
+			return g.printJSON(r)
+		}
+		fmt.Fprint(g.stdout, r.Text())
+		return nil
+	}
 }
 
 // progress is where live progress lines go: stderr, unless quiet.
@@ -184,22 +207,10 @@ func benchHandshakeCmd(g *globals) *cobra.Command {
 fresh device key: TCP connect, Noise IK handshake and hello, then close.
 Reports handshakes per second and their latency.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			in, err := parseInvite(inv)
-			if err != nil {
-				return err
-			}
-			o.Progress = g.progress(quiet)
-			r, err := bench.RunHandshake(cmd.Context(), in, o)
-			if err != nil {
-				return userError(err)
-			}
-			if g.json {
-				return g.printJSON(r)
-			}
-			fmt.Fprint(g.stdout, r.Text())
-			return nil
-		},
+		RunE: scenarioRunE(g, &inv, &quiet, func(ctx context.Context, in invite.Invite, progress io.Writer) (*bench.HandshakeReport, error) {
+			o.Progress = progress
+			return bench.RunHandshake(ctx, in, o)
+		}),
 	}
 	f := c.Flags()
 	f.StringVar(&inv, "invite", "", "the server's invite (magpie://…)")
@@ -228,22 +239,10 @@ are read from its admin listener's /metrics (magpie serve --admin, default
 Up to about 15,000 connections per process (open-files limit 20,000);
 worker processes for more are future work.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			in, err := parseInvite(inv)
-			if err != nil {
-				return err
-			}
-			o.Progress = g.progress(quiet)
-			r, err := bench.RunHold(cmd.Context(), in, o)
-			if err != nil {
-				return userError(err)
-			}
-			if g.json {
-				return g.printJSON(r)
-			}
-			fmt.Fprint(g.stdout, r.Text())
-			return nil
-		},
+		RunE: scenarioRunE(g, &inv, &quiet, func(ctx context.Context, in invite.Invite, progress io.Writer) (*bench.HoldReport, error) {
+			o.Progress = progress
+			return bench.RunHold(ctx, in, o)
+		}),
 	}
 	f := c.Flags()
 	f.StringVar(&inv, "invite", "", "the server's invite (magpie://…)")
