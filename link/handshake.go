@@ -18,13 +18,21 @@ var prologue = []byte("magpie/link/1")
 
 func newHandshake(key KeyPair, initiator bool, peer []byte) (*noise.HandshakeState, *x25519, error) {
 	suite, dh := newSuite()
+	static := key.dhKey()
+	parsed, err := key.parsed()
+	if err != nil {
+		return nil, nil, err
+	}
+	// flynn/noise hands static.Private back to DH; the DH cache knows it by
+	// that slice.
+	dh.remember(0, static.Private, parsed)
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:   suite,
 		Random:        cryptoRand,
 		Pattern:       noise.HandshakeIK, // §7.5: <- s ... -> e, es, s, ss  <- e, ee, se
 		Initiator:     initiator,
 		Prologue:      prologue,
-		StaticKeypair: key.dhKey(),
+		StaticKeypair: static,
 		PeerStatic:    peer,
 	})
 	return hs, dh, err

@@ -3,9 +3,11 @@ package link
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/flynn/noise"
 )
@@ -130,6 +132,43 @@ func (*x25519) DHName() string { return "25519" }
 func newSuite() (noise.CipherSuite, *x25519) {
 	dh := new(x25519)
 	return noise.NewCipherSuite(dh, noise.CipherChaChaPoly, noise.HashBLAKE2b), dh
+}
+
+// staticKeys remembers parsed static private keys across handshakes. A
+// server answers every connection with the same static key, and parsing it
+// (ecdh.NewPrivateKey derives the public key: a full scalar multiplication)
+// was one of the six multiplications in each server handshake. Entries are
+// keyed by the public key and a hit is confirmed against the private bytes
+// in constant time, so a KeyPair whose halves do not match never gets
+// another key's secret. The map is bounded: a load tool that makes
+// thousands of device keys just empties it now and then.
+var staticKeys struct {
+	sync.Mutex
+	m map[[32]byte]*ecdh.PrivateKey
+}
+
+const maxStaticKeys = 64
+
+// parsed returns kp's private key as an *ecdh.PrivateKey, from staticKeys
+// when it is there. *ecdh.PrivateKey is immutable, so handshakes share it.
+func (kp *KeyPair) parsed() (*ecdh.PrivateKey, error) {
+	staticKeys.Lock()
+	k := staticKeys.m[kp.Public]
+	staticKeys.Unlock()
+	if k != nil && subtle.ConstantTimeCompare(k.Bytes(), kp.Private[:]) == 1 {
+		return k, nil
+	}
+	k, err := ecdh.X25519().NewPrivateKey(kp.Private[:])
+	if err != nil {
+		return nil, err
+	}
+	staticKeys.Lock()
+	if staticKeys.m == nil || len(staticKeys.m) >= maxStaticKeys {
+		staticKeys.m = make(map[[32]byte]*ecdh.PrivateKey)
+	}
+	staticKeys.m[kp.Public] = k
+	staticKeys.Unlock()
+	return k, nil
 }
 
 func (kp *KeyPair) dhKey() noise.DHKey {
