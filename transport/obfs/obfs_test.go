@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
 func TestMain(m *testing.M) {
@@ -110,26 +112,6 @@ func dialRecorded(t testing.TB, s *testServer, cert string) (net.Conn, *recConn)
 	return c, rc
 }
 
-func roundTrip(t testing.TB, c net.Conn, msg []byte) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(msg)
-		errc <- err
-	}()
-	got := make([]byte, len(msg))
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("read %d bytes: %v", len(msg), err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, msg) {
-		t.Fatalf("echo of %d bytes differs", len(msg))
-	}
-}
-
 func pattern(n int, seed byte) []byte {
 	b := make([]byte, n)
 	x := uint32(seed) + 1
@@ -150,7 +132,7 @@ func TestEchoSizes(t *testing.T) {
 	}
 	defer c.Close()
 	for i, n := range []int{1, 2, 31, 100, 1000, 1400, maxFramePay - 1, maxFramePay, maxFramePay + 1, 65535, 100_000, 1 << 20} {
-		roundTrip(t, c, pattern(n, byte(i)))
+		transporttest.Echo(t, c, pattern(n, byte(i)))
 	}
 	if n, err := c.Write(nil); n != 0 || err != nil {
 		t.Fatalf("empty write: %d, %v", n, err)
@@ -204,35 +186,7 @@ func TestTransportInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &Transport{Key: key, Config: Config{ProbeMin: testProbeMin, ProbeMax: testProbeMax}}
-	if srv.Name() != "obfs" {
-		t.Fatalf("name %q", srv.Name())
-	}
-	ln, err := srv.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = c.Write([]byte("hello from server"))
-	}()
-	cli := &Transport{Cert: key.Cert()}
-	c, err := cli.Dialer().DialContext(context.Background(), "tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	got := make([]byte, len("hello from server"))
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello from server" {
-		t.Fatalf("%q %v", got, err)
-	}
-	<-done
+	transporttest.Run(t, srv, &Transport{Cert: key.Cert()}, "obfs")
 }
 
 // expectSilentClose checks that the server sends nothing on raw and
@@ -326,7 +280,7 @@ func TestWrongCert(t *testing.T) {
 func captureHello(t *testing.T, s *testServer) []byte {
 	t.Helper()
 	c, rc := dialRecorded(t, s, s.cert)
-	roundTrip(t, c, []byte("original works"))
+	transporttest.Echo(t, c, []byte("original works"))
 	c.Close()
 	return rc.writes[0]
 }
@@ -381,7 +335,7 @@ func TestReplay(t *testing.T) {
 	t.Run("fresh", func(t *testing.T) {
 		t.Parallel()
 		c, _ := dialRecorded(t, s, s.cert)
-		roundTrip(t, c, []byte("still fine"))
+		transporttest.Echo(t, c, []byte("still fine"))
 		c.Close()
 	})
 }
@@ -435,7 +389,7 @@ func TestStaleTimestamp(t *testing.T) {
 				if err != nil {
 					t.Fatalf("clock %v: %v", tc.offset, err)
 				}
-				roundTrip(t, c, []byte("skewed but fine"))
+				transporttest.Echo(t, c, []byte("skewed but fine"))
 				return
 			}
 			if err == nil {
@@ -471,7 +425,7 @@ func TestWireIsNotPlaintext(t *testing.T) {
 	c, rc := dialRecorded(t, s, s.cert)
 	defer c.Close()
 	msg := bytes.Repeat([]byte("MAGPIE plaintext marker 0123456789 "), 300)
-	roundTrip(t, c, msg)
+	transporttest.Echo(t, c, msg)
 	rc.mu.Lock()
 	var sent []byte
 	for _, w := range rc.writes {
@@ -496,7 +450,7 @@ func TestRecordSizesVary(t *testing.T) {
 	defer c.Close()
 	msg := pattern(1024, 9)
 	for range 100 {
-		roundTrip(t, c, msg)
+		transporttest.Echo(t, c, msg)
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()

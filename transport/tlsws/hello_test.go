@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
 // captureProxy forwards TCP connections to backend and hands over, for each,
@@ -174,7 +176,7 @@ func TestClientHelloIsChrome(t *testing.T) {
 	// Magpie's client, through the proxy to the real server.
 	cfg := clientConfig(t)
 	cfg.ServerName = testName
-	echo(t, dial(t, proxy, cfg), []byte("through the capturing proxy"))
+	transporttest.Echo(t, dial(t, proxy, cfg), []byte("through the capturing proxy"))
 	ours, err := parseHello(<-hellos)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
 // startNginx runs Debian's nginx as a TLS-terminating reverse proxy in front
@@ -114,7 +116,7 @@ func TestBehindNginx(t *testing.T) {
 	cc := ClientConfig{ServerName: testName, PinSHA256: SPKIPin(c.x509), Secret: cfg.Secret}
 	conn := dial(t, front, cc)
 	for _, n := range []int{1, 1000, 70000, 1 << 20} {
-		echo(t, conn, randBytes(n))
+		transporttest.Echo(t, conn, randBytes(n))
 	}
 
 	// A browser gets the decoy, served through nginx.

@@ -26,7 +26,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/magpie-im/magpie/transport"
+	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
 func TestMain(m *testing.M) {
@@ -173,28 +173,6 @@ func dial(t testing.TB, addr string, cfg ClientConfig) net.Conn {
 	return c
 }
 
-// echo writes msg and reads it back.
-func echo(t testing.TB, c net.Conn, msg []byte) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(msg)
-		errc <- err
-	}()
-	got := make([]byte, len(msg))
-	c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("read %d bytes: %v", len(msg), err)
-	}
-	c.SetReadDeadline(time.Time{})
-	if err := <-errc; err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if !bytes.Equal(got, msg) {
-		t.Fatalf("echo of %d bytes differs", len(msg))
-	}
-}
-
 func randBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -205,7 +183,7 @@ func TestRoundTripSizes(t *testing.T) {
 	ln := serve(t, serverConfig(t))
 	c := dial(t, ln.Addr().String(), clientConfig(t))
 	for _, n := range []int{1, 2, 125, 126, 127, 1000, 1400, 16383, 16384, 16385, 65535, 65536, 65537, 1 << 20, 3<<20 + 7} {
-		echo(t, c, randBytes(n))
+		transporttest.Echo(t, c, randBytes(n))
 	}
 	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
 		t.Errorf("RemoteAddr = %v (%T), want the TCP address", c.RemoteAddr(), c.RemoteAddr())
@@ -248,32 +226,7 @@ func TestManyConnections(t *testing.T) {
 
 func TestTransportInterface(t *testing.T) {
 	tr := &Transport{Client: clientConfig(t), Server: serverConfig(t)}
-	var _ transport.Transport = tr
-	if tr.Name() != "tls" {
-		t.Fatalf("Name = %q", tr.Name())
-	}
-	ln, err := tr.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		io.Copy(c, c)
-		c.Close()
-	}()
-	c, err := tr.Dialer().DialContext(context.Background(), "tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	echo(t, c, []byte("hello through the transport"))
-	c.Close()
-	<-done
+	transporttest.Run(t, tr, tr, "tls")
 }
 
 func TestCloseGivesEOF(t *testing.T) {
@@ -350,10 +303,10 @@ func TestCAVerification(t *testing.T) {
 	pool.AddCert(ca.x509)
 
 	good := ClientConfig{ServerName: testName, RootCAs: pool, Secret: testSecret(1)}
-	echo(t, dial(t, ln.Addr().String(), good), []byte("verified by name"))
+	transporttest.Echo(t, dial(t, ln.Addr().String(), good), []byte("verified by name"))
 
 	byIP := ClientConfig{RootCAs: pool, Secret: testSecret(1)}
-	echo(t, dial(t, ln.Addr().String(), byIP), []byte("verified by IP"))
+	transporttest.Echo(t, dial(t, ln.Addr().String(), byIP), []byte("verified by IP"))
 
 	wrongName := good
 	wrongName.ServerName = "other.test"
@@ -638,7 +591,7 @@ func TestCustomDecoyAndPath(t *testing.T) {
 		t.Fatal("Dial to the default path succeeded on a server with another path")
 	}
 	cc.Path = cfg.Path
-	echo(t, dial(t, ln.Addr().String(), cc), []byte("custom path"))
+	transporttest.Echo(t, dial(t, ln.Addr().String(), cc), []byte("custom path"))
 }
 
 func TestDecoyDir(t *testing.T) {
