@@ -33,8 +33,8 @@ type Conn struct {
 
 	// Read side, owned by the reading goroutine.
 	rx    *noise.CipherState
-	hdr   [hdrSize]byte
-	rbuf  *[]byte // pooled buffer backing the last returned message
+	hdr   [hdrSize + minFrameLen]byte // a frame's length prefix and the start of its body
+	rbuf  *[]byte                     // pooled buffer backing the last returned message
 	reasm reassembler
 	rerr  error
 
@@ -43,7 +43,7 @@ type Conn struct {
 	wmu  sync.Mutex
 	tx   *noise.CipherState
 	werr error
-	ka   *time.Timer // keepalive; nil if disabled
+	ka   atomic.Pointer[time.Timer] // keepalive; nil if disabled
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -64,7 +64,8 @@ func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config
 	}
 	if c.keepalive > 0 {
 		// A timer, not a goroutine: an idle connection costs no stack.
-		c.ka = time.AfterFunc(c.keepalive, c.sendKeepalive)
+		// Atomic: a short interval can fire before AfterFunc returns.
+		c.ka.Store(time.AfterFunc(c.keepalive, c.sendKeepalive))
 	}
 	return c
 }
@@ -83,8 +84,8 @@ func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		if c.ka != nil {
-			c.ka.Stop()
+		if ka := c.ka.Load(); ka != nil {
+			ka.Stop()
 		}
 		c.closeErr = c.conn.Close()
 	})
@@ -95,6 +96,23 @@ func (c *Conn) Close() error {
 // the next call to ReadMessage. Pings are answered and pongs swallowed here,
 // so a connection must be read for keepalives to work.
 func (c *Conn) ReadMessage() ([]byte, error) {
+	for {
+		msg, err := c.ReadFrame()
+		if msg != nil || err != nil {
+			return msg, err
+		}
+	}
+}
+
+// ReadFrame reads one frame. It returns the application message the frame
+// completes, or nil, nil after a frame that completes none (a keepalive, or
+// one fragment of a larger message), so that a caller can decide between
+// frames whether to keep waiting (a server parks idle connections; see
+// internal/netpoll). The slice is valid until the next read.
+//
+// The link reads exactly one frame from the transport per call and never
+// reads ahead: whatever has not been returned is still in the transport.
+func (c *Conn) ReadFrame() ([]byte, error) {
 	// Give the previous message's buffer back before blocking, so an idle
 	// connection holds no buffer.
 	putBuf(c.rbuf)
@@ -102,48 +120,69 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 	if c.rerr != nil {
 		return nil, c.rerr
 	}
-	for {
-		typ, body, bp, err := c.readFrame()
-		if err != nil {
-			return nil, c.failRead(err)
-		}
-		act, msg, aliased, err := c.reasm.feed(typ, body)
-		if aliased {
-			c.rbuf = bp
-		} else {
-			putBuf(bp)
-		}
-		if err != nil {
-			return nil, c.failRead(err)
-		}
-		switch act {
-		case actMessage:
-			return msg, nil
-		case actPong:
-			c.sendControl(framePong)
-		}
+	typ, body, bp, err := c.readFrame()
+	if err != nil {
+		return nil, c.failRead(err)
 	}
+	act, msg, aliased, err := c.reasm.feed(typ, body)
+	if aliased {
+		c.rbuf = bp
+	} else {
+		putBuf(bp)
+	}
+	if err != nil {
+		return nil, c.failRead(err)
+	}
+	switch act {
+	case actMessage:
+		if msg == nil {
+			msg = []byte{} // an empty message is still a message
+		}
+		return msg, nil
+	case actPong:
+		c.sendControl(framePong)
+	}
+	return nil, nil
+}
+
+// ReleaseReadBuffer gives back the buffer behind the last message returned,
+// which is otherwise held until the next read. A reader that stops reading
+// while idle (see ReadFrame) calls it first, so that an idle connection
+// pins no buffer. Call it from the reading goroutine only; the last
+// message's slice is invalid afterwards.
+func (c *Conn) ReleaseReadBuffer() {
+	putBuf(c.rbuf)
+	c.rbuf = nil
 }
 
 // readFrame reads and decrypts one frame into a pooled buffer.
+//
+// Every frame is at least minFrameLen bytes after its length prefix, so the
+// first read may take the prefix and up to that much of the body together
+// without ever reading into the next frame: a keepalive (an empty frame)
+// costs one read, not two.
 func (c *Conn) readFrame() (typ byte, body []byte, bp *[]byte, err error) {
 	c.armIdle()
-	if _, err := io.ReadFull(c.conn, c.hdr[:]); err != nil {
+	got, err := io.ReadAtLeast(c.conn, c.hdr[:], hdrSize)
+	if err != nil {
 		return 0, nil, nil, err
 	}
-	n := int(binary.BigEndian.Uint16(c.hdr[:]))
+	n := int(binary.BigEndian.Uint16(c.hdr[:hdrSize]))
 	if n < minFrameLen {
 		return 0, nil, nil, fmt.Errorf("%w: length %d", ErrInvalidFrame, n)
 	}
 	bp = getBuf(n)
 	buf := (*bp)[:n]
-	c.armIdle() // "nothing received for IdleTimeout": the header counts
-	if _, err := io.ReadFull(c.conn, buf); err != nil {
-		putBuf(bp)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	have := copy(buf, c.hdr[hdrSize:got])
+	if have < n {
+		c.armIdle() // "nothing received for IdleTimeout": the start counts
+		if _, err := io.ReadFull(c.conn, buf[have:]); err != nil {
+			putBuf(bp)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, nil, err
 		}
-		return 0, nil, nil, err
 	}
 	typ, body, err = openFrame(c.rx, buf)
 	if err != nil {
@@ -262,8 +301,8 @@ func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
 	if err != nil {
 		return c.failWrite(err)
 	}
-	if c.ka != nil && !c.closed.Load() {
-		c.ka.Reset(c.keepalive)
+	if ka := c.ka.Load(); ka != nil && !c.closed.Load() {
+		ka.Reset(c.keepalive)
 	}
 	return nil
 }
@@ -311,6 +350,8 @@ func (c *Conn) sendKeepalive() {
 	if !c.sendControl(framePing) && !c.closed.Load() {
 		// A writer is active and re-arms the timer when done; re-arm here
 		// too in case it finished between our firing and TryLock.
-		c.ka.Reset(c.keepalive)
+		if ka := c.ka.Load(); ka != nil {
+			ka.Reset(c.keepalive)
+		}
 	}
 }

@@ -305,3 +305,61 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(d)
 	}
 }
+
+// ReadFrame returns between frames: nil for a keepalive and for each
+// fragment but the last, then the message; ReadMessage's loop is built on
+// it. A server parks idle connections between frames, so a ping must not
+// leave ReadFrame blocked waiting for the next one.
+func TestReadFrameReturnsBetweenFrames(t *testing.T) {
+	cli, srv := linkPair(t, Config{KeepaliveInterval: 20 * time.Millisecond}, Config{})
+	m, err := srv.ReadFrame()
+	if err != nil || m != nil {
+		t.Fatalf("first frame (a ping): got %q, %v; want nil, nil", m, err)
+	}
+	// The ping was answered: the client reads the pong without blocking
+	// forever (it swallows it and waits for "reply").
+	go srv.WriteMessage([]byte("reply"))
+	if m, err := cli.ReadMessage(); err != nil || string(m) != "reply" {
+		t.Fatalf("client: %q, %v", m, err)
+	}
+
+	big := pattern(maxFrameBody*2+10, 7) // three fragments
+	errc := make(chan error, 1)
+	go func() { errc <- cli.WriteMessage(big) }()
+	var frames, nils int
+	for {
+		m, err := srv.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames++
+		if m == nil {
+			nils++ // a keepalive, or a fragment
+			continue
+		}
+		if !bytes.Equal(m, big) {
+			t.Fatalf("reassembled %d bytes, content differs", len(m))
+		}
+		break
+	}
+	if nils < 2 {
+		t.Errorf("%d frames before the message, want at least 2 (the first fragments)", nils)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// An empty message is a message, not "no message".
+	go cli.WriteMessage(nil)
+	for {
+		m, err := srv.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != nil {
+			if len(m) != 0 {
+				t.Fatalf("got %d bytes, want an empty message", len(m))
+			}
+			break
+		}
+	}
+}

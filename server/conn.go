@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/magpie-im/magpie/internal/netpoll"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
@@ -39,19 +40,26 @@ type conn struct {
 	sends   chan struct{} // semaphore: sends awaiting commit
 	pending sync.WaitGroup
 
+	// raw is the descriptor of a connection that can be parked when idle
+	// (a plain TCP connection: the link reads it without buffering); nil
+	// if it cannot.
+	raw    syscall.RawConn
+	poller *netpoll.Poller
+
 	mu      sync.Mutex
 	idle    sync.Cond // signalled when writing becomes false
 	outbox  [][]byte
 	queued  int // bytes in outbox
 	writing bool
 	closed  bool
+
+	// Parking (park.go), guarded by mu.
+	parked   *netpoll.Waiter // non-nil while parked: no goroutine reads
+	stopping bool            // Shutdown asked the reader to stop
+	idledOut bool            // the idle timeout passed while parked
 }
 
 func (c *conn) serve() {
-	defer c.s.untrack(c)
-	defer c.nc.Close()
-	log := c.s.log.With("remote", c.nc.RemoteAddr().String())
-
 	var hello *wire.ServerHello
 	lc, err := link.Server(c.nc, c.s.cfg.Key, c.s.cfg.Link, func(peer [32]byte, payload []byte) ([]byte, error) {
 		var err error
@@ -66,18 +74,19 @@ func (c *conn) serve() {
 	if err != nil {
 		// Probes and broken clients look alike; neither is worth more than
 		// a debug line.
-		log.Debug("handshake failed", "err", err)
+		c.s.log.Debug("handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+		c.nc.Close()
+		c.s.untrack(c)
 		return
 	}
 	c.s.cfg.Metrics.connected(1)
-	defer c.s.cfg.Metrics.connected(-1)
 	c.mu.Lock()
 	c.lc = lc
 	closed := c.closed
 	c.mu.Unlock()
 	if closed || hello.GetVersion() == 0 {
 		// Shutting down, or no common version: the hello said so.
-		c.flushAndClose()
+		c.finish(nil)
 		return
 	}
 	c.limiter = rate.NewLimiter(c.s.cfg.RequestRate, c.s.cfg.RequestBurst)
@@ -86,16 +95,34 @@ func (c *conn) serve() {
 	if c.authed {
 		c.sub = c.s.router.Attach(c.dev, c)
 	}
-	err = c.readLoop()
+	c.raw = c.parkable()
+	c.run(false)
+}
+
+// run reads and handles requests until the connection ends (and then
+// cleans up) or parks (and then returns: wake runs it again). readable
+// says bytes are known to be waiting.
+func (c *conn) run(readable bool) {
+	err, parked := c.readLoop(readable)
+	if !parked {
+		c.finish(err)
+	}
+}
+
+// finish ends a connection whose reader has stopped.
+func (c *conn) finish(err error) {
 	if c.sub != nil {
 		c.sub.Detach()
 	}
 	// Sends already read get their commit and their answer.
 	c.pending.Wait()
 	c.flushAndClose()
+	c.s.cfg.Metrics.connected(-1)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		log.Debug("connection ended", "device", c.dev.Device, "err", err)
+		c.s.log.Debug("connection ended", "remote", c.nc.RemoteAddr().String(), "device", c.dev.Device, "err", err)
 	}
+	c.nc.Close()
+	c.s.untrack(c)
 }
 
 // hello runs inside the handshake, after the client's static key and hello
@@ -133,12 +160,41 @@ func (c *conn) hello(peer [32]byte, payload []byte) (*wire.ServerHello, error) {
 	return reply, nil
 }
 
-func (c *conn) readLoop() error {
+// readLoop reads and handles frames until the connection ends, returning
+// why, or until it has been quiet for ParkIdleAfter and is parked (see
+// park.go), returning parked. readable skips the first wait.
+func (c *conn) readLoop(readable bool) (err error, parked bool) {
+	linger := c.s.cfg.ParkIdleAfter
 	for {
-		msg, err := c.lc.ReadMessage()
-		if err != nil {
-			return err
+		if err, stop := c.stopped(); stop {
+			return err, false
 		}
+		if c.raw != nil && !readable {
+			ok, err := netpoll.WaitReadable(c.nc, c.raw, linger)
+			if err != nil {
+				return fmt.Errorf("waiting for the client: %w", err), false
+			}
+			if !ok {
+				c.lc.ReleaseReadBuffer() // the last request is handled
+				if c.park() {
+					return nil, true
+				}
+			}
+		}
+		readable = false
+		msg, err := c.lc.ReadFrame()
+		if err != nil {
+			return err, false
+		}
+		if msg == nil {
+			// A keepalive (or a fragment): an idle client says it is
+			// still there. Park as soon as nothing more is waiting rather
+			// than after ParkIdleAfter, so that keeping tens of thousands
+			// of idle clients alive costs little more than their pings.
+			linger = 0
+			continue
+		}
+		linger = c.s.cfg.ParkIdleAfter
 		frame, err := wire.DecodeClientFrame(msg)
 		if err != nil {
 			var re *wire.RequestError
@@ -148,13 +204,13 @@ func (c *conn) readLoop() error {
 			}
 			// Not a frame at all: say so once, then hang up.
 			c.respondErr(0, wire.ErrorCode_ERROR_CODE_BAD_REQUEST, "undecodable frame; closing the connection", 0)
-			return err
+			return err, false
 		}
 		switch body := frame.Body.(type) {
 		case *wire.ClientFrame_Ack:
 			if c.sub != nil {
 				if err := c.sub.Ack(body.Ack.GetSeqs()); err != nil {
-					return err
+					return err, false
 				}
 			}
 		case *wire.ClientFrame_Request:
@@ -450,12 +506,17 @@ func (c *conn) flush() {
 func (c *conn) stopReading() {
 	c.mu.Lock()
 	handshaking := c.lc == nil
+	c.stopping = true
+	resume := c.unparkLocked()
 	c.mu.Unlock()
-	if handshaking {
+	switch {
+	case handshaking:
 		c.close()
-		return
+	case resume:
+		go c.run(false) // it sees stopping and finishes
+	default:
+		c.nc.SetReadDeadline(time.Now())
 	}
-	c.nc.SetReadDeadline(time.Now())
 }
 
 // flushAndClose waits for the outbox to empty (bounded by the link's write
@@ -483,8 +544,14 @@ func (c *conn) close() {
 	c.closed = true
 	c.outbox, c.queued = nil, 0
 	c.idle.Broadcast()
+	// A parked descriptor leaves the poller before it is closed (see
+	// netpoll.Waiter.Cancel); its reader then runs to clean up.
+	resume := c.unparkLocked()
 	c.mu.Unlock()
 	c.nc.Close()
+	if resume {
+		go c.run(false)
+	}
 }
 
 // listVersion reads the version of a signed list the server itself signed.

@@ -13,6 +13,7 @@ import (
 // usernames, addresses or payload sizes per user, only totals.
 type Metrics struct {
 	connections      prometheus.Gauge
+	parkedConns      prometheus.Gauge
 	handshakes       *prometheus.CounterVec
 	handshakeSeconds prometheus.Histogram
 	messagesIn       prometheus.Counter
@@ -31,6 +32,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg: reg,
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "magpie_connections", Help: "Client connections open (handshake completed)."}),
+		parkedConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "magpie_connections_parked", Help: "Open connections parked while idle: no goroutine until bytes arrive."}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_handshakes_total", Help: "Link handshakes by result (ok, rejected: probes, replays, wrong keys, timeouts)."}, []string{"result"}),
 		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -51,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_errors_total", Help: "Error responses by code."}, []string{"code"}),
 	}
-	reg.MustRegister(m.connections, m.handshakes, m.handshakeSeconds, m.messagesIn, m.messagesOut,
+	reg.MustRegister(m.connections, m.parkedConns, m.handshakes, m.handshakeSeconds, m.messagesIn, m.messagesOut,
 		m.ephemeral, m.commitSeconds, m.commitOps, m.errors)
 	return m
 }
@@ -91,6 +94,12 @@ func (m *Metrics) handshake(ok bool, d time.Duration) {
 func (m *Metrics) connected(delta float64) {
 	if m != nil {
 		m.connections.Add(delta)
+	}
+}
+
+func (m *Metrics) parked(delta float64) {
+	if m != nil {
+		m.parkedConns.Add(delta)
 	}
 }
 

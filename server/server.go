@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/magpie-im/magpie/blobstore"
+	"github.com/magpie-im/magpie/internal/netpoll"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
@@ -42,6 +43,11 @@ type Config struct {
 	MaxHandshakes    int // connections allowed to be mid-handshake at once (4,096)
 	MaxOutbox        int // bytes queued for a client that is not reading before it is dropped (8 MiB)
 	MaxInflightSends int // sends per connection awaiting commit (256)
+
+	// ParkIdleAfter: a plain TCP connection that has received nothing for
+	// this long gives up its goroutine until bytes arrive (internal/netpoll;
+	// Linux only). Default 1 s; negative never parks.
+	ParkIdleAfter time.Duration
 
 	RequestRate  rate.Limit // requests per second per connection (1,000)
 	RequestBurst int        // (2,000)
@@ -89,6 +95,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInflightSends == 0 {
 		c.MaxInflightSends = 256
 	}
+	if c.ParkIdleAfter == 0 {
+		c.ParkIdleAfter = time.Second
+	}
 	if c.RequestRate == 0 {
 		c.RequestRate = 1000
 	}
@@ -122,6 +131,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	closed    bool
+	poller    *netpoll.Poller // parks idle connections; nil until Serve, or if unsupported
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	connWG    sync.WaitGroup
@@ -173,6 +183,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
+	if s.poller == nil && s.cfg.ParkIdleAfter > 0 {
+		p, err := netpoll.New()
+		switch {
+		case err == nil:
+			s.poller = p
+		case !errors.Is(err, netpoll.ErrUnsupported):
+			s.log.Warn("cannot park idle connections; each keeps a goroutine", "err", err)
+		}
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -280,6 +299,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
+	// Every connection has finished, so none is parked.
+	s.mu.Lock()
+	if s.poller != nil {
+		s.poller.Close()
+	}
+	s.mu.Unlock()
 	s.router.Close()
 	return err
 }
