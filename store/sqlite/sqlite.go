@@ -52,6 +52,12 @@ type Store struct {
 	// saved SQLite's per-call parse (about 8% of a handshake-storm's server
 	// CPU, docs/BENCHMARKS.md).
 	deviceByKey *sql.Stmt
+	// pending runs once per push to a connected device: with thousands
+	// of clients each receiving a few messages a second, parsing it each
+	// time was most of the server's CPU (pprof, bench chat, 2,000 clients).
+	pending *sql.Stmt
+	// commitStmts are the group commit's statements (commit.go).
+	commitStmts [nStmts]*sql.Stmt
 
 	// mu is held shared by every operation and exclusively by Close, so that
 	// Close waits for operations in flight and later calls see closed.
@@ -155,12 +161,27 @@ func Open(path string, opts Options) (*Store, error) {
 		r.Close()
 		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", path, err)
 	}
+	pending, err := r.PrepareContext(ctx, pendingSQL)
+	if err != nil {
+		deviceByKey.Close()
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", path, err)
+	}
+	commitStmts, err := prepareCommit(ctx, w)
+	if err != nil {
+		pending.Close()
+		deviceByKey.Close()
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 
 	if from != SchemaVersion {
 		log.Info("sqlite store schema migrated", "path", abs, "from", from, "to", SchemaVersion)
 	}
 	log.Debug("sqlite store opened", "path", abs, "schema", SchemaVersion)
-	return &Store{log: log, w: w, r: r, deviceByKey: deviceByKey}, nil
+	return &Store{log: log, w: w, r: r, deviceByKey: deviceByKey, pending: pending, commitStmts: *commitStmts}, nil
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -186,7 +207,10 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
-	errS := s.deviceByKey.Close()
+	errS := errors.Join(s.deviceByKey.Close(), s.pending.Close())
+	for _, st := range s.commitStmts {
+		errS = errors.Join(errS, st.Close())
+	}
 	errR := s.r.Close()
 	errW := s.w.Close()
 	if err := errors.Join(errS, errR, errW); err != nil {
@@ -411,8 +435,17 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 	return u, nil
 }
 
+// pendingSQL is Pending's query, prepared once (Store.pending).
+const pendingSQL = `
+	SELECT seq, kind, from_user, from_device, client_id, payload, sent, expires
+	FROM queue
+	WHERE to_user = ? AND to_device = ? AND seq > ? AND expires > ?
+	ORDER BY seq
+	LIMIT ?`
+
 // Pending implements store.Store. A limit <= 0 returns no items. An unknown
 // device has an empty queue.
+
 func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64, limit int, now time.Time) ([]store.Message, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
@@ -422,12 +455,7 @@ func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64,
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
 	}
-	rows, err := s.r.QueryContext(ctx, `
-		SELECT seq, kind, from_user, from_device, client_id, payload, sent, expires
-		FROM queue
-		WHERE to_user = ? AND to_device = ? AND seq > ? AND expires > ?
-		ORDER BY seq
-		LIMIT ?`, dev.User, dev.Device, int64(after), ns(now), limit)
+	rows, err := s.pending.QueryContext(ctx, dev.User, dev.Device, int64(after), ns(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: pending: %w", err)
 	}

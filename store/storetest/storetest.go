@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"AckCreatesReceipt", testAckReceipt},
 		{"AckOtherDeviceIgnored", testAckOtherDevice},
 		{"AckUnknownAndRepeatedSeqs", testAckUnknown},
+		{"AckManySeqs", testAckMany},
 		{"ReceiptIgnoresQueueLimit", testReceiptNoLimit},
 		{"Pending", testPending},
 		{"SeqNeverReused", testSeqNeverReused},
