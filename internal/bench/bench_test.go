@@ -56,6 +56,22 @@ func TestChat(t *testing.T) {
 	}
 }
 
+func TestChatE2E(t *testing.T) {
+	s := servertest.Start(t, server.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o := chatOpts()
+	o.E2E = true
+	r, err := RunChat(ctx, s.Invite, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkChat(t, r)
+	if !r.E2E || r.E2ESetupS <= 0 || r.E2ESetupS > r.SetupS {
+		t.Errorf("e2e %v, e2e setup %.3fs of %.3fs", r.E2E, r.E2ESetupS, r.SetupS)
+	}
+}
+
 func TestRawChat(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -35,6 +35,13 @@ type ChatOptions struct {
 	Drain time.Duration
 	// SetupConcurrency is how many clients connect at once (default 32).
 	SetupConcurrency int
+	// E2E makes every client a real end-to-end device (magpie target
+	// only): keys uploaded, a session with its peer set up before the
+	// timed part, every message encrypted and decrypted (e2e.go).
+	E2E bool
+	// Admin, if set, is the server's admin listener: the report then
+	// carries the server's CPU time per message.
+	Admin string
 	// Progress, if set, gets one line a second while sending.
 	Progress io.Writer
 }
@@ -81,6 +88,10 @@ type ChatReport struct {
 	Size      int     `json:"size"`
 	DurationS float64 `json:"duration_s"`
 	SetupS    float64 `json:"setup_s"`
+	// E2E: end-to-end encrypted; E2ESetupS is the part of SetupS spent
+	// uploading keys and starting sessions.
+	E2E       bool    `json:"e2e,omitempty"`
+	E2ESetupS float64 `json:"e2e_setup_s,omitempty"`
 
 	Sent     int64 `json:"sent"`     // sends attempted
 	Acked    int64 `json:"acked"`    // sends the server acknowledged
@@ -97,6 +108,27 @@ type ChatReport struct {
 
 	Ack     Summary `json:"ack_latency"`     // intended send time → server ack
 	Deliver Summary `json:"deliver_latency"` // intended send time → recipient has it
+
+	// ServerCPUS is the server's CPU time from the first send to the end
+	// of the drain wait (with --admin), and ServerCPUPerMsgUs the same per
+	// acknowledged message: storing, pushing, receipts and acks included.
+	ServerCPUS        float64 `json:"server_cpu_s,omitempty"`
+	ServerCPUPerMsgUs float64 `json:"server_cpu_per_message_us,omitempty"`
+
+	// Timeline has one sample a second, from the first send until the
+	// last delivery was in (or the drain wait ended).
+	Timeline []Sample `json:"timeline,omitempty"`
+}
+
+// Plot draws the run's throughput and latency over time (SVG).
+func (r *ChatReport) Plot(w io.Writer) error {
+	title := fmt.Sprintf("bench chat (%s): %d clients, %.0f msg/s, %d B", r.Target, r.Clients, r.Rate, r.Size)
+	if r.E2E {
+		title += ", e2e"
+	}
+	sub := fmt.Sprintf("%d sent, %d acknowledged, %d delivered; send → ack p99 %s, send → deliver p99 %s",
+		r.Sent, r.Acked, r.Received, fmtDur(r.Ack.P99), fmtDur(r.Deliver.P99))
+	return PlotTimeline(w, title, sub, r.Timeline)
 }
 
 // chatConn is one client of the chat scenario, for either target.
@@ -126,13 +158,39 @@ func RunChat(ctx context.Context, inv invite.Invite, o ChatOptions) (*ChatReport
 	for i := range names {
 		names[i] = userName(run, i)
 	}
-	cc := make([]chatConn, len(conns))
-	for i, c := range conns {
-		cc[i] = &magpieConn{c: c, names: names}
+	peer := pairs(o.Clients, newRand())
+	var cc []chatConn
+	var e2eSetup time.Duration
+	if o.E2E {
+		t := time.Now()
+		if cc, err = e2eConns(ctx, conns, names, peer, o.SetupConcurrency); err != nil {
+			return nil, fmt.Errorf("bench chat: setting up end-to-end sessions: %w", err)
+		}
+		e2eSetup = time.Since(t)
+	} else {
+		cc = make([]chatConn, len(conns))
+		for i, c := range conns {
+			cc[i] = &magpieConn{c: c, names: names}
+		}
 	}
-	r, err := runChat(ctx, cc, o, time.Since(start))
+	var cpu0 float64
+	if o.Admin != "" {
+		m, err := Scrape(ctx, o.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("bench chat: %w", err)
+		}
+		cpu0 = m["process_cpu_seconds_total"]
+	}
+	r, err := runChat(ctx, cc, peer, o, time.Since(start))
+	if r != nil && o.Admin != "" {
+		if m, serr := Scrape(ctx, o.Admin); serr == nil && r.Acked > 0 {
+			r.ServerCPUS = m["process_cpu_seconds_total"] - cpu0
+			r.ServerCPUPerMsgUs = 1e6 * r.ServerCPUS / float64(r.Acked)
+		}
+	}
 	if r != nil {
 		r.Target = "magpie"
+		r.E2E, r.E2ESetupS = o.E2E, e2eSetup.Seconds()
 	}
 	return r, err
 }
@@ -162,7 +220,14 @@ func pairs(n int, rng *rand.Rand) []int {
 func schedule(rate float64, d time.Duration, uniform bool, rng *rand.Rand) []time.Duration {
 	var out []time.Duration
 	mean := float64(time.Second) / rate
-	t := rng.Float64() * mean // clients do not start in lockstep
+	// Clients do not start in lockstep. The first arrival is drawn like
+	// the gaps: with a uniform phase instead, Poisson clients that send
+	// only a few messages a run would offer more than the target rate
+	// (22% more at 10,000 clients sending 2.25 each).
+	t := rng.ExpFloat64() * mean
+	if uniform {
+		t = rng.Float64() * mean // a random phase: exactly d/mean on average
+	}
 	for time.Duration(t) < d {
 		out = append(out, time.Duration(t))
 		if uniform {
@@ -195,8 +260,9 @@ func (s *chatState) fail(err error) {
 	s.mu.Unlock()
 }
 
-// runChat drives conns (already connected) and closes them.
-func runChat(ctx context.Context, conns []chatConn, o ChatOptions, setup time.Duration) (*ChatReport, error) {
+// runChat drives conns (already connected), client i sending to peer[i],
+// and closes them.
+func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, setup time.Duration) (*ChatReport, error) {
 	defer func() {
 		for _, c := range conns {
 			c.close()
@@ -204,7 +270,6 @@ func runChat(ctx context.Context, conns []chatConn, o ChatOptions, setup time.Du
 	}()
 	n := len(conns)
 	rng := newRand()
-	peer := pairs(n, rng)
 	perClient := o.Rate / float64(n)
 	scheds := make([][]time.Duration, n)
 	var total int
@@ -216,6 +281,11 @@ func runChat(ctx context.Context, conns []chatConn, o ChatOptions, setup time.Du
 	st := &chatState{ack: NewHistogram(), deliver: NewHistogram(), errKinds: map[string]int64{}, recvSignal: make(chan struct{}, 1)}
 	var recvWG sync.WaitGroup
 	for _, c := range conns {
+		// A conn that can tell a delivery it could not decrypt reports it
+		// here, with its cause.
+		if r, ok := c.(interface{ reportErrors(func(error)) }); ok {
+			r.reportErrors(st.fail)
+		}
 		recvWG.Add(1)
 		go func() {
 			defer recvWG.Done()
@@ -251,28 +321,10 @@ func runChat(ctx context.Context, conns []chatConn, o ChatOptions, setup time.Du
 		}()
 	}
 
-	// Progress, once a second, until the sends are done.
-	sendsDone := make(chan struct{})
-	go func() { sendWG.Wait(); close(sendsDone) }()
-	tick := time.NewTicker(time.Second)
-	var lastAcked int64
-	lastTick := time.Now()
-loop:
-	for {
-		select {
-		case <-sendsDone:
-			break loop
-		case now := <-tick.C:
-			a := st.acked.Load()
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%5.0fs  sent %d  acked %d (%.0f/s)  received %d  errors %d  p99 ack %s  p99 deliver %s\n",
-					now.Sub(begin).Seconds(), st.sent.Load(), a, float64(a-lastAcked)/now.Sub(lastTick).Seconds(),
-					st.received.Load(), st.errors.Load(), fmtDur(st.ack.P99()), fmtDur(st.deliver.P99()))
-			}
-			lastAcked, lastTick = a, now
-		}
-	}
-	tick.Stop()
+	// A sample (and a progress line) a second, until the deliveries are in.
+	smp := startSampler(counters{&st.sent, &st.acked, &st.received, &st.errors, st.ack, st.deliver}, begin, o.Progress)
+	defer smp.stop()
+	sendWG.Wait()
 	sendEnd := time.Now()
 
 	// Wait for the deliveries still on their way.
@@ -287,6 +339,7 @@ loop:
 		break
 	}
 	drain.Stop()
+	samples := smp.stop()
 	for _, c := range conns {
 		c.close()
 	}
@@ -297,6 +350,7 @@ loop:
 		Sent: st.sent.Load(), Acked: st.acked.Load(), Received: st.received.Load(),
 		Receipts: st.receipts.Load(), Errors: st.errors.Load(),
 		Ack: st.ack.Summary(), Deliver: st.deliver.Summary(),
+		Timeline: sampleJSON(samples),
 	}
 	if len(st.errKinds) > 0 {
 		r.ErrorKinds = st.errKinds
@@ -387,41 +441,51 @@ func (m *magpieConn) send(ctx context.Context, to int, id uint64, payload []byte
 	return err
 }
 
-// receive acknowledges envelopes and receipts in batches: whatever has
-// arrived when the push queue runs dry, at most 256 at a time.
+// receive acknowledges envelopes and receipts in batches (ackInBatches).
 func (m *magpieConn) receive(onMsg func([]byte), onReceipt func()) {
-	var seqs []uint64
-	flush := func() {
-		if len(seqs) > 0 {
-			m.c.Ack(seqs...) // an error ends the connection, and so this loop
-			seqs = seqs[:0]
-		}
-	}
-	handle := func(p client.Push) {
+	ackInBatches(m.c, func(p client.Push) {
 		switch {
 		case p.Envelope != nil:
 			onMsg(p.Envelope.Payload)
-			seqs = append(seqs, p.Envelope.Seq)
 		case p.Receipt != nil:
 			onReceipt()
+		}
+	})
+}
+
+// ackInBatches calls handle for each of c's pushes until c closes, and
+// acknowledges envelopes and receipts in batches, as clients do: whatever
+// has arrived when the push queue runs dry, at most 256 at a time.
+func ackInBatches(c *client.Conn, handle func(client.Push)) {
+	var seqs []uint64
+	take := func(p client.Push) {
+		handle(p)
+		switch {
+		case p.Envelope != nil && p.Envelope.Seq != 0:
+			seqs = append(seqs, p.Envelope.Seq)
+		case p.Receipt != nil:
 			seqs = append(seqs, p.Receipt.Seq)
 		}
 	}
-	for p := range m.c.Pushes() {
-		handle(p)
+	pushes := c.Pushes()
+	for p := range pushes {
+		take(p)
 	more:
 		for len(seqs) < 256 {
 			select {
-			case p, ok := <-m.c.Pushes():
+			case p, ok := <-pushes:
 				if !ok {
 					break more
 				}
-				handle(p)
+				take(p)
 			default:
 				break more
 			}
 		}
-		flush()
+		if len(seqs) > 0 {
+			c.Ack(seqs...) // an error ends the connection, and so this loop
+			seqs = seqs[:0]
+		}
 	}
 }
 
@@ -430,14 +494,22 @@ func (m *magpieConn) close() { m.once.Do(func() { m.c.Close() }) }
 // Text renders the report as a table.
 func (r *ChatReport) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chat against %s: %d clients, target %.0f msg/s for %.0fs, %d-byte payloads (setup %.1fs)\n",
-		r.Target, r.Clients, r.Rate, r.DurationS, r.Size, r.SetupS)
+	target, setup := r.Target, fmt.Sprintf("setup %.1fs", r.SetupS)
+	if r.E2E {
+		target += ", end-to-end encrypted"
+		setup += fmt.Sprintf(", of which keys and sessions %.1fs", r.E2ESetupS)
+	}
+	fmt.Fprintf(&b, "chat against %s: %d clients, target %.0f msg/s for %.0fs, %d-byte payloads (%s)\n",
+		target, r.Clients, r.Rate, r.DurationS, r.Size, setup)
 	fmt.Fprintf(&b, "sent %d  acked %d  received %d", r.Sent, r.Acked, r.Received)
 	if r.Target == "magpie" {
 		fmt.Fprintf(&b, "  receipts %d", r.Receipts)
 	}
 	fmt.Fprintf(&b, "  errors %d\n", r.Errors)
 	fmt.Fprintf(&b, "throughput: %.0f acked/s, %.0f delivered/s\n", r.AckedPerS, r.ReceivedPerS)
+	if r.ServerCPUS > 0 {
+		fmt.Fprintf(&b, "server CPU: %.2f s, %.0f µs per message\n", r.ServerCPUS, r.ServerCPUPerMsgUs)
+	}
 	b.WriteString(SummaryHeader + "\n")
 	b.WriteString(r.Ack.Row("send → ack") + "\n")
 	b.WriteString(r.Deliver.Row("send → deliver") + "\n")

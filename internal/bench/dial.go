@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -104,7 +105,49 @@ func registerOne(ctx context.Context, inv invite.Invite, opts client.DialOptions
 // registerAll registers n users with conc dials at a time, closing them all
 // on failure.
 func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*client.Conn, error) {
+	conns, _, err := registerUsers(ctx, inv, run, 0, n, conc)
+	return conns, err
+}
+
+// registerUsers is registerAll for users first to first+n-1 that also
+// returns each user's device key, to connect again as the same device
+// (connectAll).
+func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n, conc int) ([]*client.Conn, []link.KeyPair, error) {
+	keys := make([]link.KeyPair, n)
+	for i := range keys {
+		k, err := link.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys[i] = k
+	}
+	conns, err := dialAll(ctx, inv, keys, conc, 0, func(c *client.Conn, i int) error {
+		if _, err := c.Register(ctx, userName(run, first+i)); err != nil {
+			return fmt.Errorf("register %s: %w", userName(run, first+i), err)
+		}
+		return nil
+	})
+	return conns, keys, err
+}
+
+// connectAll connects the devices of keys, already registered, conc at a
+// time.
+// keepalive, if not zero, replaces the client's default ping interval.
+func connectAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration) ([]*client.Conn, error) {
+	return dialAll(ctx, inv, keys, conc, keepalive, func(c *client.Conn, i int) error {
+		if _, ok := c.Device(); !ok {
+			return errors.New("the server does not know this device")
+		}
+		return nil
+	})
+}
+
+// dialAll dials one connection per key, conc at a time, each from its
+// source address (sourcePlan), and runs then on each; on any failure it
+// closes them all and returns the first error.
+func dialAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration, then func(c *client.Conn, i int) error) ([]*client.Conn, error) {
 	plan := newSourcePlan(inv)
+	n := len(keys)
 	conns := make([]*client.Conn, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, max(1, conc))
@@ -112,9 +155,17 @@ func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			c, err := registerOne(ctx, inv, dialOptions(plan, i), userName(run, i))
+			opts := dialOptions(plan, i)
+			if keepalive != 0 {
+				opts.Link.KeepaliveInterval = keepalive
+			}
+			c, err := client.Dial(ctx, inv, keys[i], opts)
+			if err != nil {
+				errs <- fmt.Errorf("dial: %w", err)
+				return
+			}
 			conns[i] = c
-			errs <- err
+			errs <- then(c, i)
 		}()
 	}
 	var first error

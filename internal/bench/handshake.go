@@ -93,23 +93,10 @@ func RunHandshake(ctx context.Context, inv invite.Invite, o HandshakeOptions) (*
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	last, lastT := int64(0), begin
-wait:
-	for {
-		select {
-		case <-done:
-			break wait
-		case now := <-tick.C:
-			n := ok.Load()
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%5.0fs  handshakes %d (%.0f/s)  errors %d  p99 %s\n",
-					now.Sub(begin).Seconds(), n, float64(n-last)/now.Sub(lastT).Seconds(), nerr.Load(), fmtDur(h.P99()))
-			}
-			last, lastT = n, now
-		}
-	}
+	rateLines(o.Progress, done, begin, ok.Load, func(el time.Duration, n int64, perS float64) string {
+		return fmt.Sprintf("%5.0fs  handshakes %d (%.0f/s)  errors %d  p99 %s",
+			el.Seconds(), n, perS, nerr.Load(), fmtDur(h.P99()))
+	})
 	el := time.Since(begin)
 	r := &HandshakeReport{
 		Connections: o.Connections, Concurrency: o.Concurrency,

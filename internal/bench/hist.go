@@ -23,6 +23,7 @@ import (
 type Histogram struct {
 	mu sync.Mutex
 	h  *hdrhistogram.Histogram
+	iv *hdrhistogram.Histogram // since the last TakeInterval, if enabled
 }
 
 const maxRecordable = int64(10 * time.Minute / time.Microsecond)
@@ -38,22 +39,44 @@ func (h *Histogram) Record(d time.Duration) {
 	us = max(1, min(us, maxRecordable))
 	h.mu.Lock()
 	h.h.RecordValue(us) // cannot fail: us is within range
+	if h.iv != nil {
+		h.iv.RecordValue(us)
+	}
 	h.mu.Unlock()
+}
+
+// TakeInterval returns the percentiles of what was recorded since the last
+// call (the first call starts the intervals and returns an empty Summary),
+// for the timeline: one interval per second.
+func (h *Histogram) TakeInterval() Summary {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.iv == nil {
+		h.iv = hdrhistogram.New(1, maxRecordable, 2)
+		return Summary{}
+	}
+	s := summarize(h.iv)
+	h.iv.Reset()
+	return s
 }
 
 // Summary returns the histogram's count and percentiles.
 func (h *Histogram) Summary() Summary {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return summarize(h.h)
+}
+
+func summarize(h *hdrhistogram.Histogram) Summary {
 	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
 	return Summary{
-		Count: h.h.TotalCount(),
-		P50:   us(h.h.ValueAtQuantile(50)),
-		P90:   us(h.h.ValueAtQuantile(90)),
-		P99:   us(h.h.ValueAtQuantile(99)),
-		P999:  us(h.h.ValueAtQuantile(99.9)),
-		Max:   us(h.h.Max()),
-		Mean:  time.Duration(h.h.Mean() * float64(time.Microsecond)),
+		Count: h.TotalCount(),
+		P50:   us(h.ValueAtQuantile(50)),
+		P90:   us(h.ValueAtQuantile(90)),
+		P99:   us(h.ValueAtQuantile(99)),
+		P999:  us(h.ValueAtQuantile(99.9)),
+		Max:   us(h.Max()),
+		Mean:  time.Duration(h.Mean() * float64(time.Microsecond)),
 	}
 }
 

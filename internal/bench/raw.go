@@ -251,11 +251,18 @@ func (c *rawConn) close() {
 	})
 }
 
+// MaxRawClients is the most clients the raw baseline can run: the relay
+// is in the tool's own process, so each client costs it two descriptors.
+const MaxRawClients = PerProcess / 2
+
 // RunRawChat runs the chat scenario against a raw relay that it starts on
 // loopback and stops when done.
 func RunRawChat(ctx context.Context, o ChatOptions) (*ChatReport, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
+	}
+	if o.Clients > MaxRawClients {
+		return nil, fmt.Errorf("bench chat: the raw relay runs in this process, which holds both ends of each connection: at most %d clients (asked for %d)", MaxRawClients, o.Clients)
 	}
 	relay, err := StartRawRelay("127.0.0.1:0")
 	if err != nil {
@@ -274,7 +281,7 @@ func RunRawChat(ctx context.Context, o ChatOptions) (*ChatReport, error) {
 		}
 		conns = append(conns, c)
 	}
-	r, err := runChat(ctx, conns, o, time.Since(start))
+	r, err := runChat(ctx, conns, pairs(o.Clients, newRand()), o, time.Since(start))
 	if r != nil {
 		r.Target = "raw"
 	}
