@@ -27,7 +27,7 @@ func benchCmd(g *globals) *cobra.Command {
   magpie bench hold --invite "$INVITE" --connections 1000 --admin 127.0.0.1:9465
   magpie bench drain --invite "$INVITE" --messages 5000   # 100,000 needs serve --queue-limit above it
   magpie bench crash --clients 100 --rate 1000 --duration 30s`,
-		Long: `Load-test a running Magpie server, reached through its invite.
+		Long: `Load-test a Magpie server, reached through its invite (crash runs its own).
 
   magpie bench chat      users in pairs sending at a fixed rate (open loop)
   magpie bench handshake a connect storm: full handshakes per second
@@ -36,6 +36,8 @@ func benchCmd(g *globals) *cobra.Command {
                          messages per second until empty
   magpie bench crash     chat while the tool kills its own server with
                          SIGKILL and restarts it: nothing acknowledged lost
+  magpie bench curve     chat once per number of clients or message size,
+                         plotted as SVG
 
 Every scenario registers throw-away users named bench_<random>_<n> on the
 server. Against a server on loopback the tool spreads its connections over
