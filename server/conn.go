@@ -179,6 +179,10 @@ func (c *conn) readLoop(readable bool) (err error, parked bool) {
 				if c.park() {
 					return nil, true
 				}
+				// Not parked: stopping (Shutdown's deadline may be what
+				// ended the wait), or the poller refused (c.raw is nil
+				// now). Look again before blocking in a read.
+				continue
 			}
 		}
 		readable = false

@@ -114,3 +114,21 @@ func TestParkedIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Shutdown while a reader waits out ParkIdleAfter (not yet parked) ends
+// the connection at once, not after the link's idle timeout.
+func TestShutdownDuringParkWait(t *testing.T) {
+	s := servertest.Start(t, server.Config{ParkIdleAfter: 5 * time.Second})
+	alice := s.Register(t, "alice")
+	time.Sleep(100 * time.Millisecond) // the reader is in its 5 s wait
+	start := time.Now()
+	s.Stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	select {
+	case <-alice.Done():
+	case <-time.After(wait):
+		t.Fatal("still connected after shutdown")
+	}
+}
