@@ -62,7 +62,13 @@ type Config struct {
 	// whatever the message sizes: pushes go on while fewer bytes than this
 	// are unacknowledged, so the bound is WindowBytes plus one message.
 	WindowBytes int
-	MaxBatch    int           // operations per commit (1,024)
+	MaxBatch    int // operations per commit (1,024)
+	// CommitDelay: under load (the previous commit ended less than
+	// 10 × CommitDelay ago), a batch of fewer than 16 operations waits up
+	// to this long for more before committing, so that one WAL write and
+	// one sync serve more messages (PostgreSQL's commit_delay). An idle
+	// server commits at once. Default 1 ms; negative disables.
+	CommitDelay time.Duration
 	Sweep       time.Duration // how often expired items are deleted (1 minute)
 	Now         func() time.Time
 	// OnCommit, if set, hears about every group commit (for metrics).
@@ -107,6 +113,9 @@ func New(cfg Config) *Router {
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = 1024
+	}
+	if cfg.CommitDelay == 0 {
+		cfg.CommitDelay = time.Millisecond
 	}
 	if cfg.Sweep == 0 {
 		cfg.Sweep = time.Minute
@@ -213,26 +222,57 @@ func (r *Router) PushTo(d store.DeviceAddr, p Push) bool {
 	return s != nil && s.mb.Push(p)
 }
 
+// smallBatch is the batch size below which, under load, the commit loop
+// waits CommitDelay for more operations.
+const smallBatch = 16
+
 func (r *Router) commitLoop() {
 	defer close(r.done)
 	batch := &store.Batch{}
 	var ops []op
+	delay := time.NewTimer(time.Hour)
+	delay.Stop()
+	var lastCommit time.Time
 	for first := range r.ops {
 		ops = append(ops[:0], first)
-	collect:
-		for len(ops) < r.cfg.MaxBatch {
+		ops = r.collect(ops, nil)
+		if d := r.cfg.CommitDelay; d > 0 && len(ops) < smallBatch && time.Since(lastCommit) < 10*d {
+			delay.Reset(d)
+			ops = r.collect(ops, delay.C)
+			delay.Stop()
+		}
+		r.commit(batch, ops)
+		lastCommit = time.Now()
+	}
+}
+
+// collect adds waiting operations to ops, up to MaxBatch: those already
+// queued if wait is nil, else those that arrive until wait fires.
+func (r *Router) collect(ops []op, wait <-chan time.Time) []op {
+	for len(ops) < r.cfg.MaxBatch {
+		if wait == nil {
 			select {
 			case o, ok := <-r.ops:
 				if !ok {
-					break collect
+					return ops
 				}
 				ops = append(ops, o)
 			default:
-				break collect
+				return ops
 			}
+			continue
 		}
-		r.commit(batch, ops)
+		select {
+		case o, ok := <-r.ops:
+			if !ok {
+				return ops
+			}
+			ops = append(ops, o)
+		case <-wait:
+			return ops
+		}
 	}
+	return ops
 }
 
 func (r *Router) commit(batch *store.Batch, ops []op) {

@@ -207,3 +207,47 @@ func TestCloseAnswersEverySend(t *testing.T) {
 		t.Fatalf("%d of 200 sends answered", answered)
 	}
 }
+
+// Under load a small batch waits CommitDelay for company; an idle router
+// commits at once.
+func TestCommitDelay(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	r := setup(t, router.Config{
+		CommitDelay: 300 * time.Millisecond,
+		OnCommit: func(ops int, _ time.Duration, _ error) {
+			mu.Lock()
+			sizes = append(sizes, ops)
+			mu.Unlock()
+		},
+	})
+	// Idle: no commit in the last 10 × CommitDelay, so no wait.
+	start := time.Now()
+	send(t, r, []byte("first"))
+	if d := time.Since(start); d >= 300*time.Millisecond {
+		t.Errorf("an idle router took %v to commit one send", d)
+	}
+	// Load: sends 10 ms apart right after a commit share one.
+	results := make(chan error, 3)
+	for i := range 3 {
+		var id [16]byte
+		id[0] = byte(i + 1)
+		r.Send(&store.Enqueue{From: alice, ClientID: id, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
+			if err == nil {
+				err = e.Err
+			}
+			results <- err
+		})
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != 3 {
+		t.Errorf("commits of %v operations, want [1 3]", sizes)
+	}
+}
