@@ -2,7 +2,6 @@ package link
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"testing"
 	"time"
@@ -116,5 +115,3 @@ func pattern(n int, seed byte) []byte {
 	}
 	return b
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }

@@ -85,23 +85,6 @@ func runID() string {
 // userName is bench_<run>_<i>.
 func userName(run string, i int) string { return fmt.Sprintf("bench_%s_%d", run, i) }
 
-// registerOne dials with a fresh device key and registers name.
-func registerOne(ctx context.Context, inv invite.Invite, opts client.DialOptions, name string) (*client.Conn, error) {
-	key, err := link.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.Dial(ctx, inv, key, opts)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	if _, err := c.Register(ctx, name); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("register %s: %w", name, err)
-	}
-	return c, nil
-}
-
 // registerAll registers n users with conc dials at a time, closing them all
 // on failure.
 func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*client.Conn, error) {
