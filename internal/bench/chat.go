@@ -53,29 +53,11 @@ const MinSize = 16
 var payloadMagic = [4]byte{'m', 'p', 'b', 'n'}
 
 func (o *ChatOptions) setDefaults() error {
-	if o.Clients < 2 {
-		return errors.New("bench chat: need at least 2 clients")
-	}
-	if o.Rate <= 0 {
-		return errors.New("bench chat: the rate must be positive")
-	}
-	if o.Duration <= 0 {
-		return errors.New("bench chat: the duration must be positive")
-	}
-	if o.Size == 0 {
-		o.Size = 1024
-	}
-	if o.Size < MinSize {
-		return fmt.Errorf("bench chat: the size must be at least %d bytes", MinSize)
-	}
-	if o.Inflight == 0 {
-		o.Inflight = 64
+	if err := (openLoop{o.Clients, o.Rate, o.Duration, &o.Size, &o.Inflight, &o.SetupConcurrency}).check("chat"); err != nil {
+		return err
 	}
 	if o.Drain == 0 {
 		o.Drain = 10 * time.Second
-	}
-	if o.SetupConcurrency == 0 {
-		o.SetupConcurrency = 32
 	}
 	return nil
 }

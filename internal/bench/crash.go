@@ -80,35 +80,17 @@ func (o *CrashOptions) setDefaults() error {
 	if len(o.Server) == 0 {
 		return errors.New("bench crash: no server command")
 	}
-	if o.Clients < 2 {
-		return errors.New("bench crash: need at least 2 clients")
-	}
-	if o.Rate <= 0 {
-		return errors.New("bench crash: the rate must be positive")
-	}
-	if o.Duration <= 0 {
-		return errors.New("bench crash: the duration must be positive")
+	if err := (openLoop{o.Clients, o.Rate, o.Duration, &o.Size, &o.Inflight, &o.SetupConcurrency}).check("crash"); err != nil {
+		return err
 	}
 	if o.Kills < 0 || o.KillEvery < 0 {
 		return errors.New("bench crash: --kills and --kill-every cannot be negative")
-	}
-	if o.Size == 0 {
-		o.Size = 1024
-	}
-	if o.Size < MinSize {
-		return fmt.Errorf("bench crash: the size must be at least %d bytes", MinSize)
-	}
-	if o.Inflight == 0 {
-		o.Inflight = 64
 	}
 	if o.Drain == 0 {
 		o.Drain = 30 * time.Second
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 30 * time.Second
-	}
-	if o.SetupConcurrency == 0 {
-		o.SetupConcurrency = 32
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

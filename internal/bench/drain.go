@@ -45,11 +45,8 @@ func (o *DrainOptions) setDefaults() error {
 	if o.Messages < 0 {
 		return errors.New("bench drain: --messages must be positive")
 	}
-	if o.Size == 0 {
-		o.Size = 1024
-	}
-	if o.Size < MinSize {
-		return fmt.Errorf("bench drain: the size must be at least %d bytes", MinSize)
+	if err := checkSize("drain", &o.Size); err != nil {
+		return err
 	}
 	if o.Senders == 0 {
 		o.Senders = 32
@@ -57,15 +54,11 @@ func (o *DrainOptions) setDefaults() error {
 	if o.Senders < 0 {
 		return errors.New("bench drain: --senders must be positive")
 	}
-	if o.Inflight <= 0 {
-		o.Inflight = 64
-	}
+	defaultInt(&o.Inflight, 64)
 	if o.Stall <= 0 {
 		o.Stall = 30 * time.Second
 	}
-	if o.SetupConcurrency <= 0 {
-		o.SetupConcurrency = 32
-	}
+	defaultInt(&o.SetupConcurrency, 32)
 	return nil
 }
 
