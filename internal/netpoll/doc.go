@@ -11,8 +11,9 @@
 // WebSockets in Go"): the reader waits a short while for more bytes
 // (WaitReadable); if none come it hands the connection's descriptor to a
 // Poller and returns, ending its goroutine. One goroutine per Poller waits
-// in epoll_wait(2) for all parked descriptors at once and, when one becomes
-// readable (or hangs up), starts a new goroutine to read it. The
+// for all parked descriptors at once (one epoll(7) set) and, when one
+// becomes readable (or hangs up), hands it to a goroutine to read it: an
+// idle one left from an earlier wake, or a new one. The
 // descriptor stays registered with the Go runtime's own poller as well, so
 // reads and writes on the net.Conn work exactly as before.
 //

@@ -4,6 +4,9 @@ package netpoll
 
 import (
 	"net"
+	"runtime"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -278,5 +281,77 @@ func TestWaitReadablePeekOnly(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if ok, err := WaitReadable(s, rc, 0); !ok || err != nil {
 		t.Fatalf("after a write: %v, %v", ok, err)
+	}
+}
+
+// goroutineID is the running goroutine's number, from its stack header
+// ("goroutine 42 [running]:").
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(string(buf))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// TestReadersAreReused: a wake after an earlier one has finished runs in
+// the same goroutine, whose stack has already grown, instead of a new one.
+func TestReadersAreReused(t *testing.T) {
+	p := newPoller(t)
+	s, c := pair(t)
+	wake := func() string {
+		id := make(chan string, 1)
+		if _, err := p.Wait(raw(t, s), time.Time{}, func(bool) { id <- goroutineID() }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		got := <-id
+		var one [1]byte
+		if _, err := s.Read(one[:]); err != nil {
+			t.Fatal(err)
+		}
+		// Let the reader go idle before the next wake.
+		deadline := time.Now().Add(5 * time.Second)
+		for p.idleReaders.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		return got
+	}
+	a, b := wake(), wake()
+	if a == "" || a != b {
+		t.Fatalf("two wakes in a row ran in goroutines %q and %q, want one reused", a, b)
+	}
+}
+
+// TestManyReadyAtOnce: more descriptors become ready together than one
+// epoll_wait returns (256), and every one is woken.
+func TestManyReadyAtOnce(t *testing.T) {
+	p := newPoller(t)
+	const n = 600
+	var wg sync.WaitGroup
+	clients := make([]*net.TCPConn, n)
+	for i := range n {
+		s, c := pair(t)
+		clients[i] = c
+		wg.Add(1)
+		if _, err := p.Wait(raw(t, s), time.Time{}, func(bool) { wg.Done() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d of %d ready descriptors still parked", p.Parked(), n)
 	}
 }
