@@ -145,6 +145,11 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 	return nil, nil
 }
 
+// MidMessage reports whether the frames read so far end inside a
+// fragmented message, so the rest of it is still to come. Call it from the
+// reading goroutine only.
+func (c *Conn) MidMessage() bool { return c.reasm.pending }
+
 // ReleaseReadBuffer gives back the buffer behind the last message returned,
 // which is otherwise held until the next read. A reader that stops reading
 // while idle (see ReadFrame) calls it first, so that an idle connection
@@ -300,6 +305,12 @@ func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
 	}
 	if err != nil {
 		return c.failWrite(err)
+	}
+	if c.writeTimeout > 0 {
+		// Disarm the deadline's timer: left armed, it fires WriteTimeout
+		// later on every connection that has gone quiet, waking an idle
+		// server once per keepalive answered.
+		c.conn.SetWriteDeadline(time.Time{})
 	}
 	if ka := c.ka.Load(); ka != nil && !c.closed.Load() {
 		ka.Reset(c.keepalive)

@@ -56,6 +56,10 @@ func (c *conn) park() bool {
 	if idle := c.s.cfg.Link.IdleTimeout; idle > 0 {
 		deadline = time.Now().Add(idle)
 	}
+	// Disarm the link's read deadline too: its timer would otherwise fire
+	// IdleTimeout after the last read on every quiet connection, waking
+	// an idle server for nothing.
+	c.nc.SetReadDeadline(time.Time{})
 	w, err := c.poller.Wait(c.raw, deadline, c.wake)
 	if err != nil {
 		// The poller is closing, or epoll refused: read the usual way.

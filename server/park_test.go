@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -130,5 +131,25 @@ func TestShutdownDuringParkWait(t *testing.T) {
 	case <-alice.Done():
 	case <-time.After(wait):
 		t.Fatal("still connected after shutdown")
+	}
+}
+
+// A connection parks right after a keepalive without looking for more
+// bytes; a request that follows the ping closely must still be answered
+// at once (the poller's readiness is level-triggered).
+func TestRequestsRightBehindPings(t *testing.T) {
+	s := servertest.Start(t, server.Config{})
+	s.DialOptions.Link.KeepaliveInterval = time.Millisecond
+	alice := s.Register(t, "alice")
+	s.DialOptions.Link.KeepaliveInterval = time.Hour
+	s.Register(t, "bob")
+	for i := range 200 {
+		time.Sleep(time.Duration(1+i%3) * time.Millisecond) // a ping or two first
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := alice.Send(c, "bob", client.NewMessageID(), []byte("x"))
+		cancel()
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
 	}
 }
