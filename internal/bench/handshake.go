@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 )
@@ -54,6 +53,10 @@ func RunHandshake(ctx context.Context, inv invite.Invite, o HandshakeOptions) (*
 		}
 		keys[i] = k
 	}
+	t, err := newTarget(inv)
+	if err != nil {
+		return nil, err
+	}
 	plan := newSourcePlan(inv)
 	h := NewHistogram()
 	var ok, nerr atomic.Int64
@@ -74,7 +77,7 @@ func RunHandshake(ctx context.Context, inv invite.Invite, o HandshakeOptions) (*
 				opts := dialOptions(plan, i)
 				t0 := time.Now()
 				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				c, err := client.Dial(dctx, inv, keys[i], opts)
+				c, err := t.dial(dctx, keys[i], opts)
 				cancel()
 				if err != nil {
 					nerr.Add(1)
