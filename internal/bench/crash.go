@@ -674,38 +674,14 @@ func (cl *crashClient) maintain(ctx context.Context) {
 	}
 }
 
-// receive records and acknowledges what c pushes, in batches as chat does,
-// until c ends.
+// receive records what c pushes and acknowledges it in batches, as chat
+// does (ackInBatches), until c ends.
 func (cl *crashClient) receive(c *client.Conn) {
-	var seqs []uint64
-	handle := func(p client.Push) {
-		switch {
-		case p.Envelope != nil:
+	ackInBatches(c, func(p client.Push) {
+		if p.Envelope != nil {
 			cl.r.onDelivery(cl.i, p.Envelope)
-			seqs = append(seqs, p.Envelope.Seq)
-		case p.Receipt != nil:
-			seqs = append(seqs, p.Receipt.Seq)
 		}
-	}
-	for p := range c.Pushes() {
-		handle(p)
-	more:
-		for len(seqs) < 256 {
-			select {
-			case p, ok := <-c.Pushes():
-				if !ok {
-					break more
-				}
-				handle(p)
-			default:
-				break more
-			}
-		}
-		if len(seqs) > 0 {
-			c.Ack(seqs...) // an error ends the connection, and so this loop
-			seqs = seqs[:0]
-		}
-	}
+	})
 }
 
 // sendAll starts client cl's messages at their intended times, at most
