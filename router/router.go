@@ -9,9 +9,11 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,6 +90,8 @@ type Router struct {
 	closed  bool
 	online  map[string]map[uint32]*Subscription // user → device → subscription
 	submits sync.WaitGroup                      // senders between the closed check and the channel send
+
+	committed []*store.Message // the committer's scratch space (deliverAll)
 }
 
 type op struct {
@@ -294,31 +298,53 @@ func (r *Router) commit(batch *store.Batch, ops []op) {
 	if err != nil {
 		r.log.Error("commit failed; senders get an error and may retry", "ops", len(ops), "err", err)
 	}
+	if err == nil {
+		r.deliverAll(ops, batch.Now)
+	}
+	// A failed ack leaves the items queued; they are pushed again on the
+	// device's next connection and acknowledged then.
 	for _, o := range ops {
-		switch {
-		case o.enq != nil:
-			if err == nil && o.enq.Err == nil {
-				for i := range o.enq.Queued {
-					r.wake(o.enq.Queued[i].To)
-				}
-			}
+		if o.enq != nil {
 			o.sendCB(o.enq, err)
-		case err == nil:
-			for i := range o.ack.Receipts {
-				r.wake(o.ack.Receipts[i].To)
-			}
 		}
-		// A failed ack leaves the items queued; they are pushed again on the
-		// device's next connection and acknowledged then.
 	}
 }
 
-func (r *Router) wake(d store.DeviceAddr) {
+// deliverAll offers what a commit queued to the connected devices, in Seq
+// order. The order matters: a device fed straight from commits takes only
+// items above the last one it was pushed, and within a batch the operations'
+// order is not the seqs' order (the store queues every enqueue before the
+// acks' receipts).
+func (r *Router) deliverAll(ops []op, now time.Time) {
+	items := r.committed[:0]
+	for _, o := range ops {
+		switch {
+		case o.enq != nil && o.enq.Err == nil:
+			for i := range o.enq.Queued {
+				items = append(items, &o.enq.Queued[i])
+			}
+		case o.ack != nil:
+			for i := range o.ack.Receipts {
+				items = append(items, &o.ack.Receipts[i])
+			}
+		}
+	}
+	slices.SortFunc(items, func(a, b *store.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, m := range items {
+		r.deliver(m, now)
+	}
+	clear(items) // do not pin the batch's payloads until the next commit
+	r.committed = items[:0]
+}
+
+// deliver hands a just-committed item to its device's subscription, if the
+// device is connected.
+func (r *Router) deliver(m *store.Message, now time.Time) {
 	r.mu.RLock()
-	s := r.online[d.User][d.Device]
+	s := r.online[m.To.User][m.To.Device]
 	r.mu.RUnlock()
 	if s != nil {
-		s.wake()
+		s.offer(m, now)
 	}
 }
 
@@ -418,11 +444,37 @@ func (s *Subscription) stop() {
 	s.mu.Unlock()
 }
 
-func (s *Subscription) wake() {
+// offer pushes m, just committed, straight to the connection when the
+// subscription has pushed everything committed before it (not dirty, no
+// pump running) and the window has room. Reading it back from the store
+// instead cost a query per message: 15% of the server's CPU in bench chat.
+// Otherwise the queue is marked dirty and a pump reads it in order.
+//
+// Only the committer calls offer, in Seq order (deliverAll). While it
+// pushes, running is set, so no pump can start and push a later item first.
+func (s *Subscription) offer(m *store.Message, now time.Time) {
 	s.mu.Lock()
-	s.dirty = true
+	if s.dirty || s.running || s.closed || !s.hasRoom() || m.Seq <= s.lastSeq || !m.Expires.After(now) {
+		s.dirty = true
+		s.mu.Unlock()
+		s.kick()
+		return
+	}
+	s.running = true
+	s.inflight[m.Seq] = len(m.Payload)
+	s.inflightBytes += len(m.Payload)
+	s.lastSeq = m.Seq
 	s.mu.Unlock()
-	s.kick()
+
+	ok := s.mb.Push(Push{Message: m})
+
+	s.mu.Lock()
+	s.running = false
+	if !ok {
+		s.closed = true
+	}
+	s.mu.Unlock()
+	s.kick() // in case the queue was marked dirty meanwhile
 }
 
 // kick starts a pump if there may be work and room in the window.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +58,18 @@ func (m *mailbox) messages() []uint64 {
 	return seqs
 }
 
+// drained reports whether a Drained push has arrived.
+func (m *mailbox) drained() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.pushes {
+		if p.Drained {
+			return true
+		}
+	}
+	return false
+}
+
 // waitFor waits until n messages have been pushed, then checks that no more
 // arrive for a moment.
 func (m *mailbox) waitFor(t *testing.T, n int) []uint64 {
@@ -81,7 +94,9 @@ var (
 	bob   = store.DeviceAddr{User: "bob", Device: 1}
 )
 
-func setup(t *testing.T, cfg router.Config) *router.Router {
+// setup starts a router on a real store with users alice and bob. wrap, if
+// given, wraps the store (to watch what the router asks of it).
+func setup(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Store) *router.Router {
 	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
@@ -94,6 +109,9 @@ func setup(t *testing.T, cfg router.Config) *router.Router {
 		}
 	}
 	cfg.Store = st
+	for _, w := range wrap {
+		cfg.Store = w(cfg.Store)
+	}
 	r := router.New(cfg)
 	t.Cleanup(r.Close)
 	return r
@@ -249,5 +267,213 @@ func TestCommitDelay(t *testing.T) {
 	defer mu.Unlock()
 	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != 3 {
 		t.Errorf("commits of %v operations, want [1 3]", sizes)
+	}
+}
+
+// pendingCounter counts the router's queue reads.
+type pendingCounter struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (p *pendingCounter) Pending(ctx context.Context, dev store.DeviceAddr, after uint64, limit int, now time.Time) ([]store.Message, error) {
+	p.reads.Add(1)
+	return p.Store.Pending(ctx, dev, after, limit, now)
+}
+
+// A device that has been pushed everything gets new items straight from the
+// commit, without the router reading them back from the store; a device
+// with a backlog (here: a full window) is fed from the store.
+func TestCommittedItemsSkipTheStore(t *testing.T) {
+	pc := &pendingCounter{}
+	r := setup(t, router.Config{Window: 4}, func(s store.Store) store.Store { pc.Store = s; return pc })
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	deadline := time.Now().Add(10 * time.Second)
+	for !mb.drained() {
+		if time.Now().After(deadline) {
+			t.Fatal("no Drained push for an empty queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := pc.reads.Load()
+	for range 4 {
+		send(t, r, []byte("x"))
+	}
+	seqs := mb.waitFor(t, 4)
+	if n := pc.reads.Load() - before; n != 0 {
+		t.Errorf("%d queue reads for 4 items pushed into an open window, want 0", n)
+	}
+	// The window is full: these two wait in the store.
+	send(t, r, []byte("y"))
+	send(t, r, []byte("z"))
+	mb.waitFor(t, 4)
+	if err := sub.Ack(seqs); err != nil {
+		t.Fatal(err)
+	}
+	got := mb.waitFor(t, 6)
+	if pc.reads.Load() == before {
+		t.Error("the backlog behind a full window was pushed without reading the store")
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("pushed out of order: %v", got)
+		}
+	}
+}
+
+// Many senders, a small window and a device that acknowledges as it
+// receives: every item is pushed exactly once, in seq order, whether it
+// came straight from a commit or from the store.
+func TestPushOrderUnderLoad(t *testing.T) {
+	r := setup(t, router.Config{Window: 8})
+	acks := make(chan uint64, 1024)
+	mb := &ackingMailbox{mailbox: newMailbox(), acks: acks}
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		for q := range acks {
+			if err := sub.Ack([]uint64{q}); err != nil {
+				return
+			}
+		}
+	}()
+	const senders, each = 8, 100
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				var id [16]byte
+				id[0], id[1], id[2] = byte(g), byte(i), byte(i>>8)
+				done := make(chan error, 1)
+				r.Send(&store.Enqueue{From: alice, ClientID: id, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
+					if err == nil {
+						err = e.Err
+					}
+					done <- err
+				})
+				if err := <-done; err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := mb.waitFor(t, senders*each)
+	close(acks)
+	<-ackerDone
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("push %d has seq %d after %d", i, got[i], got[i-1])
+		}
+	}
+}
+
+// ackingMailbox hands each pushed message's seq to an acknowledging
+// goroutine, as a client's connection does (acks come from its reader, not
+// from inside Push).
+type ackingMailbox struct {
+	*mailbox
+	acks chan<- uint64
+}
+
+func (m *ackingMailbox) Push(p router.Push) bool {
+	m.mailbox.Push(p)
+	if p.Message != nil {
+		m.acks <- p.Message.Seq
+	}
+	return true
+}
+
+// gatedStore holds one Commit at the gate when armed, so that a test can
+// line up the operations that go into the next batch.
+type gatedStore struct {
+	store.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedStore) Commit(ctx context.Context, b *store.Batch) error {
+	if g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		<-g.gate
+	}
+	return g.Store.Commit(ctx, b)
+}
+
+// An ack ahead of a send in one batch: the store queues the send's copy
+// first (enqueues, then acks), so the receipt has the higher seq. Both go
+// to alice, who is caught up; she must get both, whatever order the
+// operations were submitted in.
+func TestReceiptAndMessageInOneBatch(t *testing.T) {
+	gs := &gatedStore{entered: make(chan struct{}), gate: make(chan struct{})}
+	r := setup(t, router.Config{CommitDelay: -1}, func(s store.Store) store.Store { gs.Store = s; return gs })
+	toBob, toAlice := newMailbox(), newMailbox()
+	bobSub := r.Attach(bob, toBob)
+	defer bobSub.Detach()
+	aliceSub := r.Attach(alice, toAlice)
+	defer aliceSub.Detach()
+	send(t, r, []byte("to bob"))
+	delivered := toBob.waitFor(t, 1)
+	for !toAlice.drained() {
+		time.Sleep(time.Millisecond)
+	}
+
+	// Hold a commit at the gate while the ack and a send line up behind it.
+	gs.armed.Store(true)
+	held := make(chan error, 1)
+	r.Send(&store.Enqueue{From: alice, ClientID: [16]byte{'h'}, To: "bob", Payload: []byte("held")}, func(e *store.Enqueue, err error) { held <- err })
+	<-gs.entered
+	if err := bobSub.Ack(delivered); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	r.Send(&store.Enqueue{From: bob, ClientID: [16]byte{'b'}, To: "alice", Payload: []byte("to alice")}, func(e *store.Enqueue, err error) {
+		if err == nil {
+			err = e.Err
+		}
+		sent <- err
+	})
+	time.Sleep(20 * time.Millisecond) // let both reach the committer's channel
+	close(gs.gate)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.After(5 * time.Second)
+	for {
+		toAlice.mu.Lock()
+		var msgs, receipts int
+		for _, p := range toAlice.pushes {
+			switch {
+			case p.Message == nil:
+			case p.Message.Kind == store.KindReceipt:
+				receipts++
+			default:
+				msgs++
+			}
+		}
+		toAlice.mu.Unlock()
+		if msgs == 1 && receipts == 1 {
+			break
+		}
+		select {
+		case <-toAlice.changed:
+		case <-deadline:
+			t.Fatalf("alice got %d messages and %d receipts, want 1 and 1", msgs, receipts)
+		}
+	}
+	if got := toAlice.messages(); len(got) != 2 || got[0] >= got[1] {
+		t.Fatalf("alice's pushes have seqs %v, want two, increasing", got)
 	}
 }
