@@ -34,8 +34,10 @@ type MessageID [wire.ClientIDSize]byte
 
 // DialOptions tune Dial. Zero fields take defaults.
 type DialOptions struct {
-	// Link configures the Noise link; its defaults for clients are a 25 s
-	// keepalive and a 75 s idle timeout.
+	// Link configures the Noise link; its defaults for clients are a ping
+	// every 2 minutes when idle, answered within 10 s, and a 5 minute idle
+	// timeout. TCP keepalive (transport.ClientKeepAlive) does the frequent
+	// work of keeping NAT mappings open and noticing dead paths.
 	Link link.Config
 	// AddrTimeout bounds each address tried (10 s).
 	AddrTimeout time.Duration
@@ -55,6 +57,12 @@ type DialOptions struct {
 	// black-holed path is left quickly (3 s).
 	StallTimeout time.Duration
 }
+
+// DefaultKeepalive is how often an idle client pings the server. Every ping
+// costs the server about 65 µs of CPU (docs/BENCHMARKS.md), so pings are
+// rare; TCP keepalive (transport.ClientKeepAlive) keeps NAT mappings open
+// and notices dead paths in between, at no cost to the server process.
+const DefaultKeepalive = 2 * time.Minute
 
 // ErrStalled: the server stopped answering (the path may be black-holed).
 var ErrStalled = errors.New("client: the server stopped answering (the network path may be blocked)")
@@ -180,13 +188,16 @@ func (opts *DialOptions) setDefaults() {
 		opts.StallTimeout = 3 * time.Second
 	}
 	if opts.Link.KeepaliveInterval == 0 {
-		opts.Link.KeepaliveInterval = 25 * time.Second
+		opts.Link.KeepaliveInterval = DefaultKeepalive
+	}
+	if opts.Link.PongTimeout == 0 {
+		opts.Link.PongTimeout = 10 * time.Second
 	}
 	if opts.Link.IdleTimeout == 0 {
-		opts.Link.IdleTimeout = 75 * time.Second
+		opts.Link.IdleTimeout = DefaultKeepalive * 5 / 2
 	}
 	if opts.Dialer == nil {
-		opts.Dialer = &net.Dialer{KeepAlive: -1} // the link keeps alive
+		opts.Dialer = &net.Dialer{KeepAliveConfig: transport.ClientKeepAlive}
 	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "magpie-go"

@@ -26,6 +26,14 @@ type Config struct {
 	// writing anything. 0 = never (the server's usual setting; clients ping).
 	KeepaliveInterval time.Duration
 
+	// PongTimeout: once a ping is sent, ReadMessage fails with
+	// ErrIdleTimeout unless something arrives within this long. Rare pings
+	// then still notice a dead path quickly: a ping written into a black
+	// hole stays unacknowledged, which also stops TCP keepalive probes, so
+	// without it only IdleTimeout would end the link. 0 = rely on
+	// IdleTimeout alone.
+	PongTimeout time.Duration
+
 	// WriteTimeout bounds each write to the transport. Default 30s.
 	WriteTimeout time.Duration
 
@@ -65,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeepaliveInterval < 0 {
 		c.KeepaliveInterval = 0
+	}
+	if c.PongTimeout < 0 {
+		c.PongTimeout = 0
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = defaultWriteTimeout

@@ -28,6 +28,7 @@ type Conn struct {
 
 	idleTimeout  time.Duration
 	keepalive    time.Duration
+	pongTimeout  time.Duration
 	writeTimeout time.Duration
 	maxMsg       int
 
@@ -45,6 +46,17 @@ type Conn struct {
 	werr error
 	ka   atomic.Pointer[time.Timer] // keepalive; nil if disabled
 
+	// pongDue is when an answer to the last ping is due (unix ns), 0 when
+	// no ping waits for one. The keepalive sets it; the reader clears it
+	// on a pong, or on any frame whose read began after the ping.
+	pongDue atomic.Int64
+	// pongSeen is pongDue as the reader saw it when it began its current
+	// read. Reader only.
+	pongSeen int64
+	// readBy is the read deadline armIdle last set (unix ns), 0 for none,
+	// so that a ping only ever brings the deadline closer.
+	readBy atomic.Int64
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -56,6 +68,7 @@ func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config
 		peer:         peer,
 		idleTimeout:  cfg.IdleTimeout,
 		keepalive:    cfg.KeepaliveInterval,
+		pongTimeout:  cfg.PongTimeout,
 		writeTimeout: cfg.WriteTimeout,
 		maxMsg:       cfg.MaxMessageSize,
 		rx:           rx,
@@ -123,6 +136,16 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 	typ, body, bp, err := c.readFrame()
 	if err != nil {
 		return nil, c.failRead(err)
+	}
+	switch {
+	case typ == framePong:
+		// The answer (TCP keeps order: to the oldest ping outstanding).
+		c.pongDue.Store(0)
+	case c.pongSeen != 0:
+		// Any frame whose read began after the ping went out shows the
+		// path works. (One whose read began before may have been on its
+		// way already, so it proves nothing.)
+		c.pongDue.CompareAndSwap(c.pongSeen, 0)
 	}
 	act, msg, aliased, err := c.reasm.feed(typ, body)
 	if aliased {
@@ -197,10 +220,29 @@ func (c *Conn) readFrame() (typ byte, body []byte, bp *[]byte, err error) {
 	return typ, body, bp, nil
 }
 
+// armIdle sets the read deadline for the next read: IdleTimeout from now,
+// or sooner if an answer to a ping is due sooner.
 func (c *Conn) armIdle() {
+	c.pongSeen = c.pongDue.Load()
+	var by int64
 	if c.idleTimeout > 0 {
-		c.conn.SetReadDeadline(time.Now().Add(c.idleTimeout))
+		by = time.Now().Add(c.idleTimeout).UnixNano()
 	}
+	if c.pongSeen != 0 && (by == 0 || c.pongSeen < by) {
+		by = c.pongSeen
+	}
+	if by != 0 {
+		c.readBy.Store(by)
+		c.conn.SetReadDeadline(time.Unix(0, by))
+	}
+}
+
+// pongTimedOut reports whether the deadline that expired was a ping's
+// rather than IdleTimeout.
+func (c *Conn) pongTimedOut() bool {
+	due := c.pongDue.Load()
+	by := c.readBy.Load()
+	return due != 0 && (by == 0 || due <= by)
 }
 
 // failRead records a fatal read error, closes the link and returns the error
@@ -211,6 +253,8 @@ func (c *Conn) failRead(err error) error {
 		// Clean close at a frame boundary: plain io.EOF, like net.Conn.
 	case c.closed.Load() || errors.Is(err, net.ErrClosed):
 		err = fmt.Errorf("link: read: %w", net.ErrClosed)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.pongTimedOut():
+		err = fmt.Errorf("link: read: no answer to a keepalive within %v: %w", c.pongTimeout, ErrIdleTimeout)
 	case c.idleTimeout > 0 && errors.Is(err, os.ErrDeadlineExceeded):
 		err = fmt.Errorf("link: read: nothing received for %v: %w", c.idleTimeout, ErrIdleTimeout)
 	default:
@@ -338,7 +382,9 @@ func (c *Conn) failWrite(err error) error {
 // that case the peer is about to receive bytes anyway, which is all a
 // keepalive is for, and the reader must not block behind a slow writer (two
 // peers each blocked writing while their readers wait to pong would
-// deadlock until WriteTimeout).
+// deadlock until WriteTimeout). A ping with PongTimeout set also makes an
+// answer due (pongDue) before it is written, so the answer cannot come
+// before the expectation.
 func (c *Conn) sendControl(typ byte) (locked bool) {
 	if !c.wmu.TryLock() {
 		return false
@@ -346,6 +392,21 @@ func (c *Conn) sendControl(typ byte) (locked bool) {
 	defer c.wmu.Unlock()
 	if c.werr != nil || c.closed.Load() {
 		return true
+	}
+	if typ == framePing && c.pongTimeout > 0 {
+		due := time.Now().Add(c.pongTimeout).UnixNano()
+		// Keep an earlier expectation: an unanswered ping stays unanswered.
+		if !c.pongDue.CompareAndSwap(0, due) {
+			if d := c.pongDue.Load(); d != 0 {
+				due = d
+			}
+		}
+		// The reader may be blocked with a later deadline; pull it in (never
+		// push it out). If it is between reads instead, armIdle picks up
+		// pongDue.
+		if by := c.readBy.Load(); by == 0 || due < by {
+			c.conn.SetReadDeadline(time.Unix(0, due))
+		}
 	}
 	var empty [1][]byte
 	c.writeLocked(empty[:], wireSize(0), typ)

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,6 +137,71 @@ func TestKeepaliveAndIdleTimeout(t *testing.T) {
 		}
 		if err := <-cliMsgs; err != nil {
 			t.Fatalf("client: %v", err)
+		}
+	})
+	t.Run("answered pings with a pong timeout", func(t *testing.T) {
+		t.Parallel()
+		// Pings every 200 ms, each answered well within 100 ms: the link
+		// stays up through a second and a half of silence, far past the
+		// pong timeout. The pings are further apart than the pong timeout,
+		// so each pong must settle its ping: no later ping covers for it.
+		cli, srv := linkPair(t,
+			Config{KeepaliveInterval: 200 * time.Millisecond, PongTimeout: 100 * time.Millisecond, IdleTimeout: 10 * time.Second},
+			Config{})
+		go srv.ReadMessage() // answers pings until the link closes
+		cliMsgs := make(chan error, 1)
+		go func() {
+			m, err := cli.ReadMessage()
+			if err == nil && string(m) != "reply" {
+				err = fmt.Errorf("got %q", m)
+			}
+			cliMsgs <- err
+		}()
+		time.Sleep(1500 * time.Millisecond)
+		if err := srv.WriteMessage([]byte("reply")); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-cliMsgs; err != nil {
+			t.Fatalf("client: %v", err)
+		}
+	})
+	t.Run("unanswered ping", func(t *testing.T) {
+		t.Parallel()
+		// Nobody reads on the server side, so no pong comes back: the
+		// client gives up a pong timeout after its first ping, long before
+		// its idle timeout.
+		cli, _ := linkPair(t,
+			Config{KeepaliveInterval: 50 * time.Millisecond, PongTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute},
+			Config{})
+		start := time.Now()
+		_, err := cli.ReadMessage()
+		if !errors.Is(err, ErrIdleTimeout) {
+			t.Fatalf("got %v, want ErrIdleTimeout", err)
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Fatalf("gave up after %v; the idle timeout, not the pong timeout, ended the link", took)
+		}
+		if !strings.Contains(err.Error(), "keepalive") {
+			t.Errorf("error %q does not say a keepalive went unanswered", err)
+		}
+	})
+	t.Run("a ping never extends the idle timeout", func(t *testing.T) {
+		t.Parallel()
+		// The pong timeout (10 s) is longer than the idle timeout: the idle
+		// timeout still ends a link whose peer has gone silent.
+		cli, _ := linkPair(t,
+			Config{KeepaliveInterval: 50 * time.Millisecond, PongTimeout: 10 * time.Second, IdleTimeout: 300 * time.Millisecond},
+			Config{})
+		start := time.Now()
+		_, err := cli.ReadMessage()
+		if !errors.Is(err, ErrIdleTimeout) {
+			t.Fatalf("got %v, want ErrIdleTimeout", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("gave up after %v: a ping pushed the idle deadline out to its pong timeout", took)
+		}
+		if !strings.Contains(err.Error(), "nothing received") {
+			t.Errorf("error %q does not name the idle timeout", err)
 		}
 	})
 	t.Run("silent peer", func(t *testing.T) {

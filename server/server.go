@@ -76,8 +76,11 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Link.IdleTimeout == 0 {
-		// Clients ping every 25 s; three missed pings end the connection.
-		c.Link.IdleTimeout = 90 * time.Second
+		// Clients ping every 2 minutes (client.DefaultKeepalive); 2.5
+		// intervals of silence end the connection. A client that vanished
+		// without a word is usually found sooner, by the kernel's TCP
+		// keepalive.
+		c.Link.IdleTimeout = 5 * time.Minute
 	}
 	if c.Link.MaxMessageSize == 0 {
 		c.Link.MaxMessageSize = wire.MaxFrame

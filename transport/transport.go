@@ -25,7 +25,21 @@ package transport
 import (
 	"context"
 	"net"
+	"time"
 )
+
+// ClientKeepAlive is the TCP keepalive a client sets on its socket, whatever
+// the transport. The kernel sends the probes and the server's kernel answers
+// them, so they keep NAT mappings open and notice a dead path without waking
+// either process: an idle path is given up 55 s after its last packet (25 s,
+// then 3 probes 10 s apart). Application pings (link.Config) are then rare,
+// and check what TCP cannot: the server itself, through relays and proxies.
+var ClientKeepAlive = net.KeepAliveConfig{
+	Enable:   true,
+	Idle:     25 * time.Second,
+	Interval: 10 * time.Second,
+	Count:    3,
+}
 
 // Dialer opens a client connection through a transport.
 type Dialer interface {

@@ -14,6 +14,7 @@ import (
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/transport"
 )
 
 // The server allows a few sign-ups per remote IP (a burst of 5, then one
@@ -71,7 +72,7 @@ func (p sourcePlan) ip(i int) net.IP {
 func dialOptions(p sourcePlan, i int) client.DialOptions {
 	opts := client.DialOptions{UserAgent: "magpie-bench", StallTimeout: 30 * time.Second}
 	if ip := p.ip(i); ip != nil {
-		opts.Dialer = &net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: ip}}
+		opts.Dialer = &net.Dialer{KeepAliveConfig: transport.ClientKeepAlive, LocalAddr: &net.TCPAddr{IP: ip}}
 	}
 	return opts
 }

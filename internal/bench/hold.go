@@ -43,7 +43,7 @@ type HoldOptions struct {
 	// that runs one (magpie bench hold-worker), needed when Workers > 1.
 	Workers    int
 	WorkerArgv []string
-	// Keepalive replaces the client's default ping interval (25 s).
+	// Keepalive replaces the client's default ping interval (2 minutes).
 	Keepalive time.Duration
 	Progress  io.Writer
 }

@@ -309,7 +309,7 @@ this command (--workers sets how many).`,
 	f.DurationVar(&o.Hold, "hold", time.Minute, "how long to hold them, quiet")
 	f.DurationVar(&o.Settle, "settle", 2*time.Second, "pause after connecting before reading memory")
 	f.StringVar(&o.Keys, "keys", "", "file of users' device keys: reused if it exists (no sign-ups), else written")
-	f.DurationVar(&o.Keepalive, "keepalive", 0, "client ping interval (default: the client's own, 25s)")
+	f.DurationVar(&o.Keepalive, "keepalive", 0, "client ping interval (default: the client's own, 2m)")
 	f.IntVar(&o.Workers, "workers", 0, fmt.Sprintf("worker processes holding the connections (default: one per %d)", bench.PerProcess))
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)

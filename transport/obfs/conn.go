@@ -13,6 +13,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/magpie-im/magpie/transport"
 )
 
 // conn is an established obfs connection.
@@ -149,7 +151,7 @@ func Dial(ctx context.Context, network, address, cert string) (net.Conn, error) 
 	if _, _, err := ParseCert(cert); err != nil {
 		return nil, err
 	}
-	var d net.Dialer
+	d := net.Dialer{KeepAliveConfig: transport.ClientKeepAlive}
 	raw, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err

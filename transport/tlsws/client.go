@@ -15,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	utls "github.com/refraction-networking/utls"
+
+	"github.com/magpie-im/magpie/transport"
 )
 
 // HandshakeError is a failed TLS handshake (a bad certificate or pin, an
@@ -77,7 +79,7 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 		path = DefaultPath
 	}
 
-	var d net.Dialer
+	d := net.Dialer{KeepAliveConfig: transport.ClientKeepAlive}
 	raw, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
