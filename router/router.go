@@ -461,9 +461,7 @@ func (s *Subscription) offer(m *store.Message, now time.Time) {
 		return
 	}
 	s.running = true
-	s.inflight[m.Seq] = len(m.Payload)
-	s.inflightBytes += len(m.Payload)
-	s.lastSeq = m.Seq
+	s.take(m)
 	s.mu.Unlock()
 
 	ok := s.mb.Push(Push{Message: m})
@@ -493,6 +491,14 @@ func (s *Subscription) kick() {
 // hasRoom reports whether the window allows another push; s.mu is held.
 func (s *Subscription) hasRoom() bool {
 	return len(s.inflight) < s.r.cfg.Window && (s.inflightBytes < s.r.cfg.WindowBytes || len(s.inflight) == 0)
+}
+
+// take counts m as pushed: in flight until acknowledged, and the newest
+// item pushed. s.mu is held; items are taken in Seq order.
+func (s *Subscription) take(m *store.Message) {
+	s.inflight[m.Seq] = len(m.Payload)
+	s.inflightBytes += len(m.Payload)
+	s.lastSeq = m.Seq
 }
 
 // pumpPage bounds one store read.
@@ -529,12 +535,8 @@ func (s *Subscription) pump() {
 		// Take what the byte window allows; the rest is read again later.
 		n := 0
 		for n < len(msgs) && s.hasRoom() {
-			s.inflight[msgs[n].Seq] = len(msgs[n].Payload)
-			s.inflightBytes += len(msgs[n].Payload)
+			s.take(&msgs[n])
 			n++
-		}
-		if n > 0 {
-			s.lastSeq = msgs[n-1].Seq
 		}
 		if len(msgs) == limit || n < len(msgs) {
 			s.dirty = true // there may be more
