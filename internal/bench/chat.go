@@ -370,13 +370,8 @@ func sendAll(ctx context.Context, c chatConn, i, to int, begin time.Time, sched 
 	<-timer.C
 	for k, off := range sched {
 		intended := begin.Add(off)
-		if d := time.Until(intended); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return
-			}
+		if !sleepUntil(ctx, timer, intended) {
+			return
 		}
 		select {
 		case sem <- struct{}{}:
@@ -509,4 +504,18 @@ func writeKinds(b *strings.Builder, m map[string]int64) {
 	for _, k := range kinds {
 		fmt.Fprintf(b, "error ×%d: %s\n", m[k], k)
 	}
+}
+
+// sleepUntil waits on timer (stopped and drained) until t, the intended time
+// of an open-loop send; it returns false if ctx ends first.
+func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
+	if d := time.Until(t); d > 0 {
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }

@@ -693,13 +693,8 @@ func (cl *crashClient) sendAll(ctx context.Context, sched []time.Duration) {
 	<-timer.C
 	for k, off := range sched {
 		intended := r.begin.Add(off)
-		if d := time.Until(intended); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return
-			}
+		if !sleepUntil(ctx, timer, intended) {
+			return
 		}
 		select {
 		case cl.sem <- struct{}{}:
