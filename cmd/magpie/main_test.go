@@ -380,6 +380,17 @@ func TestServePrintsInvite(t *testing.T) {
 	two.stop(t)
 }
 
+// TestSecondServerOnTheSameDataRefused: a second `serve` on a data
+// directory that a running server uses exits at once, saying why, and
+// leaves the first one serving.
+func TestSecondServerOnTheSameDataRefused(t *testing.T) {
+	data := t.TempDir()
+	srv := serveOnFreePort(t, data)
+	mustFail(t, []string{"another magpie server", "data directory"}, "serve", "--data", data, "--listen", freeAddr(t))
+	srv.waitServing(t)
+	srv.stop(t)
+}
+
 // checkBanner parses the invite and checks that the banner shows its
 // fingerprint.
 func checkBanner(t *testing.T, s *server) invite.Invite {

@@ -11,14 +11,16 @@ import (
 )
 
 // ack applies one Ack inside the batch's transaction: one DELETE …
-// RETURNING for all of its seqs, one counter update per device involved,
-// and one prepared INSERT per receipt. A DELETE and a counter update per
-// seq, as before, cost more than twice the CPU per acknowledged message
+// RETURNING for all of its seqs and one prepared INSERT per receipt; the
+// queue counts change in memory (counts.go). A DELETE and a counter update
+// per seq, as before, cost more than twice the CPU per acknowledged message
 // (BenchmarkAck: 44 → 19 µs, medians of 6 interleaved runs), and the
 // single writer is what limits a draining device (BenchmarkDrain in
 // package router). Batching the receipts too (INSERT … SELECT from
 // json_each, or multi-row VALUES, with or without RETURNING) measured
-// slower than one plain INSERT each.
+// slower than one plain INSERT each, and a plain `seq = ?` DELETE for
+// one-seq acks measured no faster than the json_each list
+// (BenchmarkChatCommit).
 //
 // Receipts are queued in the order of the acknowledged items' seqs (the
 // order they were delivered in), so a.Receipts is in Seq order.
@@ -34,38 +36,12 @@ func (c *committer) ack(a *store.Ack) error {
 	if len(gone) == 0 {
 		return nil // unknown, already acked, or another device's items
 	}
-	if _, err := c.exec(stCountAdd, -len(gone), a.Device.User, a.Device.Device); err != nil {
-		return fmt.Errorf("count: %w", err)
-	}
+	c.delta[a.Device] -= int64(len(gone))
 
-	// One receipt per message (not per receipt) removed. Each sender's
-	// counter goes up once by its number of receipts; that update doubles
-	// as the check that the sender device still exists.
-	perSender := make(map[store.DeviceAddr]int)
-	var senders []store.DeviceAddr
-	for _, it := range gone {
-		if it.kind != store.KindMessage {
-			continue
-		}
-		if perSender[it.from] == 0 {
-			senders = append(senders, it.from)
-		}
-		perSender[it.from]++
-	}
-	for _, from := range senders {
-		res, err := c.exec(stCountAdd, perSender[from], from.User, from.Device)
-		if err != nil {
-			return fmt.Errorf("count: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("count: %w", err)
-		} else if n == 0 {
-			delete(perSender, from) // sender device is gone: nobody to tell
-		}
-	}
+	// One receipt per message (not per receipt) removed.
 	slices.SortFunc(gone, func(x, y ackedItem) int { return cmp.Compare(x.seq, y.seq) })
 	for _, it := range gone {
-		if it.kind != store.KindMessage || perSender[it.from] == 0 {
+		if it.kind != store.KindMessage {
 			continue
 		}
 		if err := c.insertReceipt(a, it); err != nil {
@@ -119,7 +95,8 @@ func (c *committer) deleteAcked(dev store.DeviceAddr, list []byte) ([]ackedItem,
 }
 
 // insertReceipt queues the receipt for it (a message just acknowledged by
-// a.Device) for its sender and appends it to a.Receipts.
+// a.Device) for its sender and appends it to a.Receipts, unless the
+// sender's device no longer exists.
 func (c *committer) insertReceipt(a *store.Ack, it ackedItem) error {
 	r := store.Message{
 		To:       it.from,
@@ -134,6 +111,12 @@ func (c *committer) insertReceipt(a *store.Ack, it ackedItem) error {
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("receipt: %w", err)
+	} else if n == 0 {
+		return nil // the sender's device is gone: nobody to tell
+	}
+	c.delta[r.To]++
 	seq, err := res.LastInsertId()
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)

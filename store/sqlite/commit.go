@@ -24,6 +24,8 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 		return err
 	}
 	defer s.mu.RUnlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 
 	resetResults(b)
 	defer func() {
@@ -38,7 +40,7 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
-	c := committer{ctx: ctx, tx: tx, now: ns(b.Now), prepared: &s.commitStmts}
+	c := committer{ctx: ctx, tx: tx, now: ns(b.Now), prepared: &s.commitStmts, counts: &s.counts, delta: make(map[store.DeviceAddr]int64)}
 	for i, e := range b.Enqueues {
 		if e == nil {
 			return fmt.Errorf("sqlite: commit: enqueue %d is nil", i)
@@ -58,6 +60,7 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
+	s.counts.apply(c.delta)
 	return nil
 }
 
@@ -80,7 +83,6 @@ const (
 	stDedupPut
 	stRecipients
 	stInsert
-	stCountAdd
 	stDeleteAcked
 	stInsertReceipt
 	nStmts
@@ -94,25 +96,27 @@ var commitSQL = [nStmts]string{
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (from_user, from_device, client_id)
 		DO UPDATE SET sent = excluded.sent, expires = excluded.expires`,
-	stRecipients: `SELECT d.id, d.queued, d.registration_id,
+	stRecipients: `SELECT d.id, d.registration_id,
 		(SELECT count(*) FROM signed_prekeys s WHERE s.user = d.user AND s.device = d.id) = 2
 		FROM devices d WHERE d.user = ? ORDER BY d.id`,
 	stInsert: `INSERT INTO queue
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING seq`,
-	stCountAdd: `UPDATE devices SET queued = queued + ? WHERE user = ? AND id = ?`,
 	// One statement per ack, whatever its number of seqs (a JSON array in
 	// ?1; see ack.go). Matching on the device as well as seq is what stops
 	// a device from deleting (and miscounting) another device's items.
 	stDeleteAcked: `DELETE FROM queue
 		WHERE seq IN (SELECT value FROM json_each(?1)) AND to_user = ?2 AND to_device = ?3
 		RETURNING seq, kind, from_user, from_device, client_id`,
-	// One receipt (ack.go). Without RETURNING: its seq is the last insert
-	// rowid, and RETURNING cost more than the insert (BenchmarkAck).
+	// One receipt (ack.go), queued only if its recipient (the message's
+	// sender) still has a device: no row inserted means nobody to tell.
+	// Without RETURNING: its seq is the last insert rowid, and RETURNING
+	// cost more than the insert (BenchmarkAck).
 	stInsertReceipt: `INSERT INTO queue
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
-		VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?)`,
+		SELECT ?1, ?2, ?3, ?4, ?5, ?6, x'', ?7, ?8
+		WHERE EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND id = ?2)`,
 }
 
 // committer applies one batch inside one transaction.
@@ -122,6 +126,14 @@ type committer struct {
 	now      int64
 	prepared *[nStmts]*sql.Stmt // on the writer, prepared once (Open)
 	stmts    [nStmts]*sql.Stmt  // prepared[i] bound to tx; closed by the tx on Commit/Rollback
+
+	counts *queueCounts               // as of the last commit
+	delta  map[store.DeviceAddr]int64 // this transaction's changes to counts
+}
+
+// queued returns d's queue length within the transaction.
+func (c *committer) queued(d store.DeviceAddr) int64 {
+	return c.counts.get(d) + c.delta[d]
 }
 
 // stmt returns statement i within the transaction. The statements are
@@ -168,10 +180,9 @@ func (c *committer) queryRow(i int, args ...any) (*sql.Row, error) {
 }
 
 type recipient struct {
-	id     uint32
-	queued int64
-	regID  uint32
-	keyed  bool // has registration id, signed prekey and last-resort Kyber prekey
+	id    uint32
+	regID uint32
+	keyed bool // has registration id, signed prekey and last-resort Kyber prekey
 }
 
 func (c *committer) enqueue(e *store.Enqueue) error {
@@ -207,7 +218,7 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 	}
 	if e.QueueLimit > 0 {
 		for _, r := range rcpts {
-			if r.queued >= int64(e.QueueLimit) {
+			if c.queued(store.DeviceAddr{User: e.To, Device: r.id}) >= int64(e.QueueLimit) {
 				e.Err = store.ErrQueueFull
 				return nil
 			}
@@ -235,9 +246,7 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 		if err := c.insert(&m, payload); err != nil {
 			return err
 		}
-		if _, err := c.exec(stCountAdd, 1, e.To, r.id); err != nil {
-			return fmt.Errorf("count: %w", err)
-		}
+		c.delta[m.To]++
 		queued = append(queued, m)
 	}
 	if _, err := c.exec(stDedupPut, e.From.User, e.From.Device, e.ClientID[:], c.now, ns(e.Expires)); err != nil {
@@ -306,7 +315,7 @@ func (c *committer) recipients(user string) ([]recipient, error) {
 	var rs []recipient
 	for rows.Next() {
 		var r recipient
-		if err := rows.Scan(&r.id, &r.queued, &r.regID, &r.keyed); err != nil {
+		if err := rows.Scan(&r.id, &r.regID, &r.keyed); err != nil {
 			return nil, fmt.Errorf("recipients: %w", err)
 		}
 		rs = append(rs, r)
@@ -317,7 +326,7 @@ func (c *committer) recipients(user string) ([]recipient, error) {
 	return rs, nil
 }
 
-// insert adds m to the queue and sets m.Seq. It does not touch the counter.
+// insert adds m to the queue and sets m.Seq. It does not touch the counts.
 func (c *committer) insert(m *store.Message, payload []byte) error {
 	row, err := c.queryRow(stInsert, m.To.User, m.To.Device, uint8(m.Kind),
 		m.From.User, m.From.Device, m.ClientID[:], payload, ns(m.Sent), ns(m.Expires))

@@ -1,6 +1,10 @@
 package sqlite
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/magpie-im/magpie/store"
+)
 
 // Pragma reads PRAGMA name on the write connection or on a read connection.
 func Pragma(s *Store, name string, write bool) (string, error) {
@@ -13,30 +17,65 @@ func Pragma(s *Store, name string, write bool) (string, error) {
 	return v, err
 }
 
-// CheckCounters reports devices whose queued counter differs from the number
-// of items in their queue.
+// CheckCounters reports devices whose in-memory queue count differs from
+// the number of items in their queue, and a total that differs from their
+// sum.
 func CheckCounters(s *Store) error {
-	rows, err := s.r.Query(`
-		SELECT d.user, d.id, d.queued,
-			(SELECT count(*) FROM queue q WHERE q.to_user = d.user AND q.to_device = d.id)
-		FROM devices d`)
+	rows, err := s.r.Query(`SELECT to_user, to_device, count(*) FROM queue GROUP BY to_user, to_device`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	want := make(map[store.DeviceAddr]int64)
+	var total int64
 	for rows.Next() {
 		var (
-			user       string
-			id, q, cnt int64
+			d store.DeviceAddr
+			n int64
 		)
-		if err := rows.Scan(&user, &id, &q, &cnt); err != nil {
+		if err := rows.Scan(&d.User, &d.Device, &n); err != nil {
 			return err
 		}
-		if q != cnt {
-			return fmt.Errorf("device %s/%d: queued = %d, but %d items", user, id, q, cnt)
+		want[d] = n
+		total += n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.counts.mu.Lock()
+	defer s.counts.mu.Unlock()
+	for d, n := range want {
+		if got := s.counts.n[d]; got != n {
+			return fmt.Errorf("device %s/%d: counted %d, but %d items", d.User, d.Device, got, n)
 		}
 	}
-	return rows.Err()
+	for d, got := range s.counts.n {
+		if _, ok := want[d]; !ok {
+			return fmt.Errorf("device %s/%d: counted %d, but no items", d.User, d.Device, got)
+		}
+	}
+	if s.counts.total != total {
+		return fmt.Errorf("total counted %d, but %d items", s.counts.total, total)
+	}
+	return nil
+}
+
+// Columns returns the names of table's columns.
+func Columns(s *Store, table string) ([]string, error) {
+	rows, err := s.r.Query(`SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
 }
 
 var Migrations = migrations

@@ -237,16 +237,12 @@ func keyedDevices(ctx context.Context, tx *sql.Tx, user string) (map[uint32]uint
 	return m, rows.Err()
 }
 
-// QueueDepth implements store.Store from the per-device counters, so it
-// costs a scan of the devices, not of the queue.
+// QueueDepth implements store.Store from the in-memory queue counts
+// (counts.go): no query at all.
 func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
 	defer s.mu.RUnlock()
-	var n int64
-	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(sum(queued), 0) FROM devices`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("sqlite: queue depth: %w", err)
-	}
-	return n, nil
+	return s.counts.sum(), nil
 }

@@ -87,10 +87,17 @@ CREATE TABLE one_time_prekeys (
 	FOREIGN KEY (user, device) REFERENCES devices(user, id) ON DELETE CASCADE
 ) STRICT, WITHOUT ROWID;
 `,
+	// 3: queue lengths are counted in memory (counts.go), so the devices
+	// table loses its counter. Keeping it unmaintained would let an older
+	// binary, which trusts it, enforce queue limits on wrong numbers; the
+	// version bump makes that binary refuse this database instead.
+	`
+ALTER TABLE devices DROP COLUMN queued;
+`,
 }
 
 // SchemaVersion is the schema version this package creates and expects.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrate brings the database up to SchemaVersion in one transaction.
 func migrate(ctx context.Context, db *sql.DB) (from int, err error) {

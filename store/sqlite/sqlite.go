@@ -59,6 +59,16 @@ type Store struct {
 	// commitStmts are the group commit's statements (commit.go).
 	commitStmts [nStmts]*sql.Stmt
 
+	// counts is every device's queue length (counts.go). wmu serializes
+	// the transactions that change queues (Commit, Expire) with applying
+	// their changes to counts, so each reads the lengths its predecessor
+	// left.
+	counts queueCounts
+	wmu    sync.Mutex
+	// lock is held open, with an exclusive flock, while the store is open:
+	// the counts are only right if no other process writes the queue.
+	lock *os.File
+
 	// mu is held shared by every operation and exclusively by Close, so that
 	// Close waits for operations in flight and later calls see closed.
 	mu     sync.RWMutex
@@ -66,6 +76,9 @@ type Store struct {
 }
 
 var _ store.Store = (*Store)(nil)
+
+// ErrInUse is returned by Open when another process has the database open.
+var ErrInUse = errors.New("the database is in use by another process (is another magpie server running on this data directory? stop it first)")
 
 // Open opens (creating if needed, with mode 0600) the database at path and
 // brings its schema up to date. path must name a file; ":memory:" is not
@@ -101,6 +114,23 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	lock, err := lockFile(abs + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s, err := open(abs, readConns, busy, log)
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// open opens the locked database file abs.
+func open(abs string, readConns int, busy time.Duration, log *slog.Logger) (*Store, error) {
 
 	// Per-connection settings, applied by the driver to every new connection.
 	common := url.Values{}
@@ -119,7 +149,7 @@ func Open(path string, opts Options) (*Store, error) {
 
 	w, err := sql.Open("sqlite", dsn(abs, wq))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
@@ -130,43 +160,43 @@ func Open(path string, opts Options) (*Store, error) {
 	var mode string
 	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
 	}
 	if mode != "wal" {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: journal_mode is %q, want wal", path, mode)
+		return nil, fmt.Errorf("journal_mode is %q, want wal", mode)
 	}
 	from, err := migrate(ctx, w)
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
 	}
 
 	r, err := sql.Open("sqlite", dsn(abs, rq))
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
 	}
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	if err := r.PingContext(ctx); err != nil {
 		w.Close()
 		r.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
 	}
 
 	deviceByKey, err := r.PrepareContext(ctx, `SELECT user, id, created FROM devices WHERE key = ?`)
 	if err != nil {
 		w.Close()
 		r.Close()
-		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", path, err)
+		return nil, fmt.Errorf("prepare: %w", err)
 	}
 	pending, err := r.PrepareContext(ctx, pendingSQL)
 	if err != nil {
 		deviceByKey.Close()
 		w.Close()
 		r.Close()
-		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", path, err)
+		return nil, fmt.Errorf("prepare: %w", err)
 	}
 	commitStmts, err := prepareCommit(ctx, w)
 	if err != nil {
@@ -174,14 +204,20 @@ func Open(path string, opts Options) (*Store, error) {
 		deviceByKey.Close()
 		w.Close()
 		r.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		return nil, err
+	}
+
+	s := &Store{log: log, w: w, r: r, deviceByKey: deviceByKey, pending: pending, commitStmts: *commitStmts}
+	if err := s.counts.load(ctx, w); err != nil {
+		s.closeDBs()
+		return nil, err
 	}
 
 	if from != SchemaVersion {
 		log.Info("sqlite store schema migrated", "path", abs, "from", from, "to", SchemaVersion)
 	}
 	log.Debug("sqlite store opened", "path", abs, "schema", SchemaVersion)
-	return &Store{log: log, w: w, r: r, deviceByKey: deviceByKey, pending: pending, commitStmts: *commitStmts}, nil
+	return s, nil
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -207,16 +243,24 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
+	err := s.closeDBs()
+	if s.lock != nil {
+		// After the databases: the next process may open them at once.
+		err = errors.Join(err, s.lock.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// closeDBs closes the prepared statements and both connection pools.
+func (s *Store) closeDBs() error {
 	errS := errors.Join(s.deviceByKey.Close(), s.pending.Close())
 	for _, st := range s.commitStmts {
 		errS = errors.Join(errS, st.Close())
 	}
-	errR := s.r.Close()
-	errW := s.w.Close()
-	if err := errors.Join(errS, errR, errW); err != nil {
-		return fmt.Errorf("sqlite: close: %w", err)
-	}
-	return nil
+	return errors.Join(errS, s.r.Close(), s.w.Close())
 }
 
 // enter marks an operation in flight; the caller must call s.mu.RUnlock.
@@ -492,6 +536,8 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	defer s.mu.RUnlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -500,16 +546,9 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
 	t := ns(now)
-	if _, err := tx.ExecContext(ctx, `
-		WITH gone AS (
-			SELECT to_user, to_device, count(*) AS n
-			FROM queue WHERE expires <= ?
-			GROUP BY to_user, to_device
-		)
-		UPDATE devices SET queued = queued - gone.n
-		FROM gone
-		WHERE devices.user = gone.to_user AND devices.id = gone.to_device`, t); err != nil {
-		return 0, fmt.Errorf("sqlite: expire: update counters: %w", err)
+	delta, err := expiredPerDevice(ctx, tx, t)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE expires <= ?`, t)
 	if err != nil {
@@ -525,5 +564,31 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: expire: commit: %w", err)
 	}
+	s.counts.apply(delta)
 	return int(n), nil
+}
+
+// expiredPerDevice returns, negated, how many items of each device's queue
+// have expired at t: Expire's change to the queue counts.
+func expiredPerDevice(ctx context.Context, tx *sql.Tx, t int64) (map[store.DeviceAddr]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT to_user, to_device, count(*) FROM queue WHERE expires <= ? GROUP BY to_user, to_device`, t)
+	if err != nil {
+		return nil, fmt.Errorf("count expired items: %w", err)
+	}
+	defer rows.Close()
+	delta := make(map[store.DeviceAddr]int64)
+	for rows.Next() {
+		var (
+			d store.DeviceAddr
+			n int64
+		)
+		if err := rows.Scan(&d.User, &d.Device, &n); err != nil {
+			return nil, fmt.Errorf("count expired items: %w", err)
+		}
+		delta[d] = -n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count expired items: %w", err)
+	}
+	return delta, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -95,7 +96,8 @@ func TestPragmas(t *testing.T) {
 // and expiry, and checks that every queue counter equals its queue length.
 func TestCountersConsistent(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "magpie.db"))
+	path := filepath.Join(t.TempDir(), "magpie.db")
+	s := open(t, path)
 	now := time.Unix(1_700_000_000, 0)
 	for i, u := range []string{"alice", "bob"} {
 		if _, err := s.CreateUser(ctx, u, [store.KeySize]byte{byte(i + 1)}, now); err != nil {
@@ -150,6 +152,133 @@ func TestCountersConsistent(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after expire")
+	// The counts are memory only: reopening must count the same queues.
+	depth, err := s.QueueDepth(ctx)
+	if err != nil || depth == 0 {
+		t.Fatalf("QueueDepth = %d, %v; want some items left to recount", depth, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	check("after reopen")
+	if got, err := s.QueueDepth(ctx); err != nil || got != depth {
+		t.Fatalf("QueueDepth after reopen = %d, %v; want %d", got, err, depth)
+	}
+}
+
+// TestReceiptForAGoneSender acknowledges a message whose sender's device no
+// longer exists: the ack succeeds and queues no receipt.
+func TestReceiptForAGoneSender(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "magpie.db")
+	s := open(t, path)
+	now := time.Unix(1_700_000_000, 0)
+	for i, u := range []string{"alice", "bob"} {
+		if _, err := s.CreateUser(ctx, u, [store.KeySize]byte{byte(i + 1)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice, bob := store.DeviceAddr{User: "alice", Device: 1}, store.DeviceAddr{User: "bob", Device: 1}
+	e := &store.Enqueue{From: alice, To: "bob", Payload: []byte("hi"), Expires: now.Add(time.Hour)}
+	if err := s.Commit(ctx, &store.Batch{Now: now, Enqueues: []*store.Enqueue{e}}); err != nil || e.Err != nil {
+		t.Fatalf("enqueue: %v, %v", err, e.Err)
+	}
+	// No API removes a device yet; the schema allows it (ON DELETE CASCADE).
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`DELETE FROM devices WHERE user = 'alice'`)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &store.Ack{Device: bob, Seqs: []uint64{e.Queued[0].Seq}, Expires: now.Add(time.Hour)}
+	if err := s.Commit(ctx, &store.Batch{Now: now, Acks: []*store.Ack{a}}); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if len(a.Receipts) != 0 {
+		t.Fatalf("ack queued %d receipts for a device that is gone", len(a.Receipts))
+	}
+	if err := sqlite.CheckCounters(s); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.QueueDepth(ctx); err != nil || n != 0 {
+		t.Fatalf("QueueDepth = %d, %v; want 0", n, err)
+	}
+}
+
+// TestMigrateCountsFromVersion2 opens a version 2 database, whose devices
+// kept their queue length in a column, with items queued: the counts
+// come from the queue itself, the column goes, and the queue limit holds.
+func TestMigrateCountsFromVersion2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "magpie.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{sqlite.Migrations[0], sqlite.Migrations[1], `PRAGMA user_version = 2`,
+		`INSERT INTO users (name, created) VALUES ('alice', 1), ('bob', 1)`,
+		`INSERT INTO devices (user, id, key, created, queued) VALUES ('alice', 1, x'01', 1, 0), ('bob', 1, x'02', 1, 3)`,
+	}
+	for i := range 3 {
+		stmts = append(stmts, fmt.Sprintf(`INSERT INTO queue (to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
+			VALUES ('bob', 1, 1, 'alice', 1, x'%032x', x'00', 1, 9000000000000000000)`, i))
+	}
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, path)
+	if err := sqlite.CheckCounters(s); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.QueueDepth(ctx); err != nil || n != 3 {
+		t.Fatalf("QueueDepth = %d, %v; want 3", n, err)
+	}
+	if n, err := sqlite.Pragma(s, "user_version", true); err != nil || n != strconv.Itoa(sqlite.SchemaVersion) {
+		t.Fatalf("user_version = %q, %v; want %d", n, err, sqlite.SchemaVersion)
+	}
+	if cols, err := sqlite.Columns(s, "devices"); err != nil || slices.Contains(cols, "queued") || !slices.Contains(cols, "registration_id") {
+		t.Fatalf("devices columns after migration = %q, %v; want no queued", cols, err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	over := &store.Enqueue{From: store.DeviceAddr{User: "alice", Device: 1}, To: "bob", Payload: []byte("x"), Expires: now.Add(time.Hour), QueueLimit: 3}
+	over.ClientID[0] = 0xff
+	if err := s.Commit(ctx, &store.Batch{Now: now, Enqueues: []*store.Enqueue{over}}); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(over.Err, store.ErrQueueFull) {
+		t.Fatalf("enqueue past a limit of 3 onto 3 migrated items: Err = %v, want ErrQueueFull", over.Err)
+	}
+}
+
+// TestOpenLocksTheDatabase: a second Open of the same database, while the
+// first is open, fails with ErrInUse (the queue counts are right only if
+// one process writes), and succeeds once the first is closed.
+func TestOpenLocksTheDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "magpie.db")
+	s := open(t, path)
+	if s2, err := sqlite.Open(path, sqlite.Options{}); !errors.Is(err, sqlite.ErrInUse) {
+		if err == nil {
+			s2.Close()
+		}
+		t.Fatalf("second Open = %v, want ErrInUse", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	open(t, path)
 }
 
 func TestFileMode(t *testing.T) {
