@@ -24,16 +24,18 @@ type drainStore struct {
 	next    uint64   // client ids must be unique or the enqueue is a duplicate
 	queued  []uint64 // seqs queued for bob/1 and not yet handed out
 	bob     store.DeviceAddr
+	path    string
 }
 
 func newDrainStore(b *testing.B, senders int) *drainStore {
 	ctx := context.Background()
-	s, err := sqlite.Open(filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	path := filepath.Join(b.TempDir(), "bench.db")
+	s, err := sqlite.Open(path, sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	d := &drainStore{b: b, s: s, now: time.Unix(1_700_000_000, 0), senders: senders, bob: store.DeviceAddr{User: "bob", Device: 1}}
+	d := &drainStore{b: b, s: s, now: time.Unix(1_700_000_000, 0), senders: senders, bob: store.DeviceAddr{User: "bob", Device: 1}, path: path}
 	for i := range senders + 1 {
 		name := "bob"
 		if i > 0 {
@@ -166,5 +168,29 @@ func BenchmarkPending(b *testing.B) {
 			b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
 			b.ReportMetric(float64((cpuTime()-t0)/time.Microsecond)/float64(msgs), "cpu-µs/msg")
 		})
+	}
+}
+
+// BenchmarkOpenCountsQueues measures Open on a database with 100,000
+// queued items: Open counts every device's queue (counts.go), so this is
+// what a restart after a crash pays before it serves again.
+func BenchmarkOpenCountsQueues(b *testing.B) {
+	d := newDrainStore(b, 32)
+	d.fill(100_000)
+	path := d.path
+	if err := d.s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		s, err := sqlite.Open(path, sqlite.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, err := s.QueueDepth(context.Background()); err != nil || n != 100_000 {
+			b.Fatalf("QueueDepth = %d, %v; want 100000", n, err)
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
