@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/magpie-im/magpie/internal/atomicfile"
+	"github.com/magpie-im/magpie/internal/flock"
 )
 
 // Sentinel errors that callers branch on. Errors that carry numbers wrap
@@ -235,10 +236,10 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("blobstore: %w", err)
 		}
 	}
-	lock, err := lockDir(filepath.Join(dir, "LOCK"))
+	lock, err := flock.Lock(filepath.Join(dir, "LOCK"))
 	if err != nil {
-		if errors.Is(err, ErrLocked) {
-			return nil, err
+		if errors.Is(err, flock.ErrLocked) {
+			return nil, ErrLocked
 		}
 		return nil, fmt.Errorf("blobstore: lock: %w", err)
 	}

@@ -24,10 +24,29 @@ type queueCounts struct {
 }
 
 // load counts every device's queue in the database, through q.
-func (qc *queueCounts) load(ctx context.Context, q *sql.DB) error {
-	rows, err := q.QueryContext(ctx, `SELECT to_user, to_device, count(*) FROM queue GROUP BY to_user, to_device`)
+func (qc *queueCounts) load(ctx context.Context, q queryer) error {
+	n, total, err := queueLengths(ctx, q, "1")
 	if err != nil {
-		return fmt.Errorf("count queues: %w", err)
+		return err
+	}
+	qc.mu.Lock()
+	qc.n, qc.total = n, total
+	qc.mu.Unlock()
+	return nil
+}
+
+// queryer is what *sql.DB and *sql.Tx share that queueLengths needs.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queueLengths counts the queue items that match where (an SQL condition
+// written in this package, with args for its parameters) per device, and
+// in all.
+func queueLengths(ctx context.Context, q queryer, where string, args ...any) (map[store.DeviceAddr]int64, int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT to_user, to_device, count(*) FROM queue WHERE `+where+` GROUP BY to_user, to_device`, args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("count queues: %w", err)
 	}
 	defer rows.Close()
 	n := make(map[store.DeviceAddr]int64)
@@ -38,18 +57,15 @@ func (qc *queueCounts) load(ctx context.Context, q *sql.DB) error {
 			k int64
 		)
 		if err := rows.Scan(&d.User, &d.Device, &k); err != nil {
-			return fmt.Errorf("count queues: %w", err)
+			return nil, 0, fmt.Errorf("count queues: %w", err)
 		}
 		n[d] = k
 		total += k
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("count queues: %w", err)
+		return nil, 0, fmt.Errorf("count queues: %w", err)
 	}
-	qc.mu.Lock()
-	qc.n, qc.total = n, total
-	qc.mu.Unlock()
-	return nil
+	return n, total, nil
 }
 
 func (qc *queueCounts) get(d store.DeviceAddr) int64 {

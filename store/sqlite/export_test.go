@@ -1,9 +1,8 @@
 package sqlite
 
 import (
+	"context"
 	"fmt"
-
-	"github.com/magpie-im/magpie/store"
 )
 
 // Pragma reads PRAGMA name on the write connection or on a read connection.
@@ -21,25 +20,8 @@ func Pragma(s *Store, name string, write bool) (string, error) {
 // the number of items in their queue, and a total that differs from their
 // sum.
 func CheckCounters(s *Store) error {
-	rows, err := s.r.Query(`SELECT to_user, to_device, count(*) FROM queue GROUP BY to_user, to_device`)
+	want, total, err := queueLengths(context.Background(), s.r, "1")
 	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	want := make(map[store.DeviceAddr]int64)
-	var total int64
-	for rows.Next() {
-		var (
-			d store.DeviceAddr
-			n int64
-		)
-		if err := rows.Scan(&d.User, &d.Device, &n); err != nil {
-			return err
-		}
-		want[d] = n
-		total += n
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	s.counts.mu.Lock()

@@ -27,6 +27,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/magpie-im/magpie/internal/flock"
 	"github.com/magpie-im/magpie/store"
 )
 
@@ -114,15 +115,16 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	lock, err := lockFile(abs + ".lock")
+	lock, err := flock.Lock(abs + ".lock")
+	if errors.Is(err, flock.ErrLocked) {
+		err = ErrInUse
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s, err := open(abs, readConns, busy, log)
 	if err != nil {
-		if lock != nil {
-			lock.Close()
-		}
+		lock.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s.lock = lock
@@ -243,12 +245,8 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
-	err := s.closeDBs()
-	if s.lock != nil {
-		// After the databases: the next process may open them at once.
-		err = errors.Join(err, s.lock.Close())
-	}
-	if err != nil {
+	// The lock goes after the databases: the next process may open them at once.
+	if err := errors.Join(s.closeDBs(), s.lock.Close()); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}
 	return nil
@@ -571,24 +569,12 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 // expiredPerDevice returns, negated, how many items of each device's queue
 // have expired at t: Expire's change to the queue counts.
 func expiredPerDevice(ctx context.Context, tx *sql.Tx, t int64) (map[store.DeviceAddr]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT to_user, to_device, count(*) FROM queue WHERE expires <= ? GROUP BY to_user, to_device`, t)
+	delta, _, err := queueLengths(ctx, tx, "expires <= ?", t)
 	if err != nil {
-		return nil, fmt.Errorf("count expired items: %w", err)
+		return nil, fmt.Errorf("expired items: %w", err)
 	}
-	defer rows.Close()
-	delta := make(map[store.DeviceAddr]int64)
-	for rows.Next() {
-		var (
-			d store.DeviceAddr
-			n int64
-		)
-		if err := rows.Scan(&d.User, &d.Device, &n); err != nil {
-			return nil, fmt.Errorf("count expired items: %w", err)
-		}
+	for d, n := range delta {
 		delta[d] = -n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count expired items: %w", err)
 	}
 	return delta, nil
 }

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 // open opens path and closes it when t ends.
-func open(t *testing.T, path string) *sqlite.Store {
+func open(t testing.TB, path string) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(path, sqlite.Options{})
 	if err != nil {
@@ -42,6 +42,16 @@ func open(t *testing.T, path string) *sqlite.Store {
 		}
 	})
 	return s
+}
+
+// createUsers creates one-device users with distinct keys.
+func createUsers(t testing.TB, s *sqlite.Store, now time.Time, names ...string) {
+	t.Helper()
+	for i, u := range names {
+		if _, err := s.CreateUser(context.Background(), u, [store.KeySize]byte{byte(i), byte(i >> 8), 1}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestConformance(t *testing.T) {
@@ -99,11 +109,7 @@ func TestCountersConsistent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "magpie.db")
 	s := open(t, path)
 	now := time.Unix(1_700_000_000, 0)
-	for i, u := range []string{"alice", "bob"} {
-		if _, err := s.CreateUser(ctx, u, [store.KeySize]byte{byte(i + 1)}, now); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createUsers(t, s, now, "alice", "bob")
 	if _, err := s.AddDevice(ctx, "bob", [store.KeySize]byte{9}, now); err != nil {
 		t.Fatal(err)
 	}
@@ -174,11 +180,7 @@ func TestReceiptForAGoneSender(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "magpie.db")
 	s := open(t, path)
 	now := time.Unix(1_700_000_000, 0)
-	for i, u := range []string{"alice", "bob"} {
-		if _, err := s.CreateUser(ctx, u, [store.KeySize]byte{byte(i + 1)}, now); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createUsers(t, s, now, "alice", "bob")
 	alice, bob := store.DeviceAddr{User: "alice", Device: 1}, store.DeviceAddr{User: "bob", Device: 1}
 	e := &store.Enqueue{From: alice, To: "bob", Payload: []byte("hi"), Expires: now.Add(time.Hour)}
 	if err := s.Commit(ctx, &store.Batch{Now: now, Enqueues: []*store.Enqueue{e}}); err != nil || e.Err != nil {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package blobstore
+package flock
 
 import (
 	"errors"
@@ -9,10 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockDir takes an exclusive advisory lock on dir/LOCK, so that two
-// processes never run a store on the same directory. The kernel drops the
-// lock when the process dies, kill -9 included.
-func lockDir(path string) (*os.File, error) {
+// Lock creates path (mode 0600) if needed and locks it exclusively. Closing
+// the returned file releases the lock.
+func Lock(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
