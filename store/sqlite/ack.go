@@ -106,15 +106,17 @@ func (c *committer) insertReceipt(a *store.Ack, it ackedItem) error {
 		Sent:     fromNS(c.now),
 		Expires:  fromNS(ns(a.Expires)),
 	}
+	// Asked once per sender and transaction: an EXISTS in every receipt's
+	// INSERT instead cost a drain 5–30% more CPU per message (BenchmarkAck).
+	if ok, err := c.deviceExists(r.To); err != nil {
+		return fmt.Errorf("receipt: %w", err)
+	} else if !ok {
+		return nil // the sender's device is gone: nobody to tell
+	}
 	res, err := c.exec(stInsertReceipt, r.To.User, r.To.Device, uint8(r.Kind),
 		r.From.User, r.From.Device, r.ClientID[:], c.now, ns(r.Expires))
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("receipt: %w", err)
-	} else if n == 0 {
-		return nil // the sender's device is gone: nobody to tell
 	}
 	c.delta[r.To]++
 	seq, err := res.LastInsertId()

@@ -84,6 +84,7 @@ const (
 	stRecipients
 	stInsert
 	stDeleteAcked
+	stDeviceExists
 	stInsertReceipt
 	nStmts
 )
@@ -109,14 +110,14 @@ var commitSQL = [nStmts]string{
 	stDeleteAcked: `DELETE FROM queue
 		WHERE seq IN (SELECT value FROM json_each(?1)) AND to_user = ?2 AND to_device = ?3
 		RETURNING seq, kind, from_user, from_device, client_id`,
-	// One receipt (ack.go), queued only if its recipient (the message's
-	// sender) still has a device: no row inserted means nobody to tell.
-	// Without RETURNING: its seq is the last insert rowid, and RETURNING
-	// cost more than the insert (BenchmarkAck).
+	// Whether a receipt's recipient (the message's sender) still has the
+	// device; asked once per sender and transaction (ack.go).
+	stDeviceExists: `SELECT 1 FROM devices WHERE user = ? AND id = ?`,
+	// One receipt (ack.go). Without RETURNING: its seq is the last insert
+	// rowid, and RETURNING cost more than the insert (BenchmarkAck).
 	stInsertReceipt: `INSERT INTO queue
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
-		SELECT ?1, ?2, ?3, ?4, ?5, ?6, x'', ?7, ?8
-		WHERE EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND id = ?2)`,
+		VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?)`,
 }
 
 // committer applies one batch inside one transaction.
@@ -129,6 +130,33 @@ type committer struct {
 
 	counts *queueCounts               // as of the last commit
 	delta  map[store.DeviceAddr]int64 // this transaction's changes to counts
+	// exists caches deviceExists. No other transaction can remove a device
+	// while this one holds the write lock.
+	exists map[store.DeviceAddr]bool
+}
+
+// deviceExists reports whether d is a device, asking the database once per
+// transaction.
+func (c *committer) deviceExists(d store.DeviceAddr) (bool, error) {
+	if ok, seen := c.exists[d]; seen {
+		return ok, nil
+	}
+	row, err := c.queryRow(stDeviceExists, d.User, d.Device)
+	if err != nil {
+		return false, err
+	}
+	var one int
+	switch err := row.Scan(&one); {
+	case err == nil:
+	case errors.Is(err, sql.ErrNoRows):
+	default:
+		return false, fmt.Errorf("device lookup: %w", err)
+	}
+	if c.exists == nil {
+		c.exists = make(map[store.DeviceAddr]bool)
+	}
+	c.exists[d] = one == 1
+	return one == 1, nil
 }
 
 // queued returns d's queue length within the transaction.

@@ -133,7 +133,6 @@ func Open(path string, opts Options) (*Store, error) {
 
 // open opens the locked database file abs.
 func open(abs string, readConns int, busy time.Duration, log *slog.Logger) (*Store, error) {
-
 	// Per-connection settings, applied by the driver to every new connection.
 	common := url.Values{}
 	common.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
