@@ -38,6 +38,8 @@ func benchCmd(g *globals) *cobra.Command {
                          SIGKILL and restarts it: nothing acknowledged lost
   magpie bench curve     chat once per number of clients or message size,
                          plotted as SVG
+  magpie bench ceiling   the highest chat rate the server sustains, and
+                         with --baseline the raw relay's and their ratio
 
 Every scenario registers throw-away users named bench_<random>_<n> on the
 server. Against a server on loopback the tool spreads its connections over
@@ -54,7 +56,7 @@ One process holds at most about 15,000 connections (the open-files limit is
 20,000); hold spreads larger runs over worker processes (--workers).
 chat --plot and the --json reports carry a per-second timeline.`,
 	}
-	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g))
+	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g), benchCeilingCmd(g))
 	return c
 }
 
@@ -408,6 +410,53 @@ each; --plot draws them against that axis (logarithmic) as SVG, and
 	f.BoolVar(&o.Baseline, "baseline", false, "also run each point against a bare loopback TCP relay")
 	f.StringVar(&plot, "plot", "", "write the curve to this SVG file")
 	f.StringVar(&title, "title", "", "the plot's title")
+	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	g.addJSON(c)
+	return c
+}
+
+func benchCeilingCmd(g *globals) *cobra.Command {
+	var (
+		inv   string
+		o     bench.CeilingOptions
+		quiet bool
+	)
+	c := &cobra.Command{
+		Use:     "ceiling --invite INVITE [--clients N --duration D --p99 L] [--baseline]",
+		Short:   "Find the highest chat rate the server sustains (and the raw relay's)",
+		Example: `  magpie bench ceiling --invite "$INVITE" --clients 2000 --duration 15s --baseline --admin 127.0.0.1:9465`,
+		Long: `Run the chat scenario at rising rates, doubling from --start until a run
+does not sustain its rate, then halving the gap between the highest rate
+sustained and the lowest not, --steps times. A run sustains its rate when
+every message is acknowledged and delivered, nothing fails, and the p99
+send → ack latency stays within --p99: past what a server does, open-loop
+latency grows without bound. A rate gets up to --tries runs, so that one
+hiccup near the limit does not end the search.
+
+--baseline searches the bare loopback relay's ceiling first, with the same
+clients and payloads, and reports Magpie's ceiling as a fraction of it: the
+throughput ratio that means something (at a rate both keep up with it is
+1.0 by construction).`,
+		Args: cobra.NoArgs,
+		RunE: scenarioRunE(g, &inv, &quiet, func(ctx context.Context, in invite.Invite, progress io.Writer) (*bench.CeilingReport, error) {
+			o.Chat.Progress = progress
+			return bench.RunCeiling(ctx, in, o)
+		}),
+	}
+	f := c.Flags()
+	f.StringVar(&inv, "invite", "", "the server's invite (magpie://…)")
+	f.IntVar(&o.Chat.Clients, "clients", 100, "users, paired at random")
+	f.DurationVar(&o.Chat.Duration, "duration", 10*time.Second, "how long each trial sends")
+	f.IntVar(&o.Chat.Size, "size", 1024, "payload bytes")
+	f.IntVar(&o.Chat.Inflight, "inflight", 64, "unacknowledged sends allowed per client")
+	f.DurationVar(&o.Chat.Drain, "drain", 10*time.Second, "how long to wait for deliveries after each trial's last send")
+	f.StringVar(&o.Chat.Admin, "admin", "", "the server's admin listener: report its CPU time per message")
+	f.Float64Var(&o.Start, "start", 1000, "the first rate tried (messages per second)")
+	f.Float64Var(&o.Limit, "limit", 1_000_000, "the highest rate tried")
+	f.DurationVar(&o.MaxP99, "p99", 100*time.Millisecond, "the p99 send → ack latency a sustained rate stays within")
+	f.IntVar(&o.Steps, "steps", 4, "halvings of the gap after the first rate not sustained")
+	f.IntVar(&o.Tries, "tries", 2, "runs a rate gets before it counts as not sustained")
+	f.BoolVar(&o.Baseline, "baseline", false, "search the raw relay's ceiling too, and print the ratio")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)
 	return c
