@@ -292,7 +292,7 @@ func TestKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := KeyPairFromPrivate(a.Private)
-	if err != nil || b != a {
+	if err != nil || b.Private != a.Private || b.Public != a.Public {
 		t.Fatal("KeyPairFromPrivate disagrees with GenerateKey")
 	}
 	if _, err := GenerateKey(bytes.NewReader(nil)); err == nil {

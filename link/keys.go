@@ -7,13 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/flynn/noise"
 )
 
 // KeyPair is a Curve25519 static key pair (Noise rev. 34 §4.1, DH functions).
-type KeyPair struct{ Private, Public [32]byte }
+type KeyPair struct {
+	Private, Public [32]byte
+
+	// key is Private parsed, when GenerateKey or KeyPairFromPrivate made
+	// the pair: they already paid the scalar multiplication that
+	// ecdh.NewPrivateKey costs, so a handshake with this pair need not pay
+	// it again (see parsed). A KeyPair written as a literal has none, and
+	// each of its handshakes parses it. It also means == on two KeyPairs
+	// compares this pointer: compare Public instead.
+	key *ecdh.PrivateKey
+}
 
 // GenerateKey returns a new key pair using 32 bytes from rand (crypto/rand if
 // nil).
@@ -35,7 +44,7 @@ func KeyPairFromPrivate(priv [32]byte) (KeyPair, error) {
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("link: private key: %w", err)
 	}
-	kp := KeyPair{Private: priv}
+	kp := KeyPair{Private: priv, key: k}
 	copy(kp.Public[:], k.PublicKey().Bytes())
 	return kp, nil
 }
@@ -134,41 +143,18 @@ func newSuite() (noise.CipherSuite, *x25519) {
 	return noise.NewCipherSuite(dh, noise.CipherChaChaPoly, noise.HashBLAKE2b), dh
 }
 
-// staticKeys remembers parsed static private keys across handshakes. A
-// server answers every connection with the same static key, and parsing it
-// (ecdh.NewPrivateKey derives the public key: a full scalar multiplication)
-// was one of the six multiplications in each server handshake. Entries are
-// keyed by the public key and a hit is confirmed against the private bytes
-// in constant time, so a KeyPair whose halves do not match never gets
-// another key's secret. The map is bounded: a load tool that makes
-// thousands of device keys just empties it now and then.
-var staticKeys struct {
-	sync.Mutex
-	m map[[32]byte]*ecdh.PrivateKey
-}
-
-const maxStaticKeys = 64
-
-// parsed returns kp's private key as an *ecdh.PrivateKey, from staticKeys
-// when it is there. *ecdh.PrivateKey is immutable, so handshakes share it.
+// parsed returns kp's private key as an *ecdh.PrivateKey: the one kp was
+// made with if its private bytes are still kp.Private (compared in constant
+// time, since the fields are exported and may have been changed), else a
+// fresh parse. Parsing derives the public key, a full scalar
+// multiplication: it was one of the six in each server handshake, and of
+// the load tool's, before KeyPair carried its parse. *ecdh.PrivateKey is
+// immutable, so handshakes share it.
 func (kp *KeyPair) parsed() (*ecdh.PrivateKey, error) {
-	staticKeys.Lock()
-	k := staticKeys.m[kp.Public]
-	staticKeys.Unlock()
-	if k != nil && subtle.ConstantTimeCompare(k.Bytes(), kp.Private[:]) == 1 {
-		return k, nil
+	if kp.key != nil && subtle.ConstantTimeCompare(kp.key.Bytes(), kp.Private[:]) == 1 {
+		return kp.key, nil
 	}
-	k, err := ecdh.X25519().NewPrivateKey(kp.Private[:])
-	if err != nil {
-		return nil, err
-	}
-	staticKeys.Lock()
-	if staticKeys.m == nil || len(staticKeys.m) >= maxStaticKeys {
-		staticKeys.m = make(map[[32]byte]*ecdh.PrivateKey)
-	}
-	staticKeys.m[kp.Public] = k
-	staticKeys.Unlock()
-	return k, nil
+	return ecdh.X25519().NewPrivateKey(kp.Private[:])
 }
 
 func (kp *KeyPair) dhKey() noise.DHKey {

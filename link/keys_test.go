@@ -55,34 +55,40 @@ func TestStaticKeyParsedOnce(t *testing.T) {
 	}
 }
 
-// TestStaticKeyCacheChecksPrivate: the cache is keyed by the public key,
-// but a KeyPair whose private half differs gets its own key, not the one
-// cached under that public key.
-func TestStaticKeyCacheChecksPrivate(t *testing.T) {
-	a, _ := GenerateKey(nil)
-	b, _ := GenerateKey(nil)
-	if _, err := b.parsed(); err != nil {
-		t.Fatal(err)
-	}
-	mixed := KeyPair{Private: a.Private, Public: b.Public}
-	k, err := mixed.parsed()
+// TestKeyPairCarriesItsParse: a KeyPair made by GenerateKey or
+// KeyPairFromPrivate hands its handshakes the parse it was made with; one
+// whose Private was changed afterwards, or that was written as a literal,
+// gets a parse of its own Private, never the stale key.
+func TestKeyPairCarriesItsParse(t *testing.T) {
+	a, err := GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(k.Bytes(), a.Private[:]) {
-		t.Fatal("the cache gave a KeyPair another key's private key")
+	b, err := KeyPairFromPrivate(a.Private)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// And the cache stays bounded however many keys pass through.
-	for range 3 * maxStaticKeys {
-		kp, _ := GenerateKey(nil)
-		if _, err := kp.parsed(); err != nil {
+	for name, kp := range map[string]KeyPair{"GenerateKey": a, "KeyPairFromPrivate": b} {
+		k, err := kp.parsed()
+		if err != nil {
 			t.Fatal(err)
 		}
+		if k != kp.key || k == nil {
+			t.Errorf("%s: a handshake parses the key again", name)
+		}
 	}
-	staticKeys.Lock()
-	n := len(staticKeys.m)
-	staticKeys.Unlock()
-	if n > maxStaticKeys {
-		t.Fatalf("%d cached keys, bound %d", n, maxStaticKeys)
+
+	other, _ := GenerateKey(nil)
+	changed := a
+	changed.Private, changed.Public = other.Private, other.Public
+	literal := KeyPair{Private: other.Private, Public: other.Public}
+	for name, kp := range map[string]KeyPair{"changed": changed, "literal": literal} {
+		k, err := kp.parsed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(k.Bytes(), other.Private[:]) || !bytes.Equal(k.PublicKey().Bytes(), other.Public[:]) {
+			t.Errorf("%s: parsed is not the KeyPair's own private key", name)
+		}
 	}
 }
