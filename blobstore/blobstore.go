@@ -886,7 +886,8 @@ func (s *Store) Close() error {
 	}
 	s.mu.Unlock()
 	for _, b := range all {
-		b.mu.Lock() // wait for an Append or Complete in progress
+		b.mu.Lock()
+		//lint:ignore SA2001 taking the lock is the point: it waits for an Append or Complete in progress
 		b.mu.Unlock()
 	}
 	return s.lock.Close()

@@ -289,7 +289,7 @@ func TestMP4Malformed(t *testing.T) {
 		"no moov":          append(ftyp("isom"), mp4Box("mdat", []byte{1, 2, 3})...),
 		"no mvhd":          append(ftyp("isom"), mp4Box("moov", mp4Box("trak"))...),
 		"moov cut":         good[:len(good)-10],
-		"header cut":       good[:len(good)-len(good)+len(ftyp("isom"))+5],
+		"header cut":       good[:len(ftyp("isom"))+5],
 		"box overruns":     overrun,
 		"box below header": tiny,
 		"size 0 inside":    zeroInside,

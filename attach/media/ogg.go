@@ -37,6 +37,9 @@ const (
 	oggMaxCandidates = 64
 )
 
+// The tail must hold a whole page: this fails to compile if it cannot.
+const _ = uint(oggTail - oggMaxPage)
+
 type oggPage struct {
 	flags   byte
 	granule int64

@@ -11,15 +11,6 @@ import (
 	"testing"
 )
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func seq(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {

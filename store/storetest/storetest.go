@@ -882,17 +882,17 @@ func testConcurrent(t *testing.T, h Harness) {
 				}
 				ms, err := s.Pending(ctx, dev, 0, 1000, t0)
 				if err != nil {
-					errs <- fmt.Errorf("Pending: %w", err)
+					errs <- fmt.Errorf("pending: %w", err)
 					return
 				}
 				for i := 1; i < len(ms); i++ {
 					if ms[i].Seq <= ms[i-1].Seq {
-						errs <- fmt.Errorf("Pending returned seqs out of order: %v", seqs(ms))
+						errs <- fmt.Errorf("pending items out of order: seqs %v", seqs(ms))
 						return
 					}
 				}
 				if _, err := s.User(ctx, "bob"); err != nil {
-					errs <- fmt.Errorf("User: %w", err)
+					errs <- fmt.Errorf("user: %w", err)
 					return
 				}
 			}
