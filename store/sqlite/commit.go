@@ -79,8 +79,9 @@ func resetResults(b *store.Batch) {
 
 // Statements used by Commit, prepared once when the store opens (prepareCommit).
 const (
-	stDedupGet = iota
-	stDedupPut
+	stDedupClaim = iota
+	stDedupGet
+	stDedupRelease
 	stRecipients
 	stInsert
 	stDeleteAcked
@@ -90,13 +91,22 @@ const (
 )
 
 var commitSQL = [nStmts]string{
-	stDedupGet: `SELECT sent FROM dedup
-		WHERE from_user = ? AND from_device = ? AND client_id = ? AND expires > ?`,
-	// A record that expired but was not yet removed by Expire is replaced.
-	stDedupPut: `INSERT INTO dedup (from_user, from_device, client_id, sent, expires)
-		VALUES (?, ?, ?, ?, ?)
+	// Records a send's client id unless a live record has it: one row
+	// changed means the send is new (a record that expired but was not yet
+	// removed by Expire is taken over), none that it is a duplicate. This
+	// replaced a SELECT before every enqueue and an INSERT after it.
+	stDedupClaim: `INSERT INTO dedup (from_user, from_device, client_id, sent, expires)
+		VALUES (?1, ?2, ?3, ?4, ?5)
 		ON CONFLICT (from_user, from_device, client_id)
-		DO UPDATE SET sent = excluded.sent, expires = excluded.expires`,
+		DO UPDATE SET sent = excluded.sent, expires = excluded.expires
+		WHERE dedup.expires <= ?4`,
+	// A duplicate's original send time, for its answer.
+	stDedupGet: `SELECT sent FROM dedup
+		WHERE from_user = ? AND from_device = ? AND client_id = ?`,
+	// Undoes a claim when the send is refused, so that a retry is not
+	// taken for a duplicate of a send that was never queued.
+	stDedupRelease: `DELETE FROM dedup
+		WHERE from_user = ? AND from_device = ? AND client_id = ?`,
 	stRecipients: `SELECT d.id, d.registration_id,
 		(SELECT count(*) FROM signed_prekeys s WHERE s.user = d.user AND s.device = d.id) = 2
 		FROM devices d WHERE d.user = ? ORDER BY d.id`,
@@ -216,20 +226,48 @@ type recipient struct {
 func (c *committer) enqueue(e *store.Enqueue) error {
 	// Duplicate check first: a resend of an accepted message must be
 	// answered as such even if the recipient's queue is now full.
-	row, err := c.queryRow(stDedupGet, e.From.User, e.From.Device, e.ClientID[:], c.now)
-	if err != nil {
+	if dup, err := c.claimClientID(e); err != nil || dup {
 		return err
 	}
-	var sent int64
-	switch err := row.Scan(&sent); {
-	case err == nil:
-		e.Duplicate = true
-		e.Sent = fromNS(sent)
-		return nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("dedup lookup: %w", err)
+	if err := c.enqueueClaimed(e); err != nil || e.Err == nil {
+		return err
 	}
+	// Refused: release the claim.
+	if _, err := c.exec(stDedupRelease, e.From.User, e.From.Device, e.ClientID[:]); err != nil {
+		return fmt.Errorf("dedup release: %w", err)
+	}
+	return nil
+}
 
+// claimClientID records e's client id as sent now, or, if a live record
+// already has it, marks e a duplicate and sets e.Sent to the original
+// send's time.
+func (c *committer) claimClientID(e *store.Enqueue) (duplicate bool, err error) {
+	res, err := c.exec(stDedupClaim, e.From.User, e.From.Device, e.ClientID[:], c.now, ns(e.Expires))
+	if err != nil {
+		return false, fmt.Errorf("dedup record: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, fmt.Errorf("dedup record: %w", err)
+	} else if n == 1 {
+		return false, nil
+	}
+	row, err := c.queryRow(stDedupGet, e.From.User, e.From.Device, e.ClientID[:])
+	if err != nil {
+		return false, err
+	}
+	var sent int64
+	if err := row.Scan(&sent); err != nil {
+		return false, fmt.Errorf("dedup lookup: %w", err)
+	}
+	e.Duplicate = true
+	e.Sent = fromNS(sent)
+	return true, nil
+}
+
+// enqueueClaimed queues e, whose client id is claimed, for each of its
+// recipient's devices, or sets e.Err and writes nothing.
+func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	rcpts, err := c.recipients(e.To)
 	if err != nil {
 		return err
@@ -276,9 +314,6 @@ func (c *committer) enqueue(e *store.Enqueue) error {
 		}
 		c.delta[m.To]++
 		queued = append(queued, m)
-	}
-	if _, err := c.exec(stDedupPut, e.From.User, e.From.Device, e.ClientID[:], c.now, ns(e.Expires)); err != nil {
-		return fmt.Errorf("dedup record: %w", err)
 	}
 	e.Sent = fromNS(c.now)
 	e.Queued = queued
