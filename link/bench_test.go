@@ -1,6 +1,8 @@
 package link
 
 import (
+	"crypto/ecdh"
+	"crypto/rand"
 	"net"
 	"testing"
 
@@ -29,6 +31,41 @@ func BenchmarkHandshake(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkX25519: the unit a handshake's cost is counted in. "keygen" is
+// ecdh.NewPrivateKey, which derives the public key (a full scalar
+// multiplication, paid by every ephemeral key and every key parse); "DH" is
+// one ECDH with a parsed key. Each side of an IK handshake does one keygen
+// and four DHs (BENCHMARKS.md, "Where the handshake time goes").
+func BenchmarkX25519(b *testing.B) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("keygen", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ecdh.X25519().NewPrivateKey(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DH", func(b *testing.B) {
+		k, err := ecdh.X25519().NewPrivateKey(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		peer := testServerKey.Public
+		pub, err := ecdh.X25519().NewPublicKey(peer[:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := k.ECDH(pub); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkFrameCodec: encrypt + decrypt + reassemble one application
