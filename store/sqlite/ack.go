@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -10,64 +11,155 @@ import (
 	"github.com/magpie-im/magpie/store"
 )
 
-// ack applies one Ack inside the batch's transaction: one DELETE …
-// RETURNING for all of its seqs and one prepared INSERT per receipt; the
-// queue counts change in memory (counts.go). A DELETE and a counter update
-// per seq, as before, cost more than twice the CPU per acknowledged message
-// (BenchmarkAck: 44 → 19 µs, medians of 6 interleaved runs), and the
-// single writer is what limits a draining device (BenchmarkDrain in
-// package router). Batching the receipts too (INSERT … SELECT from
-// json_each, or multi-row VALUES, with or without RETURNING) measured
-// slower than one plain INSERT each, and a plain `seq = ?` DELETE for
-// one-seq acks measured no faster than the json_each list
-// (BenchmarkChatCommit).
+// ackAll applies a batch's Acks inside its transaction: the DELETE …
+// RETURNINGs below, then one prepared INSERT per receipt; the queue counts
+// change in memory (counts.go).
 //
-// Receipts are queued in the order of the acknowledged items' seqs (the
-// order they were delivered in), so a.Receipts is in Seq order.
-func (c *committer) ack(a *store.Ack) error {
-	list := appendSeqList(nil, a.Seqs)
-	if list == nil {
-		return nil // nothing that could name a stored item
-	}
-	gone, err := c.deleteAcked(a.Device, list)
-	if err != nil {
-		return err
-	}
-	if len(gone) == 0 {
-		return nil // unknown, already acked, or another device's items
-	}
-	c.delta[a.Device] -= int64(len(gone))
-
-	// One receipt per message (not per receipt) removed.
-	slices.SortFunc(gone, func(x, y ackedItem) int { return cmp.Compare(x.seq, y.seq) })
-	for _, it := range gone {
-		if it.kind != store.KindMessage {
+// A chat's Acks name one or two seqs each, and a statement per Ack cost
+// more in binding, the IN list's ephemeral table and cursors than in
+// deleting: all of a batch's small Acks go in one statement
+// (BenchmarkChatCommit: 126 → 106 µs of store CPU per message). A draining
+// device's Acks name hundreds, and for those the one-device statement,
+// which searches the covering index by device and seq, costs a fifth less
+// than the joined one (BenchmarkAck), so each large Ack keeps its own. A
+// DELETE and a counter update per seq, as at first, cost more than twice
+// the CPU per acknowledged message (BenchmarkAck: 44 → 19 µs). Batching the
+// receipts too (INSERT … SELECT from json_each, or multi-row VALUES, with
+// or without RETURNING) measured slower than one plain INSERT each.
+//
+// A seq named twice for the same device is removed once, and its receipt
+// goes to one of the Acks that name it. Each Ack's receipts are queued in
+// the order of its acknowledged items' seqs (the order they were delivered
+// in), Ack by Ack, so a.Receipts is in Seq order.
+func (c *committer) ackAll(acks []*store.Ack) error {
+	per := make([][]ackedItem, len(acks))
+	small := make([]int, 0, len(acks))
+	for i, a := range acks {
+		if len(a.Seqs) < largeAck {
+			small = append(small, i)
 			continue
 		}
-		if err := c.insertReceipt(a, it); err != nil {
+		if list := appendSeqList(nil, a.Seqs); list != nil {
+			var err error
+			if per[i], err = c.deleteAcked(stDeleteAcked, string(list), a.Device.User, a.Device.Device); err != nil {
+				return err
+			}
+		}
+	}
+	if list, owner := ackList(acks, small); owner != nil {
+		gone, err := c.deleteAcked(stDeleteAckedList, string(list))
+		if err != nil {
 			return err
+		}
+		for _, it := range gone {
+			i, ok := owner[ackKey{it.to, it.seq}]
+			if !ok {
+				// The DELETE matches the list's (seq, device) pairs exactly.
+				return fmt.Errorf("delete: removed item %d of %s/%d, which no ack named", it.seq, it.to.User, it.to.Device)
+			}
+			per[i] = append(per[i], it)
+		}
+	}
+	for i, a := range acks {
+		items := per[i]
+		if len(items) == 0 {
+			continue // unknown, already acked, or another device's items
+		}
+		c.delta[a.Device] -= int64(len(items))
+		// One receipt per message (not per receipt) removed.
+		slices.SortFunc(items, func(x, y ackedItem) int { return cmp.Compare(x.seq, y.seq) })
+		for _, it := range items {
+			if it.kind != store.KindMessage {
+				continue
+			}
+			if err := c.insertReceipt(a, it); err != nil {
+				return fmt.Errorf("ack %d: %w", i, err)
+			}
 		}
 	}
 	return nil
 }
 
+// largeAck is the number of seqs from which an Ack gets a statement of its
+// own (ackAll). Clients acknowledge a chat's pushes one or a few at a time
+// and a drain's in hundreds, so anything between the two does.
+const largeAck = 16
+
+// ackKey is one acknowledged item: the acknowledging device and the seq.
+type ackKey struct {
+	dev store.DeviceAddr
+	seq int64
+}
+
+// ackList returns the (seq, user, device) triples that acks[i], for i in
+// which, name, as a JSON array for stDeleteAckedList, and, for each, the
+// index of the first Ack that names it. Seqs that cannot name a stored
+// item (0, and above the largest SQLite integer) are left out; owner is
+// nil if none is left.
+func ackList(acks []*store.Ack, which []int) (list []byte, owner map[ackKey]int) {
+	list = append(list, '[')
+	for _, i := range which {
+		a := acks[i]
+		for _, q := range a.Seqs {
+			if q == 0 || q > math.MaxInt64 {
+				continue
+			}
+			k := ackKey{a.Device, int64(q)}
+			if _, seen := owner[k]; seen {
+				continue
+			}
+			if owner == nil {
+				owner = make(map[ackKey]int)
+			}
+			owner[k] = i
+			if len(list) > 1 {
+				list = append(list, ',')
+			}
+			list = append(list, '[')
+			list = strconv.AppendUint(list, q, 10)
+			list = append(list, ',')
+			list = appendJSONString(list, a.Device.User)
+			list = append(list, ',')
+			list = strconv.AppendUint(list, uint64(a.Device.Device), 10)
+			list = append(list, ']')
+		}
+	}
+	return append(list, ']'), owner
+}
+
+// appendJSONString appends s as a JSON string. Usernames need no escaping
+// (package username: ASCII letters, digits and underscore), so that is the
+// fast path; anything else goes through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // ackedItem is a queue item removed by an ack.
 type ackedItem struct {
 	seq  int64
+	to   store.DeviceAddr
 	kind store.Kind
 	from store.DeviceAddr
 	cid  [store.ClientIDSize]byte
 }
 
-// deleteAcked removes the items of dev named in list (a JSON array of
-// seqs) and returns them, in no particular order.
-func (c *committer) deleteAcked(dev store.DeviceAddr, list []byte) ([]ackedItem, error) {
-	st, err := c.stmt(stDeleteAcked)
+// deleteAcked runs statement st (stDeleteAcked or stDeleteAckedList) with
+// args and returns the items it removed, in no particular order. The JSON
+// list in args is a string, not a blob: json_each reads text.
+func (c *committer) deleteAcked(st int, args ...any) ([]ackedItem, error) {
+	stmt, err := c.stmt(st)
 	if err != nil {
 		return nil, err
 	}
-	// A string, not a blob: json_each reads text.
-	rows, err := st.QueryContext(c.ctx, string(list), dev.User, dev.Device)
+	rows, err := stmt.QueryContext(c.ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("delete: %w", err)
 	}
@@ -79,7 +171,7 @@ func (c *committer) deleteAcked(dev store.DeviceAddr, list []byte) ([]ackedItem,
 			kind uint8
 			cid  []byte
 		)
-		if err := rows.Scan(&it.seq, &kind, &it.from.User, &it.from.Device, &cid); err != nil {
+		if err := rows.Scan(&it.seq, &it.to.User, &it.to.Device, &kind, &it.from.User, &it.from.Device, &cid); err != nil {
 			return nil, fmt.Errorf("delete: %w", err)
 		}
 		if it.cid, err = toClientID(cid); err != nil {

@@ -53,9 +53,9 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 		if a == nil {
 			return fmt.Errorf("sqlite: commit: ack %d is nil", i)
 		}
-		if err := c.ack(a); err != nil {
-			return fmt.Errorf("sqlite: commit: ack %d: %w", i, err)
-		}
+	}
+	if err := c.ackAll(b.Acks); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", err)
@@ -85,6 +85,7 @@ const (
 	stRecipients
 	stInsert
 	stDeleteAcked
+	stDeleteAckedList
 	stDeviceExists
 	stInsertReceipt
 	nStmts
@@ -114,12 +115,21 @@ var commitSQL = [nStmts]string{
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING seq`,
-	// One statement per ack, whatever its number of seqs (a JSON array in
-	// ?1; see ack.go). Matching on the device as well as seq is what stops
-	// a device from deleting (and miscounting) another device's items.
+	// Matching on the device as well as seq is what stops a device from
+	// deleting (and miscounting) another device's items (ack.go).
+	//
+	// One large ack (a JSON array of seqs in ?1): each seq is a search of
+	// the covering index queue_by_device.
 	stDeleteAcked: `DELETE FROM queue
 		WHERE seq IN (SELECT value FROM json_each(?1)) AND to_user = ?2 AND to_device = ?3
-		RETURNING seq, kind, from_user, from_device, client_id`,
+		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id`,
+	// A batch's small acks together (a JSON array of [seq, user, device]
+	// in ?1; ackList): each seq is a rowid search, then its device is
+	// compared.
+	stDeleteAckedList: `DELETE FROM queue WHERE seq IN (
+		SELECT q.seq FROM json_each(?1) AS j JOIN queue AS q ON q.seq = j.value ->> 0
+		WHERE q.to_user = j.value ->> 1 AND q.to_device = j.value ->> 2)
+		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id`,
 	// Whether a receipt's recipient (the message's sender) still has the
 	// device; asked once per sender and transaction (ack.go).
 	stDeviceExists: `SELECT 1 FROM devices WHERE user = ? AND id = ?`,

@@ -103,3 +103,76 @@ func testAckMany(t *testing.T, h Harness) {
 		t.Errorf("second send at limit 1: Err=%v, want ErrQueueFull (bob's queue length drifted)", e.Err)
 	}
 }
+
+// testAcksOfManyDevices: one batch carrying what a busy server's does —
+// small Acks from many devices (a chat) next to a large one (a drain) —
+// removes for each Ack exactly its own device's items, whichever way a
+// store groups them: a seq of another device's queue is ignored whether it
+// is named in a small or a large Ack, and every Ack gets the receipts of
+// its own messages, in Seq order.
+func testAcksOfManyDevices(t *testing.T, h Harness) {
+	s := h.Store
+	ctx := context.Background()
+	users(t, s, 1, "alice", "bob", "carol", "dave")
+	exp := t0.Add(day)
+	var bobs []store.Message // 40: a drain's worth of acks in one Ack
+	for i := range 40 {
+		bobs = append(bobs, sendOne(t, s, t0, send(addr("alice", 1), 100+i, "bob", "m", exp, 0))...)
+	}
+	carols := sendOne(t, s, t0, send(addr("dave", 1), 1, "carol", "c", exp, 0))
+	daves := sendOne(t, s, t0, send(addr("carol", 1), 2, "dave", "d", exp, 0))
+	n, err := s.QueueDepth(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := t0.Add(time.Minute)
+	rexp := now.Add(day)
+	large := &store.Ack{Device: addr("bob", 1), Expires: rexp}
+	for _, m := range bobs[:38] {
+		large.Seqs = append(large.Seqs, m.Seq)
+	}
+	large.Seqs = append(large.Seqs, carols[0].Seq) // carol's, not bob's
+	carolAck := &store.Ack{Device: addr("carol", 1), Seqs: []uint64{bobs[38].Seq, carols[0].Seq}, Expires: rexp}
+	daveAck := &store.Ack{Device: addr("dave", 1), Seqs: []uint64{daves[0].Seq, bobs[39].Seq}, Expires: rexp}
+	bobSmall := &store.Ack{Device: addr("bob", 1), Seqs: []uint64{bobs[39].Seq}, Expires: rexp}
+	commit(t, s, now, nil, []*store.Ack{carolAck, large, daveAck, bobSmall})
+
+	check := func(name string, a *store.Ack, want ...store.Message) {
+		t.Helper()
+		if len(a.Receipts) != len(want) {
+			t.Fatalf("%s: %d receipts, want %d", name, len(a.Receipts), len(want))
+		}
+		for i, m := range want {
+			r := a.Receipts[i]
+			if r.To != m.From || r.From != a.Device || r.ClientID != m.ClientID || r.Kind != store.KindReceipt {
+				t.Errorf("%s: receipt %d is %+v, want one to %v for %x", name, i, r, m.From, m.ClientID)
+			}
+			if i > 0 && r.Seq <= a.Receipts[i-1].Seq {
+				t.Errorf("%s: receipts not in Seq order: %v", name, seqs(a.Receipts))
+			}
+		}
+	}
+	check("bob's large ack", large, bobs[:38]...)
+	check("carol's ack", carolAck, carols[0])
+	check("dave's ack", daveAck, daves[0])
+	check("bob's small ack", bobSmall, bobs[39])
+	// bobs[38], named only by carol, is still bob's.
+	checkMessages(t, "Pending(bob)", pending(t, s, addr("bob", 1), 0, 100, now), bobs[38:39])
+	for _, d := range []store.DeviceAddr{addr("carol", 1), addr("dave", 1)} {
+		if got := pending(t, s, d, 0, 10, now); len(got) != 1 || got[0].Kind != store.KindReceipt {
+			t.Errorf("%v's queue: %v, want just the receipt for what it sent", d, seqs(got))
+		}
+	}
+	// 41 items removed, 41 receipts queued (39 to alice, one each to
+	// carol and dave); the lengths are exact.
+	if got, err := s.QueueDepth(ctx); err != nil || got != n {
+		t.Errorf("QueueDepth %d → %d, %v; want it unchanged", n, got, err)
+	}
+	sendOne(t, s, now, send(addr("alice", 1), 200, "bob", "fits", exp, 2))
+	e := send(addr("alice", 1), 201, "bob", "full", exp, 2)
+	commit(t, s, now, []*store.Enqueue{e}, nil)
+	if !errors.Is(e.Err, store.ErrQueueFull) {
+		t.Errorf("third item at limit 2: Err=%v, want ErrQueueFull (bob's queue length drifted)", e.Err)
+	}
+}

@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"AckOtherDeviceIgnored", testAckOtherDevice},
 		{"AckUnknownAndRepeatedSeqs", testAckUnknown},
 		{"AckManySeqs", testAckMany},
+		{"AcksOfManyDevicesInOneBatch", testAcksOfManyDevices},
 		{"ReceiptIgnoresQueueLimit", testReceiptNoLimit},
 		{"Pending", testPending},
 		{"SeqNeverReused", testSeqNeverReused},
