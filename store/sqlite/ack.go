@@ -22,11 +22,11 @@ import (
 // device's Acks name hundreds, and for those the one-device statement,
 // which searches the covering index by device and seq, costs about a sixth
 // less than the joined one (BenchmarkAck: 16.5 against 19.9 µs per
-// message), so each large Ack keeps its own. A
-// DELETE and a counter update per seq, as at first, cost more than twice
-// the CPU per acknowledged message (BenchmarkAck: 44 → 19 µs). Batching the
-// receipts too (INSERT … SELECT from json_each, or multi-row VALUES, with
-// or without RETURNING) measured slower than one plain INSERT each.
+// message), so each large Ack keeps its own. A DELETE and a counter
+// update per seq, as at first, cost more than twice the CPU per
+// acknowledged message (BenchmarkAck: 44 → 19 µs). Batching the receipts
+// too (INSERT … SELECT from json_each, or multi-row VALUES, with or
+// without RETURNING) measured slower than one plain INSERT each.
 //
 // A seq named twice for the same device is removed once, and its receipt
 // goes to one of the Acks that name it. Each Ack's receipts are queued in
