@@ -102,7 +102,7 @@ func ackList(acks []*store.Ack, which []int) (list []byte, owner map[ackKey]int)
 	for _, i := range which {
 		a := acks[i]
 		for _, q := range a.Seqs {
-			if q == 0 || q > math.MaxInt64 {
+			if !storableSeq(q) {
 				continue
 			}
 			k := ackKey{a.Device, int64(q)}
@@ -228,7 +228,7 @@ func appendSeqList(b []byte, seqs []uint64) []byte {
 	start := len(b)
 	b = append(b, '[')
 	for _, q := range seqs {
-		if q == 0 || q > math.MaxInt64 {
+		if !storableSeq(q) {
 			continue
 		}
 		if len(b) > start+1 {
@@ -241,3 +241,7 @@ func appendSeqList(b []byte, seqs []uint64) []byte {
 	}
 	return append(b, ']')
 }
+
+// storableSeq reports whether q could name a stored item: seqs start at 1
+// and are SQLite integers.
+func storableSeq(q uint64) bool { return q != 0 && q <= math.MaxInt64 }
