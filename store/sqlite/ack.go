@@ -130,10 +130,13 @@ func ackList(acks []*store.Ack, which []int) (list []byte, owner map[ackKey]int)
 
 // appendJSONString appends s as a JSON string. Usernames need no escaping
 // (package username: ASCII letters, digits and underscore), so that is the
-// fast path; anything else goes through encoding/json.
+// fast path. What JSON requires escaping (RFC 8259 §7: the quotation mark,
+// the backslash and control characters), and any non-ASCII byte, goes
+// through encoding/json, whose output is always valid UTF-8: SQLite's
+// json_each rejects malformed text, and that would fail the whole batch.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
 			q, _ := json.Marshal(s) // a string always marshals
 			return append(b, q...)
 		}
