@@ -43,7 +43,7 @@ func (c *committer) ackAll(acks []*store.Ack) error {
 		if list := appendSeqList(nil, a.Seqs); list != nil {
 			var err error
 			if per[i], err = c.deleteAcked(stDeleteAcked, string(list), a.Device.User, a.Device.Device); err != nil {
-				return err
+				return fmt.Errorf("ack %d: %w", i, err)
 			}
 		}
 	}
