@@ -8,7 +8,9 @@
 // fingerprint. This package keeps their state in a KV, which the client
 // implements over its local (encrypted) store, inside transactions so that a
 // decrypted message and the session step that produced it are saved
-// together.
+// together. Sesame is the send path: it encrypts a message for each of the
+// recipient's devices and keeps the sessions in step with the server's
+// device list.
 package e2e
 
 import (
