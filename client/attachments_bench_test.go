@@ -2,8 +2,10 @@ package client_test
 
 import (
 	"context"
-	"path/filepath"
-	"sort"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,88 +15,91 @@ import (
 	"github.com/magpie-im/magpie/server"
 )
 
+// benchPair starts a server for benchmarks (no rate limits, no quota) and
+// two running clients, alice and bob, and returns them with bob's events.
+func benchPair(b *testing.B) (alice, bob *client.Client, bsub *client.Subscription) {
+	b.Helper()
+	s := servertest.Start(b, server.Config{Blobs: servertest.Blobs(b, blobstore.Options{Quota: 1 << 40}),
+		RequestRate: 1e9, RequestBurst: 1 << 30})
+	alice, bob, _, bsub = onlinePair(b, s.Invite)
+	return alice, bob, bsub
+}
+
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
 // BenchmarkTextDuringUpload measures how long a text takes from alice's
-// send to bob's screen while a 200 MB upload runs on alice's same
-// connection: the text must go between the upload's chunks, not after
-// them. ns/op is the mean; p50 and max are reported as metrics.
+// Send to bob's event stream while alice's engine uploads attachments (64
+// MB each, one after another) on the same connection: the text must go
+// between the upload's chunks, not after them. ns/op is the mean; p50 and
+// max are reported as metrics.
 func BenchmarkTextDuringUpload(b *testing.B) {
-	bs, err := blobstore.Open(filepath.Join(b.TempDir(), "blobs"), blobstore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bs.Close()
-	s := servertest.Start(b, server.Config{Blobs: bs, RequestRate: 1e9, RequestBurst: 1 << 30})
-	alice := s.Register(b, "alice")
-	bob := s.Register(b, "bob")
+	alice, _, bsub := benchPair(b)
+	asub := subscribe(b, alice)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { // the upload: 200 MB in 64 KiB chunks, repeated while the benchmark runs
-		chunk := make([]byte, 64<<10)
-		for ctx.Err() == nil {
-			st, err := alice.UploadStart(ctx, 200<<20)
-			if err != nil {
-				return
-			}
-			for off := 0; off < 200<<20 && ctx.Err() == nil; off += len(chunk) {
-				if _, err := alice.UploadChunk(ctx, st.BlobID, uint64(off), chunk); err != nil {
-					return
-				}
+	stage := func() {
+		alice.SendFile(ctx, "bob", io.LimitReader(zeros{}, 64<<20), "upload.bin", client.FileOptions{})
+	}
+	stage()
+	stage() // one waits while the other uploads
+	started, done := make(chan struct{}), make(chan struct{})
+	start := sync.OnceFunc(func() { close(started) })
+	go func() { // when an upload is done, stage another
+		defer close(done)
+		for ev := range asub.Events() {
+			switch {
+			case ev.Kind == client.EventProgress && ev.Progress.Upload:
+				start()
+			case ev.Kind == client.EventUpdate && ev.Message.Attachment != nil && ev.Message.State == client.StateQueued && ctx.Err() == nil:
+				stage()
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // let the upload get going
-	var lat []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
-		if _, err := alice.Send(context.Background(), "bob", client.NewMessageID(), []byte("meanwhile")); err != nil {
-			b.Fatal(err)
-		}
-		e := servertest.NextEnvelope(b, bob.Conn, 10*time.Second)
-		lat = append(lat, time.Since(start))
-		bob.Ack(e.Seq)
+	select {
+	case <-started:
+	case <-time.After(eventTimeout):
+		b.Fatal("the upload did not start")
 	}
-	b.StopTimer()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		text := fmt.Sprintf("meanwhile %d", i)
+		start := time.Now()
+		send(b, alice, "bob", text)
+		waitMessage(b, bsub, "alice", text)
+		lat = append(lat, time.Since(start))
+	}
+	out, err := alice.Outbox(ctx)
+	if err != nil || !slices.ContainsFunc(out, func(m client.Message) bool { return m.State == client.StateUploading }) {
+		b.Fatalf("no upload was left at the end (%v): the texts did not all meet one", err)
+	}
+	cancel()
+	asub.Close()
+	<-done
+	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 }
 
 // BenchmarkAttachment measures a whole 32 MiB attachment through a real
-// server: encrypt and upload (SendFile), then download, verify and decrypt.
+// server: alice's SendFile (encrypt into the sealed copy) and upload, then
+// bob's download, verification and decryption, until his event says it is
+// saved.
 func BenchmarkAttachment(b *testing.B) {
-	bs, err := blobstore.Open(filepath.Join(b.TempDir(), "blobs"), blobstore.Options{Quota: 1 << 40})
-	if err != nil {
-		b.Fatal(err)
+	alice, bob, bsub := benchPair(b)
+	data := randomBytes(32 << 20)
+	b.SetBytes(int64(len(data)))
+	var last *client.Message
+	for b.Loop() {
+		sendFile(b, alice, "bob", "file.bin", data, "")
+		last = waitAttachment(b, bsub, client.TransferSaved)
 	}
-	defer bs.Close()
-	s := servertest.Start(b, server.Config{Blobs: bs, RequestRate: 1e9, RequestBurst: 1 << 30})
-	alice := newBenchClient(b, s)
-	bob := newBenchClient(b, s)
-	if _, err := alice.Register(context.Background(), "alice"); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := bob.Register(context.Background(), "bob"); err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "file.bin")
-	writeRandomFile(b, path, 32<<20)
-	b.SetBytes(32 << 20)
-	b.ResetTimer()
-	for range b.N {
-		if _, err := alice.SendFile(context.Background(), "bob", path, "", nil); err != nil {
-			b.Fatal(err)
-		}
-		var att *client.AttachmentInfo
-		if err := bob.Sync(context.Background(), func(ev client.Event) {
-			if ev.Attachment != nil {
-				att = ev.Attachment
-			}
-		}); err != nil || att == nil {
-			b.Fatalf("sync: %v", err)
-		}
-		if _, err := bob.Download(context.Background(), att, b.TempDir(), nil); err != nil {
-			b.Fatal(err)
-		}
+	b.StopTimer()
+	if got := readAll(b, bob, last.Seq); len(got) != len(data) || string(got) != string(data) {
+		b.Fatal("the received file differs")
 	}
 }

@@ -2,101 +2,108 @@ package client_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"errors"
 	"image"
 	"image/color"
+	"image/jpeg"
 	"image/png"
-	mrand "math/rand/v2"
-	"net"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
+	"slices"
+	"strings"
 	"testing"
-	"time"
 
+	"github.com/magpie-im/magpie/attach/media"
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/internal/servertest"
-	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
 )
 
-// withBlobs starts a server with an attachment store in dir/blobs.
-func withBlobs(t *testing.T, opts blobstore.Options, cfg server.Config) *servertest.Server {
+// withBlobs starts a server that takes attachments.
+func withBlobs(t testing.TB, opts blobstore.Options) *servertest.Server {
 	t.Helper()
-	b, err := blobstore.Open(filepath.Join(t.TempDir(), "blobs"), opts)
+	return servertest.Start(t, server.Config{Blobs: servertest.Blobs(t, opts)})
+}
+
+// sendFile sends data from c to peer as a file called name.
+func sendFile(t testing.TB, c *client.Client, to, name string, data []byte, caption string) *client.Message {
+	t.Helper()
+	m, err := c.SendFile(testCtx(t), to, bytes.NewReader(data), name, client.FileOptions{Caption: caption})
+	if err != nil {
+		t.Fatalf("SendFile %s: %v", name, err)
+	}
+	return m
+}
+
+// waitAttachment waits until a received attachment reaches state.
+func waitAttachment(t testing.TB, sub *client.Subscription, state client.TransferState) *client.Message {
+	t.Helper()
+	return waitEvent(t, sub, "a received attachment "+string(state), func(ev client.Event) bool {
+		return ev.Kind == client.EventUpdate && !ev.Message.Outgoing && ev.Message.Attachment != nil && ev.Message.Attachment.State == state
+	}).Message
+}
+
+// waitSaved waits until a received attachment is saved, and checks that
+// its file holds data.
+func waitSaved(t testing.TB, sub *client.Subscription, data []byte) *client.Message {
+	t.Helper()
+	m := waitAttachment(t, sub, client.TransferSaved)
+	if got, err := os.ReadFile(m.Attachment.Path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the saved file %s differs from what was sent (%d bytes of %d, %v)", m.Attachment.Path, len(got), len(data), err)
+	}
+	return m
+}
+
+// waitProgress waits until a transfer of message seq has moved at least
+// done bytes.
+func waitProgress(t testing.TB, sub *client.Subscription, seq uint64, upload bool, done int64) client.Progress {
+	t.Helper()
+	return waitEvent(t, sub, "transfer progress", func(ev client.Event) bool {
+		p := ev.Progress
+		return ev.Kind == client.EventProgress && (seq == 0 || p.Seq == seq) && p.Upload == upload && p.Done >= done
+	}).Progress
+}
+
+// readAll reads the attachment of message seq through OpenAttachment.
+func readAll(t testing.TB, c *client.Client, seq uint64) []byte {
+	t.Helper()
+	f, err := c.OpenAttachment(testCtx(t), seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close() })
-	cfg.Blobs = b
-	return servertest.Start(t, cfg)
-}
-
-func writeFile(t *testing.T, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil || int64(len(b)) != f.Size {
+		t.Fatalf("OpenAttachment read %d of %d bytes: %v", len(b), f.Size, err)
 	}
-	return p
-}
-
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
 	return b
 }
 
-// receiveAttachment syncs c and downloads the attachments it got.
-func receiveAttachment(t *testing.T, c *client.Client) (client.Event, string) {
-	t.Helper()
-	evs, err := collect(t, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ev := range evs {
-		if ev.Attachment != nil {
-			path, err := c.Download(testCtx(t), ev.Attachment, t.TempDir(), nil)
-			if err != nil {
-				t.Fatalf("download: %v", err)
-			}
-			return ev, path
-		}
-	}
-	t.Fatalf("no attachment among %+v", evs)
-	return client.Event{}, ""
-}
-
 func TestAttachmentRoundTrip(t *testing.T) {
-	s := withBlobs(t, blobstore.Options{}, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	alice, bob, asub, bsub := onlinePair(t, s.Invite)
 
 	// A 5 MB document.
 	data := randomBytes(5 << 20)
-	var calls atomic.Int32
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "report.bin", data), "the report", func(done, total int64) {
-		calls.Add(1)
-	}); err != nil {
-		t.Fatal(err)
+	m := sendFile(t, alice, "bob", "report.bin", data, "the report")
+	if m.State != client.StateUploading || m.Attachment == nil || m.Attachment.Size != int64(len(data)) {
+		t.Fatalf("SendFile returned %+v", m)
 	}
-	if calls.Load() < 10 {
-		t.Fatalf("progress reported %d times for a 5 MB upload", calls.Load())
+	waitProgress(t, asub, m.Seq, true, m.Attachment.Total)
+	got := waitSaved(t, bsub, data)
+	a := got.Attachment
+	if a.Kind != media.KindDocument || a.Size != int64(len(data)) || a.Name != "report.bin" || got.Text != "the report" ||
+		filepath.Base(a.Path) != "report.bin" || filepath.Dir(a.Path) != filepath.Join(bob.Home(), "downloads") {
+		t.Fatalf("received %+v, attachment %+v", got, a)
 	}
-	ev, path := receiveAttachment(t, bob)
-	got, _ := os.ReadFile(path)
-	if !bytes.Equal(got, data) {
-		t.Fatal("the downloaded file differs")
-	}
-	a := ev.Attachment
-	if a.GetKind() != "document" || a.GetSize() != uint64(len(data)) || a.GetCaption() != "the report" || filepath.Base(path) != "report.bin" {
-		t.Fatalf("attachment %+v saved as %s", a, path)
+	waitState(t, asub, m.Seq, client.StateDelivered)
+	// Both ends open it: alice from her sealed copy, bob from his file.
+	if !bytes.Equal(readAll(t, alice, m.Seq), data) || !bytes.Equal(readAll(t, bob, got.Seq), data) {
+		t.Fatal("OpenAttachment does not give back the file")
 	}
 
 	// An image gets a thumbnail and its size.
@@ -105,259 +112,297 @@ func TestAttachmentRoundTrip(t *testing.T) {
 		img.Set(x, x%600, color.RGBA{R: byte(x), G: 100, B: 200, A: 255})
 	}
 	var buf bytes.Buffer
-	png.Encode(&buf, img)
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "harbour.png", buf.Bytes()), "", nil); err != nil {
+	if err := png.Encode(&buf, img); err != nil {
 		t.Fatal(err)
 	}
-	ev, path = receiveAttachment(t, bob)
-	a = ev.Attachment
-	if a.GetKind() != "image" || a.GetWidth() != 800 || a.GetHeight() != 600 || len(a.GetThumbnail()) == 0 || a.GetMime() != "image/png" {
-		t.Fatalf("image attachment kind %q %dx%d thumbnail %d bytes mime %q", a.GetKind(), a.GetWidth(), a.GetHeight(), len(a.GetThumbnail()), a.GetMime())
+	sendFile(t, alice, "bob", "harbour.png", buf.Bytes(), "")
+	got = waitSaved(t, bsub, buf.Bytes())
+	a = got.Attachment
+	if a.Kind != media.KindImage || a.Width != 800 || a.Height != 600 || !a.HasThumbnail || a.MIME != "image/png" {
+		t.Fatalf("image attachment %+v", a)
 	}
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, buf.Bytes()) {
-		t.Fatal("the image differs")
-	}
-	// The server never saw the plaintext or the key.
-	h, _ := alice.History(testCtx(t), "bob", 10)
-	if len(h) != 2 || h[0].Content == nil {
-		t.Fatalf("sender's history %+v", h)
-	}
-}
-
-// flaky forwards to upstream but cuts each of its first cuts connections
-// after a random number of bytes in either direction.
-type flaky struct {
-	ln   net.Listener
-	cuts atomic.Int32
-	bps  int // bytes per second per direction; 0 is unlimited
-	mu   sync.Mutex
-	all  []net.Conn
-}
-
-func newFlaky(t *testing.T, upstream string, cuts int, bps int) *flaky {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	thumb, err := bob.Thumbnail(testCtx(t), got.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &flaky{ln: ln, bps: bps}
-	f.cuts.Store(int32(cuts))
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.all = append(f.all, c, up)
-			f.mu.Unlock()
-			budget := int64(-1)
-			if f.cuts.Add(-1) >= 0 {
-				budget = 64<<10 + mrand.Int64N(1<<20) // cut somewhere in the first ~1 MB
-			}
-			var left atomic.Int64
-			left.Store(budget)
-			for _, pair := range [][2]net.Conn{{up, c}, {c, up}} {
-				go func(dst, src net.Conn) {
-					buf := make([]byte, 16<<10)
-					for {
-						n, err := src.Read(buf)
-						if err != nil {
-							dst.Close()
-							return
-						}
-						if budget >= 0 && left.Add(-int64(n)) < 0 {
-							c.Close()
-							up.Close()
-							return
-						}
-						if f.bps > 0 {
-							time.Sleep(time.Duration(n) * time.Second / time.Duration(f.bps))
-						}
-						if _, err := dst.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-				}(pair[0], pair[1])
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		f.mu.Lock()
-		for _, c := range f.all {
-			c.Close()
-		}
-		f.mu.Unlock()
-	})
-	return f
+	if _, err := jpeg.Decode(bytes.NewReader(thumb)); err != nil {
+		t.Fatalf("the thumbnail is not a JPEG: %v", err)
+	}
+	if h := history(t, alice, "bob"); len(h) != 2 || h[0].Attachment == nil || h[1].Attachment.Kind != media.KindImage {
+		t.Fatalf("alice's history: %+v", h)
+	}
 }
 
-// viaOnly gives a client an invite whose only endpoint is addr.
-func viaOnly(t *testing.T, s *servertest.Server, addr string) invite.Invite {
-	t.Helper()
-	return invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{addr}}
-}
-
+// Connections cut at random points during the upload, then during the
+// download: the file arrives whole.
 func TestTransfersResumeAcrossCuts(t *testing.T) {
-	s := withBlobs(t, blobstore.Options{}, server.Config{})
-	f := newFlaky(t, s.Addr, 0, 0)
-	alice := newClient(t, viaOnly(t, s, f.ln.Addr().String()), client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, viaOnly(t, s, f.ln.Addr().String()), client.Options{})
-	register(t, bob, "bob")
-	f.cuts.Store(3) // the next three connections are cut at random points
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	p := newProxy(t, s.Addr)
+	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
+	bob := newUser(t, via(s, p.Addr()), "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
 	data := randomBytes(3 << 20)
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "cut.bin", data), "", nil); err != nil {
-		t.Fatal(err)
+	m := sendFile(t, alice, "bob", "cut.bin", data, "")
+	p.cuts.Store(3) // alice's next three connections are cut at random points
+	run(t, alice)
+	waitState(t, asub, m.Seq, client.StateSent)
+	if n := p.cuts.Load(); n > 0 {
+		t.Fatalf("the upload was done after %d of the 3 connections to cut", 3-n)
 	}
-	f.cuts.Store(2) // and the download is cut too
-	_, path := receiveAttachment(t, bob)
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
-		t.Fatal("the file differs after resumed transfers")
+	p.cuts.Store(2) // and bob's next two
+	run(t, bob)
+	waitSaved(t, bsub, data)
+	if n := p.cuts.Load(); n > 0 {
+		t.Fatalf("the download was done after %d of the 2 connections to cut", 2-n)
 	}
 }
 
+// Through a 20 KB/s path (sign-up too) and a cut, an attachment still goes.
 func TestThrottledTransferResumes(t *testing.T) {
-	s := withBlobs(t, blobstore.Options{}, server.Config{})
-	f := newFlaky(t, s.Addr, 0, 20<<10) // 20 KB/s
-	alice := newClient(t, viaOnly(t, s, f.ln.Addr().String()), client.Options{})
-	register(t, alice, "alice") // sign-up works at 20 KB/s too (~160 KB of prekeys)
-	f.cuts.Store(1)             // and the upload is cut once
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	p := newProxy(t, s.Addr)
+	p.bps = 20 << 10
+	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{}) // ~160 KB of prekeys
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	bsub := subscribe(t, bob)
+	p.cuts.Store(1) // and the upload is cut once
 	data := randomBytes(100 << 10)
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "slow.bin", data), "", nil); err != nil {
-		t.Fatal(err)
-	}
-	_, path := receiveAttachment(t, bob)
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
-		t.Fatal("the file differs")
-	}
+	sendFile(t, alice, "bob", "slow.bin", data, "")
+	run(t, alice)
+	run(t, bob)
+	waitSaved(t, bsub, data)
 }
 
+// A server that changes one byte of an attachment is caught: the download
+// fails, and leaves nothing in the downloads folder.
 func TestTamperedAttachmentRejected(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "blobs")
-	b, err := blobstore.Open(dir, blobstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	s := servertest.Start(t, server.Config{Blobs: b})
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "x.bin", randomBytes(300<<10)), "", nil); err != nil {
-		t.Fatal(err)
-	}
-	// Flip one byte of the stored ciphertext (a malicious or broken server).
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	run(t, alice)
+	m := sendFile(t, alice, "bob", "x.bin", randomBytes(300<<10), "")
+	waitState(t, asub, m.Seq, client.StateSent)
+
+	// Flip one byte of the stored ciphertext (the server's blobs are in this
+	// test's temporary directories, beside the clients' homes).
 	var blobs []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() && fi.Size() > 200<<10 {
+	filepath.WalkDir(filepath.Dir(t.TempDir()), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.Contains(p, string(filepath.Separator)+"blobs"+string(filepath.Separator)) {
+			return err
+		}
+		if fi, err := d.Info(); err == nil && fi.Size() > 200<<10 {
 			blobs = append(blobs, p)
 		}
-		return nil
+		return err
 	})
 	if len(blobs) != 1 {
 		t.Fatalf("blob files %v", blobs)
 	}
-	raw, _ := os.ReadFile(blobs[0])
-	raw[len(raw)/2] ^= 1
-	os.WriteFile(blobs[0], raw, 0o600)
-
-	evs, err := collect(t, bob)
+	raw, err := os.ReadFile(blobs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl := t.TempDir()
-	for _, ev := range evs {
-		if ev.Attachment != nil {
-			if _, err := bob.Download(testCtx(t), ev.Attachment, dl, nil); !errors.Is(err, client.ErrAttachmentDigest) {
-				t.Fatalf("tampered attachment: %v", err)
-			}
-		}
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(blobs[0], raw, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(dl); len(entries) != 0 {
+
+	run(t, bob)
+	got := waitAttachment(t, bsub, client.TransferFailed)
+	if !strings.Contains(got.Attachment.Err, client.ErrAttachmentDigest.Error()) {
+		t.Fatalf("tampered attachment: %q", got.Attachment.Err)
+	}
+	if _, err := bob.OpenAttachment(testCtx(t), got.Seq); !errors.Is(err, client.ErrNotSaved) {
+		t.Fatalf("OpenAttachment of a rejected attachment: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(bob.Home(), "downloads")); len(entries) != 0 {
 		t.Fatalf("a tampered attachment left files behind: %v", entries)
 	}
 }
 
+// Over the server's size limit or the sender's quota, an attachment fails
+// for good, with the reason; one within both goes through.
 func TestAttachmentLimits(t *testing.T) {
-	s := withBlobs(t, blobstore.Options{MaxSize: 1 << 20, Quota: 1500 << 10}, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "big.bin", randomBytes(2<<20)), "", nil); !errors.Is(err, client.ErrTooLarge) {
-		t.Fatalf("over the size limit: %v", err)
-	}
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "a.bin", randomBytes(900<<10)), "", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.SendFile(testCtx(t), "bob", writeFile(t, "b.bin", randomBytes(900<<10)), "", nil); !errors.Is(err, client.ErrQuota) {
-		t.Fatalf("over the quota: %v", err)
-	}
-	// bob fetches the first: its space comes back after garbage collection.
-	receiveAttachment(t, bob)
-}
-
-// TestTextInterleavesWithUpload: on one connection, a text sent while an
-// upload runs is answered between the upload's chunks, not after them.
-func TestTextInterleavesWithUpload(t *testing.T) {
-	s := withBlobs(t, blobstore.Options{}, server.Config{})
-	alice := s.Register(t, "alice")
-	s.Register(t, "bob")
-	const chunks = 200
-	st, err := alice.UploadStart(testCtx(t), chunks*(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var done atomic.Int32
-	started := make(chan struct{})
-	go func() {
-		chunk := randomBytes(64 << 10)
-		for i := range chunks {
-			if i == 5 {
-				close(started)
-			}
-			if _, err := alice.UploadChunk(context.Background(), st.BlobID, uint64(i*len(chunk)), chunk); err != nil {
-				return
-			}
-			done.Add(1)
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{MaxSize: 1 << 20, Quota: 1500 << 10})
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	bsub := subscribe(t, bob)
+	big := sendFile(t, alice, "bob", "big.bin", randomBytes(2<<20), "")
+	a := randomBytes(900 << 10)
+	first := sendFile(t, alice, "bob", "a.bin", a, "")
+	second := sendFile(t, alice, "bob", "b.bin", randomBytes(900<<10), "")
+	run(t, alice)
+	waitFor(t, "the three attachments settled", func() bool {
+		return message(t, alice, second.Seq).State == client.StateFailed && message(t, alice, first.Seq).State == client.StateSent
+	})
+	for _, c := range []struct {
+		m    *client.Message
+		code string
+	}{{big, "too_large"}, {second, "quota"}} {
+		got := message(t, alice, c.m.Seq)
+		if got.State != client.StateFailed || got.ErrCode != c.code || got.Attachment.State != client.TransferFailed {
+			t.Fatalf("%s: %s with %q (%s), want failed with %s", got.Attachment.Name, got.State, got.ErrCode, got.Err, c.code)
 		}
-	}()
-	<-started
-	if _, err := alice.Send(testCtx(t), "bob", client.NewMessageID(), []byte("meanwhile")); err != nil {
+	}
+	run(t, bob)
+	waitSaved(t, bsub, a)
+	if out, err := alice.Outbox(testCtx(t)); err != nil || len(out) != 0 {
+		t.Fatalf("alice's outbox: %+v %v", out, err)
+	}
+}
+
+// A text sent while an attachment uploads goes between the upload's
+// chunks, on the same connection, not after the upload.
+func TestTextInterleavesWithUpload(t *testing.T) {
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	p := newProxy(t, s.Addr)
+	p.bps = 1 << 20 // 4 MB take four seconds
+	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	runOnline(t, alice)
+	runOnline(t, bob)
+	file := sendFile(t, alice, "bob", "big.bin", randomBytes(4<<20), "")
+	waitProgress(t, asub, file.Seq, true, 1)
+	before := p.accepted.Load()
+	send(t, alice, "bob", "meanwhile")
+	waitMessage(t, bsub, "alice", "meanwhile")
+	if got := message(t, alice, file.Seq); got.State != client.StateUploading {
+		t.Fatalf("the text arrived only once the upload was %s", got.State)
+	}
+	if p.accepted.Load() != before {
+		t.Fatal("the text went on a connection of its own")
+	}
+}
+
+// The engine stops in the middle of a download; run again, it fetches only
+// the rest, and saves the file once.
+func TestDownloadResumesAfterTheEngineStops(t *testing.T) {
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	p := newProxy(t, s.Addr)
+	p.bps = 2 << 20
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, via(s, p.Addr()), "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	data := randomBytes(3 << 20)
+	m := sendFile(t, alice, "bob", "big.bin", data, "")
+	run(t, alice)
+	waitState(t, asub, m.Seq, client.StateSent)
+
+	stop := run(t, bob)
+	waitProgress(t, bsub, 0, false, 1<<20)
+	stop()
+	downloads := filepath.Join(bob.Home(), "downloads")
+	if names := dirNames(t, downloads); len(names) != 1 || !strings.HasSuffix(names[0], ".part") {
+		t.Fatalf("stopped mid-download, the downloads folder holds %q", names)
+	}
+	run(t, bob)
+	got := waitSaved(t, bsub, data)
+	if names := dirNames(t, downloads); !slices.Equal(names, []string{"big.bin"}) || got.Attachment.Path != filepath.Join(downloads, "big.bin") {
+		t.Fatalf("after the download, the folder holds %q and the message says %s", names, got.Attachment.Path)
+	}
+	if n := p.toClient.Load(); n > int64(len(data))+512<<10 {
+		t.Fatalf("bob fetched %d bytes for a %d-byte file: the download started over", n, len(data))
+	}
+}
+
+// SendFile reads any io.Reader into a sealed copy in the home (the file's
+// bytes are nowhere there in clear); the engine stops in the middle of the
+// upload and, run again, sends only the rest.
+func TestUploadResumesAfterTheEngineStops(t *testing.T) {
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	p := newProxy(t, s.Addr)
+	p.bps = 2 << 20
+	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	data := randomBytes(3 << 20)
+	m, err := alice.SendFile(testCtx(t), "bob", struct{ io.Reader }{bytes.NewReader(data)}, "upload.bin", client.FileOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n := done.Load(); n >= chunks-10 {
-		t.Fatalf("the text was acknowledged only after %d of %d chunks", n, chunks)
+	if staged := filesUnder(t, filepath.Join(alice.Home(), "files")); len(staged) != 1 || staged[0].size < int64(len(data)) {
+		t.Fatalf("the staged copies: %+v", staged)
+	}
+	if leaks := plaintextIn(t, alice.Home(), data); len(leaks) > 0 {
+		t.Fatalf("the file is in clear in alice's home: %q", leaks)
+	}
+
+	stop := run(t, alice)
+	waitProgress(t, asub, m.Seq, true, 1<<20)
+	stop()
+	if got := message(t, alice, m.Seq); got.State != client.StateUploading {
+		t.Fatalf("stopped mid-upload, the message is %s", got.State)
+	}
+	run(t, alice)
+	waitState(t, asub, m.Seq, client.StateSent)
+	if n := p.toServer.Load(); n > int64(len(data))+512<<10 {
+		t.Fatalf("alice sent %d bytes for a %d-byte file: the upload started over", n, len(data))
+	}
+	run(t, bob)
+	waitSaved(t, bsub, data)
+	// The search that found nothing in alice's home finds the file in bob's.
+	if leaks := plaintextIn(t, bob.Home(), data); len(leaks) != 1 {
+		t.Fatalf("the file's bytes found in %q of bob's home, want his saved copy", leaks)
 	}
 }
 
-func newBenchClient(b *testing.B, s *servertest.Server) *client.Client {
-	b.Helper()
-	home := b.TempDir()
-	if err := client.Init(context.Background(), home, s.Invite, testKey); err != nil {
-		b.Fatal(err)
+func dirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	var names []string
+	for _, f := range filesUnder(t, dir) {
+		names = append(names, filepath.Base(f.path))
 	}
-	c, err := client.Open(context.Background(), home, client.Options{Unlocker: testKey})
+	return names
+}
+
+type fileInfo struct {
+	path string
+	size int64
+}
+
+// filesUnder lists the regular files below dir.
+func filesUnder(t testing.TB, dir string) []fileInfo {
+	t.Helper()
+	var out []fileInfo
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		out = append(out, fileInfo{p, fi.Size()})
+		return err
+	})
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
-	return c
+	return out
 }
 
-func writeRandomFile(tb testing.TB, path string, n int) {
-	tb.Helper()
-	if err := os.WriteFile(path, randomBytes(n), 0o600); err != nil {
-		tb.Fatal(err)
+// plaintextIn lists the files below dir that hold any 32-byte run of data
+// (sampled every 64 KiB).
+func plaintextIn(t testing.TB, dir string, data []byte) []string {
+	t.Helper()
+	var out []string
+	for _, f := range filesUnder(t, dir) {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+32 <= len(data); off += 64 << 10 {
+			if bytes.Contains(b, data[off:off+32]) {
+				out = append(out, f.path)
+				break
+			}
+		}
 	}
+	return out
 }

@@ -3,303 +3,544 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net"
-	"sync"
+	"fmt"
+	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
+	"github.com/magpie-im/magpie/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// testKey encrypts the clients' local state in tests.
-var testKey = client.KeyUnlocker([32]byte{1, 2, 3})
-
-// newClient initialises a home for inv and opens it.
-func newClient(t *testing.T, inv invite.Invite, opts client.Options) *client.Client {
-	t.Helper()
-	home := t.TempDir()
-	if err := client.Init(testCtx(t), home, inv, testKey); err != nil {
-		t.Fatal(err)
-	}
-	opts.Unlocker = testKey
-	c, err := client.Open(testCtx(t), home, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func register(t *testing.T, c *client.Client, name string) {
-	t.Helper()
-	if _, err := c.Register(testCtx(t), name); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// collect runs Sync and returns the events it reported.
-func collect(t *testing.T, c *client.Client) ([]client.Event, error) {
-	t.Helper()
-	var evs []client.Event
-	err := c.Sync(testCtx(t), func(ev client.Event) { evs = append(evs, ev) })
-	return evs, err
-}
-
-func texts(evs []client.Event) []string {
-	var out []string
-	for _, ev := range evs {
-		if ev.Kind == client.EventMessage {
-			out = append(out, ev.Peer.User+":"+ev.Text)
-		}
-	}
-	return out
-}
-
 func TestOpenUninitialised(t *testing.T) {
-	_, err := client.Open(testCtx(t), t.TempDir(), client.Options{Unlocker: testKey})
+	_, err := client.Open(testCtx(t), client.Options{Home: t.TempDir(), Unlocker: testKey})
 	if !errors.Is(err, client.ErrNotInitialized) {
 		t.Fatalf("Open of an empty home: %v", err)
 	}
 }
 
-func TestSendAndSync(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	bob := newClient(t, s.Invite, client.Options{})
-	if _, err := alice.SendText(testCtx(t), "bob", "early"); !errors.Is(err, client.ErrNotRegistered) {
-		t.Fatalf("send before register: %v", err)
+// A home has one engine: a second Open (or Init) of it, and a second Run,
+// are refused; Run needs an account.
+func TestOneEnginePerHome(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	opts := initHome(t, s.Invite, client.Options{})
+	c := open(t, opts)
+	if _, err := client.Open(testCtx(t), opts); !errors.Is(err, client.ErrHomeInUse) {
+		t.Fatalf("second Open: %v", err)
 	}
-	register(t, alice, "alice")
-	register(t, bob, "bob")
-	sent, err := alice.SendText(testCtx(t), "bob", "hello")
-	if err != nil || sent.Devices != 1 {
-		t.Fatalf("send: %+v %v", sent, err)
+	if err := client.Init(testCtx(t), opts, s.Invite); !errors.Is(err, client.ErrHomeInUse) {
+		t.Fatalf("Init of an open home: %v", err)
 	}
-	evs, err := collect(t, bob)
-	if err != nil || len(texts(evs)) != 1 || texts(evs)[0] != "alice:hello" {
-		t.Fatalf("bob's sync: %v %+v", err, evs)
+	if err := c.Run(testCtx(t)); !errors.Is(err, client.ErrNotRegistered) {
+		t.Fatalf("Run before Register: %v", err)
 	}
-	// bob's ack commits asynchronously; the receipt follows it.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		evs, err = collect(t, alice)
-		if err != nil || len(evs) > 1 || time.Now().After(deadline) {
-			t.Fatalf("alice's receipt: %v %+v", err, evs)
-		}
-		if len(evs) == 1 {
-			if evs[0].Kind != client.EventReceipt || evs[0].ID != sent.ID || evs[0].Peer.User != "bob" {
-				t.Fatalf("alice's receipt: %+v", evs[0])
-			}
-			break
-		}
+	if _, err := c.Register(testCtx(t), "alice"); err != nil {
+		t.Fatal(err)
 	}
-	hist, err := alice.History(testCtx(t), "bob", 10)
-	if err != nil || len(hist) != 1 || hist[0].Delivered.IsZero() {
-		t.Fatalf("history: %+v %v", hist, err)
-	}
-	// A permanent refusal is reported and leaves nothing in the outbox.
-	if _, err := alice.SendText(testCtx(t), "nobody", "x"); !errors.Is(err, client.ErrUnknownUser) {
-		t.Fatalf("unknown user: %v", err)
-	}
-	evs, err = collect(t, alice)
-	if err != nil || len(evs) != 0 {
-		t.Fatalf("refused message retried: %v %+v", err, evs)
+	runOnline(t, c)
+	if err := c.Run(testCtx(t)); !errors.Is(err, client.ErrRunning) {
+		t.Fatalf("second Run: %v", err)
 	}
 }
 
-func TestOutboxSurvivesUnreachableServer(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
+// Sync alone (no engine left running) sends, receives and follows
+// receipts; a message the server refuses for good fails and leaves the
+// outbox.
+func TestSendAndSync(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice := open(t, initHome(t, s.Invite, client.Options{}))
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	if _, err := alice.Send(testCtx(t), "bob", "early"); !errors.Is(err, client.ErrNotRegistered) {
+		t.Fatalf("send before register: %v", err)
+	}
+	if _, err := alice.Register(testCtx(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	m := send(t, alice, "bob", "hello")
+	syncOK(t, alice)
+	if got := message(t, alice, m.Seq); got.State != client.StateSent || got.ServerTime.IsZero() {
+		t.Fatalf("after alice's sync: %+v", got)
+	}
+	bsub := subscribe(t, bob)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"hello"}) {
+		t.Fatalf("bob's sync showed %q", got)
+	}
+	// bob's ack commits after his sync returns; the receipt follows it.
+	waitFor(t, "delivery receipt", func() bool {
+		syncOK(t, alice)
+		return message(t, alice, m.Seq).State == client.StateDelivered
+	})
+	if h := history(t, alice, "bob"); len(h) != 1 || h[0].Delivered.IsZero() {
+		t.Fatalf("alice's history: %+v", h)
+	}
 
-	home := t.TempDir()
-	if err := client.Init(testCtx(t), home, s.Invite, testKey); err != nil {
+	// A permanent refusal is reported and leaves nothing in the outbox.
+	x := send(t, alice, "nobody", "x")
+	syncOK(t, alice)
+	if got := message(t, alice, x.Seq); got.State != client.StateFailed || got.ErrCode != "unknown_user" {
+		t.Fatalf("message to an unknown user: %+v", got)
+	}
+	if out, err := alice.Outbox(testCtx(t)); err != nil || len(out) != 0 {
+		t.Fatalf("outbox after a refusal: %+v %v", out, err)
+	}
+}
+
+// Messages written while the server cannot be reached wait in the outbox,
+// across a restart, and go out in order once it can.
+func TestOutboxSurvivesUnreachableServer(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	opts := initHome(t, s.Invite, client.Options{})
+	alice := open(t, opts)
+	if _, err := alice.Register(testCtx(t), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	alice, err := client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(t, alice, "alice")
 	alice.Close()
 
 	// Point alice at a dead address, as if the server were blocked.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
-	if err := client.Init(testCtx(t), home, invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{dead}}, testKey); err != nil {
-		t.Fatal(err)
-	}
-	alice, err = client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, text := range []string{"one", "two"} {
-		if _, err := alice.SendText(testCtx(t), "bob", text); err == nil {
-			t.Fatal("send to a dead address succeeded")
+	reopen := func(inv invite.Invite) *client.Client {
+		t.Helper()
+		if err := client.Init(testCtx(t), opts, inv); err != nil {
+			t.Fatal(err)
 		}
+		return open(t, opts)
+	}
+	alice = reopen(invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{closedAddr(t)}})
+	one, two := send(t, alice, "bob", "one"), send(t, alice, "bob", "two")
+	if err := alice.Sync(testCtx(t)); !errors.Is(err, client.ErrOffline) {
+		t.Fatalf("sync with a dead address: %v", err)
 	}
 	alice.Close()
 
-	// A new invite: the outbox goes out, in order, on the next sync.
-	if err := client.Init(testCtx(t), home, s.Invite, testKey); err != nil {
-		t.Fatal(err)
+	// A new invite: the outbox is still there, and goes out in order.
+	alice = reopen(s.Invite)
+	out, err := alice.Outbox(testCtx(t))
+	if err != nil || len(out) != 2 || out[0].Seq != one.Seq || out[1].Seq != two.Seq {
+		t.Fatalf("outbox after a restart: %+v %v", out, err)
 	}
-	alice, err = client.Open(testCtx(t), home, client.Options{Unlocker: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	evs, err := collect(t, alice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent := 0
-	for _, ev := range evs {
-		if ev.Kind == client.EventSent {
-			sent++
+	syncOK(t, alice)
+	for _, m := range []*client.Message{one, two} {
+		if got := message(t, alice, m.Seq); got.State != client.StateSent {
+			t.Fatalf("%q after sync: %s", got.Text, got.State)
 		}
 	}
-	if sent != 2 {
-		t.Fatalf("outbox flush reported %d sent: %+v", sent, evs)
-	}
-	evs, err = collect(t, bob)
-	if got := texts(evs); err != nil || len(got) != 2 || got[0] != "alice:one" || got[1] != "alice:two" {
-		t.Fatalf("bob got %v (%v)", got, err)
+	bsub := subscribe(t, bob)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"one", "two"}) {
+		t.Fatalf("bob got %q", got)
 	}
 }
 
-// cutDialer dials normally but, once armed, kills the connection on the
-// next write: the write (an ack) never reaches the server.
-type cutDialer struct {
-	armed atomic.Bool
-}
-
-func (d *cutDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return &cutConn{Conn: c, d: d}, nil
-}
-
-type cutConn struct {
-	net.Conn
-	d *cutDialer
-}
-
-func (c *cutConn) Write(b []byte) (int, error) {
-	if c.d.armed.Swap(false) {
-		c.Conn.Close()
-		return 0, net.ErrClosed
-	}
-	return c.Conn.Write(b)
-}
-
+// The ack of a stored message is lost with the connection: the server
+// pushes the message again, and the app is not told twice.
 func TestExactlyOnceToTheAppWhenAckIsLost(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	cut := &cutDialer{}
-	bob := newClient(t, s.Invite, client.Options{Dial: client.DialOptions{Dialer: cut}})
-	register(t, bob, "bob")
-	if _, err := alice.SendText(testCtx(t), "bob", "only once"); err != nil {
+	t.Parallel()
+	s := startServer(t)
+	alice, _ := onlineUser(t, s.Invite, "alice", client.Options{})
+	d := &faultDialer{}
+	bob, bsub := onlineUser(t, s.Invite, "bob", client.Options{Dial: client.DialOptions{Dialer: d}})
+
+	// bob's next write is the ack of this message: it dies with the
+	// connection, and bob cannot reconnect until the test has looked.
+	d.cutNextWrite.Store(true)
+	release := d.hold()
+	defer release()
+	m := send(t, alice, "bob", "only once")
+	waitMessage(t, bsub, "alice", "only once")
+	waitEvent(t, bsub, "bob offline", isState(client.ConnOffline))
+	if p := pending(t, s, "bob", time.Now()); len(p) != 1 || p[0].ClientID != m.ID {
+		t.Fatalf("the server holds %d messages for bob after the lost ack, want the one", len(p))
+	}
+
+	release()
+	waitEvent(t, bsub, "bob online", isState(client.ConnOnline))
+	syncOK(t, bob) // the engine has received what was queued
+	if got := incoming(drain(bsub)); len(got) != 0 {
+		t.Fatalf("the app was shown %q again", got)
+	}
+	if h := history(t, bob, "alice"); len(h) != 1 || h[0].ID != m.ID {
+		t.Fatalf("bob's history: %+v", h)
+	}
+	// And this time it was acknowledged.
+	waitFor(t, "an empty queue for bob", func() bool { return len(pending(t, s, "bob", time.Now())) == 0 })
+}
+
+// The server stores alice's message but its answer is lost; by the time
+// she retries, the server has forgotten the id (its memory of ids lasts the
+// message TTL) and stores the resend, new ciphertext under the same id, as
+// a new message. The ratchet decrypts it without complaint: only the
+// client's own record of what it received keeps the app from seeing the
+// message twice.
+func TestExactlyOnceWhenTheServerForgotAResentID(t *testing.T) {
+	t.Parallel()
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	s := servertest.Start(t, server.Config{Now: now})
+	d := &faultDialer{}
+	alice := newUser(t, s.Invite, "alice", client.Options{Dial: client.DialOptions{Dialer: d, StallTimeout: time.Second}})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	stopBob := runOnline(t, bob)
+	runOnline(t, alice)
+	// A first message sets up the session: the next send is one request.
+	hello := send(t, alice, "bob", "hello")
+	waitState(t, asub, hello.Seq, client.StateDelivered)
+
+	// The server stores the next send, but alice hears nothing back: her
+	// request stalls, and she cannot reconnect until the test says.
+	release := d.hold()
+	defer release()
+	d.deafen()
+	m := send(t, alice, "bob", "once only")
+	waitMessage(t, bsub, "alice", "once only")
+	waitFor(t, "bob's ack", func() bool { return len(pending(t, s, "bob", now())) == 0 })
+	stopBob()
+	waitEvent(t, asub, "alice's stalled connection to end", isState(client.ConnOffline))
+	skew.Store(int64(31 * 24 * time.Hour)) // past the message TTL
+	release()
+	waitState(t, asub, m.Seq, client.StateSent)
+	p := pending(t, s, "bob", now())
+	if len(p) != 1 || p[0].ClientID != m.ID {
+		t.Fatalf("the server holds %d messages for bob, want alice's resend", len(p))
+	}
+
+	drain(bsub)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); len(got) != 0 {
+		t.Fatalf("the resend was shown as %q", got)
+	}
+	if got := texts(history(t, bob, "alice")); !slices.Equal(got, []string{"hello", "once only"}) {
+		t.Fatalf("bob's history: %q", got)
+	}
+	waitFor(t, "bob's ack of the resend", func() bool { return len(pending(t, s, "bob", now())) == 0 })
+}
+
+// Another connection of bob's device takes the server's attention from his
+// engine's; the engine reconnects and goes on receiving.
+func TestRunReconnectsWhenItsConnectionIsTaken(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice, bob, _, bsub := onlinePair(t, s.Invite)
+	send(t, alice, "bob", "first")
+	waitMessage(t, bsub, "alice", "first")
+
+	s.Dial(t, client.DeviceKeyForTest(bob)).Close()
+	waitEvent(t, bsub, "bob's engine knocked off", isState(client.ConnOffline))
+	send(t, alice, "bob", "second")
+	waitMessage(t, bsub, "alice", "second")
+}
+
+// Calls that need the server while Run runs use the engine's connection:
+// none opens another (which would also knock the engine's off, as the
+// server keeps one connection per device), and the engine stays online.
+func TestCallsDuringRunShareItsConnection(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	_, bsub := onlineUser(t, s.Invite, "bob", client.Options{})
+	p := newProxy(t, s.Addr)
+	alice, _ := onlineUser(t, via(s, p.Addr()), "alice", client.Options{})
+	before, status := p.accepted.Load(), alice.Status()
+
+	u, err := alice.Lookup(testCtx(t), "bob")
+	if err != nil || u.Name != "bob" || len(u.Devices) != 1 || !u.Devices[0].HasKeys {
+		t.Fatalf("Lookup: %+v %v", u, err)
+	}
+	if sn, err := alice.SafetyNumber(testCtx(t), "bob"); err != nil || len(sn.Digits) != 60 {
+		t.Fatalf("SafetyNumber: %+v %v", sn, err)
+	}
+	if err := alice.Typing(testCtx(t), "bob", true); err != nil {
 		t.Fatal(err)
 	}
-	// The app sees the message; the ack that follows is lost.
-	var shown []string
-	err := bob.Sync(testCtx(t), func(ev client.Event) {
-		if ev.Kind == client.EventMessage {
-			shown = append(shown, ev.Text)
-			cut.armed.Store(true)
-		}
+	waitEvent(t, bsub, "alice typing", func(ev client.Event) bool {
+		return ev.Kind == client.EventTyping && ev.Peer == "alice" && ev.Typing
 	})
-	if err == nil {
-		t.Fatal("sync reported success although its ack was lost")
+	if n := p.accepted.Load() - before; n != 0 {
+		t.Fatalf("calls during Run opened %d connections of their own", n)
 	}
-	// The server redelivers; the app is not told twice.
-	if err := bob.Sync(testCtx(t), func(ev client.Event) {
-		if ev.Kind == client.EventMessage {
-			shown = append(shown, ev.Text)
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(shown) != 1 {
-		t.Fatalf("app shown %v", shown)
-	}
-	// And this time it was acknowledged: the queue is empty.
-	if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 0 {
-		t.Fatalf("third sync: %+v %v", evs, err)
+	if got := alice.Status(); got != status {
+		t.Fatalf("the engine went from %+v to %+v", status, got)
 	}
 }
 
-func TestListenReconnects(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
+// fullStore is a Store whose writes fail, while full is set, as a full
+// disk's do.
+type fullStore struct {
+	client.Store
+	full atomic.Bool
+}
 
-	var mu sync.Mutex
-	var got []string
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- bob.Listen(ctx, func(ev client.Event) {
-			if ev.Kind == client.EventMessage {
-				mu.Lock()
-				got = append(got, ev.Text)
-				mu.Unlock()
-			}
-		})
-	}()
-	waitText := func(want string) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			mu.Lock()
-			n := len(got)
-			last := ""
-			if n > 0 {
-				last = got[n-1]
-			}
-			mu.Unlock()
-			if last == want {
-				return
-			}
-		}
-		t.Fatalf("listen never showed %q (got %v)", want, got)
+func (f *fullStore) Update(ctx context.Context, fn func(client.Tx) error) error {
+	if f.full.Load() {
+		return fmt.Errorf("writing the test's store: %w", client.ErrStorageFull)
 	}
-	if _, err := alice.SendText(testCtx(t), "bob", "first"); err != nil {
-		t.Fatal(err)
-	}
-	waitText("first")
-	// Knock bob off: another connection of his device supersedes the
-	// listener's, which then reconnects (and supersedes it back).
-	extra, err := bob.Dial(testCtx(t))
+	return f.Store.Update(ctx, fn)
+}
+
+func newFullStore(t *testing.T) *fullStore {
+	st, err := client.NewSQLiteStore(filepath.Join(t.TempDir(), client.StoreFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	extra.Close()
-	if _, err := alice.SendText(testCtx(t), "bob", "second"); err != nil {
+	return &fullStore{Store: st}
+}
+
+// While bob's disk is full nothing is acknowledged (the server keeps every
+// message) and the engine says why it is not receiving; once it has space
+// again each message arrives, once.
+func TestNothingAcknowledgedWhileStorageFails(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice, asub := onlineUser(t, s.Invite, "alice", client.Options{})
+	st := newFullStore(t)
+	bob, bsub := onlineUser(t, s.Invite, "bob", client.Options{Store: st})
+
+	st.full.Store(true)
+	var sent []*client.Message
+	for i := range 3 {
+		sent = append(sent, send(t, alice, "bob", fmt.Sprintf("while full %d", i)))
+	}
+	for _, m := range sent {
+		waitState(t, asub, m.Seq, client.StateSent)
+	}
+	waitEvent(t, bsub, "storage full", isState(client.ConnStorageFull))
+	p := pending(t, s, "bob", time.Now())
+	if len(p) != len(sent) {
+		t.Fatalf("the server holds %d of the %d messages sent while bob's disk was full", len(p), len(sent))
+	}
+	for i, m := range sent {
+		if p[i].ClientID != m.ID {
+			t.Fatalf("the server's queue for bob: %d is not %q", i, m.Text)
+		}
+		if got := message(t, alice, m.Seq); got.State != client.StateSent {
+			t.Fatalf("%q is %s while bob's disk is full", got.Text, got.State)
+		}
+	}
+	if got := incoming(drain(bsub)); len(got) != 0 {
+		t.Fatalf("bob's app was shown %q, which could not be stored", got)
+	}
+
+	st.full.Store(false)
+	for _, m := range sent {
+		waitState(t, asub, m.Seq, client.StateDelivered)
+	}
+	syncOK(t, bob)
+	want := []string{"while full 0", "while full 1", "while full 2"}
+	if got := incoming(drain(bsub)); !slices.Equal(got, want) {
+		t.Fatalf("bob's app was shown %q", got)
+	}
+	if got := texts(history(t, bob, "alice")); !slices.Equal(got, want) {
+		t.Fatalf("bob's history: %q", got)
+	}
+}
+
+// Offline, sending with the same id, or the same text while the first is
+// still queued, gives back the queued message instead of queueing another;
+// once the server is back the peer gets each message once.
+func TestOfflineSendsAreIdempotent(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	bob, _ := onlineUser(t, s.Invite, "bob", client.Options{})
+	p := newProxy(t, s.Addr)
+	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
+	asub := subscribe(t, alice)
+	p.down.Store(true)
+	run(t, alice)
+	waitEvent(t, asub, "alice offline", isState(client.ConnOffline))
+
+	id := client.NewMessageID()
+	first := send(t, alice, "bob", "same id", client.WithID(id))
+	if again := send(t, alice, "bob", "a retry after a crash", client.WithID(id)); again.Seq != first.Seq || again.Text != "same id" || first.ID != id {
+		t.Fatalf("the same id queued %+v, then %+v", first, again)
+	}
+	typed := send(t, alice, "bob", "typed twice")
+	if again := send(t, alice, "bob", "typed twice"); again.Seq != typed.Seq {
+		t.Fatalf("the same text while queued: %d, then %d", typed.Seq, again.Seq)
+	}
+	if out, err := alice.Outbox(testCtx(t)); err != nil || len(out) != 2 {
+		t.Fatalf("outbox: %+v %v", out, err)
+	}
+
+	p.down.Store(false)
+	waitState(t, asub, typed.Seq, client.StateDelivered)
+	syncOK(t, bob)
+	if got := texts(history(t, bob, "alice")); !slices.Equal(got, []string{"same id", "typed twice"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	// Sent, the id still names that message.
+	if again := send(t, alice, "bob", "same id", client.WithID(id)); again.Seq != first.Seq || again.State == client.StateQueued {
+		t.Fatalf("the same id after sending: %+v", again)
+	}
+}
+
+// A queued message cancelled before the engine connects never leaves; a
+// sent one cannot be cancelled.
+func TestCancelledMessageIsNeverSent(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	keep := send(t, alice, "bob", "keep")
+	drop := send(t, alice, "bob", "cancel me")
+	if err := alice.Cancel(testCtx(t), drop.Seq); err != nil {
 		t.Fatal(err)
 	}
-	waitText("second")
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Listen returned %v after cancel", err)
+	if _, err := alice.Message(testCtx(t), drop.Seq); !errors.Is(err, client.ErrNoMessage) {
+		t.Fatalf("a cancelled message is still there: %v", err)
 	}
+	after := send(t, alice, "bob", "after")
+	if out, err := alice.Outbox(testCtx(t)); err != nil || len(out) != 2 || out[0].Seq != keep.Seq || out[1].Seq != after.Seq {
+		t.Fatalf("outbox after Cancel: %+v %v", out, err)
+	}
+	syncOK(t, alice)
+	bsub := subscribe(t, bob)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"keep", "after"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	if err := alice.Cancel(testCtx(t), keep.Seq); !errors.Is(err, client.ErrAlreadySent) {
+		t.Fatalf("Cancel of a sent message: %v", err)
+	}
+	received := history(t, bob, "alice")[0]
+	if err := bob.Cancel(testCtx(t), received.Seq); !errors.Is(err, client.ErrAlreadySent) {
+		t.Fatalf("Cancel of a received message: %v", err)
+	}
+	if got := texts(history(t, alice, "bob")); !slices.Equal(got, []string{"keep", "after"}) {
+		t.Fatalf("alice's history: %q", got)
+	}
+}
+
+// bob's queue on the server is full: alice's later messages to bob wait
+// behind the refused one, untried, while hers to carol go through; when
+// bob's queue has room they follow, in order.
+func TestFullQueueHoldsBackOnlyItsRecipient(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t, server.Config{QueueLimit: 3})
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	alice := newUser(t, s.Invite, "alice", client.Options{Now: clock})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	_, csub := onlineUser(t, s.Invite, "carol", client.Options{})
+	// Queued before alice's engine starts, so that its first pass over the
+	// outbox meets bob's full queue.
+	var toBob []*client.Message
+	for i := range 5 {
+		toBob = append(toBob, send(t, alice, "bob", fmt.Sprintf("to bob %d", i)))
+	}
+	send(t, alice, "carol", "to carol")
+	run(t, alice)
+	waitMessage(t, csub, "alice", "to carol")
+	for i, m := range toBob {
+		got := message(t, alice, m.Seq)
+		switch {
+		case i < 3 && got.State != client.StateSent:
+			t.Fatalf("%q: %s, want sent", got.Text, got.State)
+		case i == 3 && (got.State != client.StateQueued || got.Err == ""):
+			t.Fatalf("%q, refused by bob's full queue: %s %q", got.Text, got.State, got.Err)
+		case i == 4 && (got.State != client.StateQueued || got.Err != ""):
+			t.Fatalf("%q was tried before the one ahead of it went: %s %q", got.Text, got.State, got.Err)
+		}
+	}
+
+	bsub := subscribe(t, bob)
+	run(t, bob)
+	waitMessage(t, bsub, "alice", "to bob 2")
+	waitFor(t, "room in bob's queue", func() bool { return len(pending(t, s, "bob", time.Now())) == 0 })
+	// The server said to try again in a minute: a minute later, another
+	// message (which wakes the outbox) goes out after the held ones.
+	skew.Store(int64(61 * time.Second))
+	send(t, alice, "bob", "to bob 5")
+	waitMessage(t, bsub, "alice", "to bob 5")
+	syncOK(t, bob)
+	want := []string{"to bob 0", "to bob 1", "to bob 2", "to bob 3", "to bob 4", "to bob 5"}
+	if got := texts(history(t, bob, "alice")); !slices.Equal(got, want) {
+		t.Fatalf("bob got %q", got)
+	}
+}
+
+// With read receipts off, MarkRead tells the sender nothing: the message
+// stays delivered. Turned back on, the next one is reported read.
+func TestNoReadReceiptsWhenTurnedOff(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice, bob, asub, bsub := onlinePair(t, s.Invite)
+	if err := bob.SetReadReceipts(testCtx(t), false); err != nil || bob.ReadReceipts() {
+		t.Fatalf("SetReadReceipts(false): %v, now %v", err, bob.ReadReceipts())
+	}
+	readAndReply := func(text string) *client.Message {
+		t.Helper()
+		m := send(t, alice, "bob", text)
+		waitMessage(t, bsub, "alice", text)
+		waitState(t, asub, m.Seq, client.StateDelivered)
+		if n, err := bob.MarkRead(testCtx(t), "alice"); err != nil || n != 1 {
+			t.Fatalf("MarkRead = %d, %v", n, err)
+		}
+		// bob's outbox keeps his order to alice: a receipt queued by
+		// MarkRead reaches her before this reply.
+		send(t, bob, "alice", "re: "+text)
+		waitMessage(t, asub, "bob", "re: "+text)
+		return message(t, alice, m.Seq)
+	}
+	if m := readAndReply("unreported"); m.State != client.StateDelivered || !m.Read.IsZero() {
+		t.Fatalf("with read receipts off, alice's message became %s (read at %v)", m.State, m.Read)
+	}
+	if convs, err := bob.Conversations(testCtx(t)); err != nil || len(convs) != 1 || convs[0].Unread != 0 {
+		t.Fatalf("bob's conversations after MarkRead: %+v %v", convs, err)
+	}
+	if err := bob.SetReadReceipts(testCtx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	if m := readAndReply("reported"); m.State != client.StateRead {
+		t.Fatalf("with read receipts on, alice's message is %s", m.State)
+	}
+}
+
+// A read receipt counts only for messages sent to whoever sends it: carol
+// cannot mark read what alice sent bob.
+func TestOnlyTheRecipientCanMarkRead(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	newUser(t, s.Invite, "bob", client.Options{})
+	carol := newUser(t, s.Invite, "carol", client.Options{})
+	asub, csub := subscribe(t, alice), subscribe(t, carol)
+	runOnline(t, alice)
+	runOnline(t, carol)
+	toBob, toCarol := send(t, alice, "bob", "for bob"), send(t, alice, "carol", "for carol")
+	waitState(t, asub, toBob.Seq, client.StateSent)
+	waitMessage(t, csub, "alice", "for carol")
+	waitState(t, asub, toCarol.Seq, client.StateDelivered)
+
+	if err := client.QueueReadReceiptForTest(testCtx(t), carol, "alice", toBob.ID, toCarol.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, asub, toCarol.Seq, client.StateRead)
+	if m := message(t, alice, toBob.Seq); m.State != client.StateSent || !m.Read.IsZero() {
+		t.Fatalf("carol's receipt made alice's message to bob %s", m.State)
+	}
+}
+
+// pending lists the messages the server holds for user's first device
+// (at the server's time now).
+func pending(t testing.TB, s *servertest.Server, user string, now time.Time) []store.Message {
+	t.Helper()
+	items, err := s.Store.Pending(testCtx(t), store.DeviceAddr{User: user, Device: 1}, 0, 1000, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []store.Message
+	for _, it := range items {
+		if it.Kind == store.KindMessage {
+			msgs = append(msgs, it)
+		}
+	}
+	return msgs
 }

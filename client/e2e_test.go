@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,37 +21,30 @@ import (
 // then reads every file of the server's data directory: no plaintext and no
 // private key of either client may be there.
 func TestNoReadableDataOnServer(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	alice := newClient(t, s.Invite, client.Options{})
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	t.Parallel()
+	s := startServer(t)
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	asub, bsub := subscribe(t, alice), subscribe(t, bob)
+	runOnline(t, alice)
+	stopBob := runOnline(t, bob)
 
 	var plain []string
 	for i := range 5 {
 		a := fmt.Sprintf("alice-secret-%d: the ledger is under the floor", i)
 		b := fmt.Sprintf("bob-secret-%d: the boat leaves at dawn", i)
 		plain = append(plain, a, b)
-		if _, err := alice.SendText(testCtx(t), "bob", a); err != nil {
-			t.Fatal(err)
-		}
-		if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 1 {
-			t.Fatalf("bob: %v %+v", err, evs)
-		}
-		if _, err := bob.SendText(testCtx(t), "alice", b); err != nil {
-			t.Fatal(err)
-		}
-		if evs, err := collect(t, alice); err != nil || len(texts(evs)) != 1 {
-			t.Fatalf("alice: %v %+v", err, evs)
-		}
+		send(t, alice, "bob", a)
+		waitMessage(t, bsub, "alice", a)
+		send(t, bob, "alice", b)
+		waitMessage(t, asub, "bob", b)
 	}
 	// Some messages stay queued (bob is offline) while we look.
+	stopBob()
 	for i := range 3 {
 		q := fmt.Sprintf("queued-secret-%d: not yet delivered", i)
 		plain = append(plain, q)
-		if _, err := alice.SendText(testCtx(t), "bob", q); err != nil {
-			t.Fatal(err)
-		}
+		waitState(t, asub, send(t, alice, "bob", q).Seq, client.StateSent)
 	}
 	var secrets [][]byte
 	for _, c := range []*client.Client{alice, bob} {
@@ -91,7 +85,7 @@ func TestNoReadableDataOnServer(t *testing.T) {
 
 	// And the queued ciphertext is there: the scan looked at real data.
 	st := s.ReopenStore(t)
-	msgs, err := st.Pending(testCtx(t), storeAddr("bob", 1), 0, 100, time.Now())
+	msgs, err := st.Pending(testCtx(t), store.DeviceAddr{User: "bob", Device: 1}, 0, 100, time.Now())
 	var queued int
 	for _, m := range msgs {
 		if m.Kind == store.KindMessage && len(m.Payload) > 0 {
@@ -105,96 +99,92 @@ func TestNoReadableDataOnServer(t *testing.T) {
 
 // linkDevice adds a second device to an account: a fresh client home
 // whose device key the server is told about directly (device linking
-// itself is not part of the protocol yet).
+// itself is not part of the protocol yet). Its first connection adopts the
+// account and uploads its keys.
 func linkDevice(t *testing.T, s *servertest.Server, user string, primary *client.Client) *client.Client {
 	t.Helper()
-	c := newClient(t, s.Invite, client.Options{})
+	c := open(t, initHome(t, s.Invite, client.Options{}))
 	if err := client.ShareIdentityForTest(testCtx(t), primary, c); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Store.AddDevice(testCtx(t), user, c.PublicKey(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	// The first connection adopts the account and uploads keys.
-	if _, err := client.KeyCountsForTest(testCtx(t), c); err != nil {
+	if _, err := c.Lookup(testCtx(t), user); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Sync(testCtx(t), func(client.Event) {}); err != nil {
-		t.Fatal(err)
+	if d, ok := c.Account(); !ok || d.User != user || d.Device != 2 {
+		t.Fatalf("the linked device adopted %+v", d)
 	}
 	return c
 }
 
+// Each device of the recipient gets a message, and the sender's other
+// devices a transcript of it, so the conversation is whole on each.
 func TestSesameMultiDevice(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	alice1 := newClient(t, s.Invite, client.Options{})
-	register(t, alice1, "alice")
-	bob1 := newClient(t, s.Invite, client.Options{})
-	register(t, bob1, "bob")
+	t.Parallel()
+	s := startServer(t)
+	alice1 := newUser(t, s.Invite, "alice", client.Options{})
+	bob1 := newUser(t, s.Invite, "bob", client.Options{})
 	// A first message sets up sessions with bob's one device.
-	if _, err := alice1.SendText(testCtx(t), "bob", "before"); err != nil {
-		t.Fatal(err)
-	}
+	send(t, alice1, "bob", "before")
+	syncOK(t, alice1)
 	bob2 := linkDevice(t, s, "bob", bob1)
 	alice2 := linkDevice(t, s, "alice", alice1)
+	subs := map[string]*client.Subscription{}
+	for name, c := range map[string]*client.Client{"alice1": alice1, "alice2": alice2, "bob1": bob1, "bob2": bob2} {
+		subs[name] = subscribe(t, c)
+	}
 
 	// alice1's sessions know one device of bob: the server says two, and
 	// alice1 reconciles before the send goes through.
-	sent, err := alice1.SendText(testCtx(t), "bob", "to both of you")
-	if err != nil || sent.Devices != 2 {
-		t.Fatalf("send to two devices: %+v %v", sent, err)
+	m := send(t, alice1, "bob", "to both of you")
+	syncOK(t, alice1)
+	if got := message(t, alice1, m.Seq); got.State != client.StateSent {
+		t.Fatalf("send to two devices: %s %s", got.State, got.Err)
 	}
-	for name, c := range map[string]*client.Client{"bob1": bob1, "bob2": bob2} {
-		evs, err := collect(t, c)
-		if got := texts(evs); err != nil || len(got) == 0 || got[len(got)-1] != "alice:to both of you" {
-			t.Fatalf("%s got %v (%v)", name, got, err)
+	for _, name := range []string{"bob1", "bob2"} {
+		syncOK(t, map[string]*client.Client{"bob1": bob1, "bob2": bob2}[name])
+		if got := incoming(drain(subs[name])); len(got) == 0 || got[len(got)-1] != "to both of you" {
+			t.Fatalf("%s got %q", name, got)
 		}
 	}
 	// alice's other device gets a transcript of what alice1 sent.
-	evs, err := collect(t, alice2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	syncOK(t, alice2)
 	found := false
-	for _, ev := range evs {
-		if ev.Kind == client.EventSentElsewhere && ev.Text == "to both of you" && ev.Peer.User == "bob" {
-			found = true
-		}
+	for _, ev := range drain(subs["alice2"]) {
+		found = found || ev.Kind == client.EventMessage && ev.Message.Outgoing && ev.Message.Peer == "bob" && ev.Message.Text == "to both of you"
 	}
-	if !found {
-		t.Fatalf("alice2 got no transcript: %+v", evs)
+	if h := history(t, alice2, "bob"); !found || len(h) == 0 || !h[len(h)-1].Outgoing || h[len(h)-1].Text != "to both of you" || h[len(h)-1].ID != m.ID {
+		t.Fatalf("alice2's transcript: event %v, history %+v", found, h)
 	}
-	hist, _ := alice2.History(testCtx(t), "bob", 10)
-	if len(hist) == 0 || !hist[len(hist)-1].Outgoing || hist[len(hist)-1].Body != "to both of you" {
-		t.Fatalf("alice2's history: %+v", hist)
-	}
-	// bob2 answers; both alice devices read it.
-	if _, err := bob2.SendText(testCtx(t), "alice", "from my laptop"); err != nil {
-		t.Fatal(err)
-	}
-	for name, c := range map[string]*client.Client{"alice1": alice1, "alice2": alice2} {
-		evs, err := collect(t, c)
-		got := texts(evs)
-		if err != nil || len(got) != 1 || got[0] != "alice:from my laptop" && got[0] != "bob:from my laptop" {
-			t.Fatalf("%s got %v (%v)", name, got, err)
+
+	// bob2 answers; both alice devices read it, and bob1 sees the answer.
+	send(t, bob2, "alice", "from my laptop")
+	syncOK(t, bob2)
+	for _, c := range []struct {
+		name string
+		c    *client.Client
+		out  bool
+	}{{"alice1", alice1, false}, {"alice2", alice2, false}, {"bob1", bob1, true}} {
+		syncOK(t, c.c)
+		msgs := history(t, c.c, map[bool]string{false: "bob", true: "alice"}[c.out])
+		if last := msgs[len(msgs)-1]; last.Text != "from my laptop" || last.Outgoing != c.out {
+			t.Fatalf("%s's last message: %+v", c.name, last)
 		}
 	}
 }
 
+// Safety numbers match at both ends and differ between contacts. When the
+// server swaps in new keys, an unverified contact's change is announced and
+// sending goes on; a verified contact's is refused until verified again.
 func TestSafetyNumbersAndKeyChanges(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
-	var mu sync.Mutex
-	var warned []string
-	alice := newClient(t, s.Invite, client.Options{OnIdentityChange: func(u string) {
-		mu.Lock()
-		warned = append(warned, u)
-		mu.Unlock()
-	}})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
-	carol := newClient(t, s.Invite, client.Options{})
-	register(t, carol, "carol")
+	t.Parallel()
+	s := startServer(t)
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+	carol := newUser(t, s.Invite, "carol", client.Options{})
+	asub := subscribe(t, alice)
 
 	ab, err := alice.SafetyNumber(testCtx(t), "bob")
 	if err != nil {
@@ -204,32 +194,28 @@ func TestSafetyNumbersAndKeyChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ab.Digits) != 60 || ab.Digits != ba.Digits {
-		t.Fatalf("safety numbers differ: %q vs %q", ab.Digits, ba.Digits)
+	if len(ab.Digits) != 60 || ab.Digits != ba.Digits || ab.Verified {
+		t.Fatalf("safety numbers %+v vs %+v", ab, ba)
 	}
-	if ac, _ := alice.SafetyNumber(testCtx(t), "carol"); ac.Digits == ab.Digits {
-		t.Fatal("two contacts share a safety number")
+	if ac, err := alice.SafetyNumber(testCtx(t), "carol"); err != nil || ac.Digits == ab.Digits {
+		t.Fatalf("two contacts share a safety number (%v)", err)
 	}
-	if err := alice.MarkVerified(testCtx(t), "bob"); err != nil {
+	wrong := string('0'+(ba.Digits[0]-'0'+1)%10) + ba.Digits[1:] // one digit off
+	if err := alice.MarkVerified(testCtx(t), "bob", client.Verification{Digits: wrong}); !errors.Is(err, client.ErrMismatch) {
+		t.Fatalf("MarkVerified with wrong digits: %v", err)
+	}
+	if err := alice.MarkVerified(testCtx(t), "bob", client.Verification{Scanned: ba.Scannable}); err != nil {
 		t.Fatal(err)
 	}
+	runOnline(t, alice)
 	for _, to := range []string{"bob", "carol"} {
-		if _, err := alice.SendText(testCtx(t), to, "hi "+to); err != nil {
-			t.Fatal(err)
-		}
+		waitState(t, asub, send(t, alice, to, "hi "+to).Seq, client.StateSent)
 	}
 
 	// The server (or an attacker who took it over) swaps in new keys for
 	// bob and carol: a new identity and registration id.
-	for _, name := range []string{"bob", "carol"} {
-		var victim *client.Client = bob
-		if name == "carol" {
-			victim = carol
-		}
-		conn, err := victim.Dial(testCtx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, victim := range []*client.Client{bob, carol} {
+		conn := s.Dial(t, client.DeviceKeyForTest(victim))
 		if _, err := conn.SetKeys(testCtx(t), servertest.KeysUpload(t, servertest.NewIdentity(t), 4321, 500, 5)); err != nil {
 			t.Fatal(err)
 		}
@@ -238,42 +224,49 @@ func TestSafetyNumbersAndKeyChanges(t *testing.T) {
 
 	// carol is not verified: the send goes on (to the new keys), with a
 	// warning first.
-	if _, err := alice.SendText(testCtx(t), "carol", "still there?"); err != nil {
-		t.Fatalf("send to unverified contact with a new key: %v", err)
-	}
-	mu.Lock()
-	if len(warned) != 1 || warned[0] != "carol" {
-		t.Fatalf("warnings: %v", warned)
-	}
-	mu.Unlock()
+	m := send(t, alice, "carol", "still there?")
+	waitEvent(t, asub, "carol's key change", func(ev client.Event) bool {
+		return ev.Kind == client.EventIdentityChanged && ev.Peer == "carol"
+	})
+	waitState(t, asub, m.Seq, client.StateSent)
 
 	// bob is verified: refused, and refused again, until re-verified.
-	for range 2 {
-		if _, err := alice.SendText(testCtx(t), "bob", "still there?"); !errors.Is(err, client.ErrIdentityChanged) {
-			t.Fatalf("send to a verified contact with a new key: %v", err)
-		}
+	m = send(t, alice, "bob", "still there?")
+	if got := waitState(t, asub, m.Seq, client.StateFailed); got.ErrCode != "identity_changed" {
+		t.Fatalf("send to a verified contact with a new key: %+v", got)
+	}
+	if _, err := alice.Send(testCtx(t), "bob", "still there?"); !errors.Is(err, client.ErrIdentityChanged) {
+		t.Fatalf("second send to a verified contact with a new key: %v", err)
+	}
+	if convs, _ := alice.Conversations(testCtx(t)); !slices.ContainsFunc(convs, func(c client.Conversation) bool { return c.Peer == "bob" && c.IdentityChanged }) {
+		t.Fatalf("conversations do not show bob's change: %+v", convs)
 	}
 	sn, err := alice.SafetyNumber(testCtx(t), "bob")
-	if err != nil || sn.Contact.Pending == nil || sn.Digits == ab.Digits {
+	if err != nil || !sn.Changed || sn.Verified || sn.Digits == ab.Digits {
 		t.Fatalf("changed safety number: %+v %v", sn, err)
 	}
-	if err := alice.MarkVerified(testCtx(t), "bob"); err != nil {
+	if err := alice.MarkVerified(testCtx(t), "bob", client.Verification{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.SendText(testCtx(t), "bob", "verified again"); err != nil {
-		t.Fatalf("after re-verifying: %v", err)
-	}
+	waitState(t, asub, send(t, alice, "bob", "verified again").Seq, client.StateSent)
 }
 
+// One-time prekeys are refilled when they run low, and the signed prekey
+// is rotated after a week; conversations go on across both.
 func TestPrekeyRefillAndRotation(t *testing.T) {
-	now := time.Now()
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	t.Parallel()
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	s := servertest.Start(t, server.Config{BundleBurst: 1000})
-	bob := newClient(t, s.Invite, client.Options{Now: clock})
-	register(t, bob, "bob")
-	if c, err := client.KeyCountsForTest(testCtx(t), bob); err != nil || c.PreKeys != 100 || c.KyberPreKeys != 100 {
-		t.Fatalf("after register: %+v %v", c, err)
+	bob := newUser(t, s.Invite, "bob", client.Options{Now: clock})
+	counts := func() (int, int) {
+		conn := s.Dial(t, client.DeviceKeyForTest(bob))
+		defer conn.Close()
+		c := conn.KeyCounts()
+		return c.PreKeys, c.KyberPreKeys
+	}
+	if ec, kyber := counts(); ec != 100 || kyber != 100 {
+		t.Fatalf("after register: %d, %d one-time prekeys", ec, kyber)
 	}
 	fetcher := s.Register(t, "fetcher")
 	first, err := fetcher.GetBundles(testCtx(t), "bob", nil)
@@ -286,19 +279,13 @@ func TestPrekeyRefillAndRotation(t *testing.T) {
 		}
 	}
 	// 20 left: bob's next connection refills to 100.
-	if err := bob.Sync(testCtx(t), func(client.Event) {}); err != nil {
-		t.Fatal(err)
-	}
-	if c, _ := client.KeyCountsForTest(testCtx(t), bob); c.PreKeys != 100 || c.KyberPreKeys != 100 {
-		t.Fatalf("after refill: %+v", c)
+	syncOK(t, bob)
+	if ec, kyber := counts(); ec != 100 || kyber != 100 {
+		t.Fatalf("after refill: %d, %d", ec, kyber)
 	}
 	// A week later the signed and last-resort prekeys are replaced.
-	mu.Lock()
-	now = now.Add(8 * 24 * time.Hour)
-	mu.Unlock()
-	if err := bob.Sync(testCtx(t), func(client.Event) {}); err != nil {
-		t.Fatal(err)
-	}
+	skew.Store(int64(8 * 24 * time.Hour))
+	syncOK(t, bob)
 	later, err := fetcher.GetBundles(testCtx(t), "bob", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -306,19 +293,13 @@ func TestPrekeyRefillAndRotation(t *testing.T) {
 	if later.GetBundles()[0].GetSignedPreKey().GetId() == first.GetBundles()[0].GetSignedPreKey().GetId() {
 		t.Fatal("signed prekey not rotated after a week")
 	}
-	// Messages sent to the old signed prekey still decrypt: a session
-	// started from the first bundle's keys would use it. Here: a normal
-	// conversation keeps working across the rotation.
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	if _, err := alice.SendText(testCtx(t), "bob", "after rotation"); err != nil {
-		t.Fatal(err)
+	// A conversation started after the rotation works.
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	send(t, alice, "bob", "after rotation")
+	syncOK(t, alice)
+	bsub := subscribe(t, bob)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"after rotation"}) {
+		t.Fatalf("bob after rotation: %q", got)
 	}
-	if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 1 {
-		t.Fatalf("bob after rotation: %+v %v", evs, err)
-	}
-}
-
-func storeAddr(user string, dev uint32) store.DeviceAddr {
-	return store.DeviceAddr{User: user, Device: dev}
 }

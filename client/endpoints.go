@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/wire"
 )
 
@@ -17,6 +18,22 @@ const (
 	settingLastGood  = "endpoint_good" // JSON: endpoint key → last successful connection
 	settingRelays    = "relays"        // JSON: relay links added by the user
 )
+
+// setting reads a sealed setting (nil if unset).
+func (c *Client) setting(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	err := c.view(ctx, func(t sealedTx) error {
+		var err error
+		v, err = t.Get(nsSettings, name)
+		return err
+	})
+	return v, err
+}
+
+// setSetting writes a sealed setting.
+func (c *Client) setSetting(ctx context.Context, name string, v []byte) error {
+	return c.update(ctx, func(t sealedTx) error { return t.Put(nsSettings, name, v) })
+}
 
 // AddRelay adds an endpoint given out of band as a link (a relay a friend
 // runs, or a fresh endpoint for a user whose every endpoint is blocked).
@@ -41,11 +58,11 @@ func (c *Client) AddRelay(ctx context.Context, link string) (endpoints.Endpoint,
 	if err != nil {
 		return e, err
 	}
-	return e, c.st.Set(ctx, settingRelays, b)
+	return e, c.setSetting(ctx, settingRelays, b)
 }
 
 func (c *Client) relayLinks(ctx context.Context) ([]string, error) {
-	raw, err := c.st.Get(ctx, settingRelays)
+	raw, err := c.setting(ctx, settingRelays)
 	if err != nil || raw == nil {
 		return nil, err
 	}
@@ -70,7 +87,7 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 	}
 	// The newest verified list wins, whether it came in band or in a
 	// (newer) invite given out of band.
-	raw, err := c.st.Get(ctx, settingEndpoints)
+	raw, err := c.setting(ctx, settingEndpoints)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -81,7 +98,7 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 	if best != nil {
 		eps, version = best.Endpoints, best.Version
 	}
-	eps = mergeEndpoints(eps, c.inv.Addrs)
+	eps = clientconn.MergeEndpoints(eps, c.inv.Addrs)
 	links, err := c.relayLinks(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -96,7 +113,7 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 
 func (c *Client) lastGood(ctx context.Context) map[string]time.Time {
 	m := map[string]time.Time{}
-	if raw, err := c.st.Get(ctx, settingLastGood); err == nil && raw != nil {
+	if raw, err := c.setting(ctx, settingLastGood); err == nil && raw != nil {
 		json.Unmarshal(raw, &m)
 	}
 	return m
@@ -107,14 +124,14 @@ func (c *Client) remember(ctx context.Context, e endpoints.Endpoint) {
 	m := c.lastGood(ctx)
 	m[e.Key()] = c.opts.Now()
 	if b, err := json.Marshal(m); err == nil {
-		c.st.Set(ctx, settingLastGood, b)
+		c.setSetting(ctx, settingLastGood, b)
 	}
 }
 
 // refreshEndpoints asks the server for a newer endpoint list and keeps it if
 // it verifies under the server key from the invite and is newer than what
 // the client has.
-func (c *Client) refreshEndpoints(ctx context.Context, conn *Conn, have uint64) error {
+func (c *Client) refreshEndpoints(ctx context.Context, conn *clientconn.Conn, have uint64) error {
 	sl, err := conn.Endpoints(ctx, have)
 	if err != nil || sl == nil {
 		return err
@@ -128,7 +145,7 @@ func (c *Client) refreshEndpoints(ctx context.Context, conn *Conn, have uint64) 
 	if err != nil {
 		return err
 	}
-	return c.st.Set(ctx, settingEndpoints, raw)
+	return c.setSetting(ctx, settingEndpoints, raw)
 }
 
 // Endpoints returns the endpoints this client knows, in the order it would

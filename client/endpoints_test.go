@@ -1,8 +1,7 @@
 package client_test
 
 import (
-	"context"
-	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,39 +17,8 @@ import (
 	"github.com/magpie-im/magpie/wire"
 )
 
-// blackHole accepts connections and never answers, as a censor's
-// black hole does.
-func blackHole(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
-}
-
-// publishing makes s serve a signed endpoint list that the test can change.
+// publishing makes a server serve a signed endpoint list that the test
+// can change.
 type publishing struct {
 	mu   sync.Mutex
 	list *wire.SignedEndpointList
@@ -58,7 +26,18 @@ type publishing struct {
 	ver  uint64
 }
 
-func (p *publishing) set(t *testing.T, eps ...endpoints.Endpoint) {
+// publishingServer starts a server that publishes the list pub holds,
+// signed with its own key.
+func publishingServer(t testing.TB, cfg server.Config) (*servertest.Server, *publishing) {
+	t.Helper()
+	pub := &publishing{}
+	cfg.Endpoints = pub.current
+	s := servertest.Start(t, cfg)
+	pub.key = curve.PrivateKey(s.Key.Private)
+	return s, pub
+}
+
+func (p *publishing) set(t testing.TB, eps ...endpoints.Endpoint) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -76,84 +55,84 @@ func (p *publishing) current() *wire.SignedEndpointList {
 	return p.list
 }
 
-func TestEndpointListInBandAndFailover(t *testing.T) {
-	pub := &publishing{}
-	s := servertest.Start(t, server.Config{Endpoints: pub.current})
-	pub.key = curve.PrivateKey(s.Key.Private)
-	second := s.AddListener(t)
-	pub.set(t, endpoints.Endpoint{Transport: "tcp", Address: s.Addr, Priority: 1})
-
-	// The invite names only the first address.
-	alice := newClient(t, s.Invite, client.Options{})
-	register(t, alice, "alice")
-	bob := newClient(t, s.Invite, client.Options{})
-	register(t, bob, "bob")
-
-	// The operator adds the second endpoint; clients learn it in band.
-	pub.set(t, endpoints.Endpoint{Transport: "tcp", Address: s.Addr, Priority: 1},
-		endpoints.Endpoint{Transport: "tcp", Address: second, Priority: 2})
-	if _, err := alice.SendText(testCtx(t), "bob", "one"); err != nil {
+// invite is an invite for s that carries the current list, and addrs.
+func (p *publishing) invite(t testing.TB, s *servertest.Server, addrs ...string) invite.Invite {
+	t.Helper()
+	b, err := proto.Marshal(p.current())
+	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := alice.Endpoints(testCtx(t))
-	if err != nil || len(eps) != 2 {
+	return invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: addrs, Endpoints: b}
+}
+
+func tcp(addr string, priority int) endpoints.Endpoint {
+	return endpoints.Endpoint{Transport: "tcp", Address: addr, Priority: priority}
+}
+
+// Clients learn a new endpoint from the server itself; a client whose
+// first endpoint is black-holed gets through another at once, and then
+// tries first the one that worked.
+func TestEndpointListInBandAndFailover(t *testing.T) {
+	t.Parallel()
+	s, pub := publishingServer(t, server.Config{})
+	second := s.AddListener(t)
+	pub.set(t, tcp(s.Addr, 1))
+
+	// The invite names only the first address.
+	alice := newUser(t, s.Invite, "alice", client.Options{})
+	bob := newUser(t, s.Invite, "bob", client.Options{})
+
+	// The operator adds the second endpoint; clients learn it in band.
+	pub.set(t, tcp(s.Addr, 1), tcp(second, 2))
+	send(t, alice, "bob", "one")
+	syncOK(t, alice)
+	if eps, err := alice.Endpoints(testCtx(t)); err != nil || len(eps) != 2 {
 		t.Fatalf("alice knows %+v (%v)", eps, err)
 	}
-
-	if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 1 {
-		t.Fatalf("bob: %v %+v", err, evs)
+	bsub := subscribe(t, bob)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"one"}) {
+		t.Fatalf("bob got %q", got)
 	}
 
 	// A client whose preferred endpoint is black-holed by a censor gets
 	// through another one, after one stagger rather than a timeout.
 	hole := blackHole(t)
-	pub.set(t, endpoints.Endpoint{Transport: "tcp", Address: hole, Priority: 0},
-		endpoints.Endpoint{Transport: "tcp", Address: second, Priority: 2})
-	blocked := invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: []string{hole}, Endpoints: mustMarshal(t, pub.current())}
-	carol := newClient(t, blocked, client.Options{})
+	pub.set(t, tcp(hole, 0), tcp(second, 2))
+	carol := open(t, initHome(t, pub.invite(t, s, hole), client.Options{}))
 	start := time.Now()
-	register(t, carol, "carol")
+	if _, err := carol.Register(testCtx(t), "carol"); err != nil {
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("failover past a black hole took %v", d)
 	}
-	if _, err := carol.SendText(testCtx(t), "bob", "through the second door"); err != nil {
-		t.Fatal(err)
-	}
-	if evs, err := collect(t, bob); err != nil || len(texts(evs)) != 1 {
-		t.Fatalf("bob: %v %+v", err, evs)
+	send(t, carol, "bob", "through the second door")
+	syncOK(t, carol)
+	syncOK(t, bob)
+	if got := incoming(drain(bsub)); !slices.Equal(got, []string{"through the second door"}) {
+		t.Fatalf("bob got %q", got)
 	}
 	// The endpoint that worked is remembered and tried first.
-	eps, _ = carol.Endpoints(testCtx(t))
-	if eps[0].Address != second {
+	if eps, _ := carol.Endpoints(testCtx(t)); len(eps) == 0 || eps[0].Address != second {
 		t.Fatalf("dial order %+v", eps)
 	}
 }
 
+// An invite whose endpoint list another key signed is refused; such a list
+// served in band is ignored.
 func TestInviteWithTamperedEndpointListRefused(t *testing.T) {
-	pub := &publishing{}
-	s := servertest.Start(t, server.Config{Endpoints: pub.current})
-	impostor := servertest.NewKey(t)
-	pub.key = curve.PrivateKey(impostor.Private) // signed by the wrong key
-	pub.set(t, endpoints.Endpoint{Transport: "tcp", Address: "127.0.0.1:1"})
-	raw := mustMarshal(t, pub.current())
-	inv := invite.Invite{ServerKey: s.Invite.ServerKey, Addrs: s.Invite.Addrs, Endpoints: raw}
-	if _, err := client.Dial(context.Background(), inv, servertest.NewKey(t), client.DialOptions{}); err == nil {
-		t.Fatal("dialed with an invite whose endpoint list another key signed")
+	t.Parallel()
+	s, pub := publishingServer(t, server.Config{})
+	pub.key = curve.PrivateKey(servertest.NewKey(t).Private) // signed by the wrong key
+	pub.set(t, tcp("127.0.0.1:1", 0))
+	opts := client.Options{Home: t.TempDir(), Unlocker: testKey}
+	if err := client.Init(testCtx(t), opts, pub.invite(t, s, s.Addr)); err == nil {
+		t.Fatal("Init accepted an invite whose endpoint list another key signed")
 	}
-	// In band, such a list is ignored and the client keeps what it has.
-	c := newClient(t, s.Invite, client.Options{})
-	register(t, c, "carol")
+	c := newUser(t, s.Invite, "carol", client.Options{})
 	eps, err := c.Endpoints(testCtx(t))
 	if err != nil || len(eps) != 1 || eps[0].Address != s.Addr {
 		t.Fatalf("endpoints after a forged list: %+v %v", eps, err)
 	}
-}
-
-func mustMarshal(t *testing.T, m *wire.SignedEndpointList) []byte {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -7,27 +7,12 @@ import (
 	"github.com/magpie-im/magpie/internal/vault"
 )
 
-// KeyUnlocker encrypts the local state under a fixed 32-byte key, for
-// headless use where the key comes from a secret store, and for tests.
-func KeyUnlocker(key [32]byte) Unlocker { return keyUnlocker(key) }
-
-type keyUnlocker [32]byte
-
-func (k keyUnlocker) Create() (Sealer, []byte, error) {
-	v, h, err := vault.NewFromKey(k)
-	if err != nil {
-		return nil, nil, err
-	}
-	hb, err := h.MarshalBinary()
-	return v, hb, err
-}
-
-func (k keyUnlocker) Unlock(header []byte) (Sealer, error) {
-	var h vault.Header
-	if err := h.UnmarshalBinary(header); err != nil {
-		return nil, err
-	}
-	return vault.OpenWithKey(k, h)
+// Unlocker supplies the key that encrypts a client's local state: Create
+// makes a new one the first time (returning a header to keep beside the
+// data), Unlock opens it later.
+type Unlocker interface {
+	Create() (Sealer, []byte, error)
+	Unlock(header []byte) (Sealer, error)
 }
 
 // EnvUnlocker takes the key from $MAGPIE_KEY (32 bytes, base64 or hex) or a

@@ -3,6 +3,7 @@ package content
 import (
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -28,6 +29,16 @@ func Decode(b []byte) (*Content, error) {
 	if s := c.GetSent(); s != nil && (len(s.GetClientMessageId()) != 16 || (s.GetText() == nil && s.GetAttachment() == nil) || len(s.GetDestination()) > 64) {
 		return nil, fmt.Errorf("%w: sent transcript needs a destination, a 16-byte id and a text or attachment", ErrMalformed)
 	}
+	if r := c.GetReceipt(); r != nil {
+		if len(r.GetMessageIds()) == 0 || len(r.GetMessageIds()) > MaxReceiptIDs {
+			return nil, fmt.Errorf("%w: a receipt names 1 to %d messages", ErrMalformed, MaxReceiptIDs)
+		}
+		for _, id := range r.GetMessageIds() {
+			if len(id) != 16 {
+				return nil, fmt.Errorf("%w: a receipt's message id is not 16 bytes", ErrMalformed)
+			}
+		}
+	}
 	for _, a := range []*Attachment{c.GetAttachment(), c.GetSent().GetAttachment()} {
 		if a == nil {
 			continue
@@ -44,19 +55,47 @@ func Decode(b []byte) (*Content, error) {
 // MaxThumbnail bounds an attachment's inline thumbnail.
 const MaxThumbnail = 64 << 10
 
+// MaxReceiptIDs bounds the messages one receipt names.
+const MaxReceiptIDs = 256
+
+// ErrTextTooLong: a text over MaxText bytes (send it as a file instead).
+var ErrTextTooLong = fmt.Errorf("content: text longer than %d KiB", MaxText>>10)
+
 // EncodeSent encodes a transcript of what this user sent to destination:
-// the content c of message id (a text or an attachment).
+// the content c of message id (a text or an attachment), written at c's
+// timestamp.
 func EncodeSent(destination string, id [16]byte, c *Content) ([]byte, error) {
-	t := &SentTranscript{Destination: destination, ClientMessageId: id[:], Text: c.GetText(), Attachment: c.GetAttachment()}
+	t := &SentTranscript{Destination: destination, ClientMessageId: id[:], Text: c.GetText(), Attachment: c.GetAttachment(), TimestampMs: c.GetTimestampMs()}
 	return proto.Marshal(&Content{Body: &Content_Sent{Sent: t}})
 }
 
-// EncodeText encodes a text message.
-func EncodeText(s string) ([]byte, error) {
+// EncodeText encodes a text message written at the time at.
+func EncodeText(s string, at time.Time) ([]byte, error) {
 	if len(s) > MaxText {
-		return nil, fmt.Errorf("content: text of %d bytes exceeds %d", len(s), MaxText)
+		return nil, ErrTextTooLong
 	}
-	return proto.Marshal(&Content{Body: &Content_Text{Text: &Text{Body: s}}})
+	return proto.Marshal(&Content{Body: &Content_Text{Text: &Text{Body: s}}, TimestampMs: timestamp(at)})
+}
+
+// EncodeAttachment encodes an attachment message written at the time at.
+func EncodeAttachment(a *Attachment, at time.Time) ([]byte, error) {
+	return proto.Marshal(&Content{Body: &Content_Attachment{Attachment: a}, TimestampMs: timestamp(at)})
+}
+
+// EncodeReadReceipt encodes a receipt saying the messages ids were read
+// (at most MaxReceiptIDs).
+func EncodeReadReceipt(ids [][]byte) ([]byte, error) {
+	if len(ids) == 0 || len(ids) > MaxReceiptIDs {
+		return nil, fmt.Errorf("content: a receipt names 1 to %d messages, not %d", MaxReceiptIDs, len(ids))
+	}
+	return proto.Marshal(&Content{Body: &Content_Receipt{Receipt: &Receipt{Kind: Receipt_KIND_READ, MessageIds: ids}}})
+}
+
+func timestamp(at time.Time) uint64 {
+	if at.UnixMilli() <= 0 {
+		return 0
+	}
+	return uint64(at.UnixMilli())
 }
 
 // EncodeTyping encodes a typing indicator.

@@ -1,36 +1,106 @@
 package content
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 )
 
 func TestRoundTrip(t *testing.T) {
-	b, err := EncodeText("héllo")
+	at := time.UnixMilli(1_765_000_000_123)
+	b, err := EncodeText("héllo", at)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := Decode(b)
-	if err != nil || c.GetText().GetBody() != "héllo" {
+	if err != nil || c.GetText().GetBody() != "héllo" || c.GetTimestampMs() != uint64(at.UnixMilli()) {
 		t.Fatalf("Decode = %v, %v", c, err)
 	}
 	c, err = Decode(EncodeTyping(true))
 	if err != nil || !c.GetTyping().GetStarted() {
 		t.Fatalf("typing: %v, %v", c, err)
 	}
-	if _, err := EncodeText(strings.Repeat("x", MaxText+1)); err == nil {
-		t.Fatal("oversized text encoded")
+	if _, err := EncodeText(strings.Repeat("x", MaxText+1), at); !errors.Is(err, ErrTextTooLong) {
+		t.Fatalf("oversized text: %v", err)
 	}
 	if _, err := Decode([]byte{0x0a, 0x05, 0x0a, 0x03, 0xff, 0xfe, 0xfd}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("invalid UTF-8: %v", err)
 	}
+	// A transcript keeps the time the message was written.
+	s, err := EncodeSent("bob", [16]byte{1}, c2(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Decode(s); err != nil || c.GetSent().GetTimestampMs() != uint64(at.UnixMilli()) {
+		t.Fatalf("transcript = %v, %v", c, err)
+	}
+}
+
+func c2(t *testing.T, b []byte) *Content {
+	c, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A read receipt names 1 to MaxReceiptIDs messages of 16 bytes each:
+// anything else is malformed, so a peer cannot make a client look up junk.
+func TestReadReceiptBounds(t *testing.T) {
+	id := bytes.Repeat([]byte{7}, 16)
+	b, err := EncodeReadReceipt([][]byte{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Decode(b)
+	if err != nil || c.GetReceipt().GetKind() != Receipt_KIND_READ || !bytes.Equal(c.GetReceipt().GetMessageIds()[0], id) {
+		t.Fatalf("Decode = %v, %v", c, err)
+	}
+	if _, err := EncodeReadReceipt(nil); err == nil {
+		t.Fatal("empty receipt encoded")
+	}
+	bad := map[string]*Receipt{
+		"no ids":       {Kind: Receipt_KIND_READ},
+		"short id":     {Kind: Receipt_KIND_READ, MessageIds: [][]byte{id[:15]}},
+		"too many ids": {Kind: Receipt_KIND_READ, MessageIds: slicesRepeat(id, MaxReceiptIDs+1)},
+	}
+	for name, r := range bad {
+		b, _ := proto.Marshal(&Content{Body: &Content_Receipt{Receipt: r}})
+		if _, err := Decode(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Decode = %v, want ErrMalformed", name, err)
+		}
+	}
+	if _, err := Decode(mustMarshal(t, &Content{Body: &Content_Receipt{Receipt: &Receipt{MessageIds: slicesRepeat(id, MaxReceiptIDs)}}})); err != nil {
+		t.Errorf("a receipt of MaxReceiptIDs ids refused: %v", err)
+	}
+}
+
+func slicesRepeat(id []byte, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = id
+	}
+	return out
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func FuzzDecode(f *testing.F) {
-	b, _ := EncodeText("hi")
+	b, _ := EncodeText("hi", time.UnixMilli(1))
 	f.Add(b)
 	f.Add(EncodeTyping(false))
+	r, _ := EncodeReadReceipt([][]byte{make([]byte, 16)})
+	f.Add(r)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b)
 		if err != nil {
@@ -38,6 +108,11 @@ func FuzzDecode(f *testing.F) {
 		}
 		if len(c.GetText().GetBody()) > MaxText {
 			t.Fatal("oversized text accepted")
+		}
+		for _, id := range c.GetReceipt().GetMessageIds() {
+			if len(id) != 16 {
+				t.Fatal("receipt with a bad id accepted")
+			}
 		}
 	})
 }

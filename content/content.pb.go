@@ -28,6 +28,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Receipt_Kind int32
+
+const (
+	Receipt_KIND_UNSPECIFIED Receipt_Kind = 0
+	Receipt_KIND_READ        Receipt_Kind = 1
+)
+
+// Enum value maps for Receipt_Kind.
+var (
+	Receipt_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_READ",
+	}
+	Receipt_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_READ":        1,
+	}
+)
+
+func (x Receipt_Kind) Enum() *Receipt_Kind {
+	p := new(Receipt_Kind)
+	*p = x
+	return p
+}
+
+func (x Receipt_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Receipt_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_content_proto_enumTypes[0].Descriptor()
+}
+
+func (Receipt_Kind) Type() protoreflect.EnumType {
+	return &file_content_proto_enumTypes[0]
+}
+
+func (x Receipt_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Receipt_Kind.Descriptor instead.
+func (Receipt_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{1, 0}
+}
+
 type Content struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
@@ -36,7 +82,11 @@ type Content struct {
 	//	*Content_Typing
 	//	*Content_Sent
 	//	*Content_Attachment
-	Body          isContent_Body `protobuf_oneof:"body"`
+	//	*Content_Receipt
+	Body isContent_Body `protobuf_oneof:"body"`
+	// When the sender wrote the message (Unix ms): what both ends show as
+	// its time. 0 (older clients): the server's time is shown instead.
+	TimestampMs   uint64 `protobuf:"varint,15,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -114,6 +164,22 @@ func (x *Content) GetAttachment() *Attachment {
 	return nil
 }
 
+func (x *Content) GetReceipt() *Receipt {
+	if x != nil {
+		if x, ok := x.Body.(*Content_Receipt); ok {
+			return x.Receipt
+		}
+	}
+	return nil
+}
+
+func (x *Content) GetTimestampMs() uint64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
 type isContent_Body interface {
 	isContent_Body()
 }
@@ -136,6 +202,10 @@ type Content_Attachment struct {
 	Attachment *Attachment `protobuf:"bytes,4,opt,name=attachment,proto3,oneof"`
 }
 
+type Content_Receipt struct {
+	Receipt *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3,oneof"`
+}
+
 func (*Content_Text) isContent_Body() {}
 
 func (*Content_Typing) isContent_Body() {}
@@ -143,6 +213,62 @@ func (*Content_Typing) isContent_Body() {}
 func (*Content_Sent) isContent_Body() {}
 
 func (*Content_Attachment) isContent_Body() {}
+
+func (*Content_Receipt) isContent_Body() {}
+
+// Receipt tells the sender that messages were read. Delivery needs no
+// receipt of this kind: the server reports it when a device acknowledges.
+type Receipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          Receipt_Kind           `protobuf:"varint,1,opt,name=kind,proto3,enum=magpie.content.v1.Receipt_Kind" json:"kind,omitempty"`
+	MessageIds    [][]byte               `protobuf:"bytes,2,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"` // 16 bytes each
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_content_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_content_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Receipt) GetKind() Receipt_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Receipt_KIND_UNSPECIFIED
+}
+
+func (x *Receipt) GetMessageIds() [][]byte {
+	if x != nil {
+		return x.MessageIds
+	}
+	return nil
+}
 
 // Attachment points to an encrypted blob on the server and carries the key
 // to read it: only the recipients of this (end-to-end encrypted) message
@@ -168,7 +294,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +306,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[1]
+	mi := &file_content_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +319,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{1}
+	return file_content_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Attachment) GetBlobId() []byte {
@@ -293,13 +419,14 @@ type SentTranscript struct {
 	ClientMessageId []byte                 `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
 	Text            *Text                  `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	Attachment      *Attachment            `protobuf:"bytes,4,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	TimestampMs     uint64                 `protobuf:"varint,5,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"` // when it was written
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SentTranscript) Reset() {
 	*x = SentTranscript{}
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +438,7 @@ func (x *SentTranscript) String() string {
 func (*SentTranscript) ProtoMessage() {}
 
 func (x *SentTranscript) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[2]
+	mi := &file_content_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +451,7 @@ func (x *SentTranscript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentTranscript.ProtoReflect.Descriptor instead.
 func (*SentTranscript) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{2}
+	return file_content_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SentTranscript) GetDestination() string {
@@ -355,6 +482,13 @@ func (x *SentTranscript) GetAttachment() *Attachment {
 	return nil
 }
 
+func (x *SentTranscript) GetTimestampMs() uint64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
 type Text struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Body          string                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
@@ -364,7 +498,7 @@ type Text struct {
 
 func (x *Text) Reset() {
 	*x = Text{}
-	mi := &file_content_proto_msgTypes[3]
+	mi := &file_content_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +510,7 @@ func (x *Text) String() string {
 func (*Text) ProtoMessage() {}
 
 func (x *Text) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[3]
+	mi := &file_content_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +523,7 @@ func (x *Text) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Text.ProtoReflect.Descriptor instead.
 func (*Text) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{3}
+	return file_content_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Text) GetBody() string {
@@ -409,7 +543,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_content_proto_msgTypes[4]
+	mi := &file_content_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +555,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_content_proto_msgTypes[4]
+	mi := &file_content_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +568,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_content_proto_rawDescGZIP(), []int{4}
+	return file_content_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Typing) GetStarted() bool {
@@ -448,15 +582,24 @@ var File_content_proto protoreflect.FileDescriptor
 
 const file_content_proto_rawDesc = "" +
 	"\n" +
-	"\rcontent.proto\x12\x11magpie.content.v1\"\xef\x01\n" +
+	"\rcontent.proto\x12\x11magpie.content.v1\"\xca\x02\n" +
 	"\aContent\x12-\n" +
 	"\x04text\x18\x01 \x01(\v2\x17.magpie.content.v1.TextH\x00R\x04text\x123\n" +
 	"\x06typing\x18\x02 \x01(\v2\x19.magpie.content.v1.TypingH\x00R\x06typing\x127\n" +
 	"\x04sent\x18\x03 \x01(\v2!.magpie.content.v1.SentTranscriptH\x00R\x04sent\x12?\n" +
 	"\n" +
 	"attachment\x18\x04 \x01(\v2\x1d.magpie.content.v1.AttachmentH\x00R\n" +
-	"attachmentB\x06\n" +
-	"\x04body\"\xcc\x02\n" +
+	"attachment\x126\n" +
+	"\areceipt\x18\x05 \x01(\v2\x1a.magpie.content.v1.ReceiptH\x00R\areceipt\x12!\n" +
+	"\ftimestamp_ms\x18\x0f \x01(\x04R\vtimestampMsB\x06\n" +
+	"\x04body\"\x8c\x01\n" +
+	"\aReceipt\x123\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.magpie.content.v1.Receipt.KindR\x04kind\x12\x1f\n" +
+	"\vmessage_ids\x18\x02 \x03(\fR\n" +
+	"messageIds\"+\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tKIND_READ\x10\x01\"\xcc\x02\n" +
 	"\n" +
 	"Attachment\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\fR\x06blobId\x12\x10\n" +
@@ -473,14 +616,15 @@ const file_content_proto_rawDesc = "" +
 	"\vduration_ms\x18\v \x01(\x04R\n" +
 	"durationMs\x12\x1c\n" +
 	"\tthumbnail\x18\f \x01(\fR\tthumbnail\x12\x18\n" +
-	"\acaption\x18\r \x01(\tR\acaption\"\xca\x01\n" +
+	"\acaption\x18\r \x01(\tR\acaption\"\xed\x01\n" +
 	"\x0eSentTranscript\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12+\n" +
 	"\x04text\x18\x03 \x01(\v2\x17.magpie.content.v1.TextR\x04text\x12=\n" +
 	"\n" +
 	"attachment\x18\x04 \x01(\v2\x1d.magpie.content.v1.AttachmentR\n" +
-	"attachment\"\x1a\n" +
+	"attachment\x12!\n" +
+	"\ftimestamp_ms\x18\x05 \x01(\x04R\vtimestampMs\"\x1a\n" +
 	"\x04Text\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\"\"\n" +
 	"\x06Typing\x12\x18\n" +
@@ -498,26 +642,31 @@ func file_content_proto_rawDescGZIP() []byte {
 	return file_content_proto_rawDescData
 }
 
-var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_content_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_content_proto_goTypes = []any{
-	(*Content)(nil),        // 0: magpie.content.v1.Content
-	(*Attachment)(nil),     // 1: magpie.content.v1.Attachment
-	(*SentTranscript)(nil), // 2: magpie.content.v1.SentTranscript
-	(*Text)(nil),           // 3: magpie.content.v1.Text
-	(*Typing)(nil),         // 4: magpie.content.v1.Typing
+	(Receipt_Kind)(0),      // 0: magpie.content.v1.Receipt.Kind
+	(*Content)(nil),        // 1: magpie.content.v1.Content
+	(*Receipt)(nil),        // 2: magpie.content.v1.Receipt
+	(*Attachment)(nil),     // 3: magpie.content.v1.Attachment
+	(*SentTranscript)(nil), // 4: magpie.content.v1.SentTranscript
+	(*Text)(nil),           // 5: magpie.content.v1.Text
+	(*Typing)(nil),         // 6: magpie.content.v1.Typing
 }
 var file_content_proto_depIdxs = []int32{
-	3, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
-	4, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
-	2, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
-	1, // 3: magpie.content.v1.Content.attachment:type_name -> magpie.content.v1.Attachment
-	3, // 4: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
-	1, // 5: magpie.content.v1.SentTranscript.attachment:type_name -> magpie.content.v1.Attachment
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
+	6, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
+	4, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
+	3, // 3: magpie.content.v1.Content.attachment:type_name -> magpie.content.v1.Attachment
+	2, // 4: magpie.content.v1.Content.receipt:type_name -> magpie.content.v1.Receipt
+	0, // 5: magpie.content.v1.Receipt.kind:type_name -> magpie.content.v1.Receipt.Kind
+	5, // 6: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
+	3, // 7: magpie.content.v1.SentTranscript.attachment:type_name -> magpie.content.v1.Attachment
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_content_proto_init() }
@@ -530,19 +679,21 @@ func file_content_proto_init() {
 		(*Content_Typing)(nil),
 		(*Content_Sent)(nil),
 		(*Content_Attachment)(nil),
+		(*Content_Receipt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_content_proto_rawDesc), len(file_content_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   5,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_content_proto_goTypes,
 		DependencyIndexes: file_content_proto_depIdxs,
+		EnumInfos:         file_content_proto_enumTypes,
 		MessageInfos:      file_content_proto_msgTypes,
 	}.Build()
 	File_content_proto = out.File

@@ -12,7 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/server"
@@ -62,7 +62,7 @@ func assertSilentClose(t *testing.T, nc net.Conn, start time.Time) {
 // healthy checks that the server still serves a full conversation.
 func healthy(t *testing.T, alice, bob *servertest.User) {
 	t.Helper()
-	id := client.NewMessageID()
+	id := clientconn.NewMessageID()
 	mustSend(t, alice, bob.Name, id, "still here")
 	for {
 		env := servertest.NextEnvelope(t, bob.Conn, wait)
@@ -232,9 +232,9 @@ func TestClientThatStopsReading(t *testing.T) {
 	// 40 messages of 200 KiB: 8 MiB, eight times the outbox the server
 	// allows him and sixteen times his push window.
 	payload := bytes.Repeat([]byte{'z'}, 200<<10)
-	var ids []client.MessageID
+	var ids []clientconn.MessageID
 	for range 40 {
-		id := client.NewMessageID()
+		id := clientconn.NewMessageID()
 		ids = append(ids, id)
 		mustSend(t, alice, "bob", id, string(payload))
 		// Others are unaffected meanwhile.
@@ -255,7 +255,7 @@ func TestClientThatStopsReading(t *testing.T) {
 
 	// bob comes back as a well-behaved client and gets every message.
 	bob2 := s.Dial(t, bobKey)
-	got := map[client.MessageID]bool{}
+	got := map[clientconn.MessageID]bool{}
 	for len(got) < len(ids) {
 		env := servertest.NextEnvelope(t, bob2, wait)
 		if !bytes.Equal(env.Payload, payload) {
@@ -307,7 +307,7 @@ func TestReplayedFirstMessageGetsSilence(t *testing.T) {
 	}()
 	inv := s.Invite
 	inv.Addrs = []string{ln.Addr().String()}
-	c, err := client.Dial(ctx(t), inv, servertest.NewKey(t), client.DialOptions{})
+	c, err := clientconn.Dial(ctx(t), inv, servertest.NewKey(t), clientconn.DialOptions{})
 	if err != nil {
 		t.Fatalf("the original handshake failed: %v", err)
 	}

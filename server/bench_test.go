@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 )
@@ -22,7 +22,7 @@ func BenchmarkHandshake(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for b.Loop() {
-		c, err := client.Dial(ctx, s.Invite, key, client.DialOptions{})
+		c, err := clientconn.Dial(ctx, s.Invite, key, clientconn.DialOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -99,7 +99,7 @@ func relay(b *testing.B, size, inflight int) {
 		go func() {
 			defer wg.Done()
 			for i := lo; i < hi; i++ {
-				if _, err := alice.Send(context.Background(), "bob", client.NewMessageID(), payload); err != nil {
+				if _, err := alice.Send(context.Background(), "bob", clientconn.NewMessageID(), payload); err != nil {
 					errs <- err
 					return
 				}

@@ -10,7 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/wire"
@@ -23,7 +23,7 @@ func TestKeyUploadValidation(t *testing.T) {
 
 	good := servertest.KeysUpload(t, id, 1234, 100, 3)
 	counts, err := bob.SetKeys(ctx(t), good)
-	if err != nil || counts != (client.KeyCounts{PreKeys: 3, KyberPreKeys: 3}) {
+	if err != nil || counts != (clientconn.KeyCounts{PreKeys: 3, KyberPreKeys: 3}) {
 		t.Fatalf("upload: %+v %v", counts, err)
 	}
 	for name, mutate := range map[string]func(r *wire.SetKeysRequest){
@@ -40,7 +40,7 @@ func TestKeyUploadValidation(t *testing.T) {
 	} {
 		req := proto.Clone(good).(*wire.SetKeysRequest)
 		mutate(req)
-		if _, err := bob.SetKeys(ctx(t), req); !errors.Is(err, client.ErrBadRequest) {
+		if _, err := bob.SetKeys(ctx(t), req); !errors.Is(err, clientconn.ErrBadRequest) {
 			t.Errorf("%s: %v, want ErrBadRequest", name, err)
 		}
 	}
@@ -48,16 +48,16 @@ func TestKeyUploadValidation(t *testing.T) {
 	for i := range wire.MaxKeysPerUpload + 1 {
 		tooMany.PreKeys = append(tooMany.PreKeys, &wire.PreKey{Id: uint32(i), PublicKey: good.PreKeys[0].PublicKey})
 	}
-	if _, err := bob.SetKeys(ctx(t), tooMany); !errors.Is(err, client.ErrTooLarge) {
+	if _, err := bob.SetKeys(ctx(t), tooMany); !errors.Is(err, clientconn.ErrTooLarge) {
 		t.Errorf("oversized upload: %v", err)
 	}
 	// Nothing rejected was stored.
-	if c := s.Reconnect(t, bob).KeyCounts(); c != (client.KeyCounts{PreKeys: 3, KyberPreKeys: 3}) {
+	if c := s.Reconnect(t, bob).KeyCounts(); c != (clientconn.KeyCounts{PreKeys: 3, KyberPreKeys: 3}) {
 		t.Fatalf("counts in hello: %+v", c)
 	}
 	// Unregistered devices cannot upload.
 	anon := s.Dial(t, servertest.NewKey(t))
-	if _, err := anon.SetKeys(ctx(t), good); !errors.Is(err, client.ErrUnauthenticated) {
+	if _, err := anon.SetKeys(ctx(t), good); !errors.Is(err, clientconn.ErrUnauthenticated) {
 		t.Fatalf("unregistered upload: %v", err)
 	}
 }
@@ -66,10 +66,10 @@ func TestBundles(t *testing.T) {
 	s := servertest.Start(t, server.Config{})
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
-	if _, err := alice.GetBundles(ctx(t), "bob", nil); !errors.Is(err, client.ErrNoKeys) {
+	if _, err := alice.GetBundles(ctx(t), "bob", nil); !errors.Is(err, clientconn.ErrNoKeys) {
 		t.Fatalf("bundles before upload: %v", err)
 	}
-	if _, err := alice.GetBundles(ctx(t), "nobody", nil); !errors.Is(err, client.ErrUnknownUser) {
+	if _, err := alice.GetBundles(ctx(t), "nobody", nil); !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatalf("bundles of unknown user: %v", err)
 	}
 	id := servertest.NewIdentity(t)
@@ -97,13 +97,13 @@ func TestBundles(t *testing.T) {
 	for {
 		p := servertest.NextPush(t, bob.Conn, wait)
 		if p.KeysLow != nil {
-			if *p.KeysLow != (client.KeyCounts{PreKeys: 9, KyberPreKeys: 9}) {
+			if *p.KeysLow != (clientconn.KeyCounts{PreKeys: 9, KyberPreKeys: 9}) {
 				t.Fatalf("keys-low push %+v", p.KeysLow)
 			}
 			break
 		}
 	}
-	if _, err := alice.GetBundles(ctx(t), "bob", []uint32{5}); !errors.Is(err, client.ErrNoKeys) {
+	if _, err := alice.GetBundles(ctx(t), "bob", []uint32{5}); !errors.Is(err, clientconn.ErrNoKeys) {
 		t.Fatalf("bundle for a device that does not exist: %v", err)
 	}
 }
@@ -160,8 +160,8 @@ func TestPerDeviceSend(t *testing.T) {
 	}
 
 	// bob2 has no keys yet: a send naming only device 1 is complete.
-	one := []client.DevicePayload{{Device: 1, RegistrationID: 11, Payload: []byte("for 1")}}
-	if _, err := alice.SendPerDevice(ctx(t), "bob", client.NewMessageID(), false, one); err != nil {
+	one := []clientconn.DevicePayload{{Device: 1, RegistrationID: 11, Payload: []byte("for 1")}}
+	if _, err := alice.SendPerDevice(ctx(t), "bob", clientconn.NewMessageID(), false, one); err != nil {
 		t.Fatal(err)
 	}
 	if e := servertest.NextEnvelope(t, bob.Conn, wait); string(e.Payload) != "for 1" {
@@ -171,16 +171,16 @@ func TestPerDeviceSend(t *testing.T) {
 	if _, err := bob2.SetKeys(ctx(t), servertest.KeysUpload(t, id, 12, 1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := alice.SendPerDevice(ctx(t), "bob", client.NewMessageID(), false, []client.DevicePayload{
+	_, err := alice.SendPerDevice(ctx(t), "bob", clientconn.NewMessageID(), false, []clientconn.DevicePayload{
 		{Device: 1, RegistrationID: 99, Payload: []byte("x")}, {Device: 3, RegistrationID: 1, Payload: []byte("x")},
 	})
-	var se *client.ServerError
-	if !errors.Is(err, client.ErrMismatchedDevices) || !errors.As(err, &se) || se.Mismatch == nil ||
+	var se *clientconn.ServerError
+	if !errors.Is(err, clientconn.ErrMismatchedDevices) || !errors.As(err, &se) || se.Mismatch == nil ||
 		!slices.Equal(se.Mismatch.Missing, []uint32{2}) || !slices.Equal(se.Mismatch.Extra, []uint32{3}) || !slices.Equal(se.Mismatch.Stale, []uint32{1}) {
 		t.Fatalf("mismatch: %v %+v", err, se)
 	}
-	both := []client.DevicePayload{{Device: 1, RegistrationID: 11, Payload: []byte("p1")}, {Device: 2, RegistrationID: 12, Payload: []byte("p2")}}
-	r, err := alice.SendPerDevice(ctx(t), "bob", client.NewMessageID(), false, both)
+	both := []clientconn.DevicePayload{{Device: 1, RegistrationID: 11, Payload: []byte("p1")}, {Device: 2, RegistrationID: 12, Payload: []byte("p2")}}
+	r, err := alice.SendPerDevice(ctx(t), "bob", clientconn.NewMessageID(), false, both)
 	if err != nil || r.Devices != 2 {
 		t.Fatalf("corrected send: %+v %v", r, err)
 	}
@@ -191,7 +191,7 @@ func TestPerDeviceSend(t *testing.T) {
 		t.Fatalf("device 2 got %q", e.Payload)
 	}
 	// Ephemeral per-device: each online device gets its own payload.
-	n, err := alice.SendPerDevice(ctx(t), "bob", client.NewMessageID(), true, both)
+	n, err := alice.SendPerDevice(ctx(t), "bob", clientconn.NewMessageID(), true, both)
 	if err != nil || n.Devices != 2 {
 		t.Fatalf("ephemeral per-device: %+v %v", n, err)
 	}
@@ -200,13 +200,13 @@ func TestPerDeviceSend(t *testing.T) {
 	}
 	// Sesame sync copy: bob's device 1 writes to its own account, naming
 	// only device 2.
-	if _, err := bob.SendPerDevice(ctx(t), "bob", client.NewMessageID(), false, both[1:]); err != nil {
+	if _, err := bob.SendPerDevice(ctx(t), "bob", clientconn.NewMessageID(), false, both[1:]); err != nil {
 		t.Fatalf("sync copy: %v", err)
 	}
 	// A per-device send to a user without keys is refused clearly.
 	carol := s.Register(t, "carol")
 	_ = carol
-	if _, err := alice.SendPerDevice(ctx(t), "carol", client.NewMessageID(), false, nil); !errors.Is(err, client.ErrNoKeys) {
+	if _, err := alice.SendPerDevice(ctx(t), "carol", clientconn.NewMessageID(), false, nil); !errors.Is(err, clientconn.ErrNoKeys) {
 		t.Fatalf("per-device send to a user without keys: %v", err)
 	}
 }

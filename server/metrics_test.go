@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 )
@@ -19,9 +19,9 @@ func TestMetrics(t *testing.T) {
 	bob := s.Register(t, "bob")
 	bob.Close()
 	for range 3 {
-		mustSend(t, alice, "bob", client.NewMessageID(), "x")
+		mustSend(t, alice, "bob", clientconn.NewMessageID(), "x")
 	}
-	if _, err := alice.Send(ctx(t), "nobody", client.NewMessageID(), nil); !errors.Is(err, client.ErrUnknownUser) {
+	if _, err := alice.Send(ctx(t), "nobody", clientconn.NewMessageID(), nil); !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatal(err)
 	}
 	want := map[string]float64{

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 )
@@ -40,7 +40,7 @@ func TestParkedConnectionsWork(t *testing.T) {
 	waitGauge(t, reg, "magpie_connections_parked", 2)
 
 	for i := range 5 {
-		id := client.NewMessageID()
+		id := clientconn.NewMessageID()
 		mustSend(t, alice, "bob", id, "while parked")
 		env := servertest.NextEnvelope(t, bob.Conn, wait)
 		if env.ID != id {
@@ -111,7 +111,7 @@ func TestParkedIdleTimeout(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	// And it still works.
-	if _, err := pinging.Send(ctx(t), "silent", client.NewMessageID(), []byte("x")); err != nil {
+	if _, err := pinging.Send(ctx(t), "silent", clientconn.NewMessageID(), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -146,7 +146,7 @@ func TestRequestsRightBehindPings(t *testing.T) {
 	for i := range 200 {
 		time.Sleep(time.Duration(1+i%3) * time.Millisecond) // a ping or two first
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := alice.Send(c, "bob", client.NewMessageID(), []byte("x"))
+		_, err := alice.Send(c, "bob", clientconn.NewMessageID(), []byte("x"))
 		cancel()
 		if err != nil {
 			t.Fatalf("send %d: %v", i, err)

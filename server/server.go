@@ -76,7 +76,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Link.IdleTimeout == 0 {
-		// Clients ping every 2 minutes (client.DefaultKeepalive); 2.5
+		// Clients ping every 2 minutes (clientconn.DefaultKeepalive); 2.5
 		// intervals of silence end the connection. A client that vanished
 		// without a word is usually found sooner, by the kernel's TCP
 		// keepalive.

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
@@ -28,7 +28,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func mustSend(t *testing.T, from *servertest.User, to string, id client.MessageID, payload string) client.SendResult {
+func mustSend(t *testing.T, from *servertest.User, to string, id clientconn.MessageID, payload string) clientconn.SendResult {
 	t.Helper()
 	r, err := from.Send(ctx(t), to, id, []byte(payload))
 	if err != nil {
@@ -42,13 +42,13 @@ func TestOnlineDeliveryAndReceipt(t *testing.T) {
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
 
-	id := client.NewMessageID()
+	id := clientconn.NewMessageID()
 	r := mustSend(t, alice, "bob", id, "hi bob")
 	if r.Devices != 1 || r.Duplicate {
 		t.Fatalf("send result %+v", r)
 	}
 	env := servertest.NextEnvelope(t, bob.Conn, wait)
-	if string(env.Payload) != "hi bob" || env.ID != id || env.From != (client.DeviceAddr{User: "alice", Device: 1}) || env.Seq == 0 {
+	if string(env.Payload) != "hi bob" || env.ID != id || env.From != (clientconn.DeviceAddr{User: "alice", Device: 1}) || env.Seq == 0 {
 		t.Fatalf("envelope %+v", env)
 	}
 	if !env.ServerTime.Equal(r.ServerTime) {
@@ -58,11 +58,11 @@ func TestOnlineDeliveryAndReceipt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The receipt reaches the sender, naming the delivering device.
-	var rc *client.Receipt
+	var rc *clientconn.Receipt
 	for rc == nil {
 		rc = servertest.NextPush(t, alice.Conn, wait).Receipt
 	}
-	if rc.ID != id || rc.Recipient != (client.DeviceAddr{User: "bob", Device: 1}) {
+	if rc.ID != id || rc.Recipient != (clientconn.DeviceAddr{User: "bob", Device: 1}) {
 		t.Fatalf("receipt %+v", rc)
 	}
 	if err := alice.Ack(rc.Seq); err != nil {
@@ -83,8 +83,8 @@ func TestOfflineDeliveryInOrder(t *testing.T) {
 	bob.Close() // offline
 
 	for i := range 5 {
-		mustSend(t, alice, "bob", client.NewMessageID(), fmt.Sprintf("a%d", i))
-		mustSend(t, carol, "bob", client.NewMessageID(), fmt.Sprintf("c%d", i))
+		mustSend(t, alice, "bob", clientconn.NewMessageID(), fmt.Sprintf("a%d", i))
+		mustSend(t, carol, "bob", clientconn.NewMessageID(), fmt.Sprintf("c%d", i))
 	}
 	bob = s.Reconnect(t, bob)
 	var fromA, fromC []string
@@ -118,7 +118,7 @@ func TestThousandMessagesInOrder(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		for i := range n {
-			if _, err := alice.Send(context.Background(), "bob", client.NewMessageID(), fmt.Appendf(nil, "%d", i)); err != nil {
+			if _, err := alice.Send(context.Background(), "bob", clientconn.NewMessageID(), fmt.Appendf(nil, "%d", i)); err != nil {
 				errc <- err
 				return
 			}
@@ -153,7 +153,7 @@ func TestDuplicateSuppressed(t *testing.T) {
 	s := servertest.Start(t, server.Config{})
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
-	id := client.NewMessageID()
+	id := clientconn.NewMessageID()
 	first := mustSend(t, alice, "bob", id, "once")
 	// The resend after a (simulated) lost ack, on a new connection.
 	alice = s.Reconnect(t, alice)
@@ -179,25 +179,25 @@ func TestSendErrors(t *testing.T) {
 	bob := s.Register(t, "bob")
 	bob.Close()
 
-	_, err := alice.Send(ctx(t), "nobody", client.NewMessageID(), []byte("x"))
-	if !errors.Is(err, client.ErrUnknownUser) {
+	_, err := alice.Send(ctx(t), "nobody", clientconn.NewMessageID(), []byte("x"))
+	if !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatalf("unknown recipient: %v", err)
 	}
-	_, err = alice.Send(ctx(t), "not a name!", client.NewMessageID(), []byte("x"))
-	if !errors.Is(err, client.ErrUnknownUser) {
+	_, err = alice.Send(ctx(t), "not a name!", clientconn.NewMessageID(), []byte("x"))
+	if !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatalf("invalid recipient: %v", err)
 	}
-	_, err = alice.Send(ctx(t), "bob", client.NewMessageID(), make([]byte, 300<<10))
-	if !errors.Is(err, client.ErrTooLarge) {
+	_, err = alice.Send(ctx(t), "bob", clientconn.NewMessageID(), make([]byte, 300<<10))
+	if !errors.Is(err, clientconn.ErrTooLarge) {
 		t.Fatalf("oversized payload: %v", err)
 	}
 
 	for i := range 3 {
-		mustSend(t, alice, "bob", client.NewMessageID(), fmt.Sprint(i))
+		mustSend(t, alice, "bob", clientconn.NewMessageID(), fmt.Sprint(i))
 	}
-	_, err = alice.Send(ctx(t), "bob", client.NewMessageID(), []byte("overflow"))
-	var se *client.ServerError
-	if !errors.Is(err, client.ErrQueueFull) || !errors.As(err, &se) || se.RetryAfter == 0 || !se.Temporary() {
+	_, err = alice.Send(ctx(t), "bob", clientconn.NewMessageID(), []byte("overflow"))
+	var se *clientconn.ServerError
+	if !errors.Is(err, clientconn.ErrQueueFull) || !errors.As(err, &se) || se.RetryAfter == 0 || !se.Temporary() {
 		t.Fatalf("queue full: %v", err)
 	}
 	// Draining the queue makes room again.
@@ -210,11 +210,11 @@ func TestSendErrors(t *testing.T) {
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		_, err := alice.Send(ctx(t), "bob", client.NewMessageID(), []byte("room now"))
+		_, err := alice.Send(ctx(t), "bob", clientconn.NewMessageID(), []byte("room now"))
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, client.ErrQueueFull) || time.Now().After(deadline) {
+		if !errors.Is(err, clientconn.ErrQueueFull) || time.Now().After(deadline) {
 			t.Fatalf("after drain: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond) // acks commit asynchronously
@@ -234,32 +234,32 @@ func TestRegistration(t *testing.T) {
 	if _, ok := c.Device(); ok {
 		t.Fatal("fresh key reported as registered")
 	}
-	if _, err := c.Send(ctx(t), "alice", client.NewMessageID(), nil); !errors.Is(err, client.ErrUnauthenticated) {
+	if _, err := c.Send(ctx(t), "alice", clientconn.NewMessageID(), nil); !errors.Is(err, clientconn.ErrUnauthenticated) {
 		t.Fatalf("send before register: %v", err)
 	}
-	if _, err := c.Lookup(ctx(t), "alice"); !errors.Is(err, client.ErrUnauthenticated) {
+	if _, err := c.Lookup(ctx(t), "alice"); !errors.Is(err, clientconn.ErrUnauthenticated) {
 		t.Fatalf("lookup before register: %v", err)
 	}
-	if _, err := c.Register(ctx(t), "ALICE"); !errors.Is(err, client.ErrUsernameTaken) {
+	if _, err := c.Register(ctx(t), "ALICE"); !errors.Is(err, clientconn.ErrUsernameTaken) {
 		t.Fatalf("taken (case-insensitive): %v", err)
 	}
 	for _, bad := range []string{"", "ab", "9lives", "a b", "admin", string(make([]byte, 100))} {
-		if _, err := c.Register(ctx(t), bad); !errors.Is(err, client.ErrUsernameInvalid) {
+		if _, err := c.Register(ctx(t), bad); !errors.Is(err, clientconn.ErrUsernameInvalid) {
 			t.Fatalf("register %q: %v", bad, err)
 		}
 	}
 	d, err := c.Register(ctx(t), "Dave_2")
-	if err != nil || d != (client.DeviceAddr{User: "dave_2", Device: 1}) {
+	if err != nil || d != (clientconn.DeviceAddr{User: "dave_2", Device: 1}) {
 		t.Fatalf("register: %+v %v", d, err)
 	}
-	if _, err := c.Register(ctx(t), "another"); !errors.Is(err, client.ErrAlreadyRegistered) {
+	if _, err := c.Register(ctx(t), "another"); !errors.Is(err, clientconn.ErrAlreadyRegistered) {
 		t.Fatalf("second register: %v", err)
 	}
 	u, err := c.Lookup(ctx(t), "Alice")
 	if err != nil || u.Name != "alice" || len(u.Devices) != 1 || u.Devices[0].Device != 1 {
 		t.Fatalf("lookup: %+v %v", u, err)
 	}
-	if _, err := c.Lookup(ctx(t), "zed"); !errors.Is(err, client.ErrUnknownUser) {
+	if _, err := c.Lookup(ctx(t), "zed"); !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatalf("lookup unknown: %v", err)
 	}
 	// A new connection with the same key is recognised in the handshake.
@@ -274,8 +274,8 @@ func TestSignupRateLimit(t *testing.T) {
 	s.Register(t, "two")
 	c := s.Dial(t, servertest.NewKey(t))
 	_, err := c.Register(ctx(t), "three")
-	var se *client.ServerError
-	if !errors.Is(err, client.ErrRateLimited) || !errors.As(err, &se) || se.RetryAfter == 0 {
+	var se *clientconn.ServerError
+	if !errors.Is(err, clientconn.ErrRateLimited) || !errors.As(err, &se) || se.RetryAfter == 0 {
 		t.Fatalf("third sign-up: %v", err)
 	}
 }
@@ -292,7 +292,7 @@ func TestMultiDeviceFanOut(t *testing.T) {
 	if d, ok := bob2.Device(); !ok || d.Device != 2 {
 		t.Fatalf("second device: %+v %v", d, ok)
 	}
-	r := mustSend(t, alice, "bob", client.NewMessageID(), "both")
+	r := mustSend(t, alice, "bob", clientconn.NewMessageID(), "both")
 	if r.Devices != 2 {
 		t.Fatalf("queued for %d devices", r.Devices)
 	}
@@ -330,7 +330,7 @@ func TestEphemeral(t *testing.T) {
 	s := servertest.Start(t, server.Config{})
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
-	n, err := alice.SendEphemeral(ctx(t), "bob", client.NewMessageID(), []byte("typing"))
+	n, err := alice.SendEphemeral(ctx(t), "bob", clientconn.NewMessageID(), []byte("typing"))
 	if err != nil || n != 1 {
 		t.Fatalf("ephemeral to online: %d %v", n, err)
 	}
@@ -341,7 +341,7 @@ func TestEphemeral(t *testing.T) {
 	bob.Close()
 	// The server notices the disconnect asynchronously.
 	for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
-		n, err = alice.SendEphemeral(ctx(t), "bob", client.NewMessageID(), []byte("typing"))
+		n, err = alice.SendEphemeral(ctx(t), "bob", clientconn.NewMessageID(), []byte("typing"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +352,7 @@ func TestEphemeral(t *testing.T) {
 			t.Fatalf("ephemeral to offline device reached %d devices", n)
 		}
 	}
-	if _, err := alice.SendEphemeral(ctx(t), "nobody", client.NewMessageID(), nil); !errors.Is(err, client.ErrUnknownUser) {
+	if _, err := alice.SendEphemeral(ctx(t), "nobody", clientconn.NewMessageID(), nil); !errors.Is(err, clientconn.ErrUnknownUser) {
 		t.Fatalf("ephemeral to unknown: %v", err)
 	}
 	// Never stored: bob finds nothing when he returns.
@@ -367,7 +367,7 @@ func TestMessageTTL(t *testing.T) {
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
 	bob.Close()
-	mustSend(t, alice, "bob", client.NewMessageID(), "stale")
+	mustSend(t, alice, "bob", clientconn.NewMessageID(), "stale")
 	now = now.Add(2 * time.Hour)
 	bob = s.Reconnect(t, bob)
 	if p := servertest.NextPush(t, bob.Conn, wait); !p.Drained {
@@ -388,7 +388,7 @@ func TestSupersededConnection(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("old connection not closed when the device reconnected")
 	}
-	mustSend(t, alice, "bob", client.NewMessageID(), "to the new one")
+	mustSend(t, alice, "bob", clientconn.NewMessageID(), "to the new one")
 	if e := servertest.NextEnvelope(t, bob2.Conn, wait); string(e.Payload) != "to the new one" {
 		t.Fatalf("got %+v", e)
 	}
@@ -402,10 +402,10 @@ func TestGracefulShutdownAnswersAcceptedSends(t *testing.T) {
 	// in the store; the others get an error, never silence.
 	const n = 200
 	results := make(chan error, n)
-	ids := make([]client.MessageID, n)
+	ids := make([]clientconn.MessageID, n)
 	go func() {
 		for i := range n {
-			ids[i] = client.NewMessageID()
+			ids[i] = clientconn.NewMessageID()
 			_, err := alice.Send(context.Background(), "bob", ids[i], bytes.Repeat([]byte{'x'}, 100))
 			results <- err
 		}

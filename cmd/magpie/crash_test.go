@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,7 +14,9 @@ import (
 	"github.com/magpie-im/magpie/client"
 )
 
-// sendRecord is one SendText call of the crash test.
+// sendRecord is one send of the crash test: from Send until the message
+// left the outbox (acknowledged by the server) or the engine said it was
+// offline.
 type sendRecord struct {
 	text       string
 	start, end time.Time
@@ -21,7 +24,7 @@ type sendRecord struct {
 }
 
 // sender sends numbered texts to bob from its own home (one home is one
-// device) through the Go SDK until stopped.
+// device) through the Go SDK's engine until stopped.
 type sender struct {
 	name string
 	home string
@@ -30,12 +33,26 @@ type sender struct {
 	records []sendRecord
 }
 
+func (s *sender) open(ctx context.Context) (*client.Client, func(), error) {
+	cl, err := client.Open(ctx, client.Options{Home: s.home, Unlocker: testUnlocker})
+	if err != nil {
+		return nil, nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cl.Run(rctx)
+	}()
+	return cl, func() { cancel(); <-done; cl.Close() }, nil
+}
+
 func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *atomic.Int64) error {
-	cl, err := client.Open(ctx, s.home, client.Options{Unlocker: testUnlocker})
+	cl, closeClient, err := s.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer closeClient()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -44,9 +61,15 @@ func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *ato
 		}
 		rec := sendRecord{text: fmt.Sprintf("%s-%05d", s.name, i), start: time.Now()}
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, rec.err = cl.SendText(sctx, "bob", rec.text)
+		m, err := cl.Send(sctx, "bob", rec.text)
+		if err == nil {
+			m, err = cl.WaitSent(sctx, m.Seq)
+		}
+		if err == nil && (m.State == client.StateQueued || m.State == client.StateFailed) {
+			err = errors.New(m.Err)
+		}
 		cancel()
-		rec.end = time.Now()
+		rec.end, rec.err = time.Now(), err
 		s.mu.Lock()
 		s.records = append(s.records, rec)
 		s.mu.Unlock()
@@ -66,21 +89,36 @@ func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *ato
 }
 
 // flush sends what is left in the outbox, retrying while the server
-// answers with temporary errors.
-func (s *sender) flush(ctx context.Context) ([]client.Event, error) {
-	cl, err := client.Open(ctx, s.home, client.Options{Unlocker: testUnlocker})
+// answers with temporary errors, and returns the messages it refused.
+func (s *sender) flush(ctx context.Context) ([]client.Message, error) {
+	cl, err := client.Open(ctx, client.Options{Home: s.home, Unlocker: testUnlocker})
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	var evs []client.Event
 	for {
-		err = cl.Sync(ctx, func(ev client.Event) { evs = append(evs, ev) })
-		if err == nil || ctx.Err() != nil {
-			return evs, err
+		err = cl.Sync(ctx)
+		if err != nil && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out, err := cl.Outbox(ctx)
+		if err != nil || len(out) == 0 {
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	msgs, _, err := cl.History(ctx, "bob", client.HistoryQuery{Limit: 100000})
+	var failed []client.Message
+	for _, m := range msgs {
+		if m.State == client.StateFailed {
+			failed = append(failed, m)
+		}
+	}
+	return failed, err
 }
 
 // waitCount polls c until it reaches n.
@@ -153,14 +191,12 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	flushCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, s := range senders {
-		evs, err := s.flush(flushCtx)
+		failed, err := s.flush(flushCtx)
 		if err != nil {
 			t.Fatalf("%s: flushing the outbox: %v", s.name, err)
 		}
-		for _, ev := range evs {
-			if ev.Kind == client.EventSendFailed {
-				t.Errorf("%s: outbox message refused: %v", s.name, ev.Err)
-			}
+		for _, m := range failed {
+			t.Errorf("%s: outbox message %q refused: %v", s.name, m.Text, m.Err)
 		}
 	}
 
@@ -221,9 +257,14 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		cycles, len(attempted), inFlight, len(acked), fails.Load(), len(got), lost, dup, phantom, unackedDelivered)
 
 	// bob's local history has each message once too.
-	hist := decodeLines[struct {
+	var hist []struct {
 		Text string `json:"text"`
-	}](t, mustRun(t, "--home", bob, "history", "--json", "--limit", "100000").stdout)
+	}
+	for _, s := range senders {
+		hist = append(hist, decodeLines[struct {
+			Text string `json:"text"`
+		}](t, mustRun(t, "--home", bob, "history", s.name, "--json", "--limit", "100000").stdout)...)
+	}
 	if len(hist) != len(got) {
 		t.Errorf("bob's history has %d messages, his inbox showed %d distinct", len(hist), len(got))
 	}
@@ -233,25 +274,38 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		t.Errorf("bob's second inbox delivered %d messages again, first: %+v", len(m), m[0])
 	}
 
-	// kill -9 under a running listen: it warns, reconnects and goes on.
+	// kill -9 under a running listen: it says it is offline, reconnects,
+	// says it is back, and goes on.
 	{
 		alice := senders[0].home
 		listen := start(t, nil, "--home", bob, "listen", "--json")
-		waitListening(t, alice, "bob", listen)
+		waitOnline(t, listen)
 		mustRun(t, "--home", alice, "send", "bob", "before the crash")
 		waitEvent(t, listen, "before the crash")
 
 		srv.kill()
-		if !listen.stderr.waitFor(eventTimeout, listen.done, func(s string) bool {
-			return strings.Contains(s, "level=WARN") && strings.Contains(s, "reconnecting")
+		if !listen.stdout.waitFor(eventTimeout, listen.done, func(s string) bool {
+			return strings.Contains(s, `"state":"offline"`)
 		}) {
-			t.Fatalf("listen logged no reconnect warning after the server died:\n%s", listen)
+			t.Fatalf("listen did not say it went offline after the server died:\n%s", listen)
 		}
 		srv = srv.restart(t)
 		mustRun(t, "--home", alice, "send", "bob", "after the restart")
 		waitEvent(t, listen, "after the restart")
 		if listen.exited() {
 			t.Fatalf("listen exited:\n%s", listen)
+		}
+		states := []string{}
+		for _, e := range decodeLines[event](t, listen.stdout.String()) {
+			if e.Event == "state" && (len(states) == 0 || states[len(states)-1] != e.State) {
+				states = append(states, e.State)
+			}
+		}
+		if !strings.Contains(strings.Join(states, " "), "online offline") || states[len(states)-1] != "online" {
+			t.Errorf("listen's states: %v, want online, then offline, then online again", states)
+		}
+		if strings.Contains(listen.stderr.String(), "level=") {
+			t.Errorf("listen printed log lines:\n%s", listen.stderr)
 		}
 		listen.signal(syscall.SIGINT)
 		if code, ok := listen.waitExit(10 * time.Second); !ok || code != 0 {
@@ -275,7 +329,7 @@ func waitEvent(t *testing.T, listen *proc, text string) {
 	t.Helper()
 	ok := listen.stdout.waitFor(eventTimeout, listen.done, func(s string) bool {
 		for _, e := range decodeLines[event](t, s) {
-			if e.Kind == "message" && e.Text == text {
+			if e.Event == "message" && e.Text == text {
 				return true
 			}
 		}

@@ -8,7 +8,8 @@ import (
 )
 
 // TestVerifySafetyNumbers: both sides see the same 60-digit number and QR
-// payload; --confirm marks the contact verified.
+// payload; --confirm marks the contact verified, but only once the number
+// was shown (or its digits typed).
 func TestVerifySafetyNumbers(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
 	alice := newUser(t, srv, "alice")
@@ -27,7 +28,7 @@ func TestVerifySafetyNumbers(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, "--home", bob, "verify", "alice", "--json").stdout), &ba); err != nil {
 		t.Fatal(err)
 	}
-	if len(ab.SafetyNumber) != 60 || ab.SafetyNumber != ba.SafetyNumber || ab.Status != "not verified" {
+	if len(ab.SafetyNumber) != 60 || ab.SafetyNumber != ba.SafetyNumber || ab.Status != "unverified" {
 		t.Fatalf("safety numbers: alice sees %+v, bob sees %+v", ab, ba)
 	}
 	if ab.QRPayload == "" || ab.QRPayload == ba.QRPayload {
@@ -36,11 +37,24 @@ func TestVerifySafetyNumbers(t *testing.T) {
 	// The text form shows the digits in groups of five and a QR code.
 	text := mustRun(t, "--home", alice, "verify", "bob").stdout
 	if !strings.Contains(text, ab.SafetyNumber[:5]+" "+ab.SafetyNumber[5:10]) || !strings.Contains(text, "█") ||
-		!strings.Contains(text, "magpie verify bob --confirm") {
+		!strings.Contains(text, "magpie --home "+alice+" verify bob --confirm") {
 		t.Fatalf("verify output:\n%s", text)
 	}
 	if r := mustRun(t, "--home", alice, "verify", "bob", "--confirm"); !strings.Contains(r.stdout, "now verified") {
 		t.Fatalf("--confirm: %s", r)
+	}
+	// carol never looked at the number: a bare --confirm is refused, typed
+	// digits must match, and the right ones verify.
+	carol := newUser(t, srv, "carol")
+	mustFail(t, []string{"not been shown", "magpie --home " + carol + " verify alice"}, "--home", carol, "verify", "alice", "--confirm")
+	mustFail(t, []string{"do not match"}, "--home", carol, "verify", "alice", "--digits", strings.Repeat("0", 60))
+	var ca verdict
+	json.Unmarshal([]byte(mustRun(t, "--home", alice, "verify", "carol", "--json").stdout), &ca)
+	mustRun(t, "--home", carol, "verify", "alice", "--digits", ca.SafetyNumber[:30]+" "+ca.SafetyNumber[30:])
+	var cv verdict
+	json.Unmarshal([]byte(mustRun(t, "--home", carol, "verify", "alice", "--json").stdout), &cv)
+	if cv.Status != "verified" {
+		t.Errorf("carol's view after typing the digits: %+v", cv)
 	}
 	var after verdict
 	json.Unmarshal([]byte(mustRun(t, "--home", alice, "verify", "bob", "--json").stdout), &after)

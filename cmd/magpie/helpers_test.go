@@ -238,15 +238,27 @@ func mustFail(t *testing.T, want []string, args ...string) result {
 	return r
 }
 
-// event is one line of `inbox --json` or `listen --json`.
+// event is one line of `inbox --json` or `history --json` (a message) or
+// of `listen --json` (an event, named by Event, with its data's fields).
 type event struct {
-	Kind   string `json:"kind"`
-	Peer   string `json:"peer"`
-	Device uint32 `json:"device"`
-	ID     string `json:"id"`
-	Text   string `json:"text"`
-	Typing *bool  `json:"typing"`
-	Error  string `json:"error"`
+	Event      string      `json:"event"` // listen only: message, update, state, typing, …
+	Seq        uint64      `json:"seq"`
+	Peer       string      `json:"peer"`
+	ID         string      `json:"id"`
+	Text       string      `json:"text"`
+	Outgoing   bool        `json:"outgoing"`
+	State      string      `json:"state"`
+	Typing     *bool       `json:"typing"`
+	Error      string      `json:"error"`
+	Attachment *attachment `json:"attachment"`
+}
+
+type attachment struct {
+	Name  string `json:"name"`
+	Size  int64  `json:"size"`
+	State string `json:"state"`
+	Path  string `json:"path"`
+	Error string `json:"error"`
 }
 
 // decodeLines parses one JSON object per line into T.
@@ -266,10 +278,12 @@ func decodeLines[T any](t *testing.T, s string) []T {
 	return out
 }
 
+// messages keeps the incoming messages: the lines of inbox --json, or the
+// message events of listen --json.
 func messages(evs []event) []event {
 	var out []event
 	for _, e := range evs {
-		if e.Kind == "message" {
+		if (e.Event == "" || e.Event == "message") && !e.Outgoing {
 			out = append(out, e)
 		}
 	}

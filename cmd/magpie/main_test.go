@@ -72,32 +72,31 @@ func TestCLIConversation(t *testing.T) {
 
 	sent := mustRun(t, "--home", alice, "send", "bob", "hello", "--json")
 	var s struct {
-		ID      string `json:"id"`
-		To      string `json:"to"`
-		Devices int    `json:"devices"`
+		Status  string `json:"status"`
+		Message event  `json:"message"`
 	}
-	if err := json.Unmarshal([]byte(sent.stdout), &s); err != nil || s.To != "bob" || s.Devices != 1 || len(s.ID) != 32 {
+	if err := json.Unmarshal([]byte(sent.stdout), &s); err != nil || s.Status != "sent" || s.Message.Peer != "bob" || len(s.Message.ID) != 32 {
 		t.Fatalf("send --json: %q (%v)", sent.stdout, err)
 	}
 
 	evs := decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)
 	msgs := messages(evs)
-	if len(msgs) != 1 || msgs[0].Peer != "alice" || msgs[0].Text != "hello" || msgs[0].ID != s.ID {
-		t.Fatalf("bob's inbox: want exactly alice's %q with id %s, got %+v", "hello", s.ID, evs)
+	if len(msgs) != 1 || msgs[0].Peer != "alice" || msgs[0].Text != "hello" || msgs[0].ID != s.Message.ID {
+		t.Fatalf("bob's inbox: want exactly alice's %q with id %s, got %+v", "hello", s.Message.ID, evs)
 	}
-
-	evs = decodeLines[event](t, mustRun(t, "--home", alice, "inbox", "--json").stdout)
-	var receipts []event
-	for _, e := range evs {
-		if e.Kind == "receipt" {
-			receipts = append(receipts, e)
-		}
+	// Alice's next command learns that bob has it, and (inbox shows, so
+	// marks read) that he read it.
+	mustRun(t, "--home", alice, "inbox")
+	type hist struct {
+		Outgoing bool   `json:"outgoing"`
+		Peer     string `json:"peer"`
+		ID       string `json:"id"`
+		Text     string `json:"text"`
+		State    string `json:"state"`
 	}
-	if len(receipts) != 1 || receipts[0].Peer != "bob" || receipts[0].ID != s.ID {
-		t.Errorf("alice's inbox: want one receipt from bob for %s, got %+v", s.ID, evs)
-	}
-	if m := messages(evs); len(m) != 0 {
-		t.Errorf("alice's inbox: unexpected messages %+v", m)
+	ah := decodeLines[hist](t, mustRun(t, "--home", alice, "history", "bob", "--json").stdout)
+	if len(ah) != 1 || ah[0] != (hist{Outgoing: true, Peer: "bob", ID: s.Message.ID, Text: "hello", State: "read"}) {
+		t.Errorf("alice's history with bob: %+v", ah)
 	}
 
 	// Delivered once: a second inbox has nothing, in JSON or in text.
@@ -107,24 +106,20 @@ func TestCLIConversation(t *testing.T) {
 	if r := mustRun(t, "--home", bob, "inbox"); !strings.Contains(r.stdout, "No new messages") {
 		t.Errorf("bob's third inbox (text) should say there is nothing new:\n%s", r)
 	}
-
-	type hist struct {
-		Outgoing bool   `json:"outgoing"`
-		Peer     string `json:"peer"`
-		ID       string `json:"id"`
-		Text     string `json:"text"`
-		State    string `json:"state"`
-	}
-	bh := decodeLines[hist](t, mustRun(t, "--home", bob, "history", "--json").stdout)
-	if len(bh) != 1 || bh[0] != (hist{Outgoing: false, Peer: "alice", ID: s.ID, Text: "hello", State: "received"}) {
+	bh := decodeLines[hist](t, mustRun(t, "--home", bob, "history", "alice", "--json").stdout)
+	if len(bh) != 1 || bh[0] != (hist{Outgoing: false, Peer: "alice", ID: s.Message.ID, Text: "hello", State: "received"}) {
 		t.Errorf("bob's history: %+v", bh)
 	}
-	ah := decodeLines[hist](t, mustRun(t, "--home", alice, "history", "bob", "--json").stdout)
-	if len(ah) != 1 || ah[0] != (hist{Outgoing: true, Peer: "bob", ID: s.ID, Text: "hello", State: "delivered"}) {
-		t.Errorf("alice's history with bob: %+v", ah)
+	convs := decodeLines[struct {
+		Peer   string `json:"peer"`
+		Unread int    `json:"unread"`
+		Last   hist   `json:"last"`
+	}](t, mustRun(t, "--home", bob, "history", "--json").stdout)
+	if len(convs) != 1 || convs[0].Peer != "alice" || convs[0].Unread != 0 || convs[0].Last.Text != "hello" {
+		t.Errorf("bob's conversations: %+v", convs)
 	}
 	if r := mustRun(t, "--home", bob, "history"); !strings.Contains(r.stdout, "hello") || !strings.Contains(r.stdout, "alice") {
-		t.Errorf("bob's text history does not show the message:\n%s", r)
+		t.Errorf("bob's text history does not show the conversation:\n%s", r)
 	}
 
 	// lookup agrees with bob's own view of his key; whoami honours MAGPIE_HOME.
@@ -168,9 +163,9 @@ func TestCLIConversation(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty")
 	for _, args := range [][]string{
 		{"whoami"}, {"register", "dave"}, {"send", "bob", "hi"}, {"inbox"}, {"listen"},
-		{"lookup", "bob"}, {"typing", "bob"}, {"history"},
+		{"lookup", "bob"}, {"typing", "bob"}, {"history"}, {"outbox"}, {"app", "--no-browser"},
 	} {
-		mustFail(t, []string{"magpie init"}, append([]string{"--home", empty}, args...)...)
+		mustFail(t, []string{"magpie --home " + empty + " init"}, append([]string{"--home", empty}, args...)...)
 	}
 	if _, err := os.Stat(empty); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("client commands in an un-initialised home created it (%v)", err)
@@ -185,7 +180,7 @@ func TestListenGetsMessagesLive(t *testing.T) {
 	bob := newUser(t, srv, "bob")
 
 	listen := start(t, nil, "--home", bob, "listen", "--json")
-	waitListening(t, alice, "bob", listen)
+	waitOnline(t, listen)
 
 	want := []string{"first", "second, with a comma", "third: ünïcödé ✓"}
 	for _, text := range want {
@@ -193,16 +188,14 @@ func TestListenGetsMessagesLive(t *testing.T) {
 	}
 	mustRun(t, "--home", alice, "typing", "bob")
 
-	// Skip the readiness probes (typing=false), then expect exactly the three
-	// messages in order and the typing indicator.
+	// Expect exactly the three messages in order and the typing indicator.
 	var got []event
 	ok := listen.stdout.waitFor(eventTimeout, listen.done, func(s string) bool {
 		got = nil
 		for _, e := range decodeLines[event](t, s) {
-			if e.Kind == "typing" && e.Typing != nil && !*e.Typing && len(got) == 0 {
-				continue
+			if e.Event == "message" || e.Event == "typing" {
+				got = append(got, e)
 			}
-			got = append(got, e)
 		}
 		return len(got) >= len(want)+1
 	})
@@ -210,11 +203,11 @@ func TestListenGetsMessagesLive(t *testing.T) {
 		t.Fatalf("listen did not print 3 messages and a typing indicator within %v:\n%s", eventTimeout, listen)
 	}
 	for i, text := range want {
-		if got[i].Kind != "message" || got[i].Peer != "alice" || got[i].Text != text {
+		if got[i].Event != "message" || got[i].Peer != "alice" || got[i].Text != text {
 			t.Errorf("event %d: want message %q from alice, got %+v", i, text, got[i])
 		}
 	}
-	if e := got[len(want)]; e.Kind != "typing" || e.Peer != "alice" || e.Typing == nil || !*e.Typing {
+	if e := got[len(want)]; e.Event != "typing" || e.Peer != "alice" || e.Typing == nil || !*e.Typing {
 		t.Errorf("event %d: want alice typing, got %+v", len(want), e)
 	}
 	if len(got) > len(want)+1 {
@@ -225,43 +218,37 @@ func TestListenGetsMessagesLive(t *testing.T) {
 	if code, ok := listen.waitExit(10 * time.Second); !ok || code != 0 {
 		t.Errorf("listen after SIGINT: exited=%v code=%d\n%s", ok, code, listen)
 	}
-	// What listen printed was acknowledged: nothing is left for bob.
-	if m := messages(decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)); len(m) != 0 {
-		t.Errorf("inbox after listen: messages delivered twice: %+v", m)
+	// What listen printed was acknowledged: nothing is left on the server
+	// for bob, and his history has each message once.
+	mustRun(t, "--home", bob, "inbox")
+	h := decodeLines[event](t, mustRun(t, "--home", bob, "history", "alice", "--json").stdout)
+	if len(h) != len(want) {
+		t.Errorf("bob's history after listen and inbox: %+v", h)
 	}
 	srv.stop(t)
 }
 
-// waitListening waits until to's listen child is connected: a
-// `typing --stopped` from home reaches at least one device.
-func waitListening(t *testing.T, home, to string, listen *proc) {
+// waitOnline waits until a `listen --json` child says it is online.
+func waitOnline(t *testing.T, listen *proc) {
 	t.Helper()
-	deadline := time.Now().Add(eventTimeout)
-	for {
-		r := mustRun(t, "--home", home, "typing", to, "--stopped", "--json")
-		var v struct {
-			Devices int `json:"devices"`
+	if !listen.stdout.waitFor(eventTimeout, listen.done, func(s string) bool {
+		for _, e := range decodeLines[event](t, s) {
+			if e.Event == "state" && e.State == "online" {
+				return true
+			}
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
-			t.Fatalf("typing --json: %v\n%s", err, r)
-		}
-		if v.Devices > 0 {
-			return
-		}
-		if listen.exited() || time.Now().After(deadline) {
-			t.Fatalf("listen is not connected:\n%s", listen)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("listen did not get online within %v:\n%s", eventTimeout, listen)
 	}
 }
 
 func TestSIGTERMGraceful(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
-	alice := newUser(t, srv, "alice")
 	bob := newUser(t, srv, "bob")
 	// A connected client must not hold the shutdown up.
 	listen := start(t, nil, "--home", bob, "listen", "--json")
-	waitListening(t, alice, "bob", listen)
+	waitOnline(t, listen)
 
 	srv.signal(syscall.SIGTERM)
 	code, ok := srv.waitExit(10 * time.Second)
@@ -310,7 +297,7 @@ func TestHelpHasExamples(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"serve", "init", "register", "send", "inbox", "listen", "lookup", "typing", "history", "whoami", "verify"} {
+	for _, want := range []string{"serve", "init", "register", "send", "inbox", "listen", "lookup", "typing", "history", "whoami", "verify", "app", "outbox", "settings", "version"} {
 		if !slices.Contains(cmds, want) {
 			t.Errorf("magpie --help does not list %q (found %v):\n%s", want, cmds, r.stdout)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,14 +45,11 @@ func TestEverythingOverTLSTransport(t *testing.T) {
 	if m := messages(evs); len(m) != 1 || m[0].Text != "over tls" {
 		t.Fatalf("bob's inbox: %+v", evs)
 	}
-	var probes []struct {
+	probes := decodeLines[struct {
 		Transport string `json:"transport"`
 		Address   string `json:"address"`
 		Verdict   string `json:"verdict"`
-	}
-	if err := json.Unmarshal([]byte(mustRun(t, "--home", alice, "probe", "--json").stdout), &probes); err != nil {
-		t.Fatal(err)
-	}
+	}](t, mustRun(t, "--home", alice, "probe", "--json").stdout)
 	sawTLS := false
 	for _, p := range probes {
 		if p.Transport == "tcp" && p.Address == tcpAddr {

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 )
 
@@ -403,13 +403,13 @@ func sendAll(ctx context.Context, c chatConn, i, to int, begin time.Time, sched 
 
 // magpieConn is a chat client of a Magpie server.
 type magpieConn struct {
-	c     *client.Conn
+	c     *clientconn.Conn
 	names []string
 	once  sync.Once
 }
 
 func (m *magpieConn) send(ctx context.Context, to int, id uint64, payload []byte) error {
-	var mid client.MessageID
+	var mid clientconn.MessageID
 	binary.BigEndian.PutUint64(mid[8:], id)
 	copy(mid[:8], payload[4:12]) // the intended time: unique across runs
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -420,7 +420,7 @@ func (m *magpieConn) send(ctx context.Context, to int, id uint64, payload []byte
 
 // receive acknowledges envelopes and receipts in batches (ackInBatches).
 func (m *magpieConn) receive(onMsg func([]byte), onReceipt func()) {
-	ackInBatches(m.c, func(p client.Push) {
+	ackInBatches(m.c, func(p clientconn.Push) {
 		switch {
 		case p.Envelope != nil:
 			onMsg(p.Envelope.Payload)
@@ -433,9 +433,9 @@ func (m *magpieConn) receive(onMsg func([]byte), onReceipt func()) {
 // ackInBatches calls handle for each of c's pushes until c closes, and
 // acknowledges envelopes and receipts in batches, as clients do: whatever
 // has arrived when the push queue runs dry, at most 256 at a time.
-func ackInBatches(c *client.Conn, handle func(client.Push)) {
+func ackInBatches(c *clientconn.Conn, handle func(clientconn.Push)) {
 	var seqs []uint64
-	take := func(p client.Push) {
+	take := func(p clientconn.Push) {
 		handle(p)
 		switch {
 		case p.Envelope != nil && p.Envelope.Seq != 0:

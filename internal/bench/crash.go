@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 )
@@ -407,7 +407,7 @@ func (r *crashRun) fail(where string, err error) {
 // crashErrKind names an error without the addresses and ports that would make
 // every occurrence a kind of its own.
 func crashErrKind(err error) string {
-	var se *client.ServerError
+	var se *clientconn.ServerError
 	switch {
 	case errors.As(err, &se):
 		return "server: " + se.Message
@@ -419,11 +419,11 @@ func crashErrKind(err error) string {
 		return "broken pipe"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the server"
-	case errors.Is(err, client.ErrStalled):
+	case errors.Is(err, clientconn.ErrStalled):
 		return "the server stopped answering"
 	case errors.Is(err, context.DeadlineExceeded), os.IsTimeout(err):
 		return "timed out"
-	case errors.Is(err, client.ErrClosed), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, clientconn.ErrClosed), errors.Is(err, net.ErrClosed):
 		return "connection closed"
 	}
 	return err.Error()
@@ -450,8 +450,8 @@ func (r *crashRun) recovered(gen int32, now time.Time) {
 
 // msgID is the client message id of sender i's k-th message: the run's
 // nonce, i and k. A resend uses the same id, so the server stores it once.
-func (r *crashRun) msgID(i, k int) client.MessageID {
-	var id client.MessageID
+func (r *crashRun) msgID(i, k int) clientconn.MessageID {
+	var id clientconn.MessageID
 	copy(id[:8], r.nonce[:])
 	binary.BigEndian.PutUint32(id[8:12], uint32(i))
 	binary.BigEndian.PutUint32(id[12:16], uint32(k))
@@ -459,7 +459,7 @@ func (r *crashRun) msgID(i, k int) client.MessageID {
 }
 
 // parseID is the inverse of msgID; ok is false for an id of another run.
-func (r *crashRun) parseID(id client.MessageID) (i, k int, ok bool) {
+func (r *crashRun) parseID(id clientconn.MessageID) (i, k int, ok bool) {
 	if [8]byte(id[:8]) != r.nonce {
 		return 0, 0, false
 	}
@@ -467,7 +467,7 @@ func (r *crashRun) parseID(id client.MessageID) (i, k int, ok bool) {
 }
 
 // onDelivery records envelope e pushed to client to.
-func (r *crashRun) onDelivery(to int, e *client.Envelope) {
+func (r *crashRun) onDelivery(to int, e *clientconn.Envelope) {
 	now := time.Now()
 	i, k, ok := r.parseID(e.ID)
 	if !ok || len(e.Payload) < MinSize || [4]byte(e.Payload[:4]) != payloadMagic {
@@ -577,20 +577,20 @@ type crashClient struct {
 	r    *crashRun
 	i    int
 	key  link.KeyPair
-	opts client.DialOptions
+	opts clientconn.DialOptions
 	sem  chan struct{} // its messages awaiting acknowledgement
 	// first is the registration's connection, the one maintain starts with.
-	first *client.Conn
+	first *clientconn.Conn
 
 	mu      sync.Mutex
-	conn    *client.Conn  // nil while disconnected
-	gen     int32         // conn's generation
-	changed chan struct{} // closed and replaced whenever conn changes
+	conn    *clientconn.Conn // nil while disconnected
+	gen     int32            // conn's generation
+	changed chan struct{}    // closed and replaced whenever conn changes
 }
 
 // current waits for a connection other than not and returns it with its
 // generation.
-func (cl *crashClient) current(ctx context.Context, not *client.Conn) (*client.Conn, int32, error) {
+func (cl *crashClient) current(ctx context.Context, not *clientconn.Conn) (*clientconn.Conn, int32, error) {
 	for {
 		cl.mu.Lock()
 		c, gen, ch := cl.conn, cl.gen, cl.changed
@@ -606,7 +606,7 @@ func (cl *crashClient) current(ctx context.Context, not *client.Conn) (*client.C
 	}
 }
 
-func (cl *crashClient) set(c *client.Conn, gen int32) {
+func (cl *crashClient) set(c *clientconn.Conn, gen int32) {
 	cl.mu.Lock()
 	cl.conn, cl.gen = c, gen
 	close(cl.changed)
@@ -650,7 +650,7 @@ func (cl *crashClient) maintain(ctx context.Context) {
 		// is not credited to the restarted server.
 		gen = cl.r.gen.Load()
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		nc, err := client.Dial(dctx, cl.r.inv, cl.key, cl.opts)
+		nc, err := clientconn.Dial(dctx, cl.r.inv, cl.key, cl.opts)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -676,8 +676,8 @@ func (cl *crashClient) maintain(ctx context.Context) {
 
 // receive records what c pushes and acknowledges it in batches, as chat
 // does (ackInBatches), until c ends.
-func (cl *crashClient) receive(c *client.Conn) {
-	ackInBatches(c, func(p client.Push) {
+func (cl *crashClient) receive(c *clientconn.Conn) {
+	ackInBatches(c, func(p clientconn.Push) {
 		if p.Envelope != nil {
 			cl.r.onDelivery(cl.i, p.Envelope)
 		}
@@ -725,7 +725,7 @@ func (cl *crashClient) send(ctx context.Context, k int, intended time.Time, p []
 	r := cl.r
 	id := r.msgID(cl.i, k)
 	to := r.names[r.peer[cl.i]]
-	var not *client.Conn // a connection known to be broken
+	var not *clientconn.Conn // a connection known to be broken
 	for attempt := 0; ; attempt++ {
 		c, gen, err := cl.current(ctx, not)
 		if err != nil {
@@ -753,7 +753,7 @@ func (cl *crashClient) send(ctx context.Context, k int, intended time.Time, p []
 			return
 		}
 		r.fail("send", err)
-		var se *client.ServerError
+		var se *clientconn.ServerError
 		switch {
 		case errors.As(err, &se) && !se.Temporary():
 			r.led.refused(cl.i, k)

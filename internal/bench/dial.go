@@ -10,8 +10,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/transport"
@@ -69,8 +69,8 @@ func (p sourcePlan) ip(i int) net.IP {
 }
 
 // dialOptions returns the options for connection i.
-func dialOptions(p sourcePlan, i int) client.DialOptions {
-	opts := client.DialOptions{UserAgent: "magpie-bench", StallTimeout: 30 * time.Second}
+func dialOptions(p sourcePlan, i int) clientconn.DialOptions {
+	opts := clientconn.DialOptions{UserAgent: "magpie-bench", StallTimeout: 30 * time.Second}
 	if ip := p.ip(i); ip != nil {
 		opts.Dialer = &net.Dialer{KeepAliveConfig: transport.ClientKeepAlive, LocalAddr: &net.TCPAddr{IP: ip}}
 	}
@@ -89,7 +89,7 @@ func userName(run string, i int) string { return fmt.Sprintf("bench_%s_%d", run,
 
 // registerAll registers n users with conc dials at a time, closing them all
 // on failure.
-func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*client.Conn, error) {
+func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*clientconn.Conn, error) {
 	conns, _, err := registerUsers(ctx, inv, run, 0, n, conc)
 	return conns, err
 }
@@ -97,7 +97,7 @@ func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int
 // registerUsers is registerAll for users first to first+n-1 that also
 // returns each user's device key, to connect again as the same device
 // (connectAll).
-func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n, conc int) ([]*client.Conn, []link.KeyPair, error) {
+func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n, conc int) ([]*clientconn.Conn, []link.KeyPair, error) {
 	keys := make([]link.KeyPair, n)
 	for i := range keys {
 		k, err := link.GenerateKey(rand.Reader)
@@ -106,7 +106,7 @@ func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n,
 		}
 		keys[i] = k
 	}
-	conns, err := dialAll(ctx, inv, keys, conc, 0, func(c *client.Conn, i int) error {
+	conns, err := dialAll(ctx, inv, keys, conc, 0, func(c *clientconn.Conn, i int) error {
 		if _, err := c.Register(ctx, userName(run, first+i)); err != nil {
 			return fmt.Errorf("register %s: %w", userName(run, first+i), err)
 		}
@@ -118,8 +118,8 @@ func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n,
 // connectAll connects the devices of keys, already registered, conc at a
 // time.
 // keepalive, if not zero, replaces the client's default ping interval.
-func connectAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration) ([]*client.Conn, error) {
-	return dialAll(ctx, inv, keys, conc, keepalive, func(c *client.Conn, i int) error {
+func connectAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration) ([]*clientconn.Conn, error) {
+	return dialAll(ctx, inv, keys, conc, keepalive, func(c *clientconn.Conn, i int) error {
 		if _, ok := c.Device(); !ok {
 			return errors.New("the server does not know this device")
 		}
@@ -128,7 +128,7 @@ func connectAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, con
 }
 
 // target is the server of an invite with its endpoints verified once.
-// client.Dial verifies the invite's signed endpoint list on every call: an
+// clientconn.Dial verifies the invite's signed endpoint list on every call: an
 // XEdDSA verification, 12% of the load tool's CPU in a handshake storm,
 // which the tool would otherwise charge to the server's rate.
 type target struct {
@@ -137,30 +137,30 @@ type target struct {
 }
 
 func newTarget(inv invite.Invite) (target, error) {
-	eps, err := client.InviteEndpoints(inv, time.Now())
+	eps, err := clientconn.InviteEndpoints(inv, time.Now())
 	if err != nil {
 		return target{}, err
 	}
 	return target{key: inv.ServerKey, eps: eps}, nil
 }
 
-// dial is client.Dial without the verification.
-func (t target) dial(ctx context.Context, key link.KeyPair, opts client.DialOptions) (*client.Conn, error) {
-	c, _, err := client.DialEndpoints(ctx, t.key, t.eps, key, opts)
+// dial is clientconn.Dial without the verification.
+func (t target) dial(ctx context.Context, key link.KeyPair, opts clientconn.DialOptions) (*clientconn.Conn, error) {
+	c, _, err := clientconn.DialEndpoints(ctx, t.key, t.eps, key, opts)
 	return c, err
 }
 
 // dialAll dials one connection per key, conc at a time, each from its
 // source address (sourcePlan), and runs then on each; on any failure it
 // closes them all and returns the first error.
-func dialAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration, then func(c *client.Conn, i int) error) ([]*client.Conn, error) {
+func dialAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration, then func(c *clientconn.Conn, i int) error) ([]*clientconn.Conn, error) {
 	t, err := newTarget(inv)
 	if err != nil {
 		return nil, err
 	}
 	plan := newSourcePlan(inv)
 	n := len(keys)
-	conns := make([]*client.Conn, n)
+	conns := make([]*clientconn.Conn, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, max(1, conc))
 	for i := range n {

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 )
@@ -127,12 +127,12 @@ var drainMagic = [4]byte{'m', 'p', 'd', 'r'}
 type drainUser struct {
 	name string
 	key  link.KeyPair
-	opts client.DialOptions
-	c    *client.Conn
+	opts clientconn.DialOptions
+	c    *clientconn.Conn
 }
 
 func (u *drainUser) reconnect(ctx context.Context, inv invite.Invite) error {
-	c, err := client.Dial(ctx, inv, u.key, u.opts)
+	c, err := clientconn.Dial(ctx, inv, u.key, u.opts)
 	if err != nil {
 		return fmt.Errorf("reconnecting %s: %w", u.name, err)
 	}
@@ -314,7 +314,7 @@ func enqueueAll(ctx context.Context, senders []*drainUser, to, run string, o Dra
 			cancel()
 		}
 	}
-	worker := func(c *client.Conn) {
+	worker := func(c *clientconn.Conn) {
 		p := make([]byte, o.Size)
 		copy(p, drainMagic[:])
 		for {
@@ -323,7 +323,7 @@ func enqueueAll(ctx context.Context, senders []*drainUser, to, run string, o Dra
 				return
 			}
 			binary.BigEndian.PutUint64(p[4:12], uint64(k))
-			var id client.MessageID
+			var id clientconn.MessageID
 			copy(id[:8], nonce[:])
 			binary.BigEndian.PutUint64(id[8:], uint64(k))
 			for attempt := 0; ; attempt++ {
@@ -338,16 +338,16 @@ func enqueueAll(ctx context.Context, senders []*drainUser, to, run string, o Dra
 				if ctx.Err() != nil {
 					return
 				}
-				var se *client.ServerError
+				var se *clientconn.ServerError
 				switch {
-				case errors.Is(err, client.ErrQueueFull):
+				case errors.Is(err, clientconn.ErrQueueFull):
 					fail(errQueueFull, true)
 					return
 				case errors.As(err, &se) && se.Temporary() && attempt < 10:
 					// Rate limited (a connection may make 1,000 requests
 					// a second by default), or the server asked to retry:
 					// the same id is stored once.
-					if errors.Is(err, client.ErrRateLimited) {
+					if errors.Is(err, clientconn.ErrRateLimited) {
 						limited.Add(1)
 					}
 					if sleep(ctx, max(se.RetryAfter, 10*time.Millisecond)) != nil {
@@ -456,7 +456,7 @@ func drainQueue(ctx context.Context, inv invite.Invite, u *drainUser, acked []bo
 		seqs  []uint64
 		fresh int // new messages not yet dated
 	)
-	handle := func(p client.Push) {
+	handle := func(p clientconn.Push) {
 		switch {
 		case p.Drained:
 			drained = true
@@ -621,7 +621,7 @@ func collectReceipts(ctx context.Context, inv invite.Invite, senders []*drainUse
 			return err
 		}
 		wg.Add(1)
-		go func(c *client.Conn) {
+		go func(c *clientconn.Conn) {
 			defer wg.Done()
 			var seqs []uint64
 			for p := range c.Pushes() {
@@ -678,7 +678,7 @@ func collectReceipts(ctx context.Context, inv invite.Invite, senders []*drainUse
 // Without this, closing with a push still unread (a late drained marker)
 // makes the kernel reset the connection, and the last ack could be lost
 // with it; the items it named would simply be delivered again next time.
-func settle(ctx context.Context, c *client.Conn) {
+func settle(ctx context.Context, c *clientconn.Conn) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c.Ping(ctx) // an error means the connection is gone anyway

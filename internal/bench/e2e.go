@@ -7,29 +7,30 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/e2e/ratchet"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/wire"
 )
 
 // End-to-end mode (--e2e). Each bench client is a real e2e device: an
 // identity, prekeys uploaded to the server, a PQXDH session with its peer
 // from the peer's bundle, and every message Double-Ratchet encrypted per
-// device and sent with the server's per-device send, as client.Client does
-// it (secure.go: sendSecure, startSessions, receiveSecure). What differs
-// from the SDK, and why:
+// device and sent with the server's per-device send. Sending is e2e.Sesame,
+// the SDK's send path itself (encryption per device, sessions started from
+// bundles, the device list reconciled); receiving does what the SDK's does
+// (e2e.Decrypt per envelope). What differs from the SDK, and why:
 //
 //   - The e2e state lives in a map (e2eMemKV) instead of the sealed SQLite
 //     store, so that thousands of clients set up in seconds. The e2e
 //     package still loads, steps and saves the serialized session record
-//     on every message, as it does in the SDK.
+//     on every message, as it does in the SDK. A mutex stands in for the
+//     store's transactions, without their rollback (see e2eDevice.Update).
 //   - Clients start from a copy of one device's prekey state instead of
 //     each making a hundred prekeys of each kind, and upload no one-time
 //     prekeys (see newE2EDevice): setup would otherwise take about 20 ms of
@@ -88,8 +89,8 @@ func (m e2eMemKV) Keys(ns, prefix string) ([]string, error) {
 
 // e2eDevice is one bench client's end-to-end state.
 type e2eDevice struct {
-	c    *client.Conn // nil in the in-memory benchmarks
-	addr client.DeviceAddr
+	c    *clientconn.Conn // nil in the in-memory benchmarks
+	addr clientconn.DeviceAddr
 	self *e2e.Identity
 
 	// mu guards kv. Every session step (encrypt, decrypt, session start)
@@ -99,10 +100,27 @@ type e2eDevice struct {
 	mu sync.Mutex
 	kv e2eMemKV
 
-	// starting serializes starting sessions on demand, so that concurrent
-	// sends to a user with no session fetch one bundle, not one each (the
-	// server rate-limits bundle fetches).
-	starting sync.Mutex
+	// sesame sends through c (nil in the in-memory benchmarks).
+	sesame *e2e.Sesame
+}
+
+// Update is e2e.Transactor: it runs fn with the device's state locked.
+// Unlike the SDK's store it does not roll back what a failed fn wrote.
+// That is acceptable here: the state lives only as long as the run, a
+// failed send is counted as an error either way, and little can be left
+// behind. e2e.Encrypt saves nothing when it fails, and a bench user has
+// one device, so a failed send never leaves a session stepped for a
+// ciphertext that was not sent; at most a session start that fails on a
+// bad bundle keeps the identity key it had already recorded.
+func (d *e2eDevice) Update(_ context.Context, fn func(e2e.KV) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fn(d.kv)
+}
+
+// newSesame returns a sender of d's messages through server.
+func (d *e2eDevice) newSesame(server e2e.Courier) *e2e.Sesame {
+	return &e2e.Sesame{User: d.addr.User, Self: d.self, DB: d, Server: server, Random: rand.Reader}
 }
 
 // e2eKeyTemplate returns the e2e state of a device after its first key
@@ -129,7 +147,7 @@ func e2eKeyTemplate() (e2eMemKV, error) {
 // The one-time prekeys copied from tmpl are shared by every device, so none
 // is uploaded: sessions start from the signed and last-resort prekeys, as
 // with a user whose one-time prekeys ran out.
-func newE2EDevice(addr client.DeviceAddr, tmpl e2eMemKV) (*e2eDevice, *wire.SetKeysRequest, error) {
+func newE2EDevice(addr clientconn.DeviceAddr, tmpl e2eMemKV) (*e2eDevice, *wire.SetKeysRequest, error) {
 	d := &e2eDevice{addr: addr, kv: tmpl.clone()}
 	ik, err := curve.GenerateKeyPair(rand.Reader)
 	if err != nil {
@@ -152,7 +170,7 @@ func newE2EDevice(addr client.DeviceAddr, tmpl e2eMemKV) (*e2eDevice, *wire.SetK
 
 // setUpE2E makes the e2e device of the client on c, registered as name,
 // and uploads its keys.
-func setUpE2E(ctx context.Context, c *client.Conn, name string, tmpl e2eMemKV) (*e2eDevice, error) {
+func setUpE2E(ctx context.Context, c *clientconn.Conn, name string, tmpl e2eMemKV) (*e2eDevice, error) {
 	addr, ok := c.Device()
 	if !ok || addr.User != name {
 		return nil, fmt.Errorf("%s: the connection is not registered as that user", name)
@@ -161,110 +179,11 @@ func setUpE2E(ctx context.Context, c *client.Conn, name string, tmpl e2eMemKV) (
 	if err != nil {
 		return nil, err
 	}
-	d.c = c
+	d.c, d.sesame = c, d.newSesame(c.Courier())
 	if _, err := c.SetKeys(ctx, up); err != nil {
 		return nil, fmt.Errorf("%s: uploading keys: %w", name, err)
 	}
 	return d, nil
-}
-
-// errE2ENoSessions: no session with any device of the recipient yet.
-var errE2ENoSessions = errors.New("no sessions")
-
-// encrypt encrypts plaintext for every device of user to with a session,
-// as client.sendSecure does inside its store transaction.
-func (d *e2eDevice) encrypt(to string, plaintext []byte) ([]client.DevicePayload, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	// The SDK refuses a verified contact whose key changed; bench users
-	// never verify, but the check is part of every send's cost.
-	if contact, err := e2e.LoadContact(d.kv, to); err != nil {
-		return nil, err
-	} else if contact != nil && contact.Pending != nil {
-		return nil, fmt.Errorf("%s: %w", to, e2e.ErrIdentityChanged)
-	}
-	devs, err := e2e.SessionDevices(d.kv, to)
-	if err != nil {
-		return nil, err
-	}
-	if len(devs) == 0 {
-		return nil, errE2ENoSessions
-	}
-	ids := make([]uint32, 0, len(devs))
-	for dev := range devs {
-		ids = append(ids, dev)
-	}
-	slices.Sort(ids)
-	out := make([]client.DevicePayload, 0, len(ids))
-	for _, dev := range ids {
-		p, err := e2e.Encrypt(d.kv, d.self, to, dev, plaintext, rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, client.DevicePayload{Device: dev, RegistrationID: devs[dev], Payload: p})
-	}
-	return out, nil
-}
-
-// sendSecure is client.sendSecure: encrypt for every device of to, send per
-// device, and on a device-list mismatch drop the sessions with extra and
-// stale devices, start sessions with missing and stale ones, and retry.
-func (d *e2eDevice) sendSecure(ctx context.Context, to string, id client.MessageID, plaintext []byte) (client.SendResult, error) {
-	for attempt := 0; ; attempt++ {
-		payloads, err := d.encrypt(to, plaintext)
-		if errors.Is(err, errE2ENoSessions) && attempt < 3 {
-			if err := d.startSessionsOnce(ctx, to); err != nil {
-				return client.SendResult{}, err
-			}
-			continue
-		}
-		if err != nil {
-			return client.SendResult{}, e2eError("encrypting a message", err)
-		}
-		res, err := d.c.SendPerDevice(ctx, to, id, false, payloads)
-		var se *client.ServerError
-		if !errors.As(err, &se) || se.Mismatch == nil || attempt >= 3 {
-			return res, err
-		}
-		m := se.Mismatch
-		d.mu.Lock()
-		for _, dev := range append(slices.Clone(m.Extra), m.Stale...) {
-			if err := e2e.DeleteSession(d.kv, to, dev); err != nil {
-				d.mu.Unlock()
-				return client.SendResult{}, err
-			}
-		}
-		d.mu.Unlock()
-		if fetch := append(slices.Clone(m.Missing), m.Stale...); len(fetch) > 0 {
-			if err := d.startSessions(ctx, to, fetch); err != nil {
-				return client.SendResult{}, err
-			}
-		}
-	}
-}
-
-// startSessions fetches bundles for devices of user (nil: all) and runs
-// PQXDH with each.
-func (d *e2eDevice) startSessions(ctx context.Context, user string, devices []uint32) error {
-	resp, err := d.c.GetBundles(ctx, user, devices)
-	if err != nil {
-		return fmt.Errorf("fetching %s's bundles: %w", user, err)
-	}
-	return d.startFromBundle(resp)
-}
-
-// startSessionsOnce starts sessions with every device of user unless a
-// concurrent send has just done so.
-func (d *e2eDevice) startSessionsOnce(ctx context.Context, user string) error {
-	d.starting.Lock()
-	defer d.starting.Unlock()
-	d.mu.Lock()
-	devs, err := e2e.SessionDevices(d.kv, user)
-	d.mu.Unlock()
-	if err != nil || len(devs) > 0 {
-		return err
-	}
-	return d.startSessions(ctx, user, nil)
 }
 
 // startFromBundle runs PQXDH with each bundle of resp.
@@ -279,7 +198,7 @@ func (d *e2eDevice) startFromBundle(resp *wire.GetBundlesResponse) error {
 
 // decrypt opens an envelope payload from one device, as
 // client.receiveSecure does.
-func (d *e2eDevice) decrypt(from client.DeviceAddr, payload []byte) ([]byte, error) {
+func (d *e2eDevice) decrypt(from clientconn.DeviceAddr, payload []byte) ([]byte, error) {
 	if !e2e.IsEnvelope(payload) {
 		return nil, e2e.ErrUnknownEnvelope
 	}
@@ -301,37 +220,73 @@ var e2eCauses = []error{
 	e2e.ErrUnknownEnvelope, e2e.ErrIdentityChanged,
 }
 
-func e2eError(op string, err error) error {
+// e2eCause returns the one of e2eCauses that err is, or nil.
+func e2eCause(err error) error {
 	for _, e := range e2eCauses {
 		if errors.Is(err, e) {
-			return fmt.Errorf("%s: %w", op, e)
+			return e
 		}
 	}
+	return nil
+}
+
+func e2eError(op string, err error) error {
+	if c := e2eCause(err); c != nil {
+		err = c
+	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// e2eLoopback is an e2e.Courier with no server: Deliver hands each payload
+// to the function, which stands in for the recipient's device. It has no
+// bundles: sends through it go over sessions started beforehand.
+type e2eLoopback func(e2e.DevicePayload) error
+
+func (e2eLoopback) Bundles(context.Context, string, []uint32) (*wire.GetBundlesResponse, error) {
+	return nil, errors.New("no server to fetch bundles from")
+}
+
+func (f e2eLoopback) Deliver(_ context.Context, _ string, _ [16]byte, _ bool, payloads []e2e.DevicePayload) (e2e.Delivery, error) {
+	for _, p := range payloads {
+		if err := f(p); err != nil {
+			return e2e.Delivery{}, err
+		}
+	}
+	return e2e.Delivery{Devices: len(payloads)}, nil
+}
+
+// sesameTo returns a sender of d's messages that hands them straight to
+// device to, in memory, which decrypts them and passes each plaintext to
+// check (if set).
+func (d *e2eDevice) sesameTo(to *e2eDevice, check func([]byte) error) *e2e.Sesame {
+	return d.newSesame(e2eLoopback(func(p e2e.DevicePayload) error {
+		if p.Device != to.addr.Device {
+			return nil // another device of to's user (a bench user has none)
+		}
+		pt, err := to.decrypt(d.addr, p.Payload)
+		if err == nil && check != nil {
+			err = check(pt)
+		}
+		return err
+	}))
 }
 
 // e2eHandshake makes the session of a with b acknowledged on both sides: a,
 // which started it, sends a first message (a PreKeySignalMessage) that b
 // decrypts, creating its side, and b's reply tells a the session is
-// established. The two messages go in memory, not through the server.
-func e2eHandshake(a, b *e2eDevice) error {
+// established. The two messages are sent as any other (e2e.Sesame) but go
+// in memory, not through the server.
+func e2eHandshake(ctx context.Context, a, b *e2eDevice) error {
 	hello := []byte("magpie bench session setup")
 	step := func(from, to *e2eDevice) error {
-		ps, err := from.encrypt(to.addr.User, hello)
-		if err != nil {
-			return fmt.Errorf("%s → %s: %w", from.addr.User, to.addr.User, err)
-		}
-		for _, p := range ps {
-			if p.Device != to.addr.Device {
-				continue // another device of to's user (a bench user has none)
-			}
-			pt, err := to.decrypt(from.addr, p.Payload)
-			if err != nil {
-				return fmt.Errorf("%s → %s: %w", from.addr.User, to.addr.User, err)
-			}
+		s := from.sesameTo(to, func(pt []byte) error {
 			if !bytes.Equal(pt, hello) {
-				return fmt.Errorf("%s → %s: the setup message decrypted to something else", from.addr.User, to.addr.User)
+				return errors.New("the setup message decrypted to something else")
 			}
+			return nil
+		})
+		if _, err := s.Send(ctx, to.addr.User, [16]byte{}, hello, false); err != nil {
+			return fmt.Errorf("%s → %s: %w", from.addr.User, to.addr.User, err)
 		}
 		return nil
 	}
@@ -347,7 +302,7 @@ func e2eHandshake(a, b *e2eDevice) error {
 // to each other share it) and the session is acknowledged in both
 // directions, so the timed part measures the steady-state Double Ratchet.
 // conc bounds the clients being set up at once. On error it closes conns.
-func e2eConns(ctx context.Context, conns []*client.Conn, names []string, peer []int, conc int) ([]chatConn, error) {
+func e2eConns(ctx context.Context, conns []*clientconn.Conn, names []string, peer []int, conc int) ([]chatConn, error) {
 	fail := func(err error) ([]chatConn, error) {
 		for _, c := range conns {
 			c.Close()
@@ -379,10 +334,14 @@ func e2eConns(ctx context.Context, conns []*client.Conn, names []string, peer []
 		if peer[j] == i && j < i {
 			return nil
 		}
-		if err := devs[i].startSessions(ctx, names[j], nil); err != nil {
+		resp, err := conns[i].GetBundles(ctx, names[j], nil)
+		if err != nil {
+			return fmt.Errorf("%s: fetching %s's bundles: %w", names[i], names[j], err)
+		}
+		if err := devs[i].startFromBundle(resp); err != nil {
 			return fmt.Errorf("%s: %w", names[i], err)
 		}
-		return e2eHandshake(devs[i], devs[j])
+		return e2eHandshake(ctx, devs[i], devs[j])
 	}); err != nil {
 		return fail(err)
 	}
@@ -437,12 +396,15 @@ type e2eConn struct {
 func (e *e2eConn) reportErrors(f func(error)) { e.onErr = f }
 
 func (e *e2eConn) send(ctx context.Context, to int, id uint64, payload []byte) error {
-	var mid client.MessageID
+	var mid clientconn.MessageID
 	binary.BigEndian.PutUint64(mid[8:], id)
 	copy(mid[:8], payload[4:12]) // the intended time: unique across runs
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	_, err := e.d.sendSecure(ctx, e.names[to], mid, payload)
+	_, err := e.d.sesame.Send(ctx, e.names[to], mid, payload, false)
+	if c := e2eCause(err); c != nil {
+		return fmt.Errorf("encrypting a message: %w", c)
+	}
 	return err
 }
 
@@ -454,7 +416,7 @@ func (e *e2eConn) send(ctx context.Context, to int, id uint64, payload []byte) e
 // discarded, e.g. by reordering beyond the ratchet's limits. Acks are
 // batched (ackInBatches).
 func (e *e2eConn) receive(onMsg func([]byte), onReceipt func()) {
-	ackInBatches(e.d.c, func(p client.Push) {
+	ackInBatches(e.d.c, func(p clientconn.Push) {
 		switch {
 		case p.Envelope != nil:
 			pt, err := e.d.decrypt(p.Envelope.From, p.Envelope.Payload)

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/e2e/ratchet"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/wire"
+	"google.golang.org/protobuf/proto"
 )
 
 // e2eTestPayload is a chat payload (magic, intended time) carrying text.
@@ -88,7 +90,7 @@ func TestE2EChat(t *testing.T) {
 
 	// The control: a plain payload is found in the server's files.
 	plainSecret := []byte("plain control " + run)
-	if _, err := all[n].Send(ctx, names[n+1], client.NewMessageID(), e2eTestPayload(string(plainSecret), 0)); err != nil {
+	if _, err := all[n].Send(ctx, names[n+1], clientconn.NewMessageID(), e2eTestPayload(string(plainSecret), 0)); err != nil {
 		t.Fatal(err)
 	}
 	if !e2eServerFilesContain(t, s.Dir, plainSecret) {
@@ -192,16 +194,28 @@ func TestE2EChat(t *testing.T) {
 	}
 }
 
-func TestE2EConnsFailureClosesConns(t *testing.T) {
+// e2eTwoUsers starts a server and registers two bench users, whose
+// connections are closed when the test ends.
+func e2eTwoUsers(t *testing.T) (context.Context, []*clientconn.Conn, []string) {
 	s := servertest.Start(t, server.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	run := runID()
 	conns, err := registerAll(ctx, s.Invite, run, 2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e2eConns(ctx, conns, []string{userName(run, 0), userName(run, 1)}, []int{0, 0}, 2); err == nil {
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ctx, conns, []string{userName(run, 0), userName(run, 1)}
+}
+
+func TestE2EConnsFailureClosesConns(t *testing.T) {
+	ctx, conns, names := e2eTwoUsers(t)
+	if _, err := e2eConns(ctx, conns, names, []int{0, 0}, 2); err == nil {
 		t.Fatal("a client paired with itself was accepted")
 	}
 	for i, c := range conns {
@@ -210,6 +224,73 @@ func TestE2EConnsFailureClosesConns(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("conn %d left open after the failure", i)
 		}
+	}
+}
+
+// TestE2ESendStartsAndReconcilesSessions runs a bench client's send
+// (e2e.Sesame through clientconn's Courier) against a real server: the first
+// message starts the session from the bundle the server hands out, and when
+// the sender's sessions name a device the recipient does not have and one
+// with an old registration id, the server's mismatch answer makes the send
+// drop both, start a new session with the real device, and deliver.
+func TestE2ESendStartsAndReconcilesSessions(t *testing.T) {
+	ctx, conns, names := e2eTwoUsers(t)
+	tmpl, err := e2eTestTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := setUpE2E(ctx, conns[0], names[0], tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := setUpE2E(ctx, conns[1], names[1], tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive := func(want []byte) {
+		t.Helper()
+		env := servertest.NextEnvelope(t, conns[1], 10*time.Second)
+		if got, err := bob.decrypt(env.From, env.Payload); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("bob decrypted %q, %v; want %q", got, err, want)
+		}
+		if err := conns[1].Ack(env.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	first := []byte("first, with no session")
+	if res, err := alice.sesame.Send(ctx, names[1], clientconn.NewMessageID(), first, false); err != nil || res.Devices != 1 {
+		t.Fatalf("first send: %+v, %v", res, err)
+	}
+	receive(first)
+
+	// Sessions with device 1 under a wrong registration id (stale) and
+	// with a device 7 bob does not have (extra), from doctored copies of
+	// his real bundle.
+	bundles, err := conns[0].GetBundles(ctx, names[1], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regID := bundles.GetBundles()[0].GetRegistrationId()
+	doctored := proto.Clone(bundles).(*wire.GetBundlesResponse)
+	stale := doctored.GetBundles()[0]
+	stale.RegistrationId = regID%0x3fff + 1
+	extra := proto.Clone(stale).(*wire.DeviceBundle)
+	extra.Device = 7
+	doctored.Bundles = append(doctored.Bundles, extra)
+	if err := alice.startFromBundle(doctored); err != nil {
+		t.Fatal(err)
+	}
+	second := []byte("second, after the device list is reconciled")
+	if res, err := alice.sesame.Send(ctx, names[1], clientconn.NewMessageID(), second, false); err != nil || res.Devices != 1 {
+		t.Fatalf("send over stale and extra sessions: %+v, %v", res, err)
+	}
+	receive(second)
+	alice.mu.Lock()
+	devs, err := e2e.SessionDevices(alice.kv, names[1])
+	alice.mu.Unlock()
+	if err != nil || len(devs) != 1 || devs[1] != regID {
+		t.Fatalf("alice's sessions with bob: %v, %v; want only device 1 with registration id %d", devs, err, regID)
 	}
 }
 
@@ -237,12 +318,14 @@ func e2eSameMultiset(a, b [][]byte) bool {
 func TestE2EOutOfOrderAndTamper(t *testing.T) {
 	a, b := e2eMemPair(t)
 	var cts [][]byte
+	keep := a.newSesame(e2eLoopback(func(p e2e.DevicePayload) error {
+		cts = append(cts, p.Payload)
+		return nil
+	}))
 	for k := range 50 {
-		ps, err := a.encrypt(b.addr.User, []byte{byte(k)})
-		if err != nil {
+		if _, err := keep.Send(t.Context(), b.addr.User, [16]byte{}, []byte{byte(k)}, false); err != nil {
 			t.Fatal(err)
 		}
-		cts = append(cts, ps[0].Payload)
 	}
 	// Reversed: every message but the last arrives after a later one.
 	for k := len(cts) - 1; k >= 0; k-- {
@@ -256,9 +339,12 @@ func TestE2EOutOfOrderAndTamper(t *testing.T) {
 	} else if got := e2eError("decrypting a delivery", err).Error(); got != "decrypting a delivery: ratchet: duplicate message" {
 		t.Errorf("replay reported as %q", got)
 	}
-	ps, _ := a.encrypt(b.addr.User, []byte("x"))
-	ps[0].Payload[len(ps[0].Payload)-1] ^= 1
-	if _, err := b.decrypt(a.addr, ps[0].Payload); err == nil {
+	if _, err := keep.Send(t.Context(), b.addr.User, [16]byte{}, []byte("x"), false); err != nil {
+		t.Fatal(err)
+	}
+	last := cts[len(cts)-1]
+	last[len(last)-1] ^= 1
+	if _, err := b.decrypt(a.addr, last); err == nil {
 		t.Fatal("a tampered message decrypted")
 	}
 }
@@ -273,7 +359,7 @@ func e2eMemDevice(tb testing.TB, name string) (*e2eDevice, *wire.GetBundlesRespo
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d, up, err := newE2EDevice(client.DeviceAddr{User: name, Device: 1}, tmpl)
+	d, up, err := newE2EDevice(clientconn.DeviceAddr{User: name, Device: 1}, tmpl)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -292,7 +378,7 @@ func e2eMemPair(tb testing.TB) (a, b *e2eDevice) {
 	if err := a.startFromBundle(bundle); err != nil {
 		tb.Fatal(err)
 	}
-	if err := e2eHandshake(a, b); err != nil {
+	if err := e2eHandshake(tb.Context(), a, b); err != nil {
 		tb.Fatal(err)
 	}
 	return a, b
@@ -315,7 +401,7 @@ func BenchmarkE2EKeys(b *testing.B) {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if _, _, err := newE2EDevice(client.DeviceAddr{User: "x", Device: 1}, tmpl); err != nil {
+			if _, _, err := newE2EDevice(clientconn.DeviceAddr{User: "x", Device: 1}, tmpl); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -332,7 +418,7 @@ func BenchmarkE2ESession(b *testing.B) {
 		if err := x.startFromBundle(bundle); err != nil {
 			b.Fatal(err)
 		}
-		if err := e2eHandshake(x, y); err != nil {
+		if err := e2eHandshake(b.Context(), x, y); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -340,7 +426,8 @@ func BenchmarkE2ESession(b *testing.B) {
 
 // BenchmarkE2EMessage1KiB is the CPU cost of one 1 KiB message end to end:
 // the sender's encrypt plus the recipient's decrypt, through the e2e
-// package and the in-memory store as a bench client does them. OneWay
+// package and the in-memory store as a bench client does them (the send is
+// e2e.Sesame's, with the recipient's decrypt in place of the server). OneWay
 // stays on one sending chain; PingPong alternates direction, so every
 // message also makes a DH ratchet step (the most a conversation can have).
 func BenchmarkE2EMessage1KiB(b *testing.B) {
@@ -353,18 +440,15 @@ func BenchmarkE2EMessage1KiB(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			x, y := e2eMemPair(b)
+			toY, toX := x.sesameTo(y, nil), y.sesameTo(x, nil)
 			b.SetBytes(int64(len(pt)))
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				from, to := x, y
+				s, to := toY, y
 				if pingPong && i%2 == 1 {
-					from, to = y, x
+					s, to = toX, x
 				}
-				ps, err := from.encrypt(to.addr.User, pt)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := to.decrypt(from.addr, ps[0].Payload); err != nil {
+				if _, err := s.Send(b.Context(), to.addr.User, [16]byte{}, pt, false); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 )
 
@@ -75,12 +75,12 @@ func RunHoldWorker(ctx context.Context, inv invite.Invite, o HoldWorkerOptions, 
 }
 
 // watchDrops counts connections that end other than by Close.
-func watchDrops(conns []*client.Conn, dropped *atomic.Int64) {
+func watchDrops(conns []*clientconn.Conn, dropped *atomic.Int64) {
 	for _, c := range conns {
-		go func(c *client.Conn) {
+		go func(c *clientconn.Conn) {
 			for range c.Pushes() { // nothing but the drained marker is expected
 			}
-			if !errors.Is(c.Err(), client.ErrClosed) {
+			if !errors.Is(c.Err(), clientconn.ErrClosed) {
 				dropped.Add(1)
 			}
 		}(c)

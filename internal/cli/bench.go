@@ -79,7 +79,7 @@ func scenarioRunE[R interface{ Text() string }](g *globals, inv *string, quiet *
 		}
 		r, err := run(cmd.Context(), in, g.progress(*quiet))
 		if err != nil {
-			return userError(err)
+			return err
 		}
 		if g.json {
 			return g.printJSON(r)
@@ -127,7 +127,7 @@ encrypts: with --e2e the ratios include the cost of encryption).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if baseline && o.E2E {
-				return userError(errors.New("--e2e needs a Magpie server: it cannot be used with --baseline"))
+				return errors.New("--e2e needs a Magpie server: it cannot be used with --baseline")
 			}
 			ctx := cmd.Context()
 			o.Progress = g.progress(quiet)
@@ -144,7 +144,7 @@ encrypts: with --e2e the ratios include the cost of encryption).`,
 					fmt.Fprintln(o.Progress, "raw relay baseline:")
 				}
 				if raw, err = bench.RunRawChat(ctx, o); err != nil {
-					return userError(err)
+					return err
 				}
 			}
 			if !baseline {
@@ -152,7 +152,7 @@ encrypts: with --e2e the ratios include the cost of encryption).`,
 					fmt.Fprintln(o.Progress, "magpie:")
 				}
 				if mp, err = bench.RunChat(ctx, in, o); err != nil {
-					return userError(err)
+					return err
 				}
 			}
 			if plot != "" {
@@ -380,7 +380,7 @@ each; --plot draws them against that axis (logarithmic) as SVG, and
 			o.Chat.Progress = g.progress(quiet)
 			r, err := bench.RunCurve(cmd.Context(), in, o)
 			if err != nil {
-				return userError(err)
+				return err
 			}
 			if plot != "" {
 				if title == "" {

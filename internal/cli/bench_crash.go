@@ -113,7 +113,7 @@ server's.`,
 					fmt.Fprint(g.stdout, r.Text())
 				}
 			}
-			return userError(err)
+			return err
 		},
 	}
 	f := c.Flags()

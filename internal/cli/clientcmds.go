@@ -2,53 +2,98 @@ package cli
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/engine"
 	"github.com/magpie-im/magpie/invite"
 )
 
-// withClient adapts a command body that needs the client in --home: it
-// opens it before and closes it after.
-func (g *globals) withClient(run func(cmd *cobra.Command, cl *client.Client, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		cl, err := g.openClient(cmd.Context())
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		return run(cmd, cl, args)
+// engineOptions are how this process would run the home's engine, with a
+// keepalive (0: the SDK's).
+func (g *globals) engineOptions(downloads string, keepalive time.Duration) (engine.Options, error) {
+	home, err := g.clientHome()
+	if err != nil {
+		return engine.Options{}, err
 	}
+	return engine.Options{
+		Client: client.Options{
+			Home:        home,
+			Unlocker:    client.EnvUnlocker(os.Stdin, g.stderr),
+			DownloadDir: downloads,
+			Logger:      g.engineLogger(home),
+			Dial:        client.DialOptions{UserAgent: "magpie-cli/" + Version},
+			Keepalive:   keepalive,
+		},
+		Version: Version,
+	}, nil
 }
 
-// openClient opens the client in the resolved home directory.
-func (g *globals) openClient(ctx context.Context) (*client.Client, error) {
-	home, err := g.clientHome()
+// engineLogLimit is the size at which the engine's log is rotated.
+const engineLogLimit = 8 << 20
+
+// engineLogger writes the engine's diagnostics to HOME/engine.log, not to
+// the terminal, where they would land in the middle of a conversation.
+func (g *globals) engineLogger(home string) *slog.Logger {
+	path := filepath.Join(home, "engine.log")
+	if fi, err := os.Stat(path); err == nil && fi.Size() > engineLogLimit {
+		os.Rename(path, path+".1")
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	// The file stays open for the life of the process.
+	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: g.level()}))
+}
+
+// connectPatience is how long a command waits for an engine that another
+// process is still starting.
+const connectPatience = 30 * time.Second
+
+// session connects to the home's engine, starting one in this process if
+// none runs.
+func (g *globals) session(ctx context.Context, downloads string) (*engine.Session, error) {
+	return g.sessionKeepalive(ctx, downloads, 0)
+}
+
+// sessionKeepalive is session, pinging every keepalive if it starts the
+// engine.
+func (g *globals) sessionKeepalive(ctx context.Context, downloads string, keepalive time.Duration) (*engine.Session, error) {
+	opts, err := g.engineOptions(downloads, keepalive)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Open(ctx, home, client.Options{
-		Logger:   g.logger(),
-		Dial:     client.DialOptions{UserAgent: "magpie-cli/" + Version},
-		Unlocker: client.EnvUnlocker(os.Stdin, g.stderr),
-		OnIdentityChange: func(user string) {
-			fmt.Fprintf(g.stderr, "warning: %s's safety number has changed (a new phone, or someone impersonating them).\n"+
-				"         Compare it with them: magpie verify %s\n", user, user)
-		},
-	})
-	if errors.Is(err, client.ErrNotInitialized) {
-		return nil, fmt.Errorf("%w (home: %s)", err, home)
+	if _, err := os.Stat(opts.Client.Home); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (home: %s)", client.ErrNotInitialized, opts.Client.Home)
 	}
-	return c, err
+	s, err := engine.Connect(ctx, opts, connectPatience)
+	if errors.Is(err, client.ErrNotInitialized) {
+		return nil, fmt.Errorf("%w (home: %s)", err, opts.Client.Home)
+	}
+	return s, err
+}
+
+// withSession adapts a command body that talks to the engine.
+func (g *globals) withSession(run func(cmd *cobra.Command, s *engine.Session, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		s, err := g.session(cmd.Context(), "")
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return run(cmd, s, args)
+	}
 }
 
 func initCmd(g *globals) *cobra.Command {
@@ -58,13 +103,15 @@ func initCmd(g *globals) *cobra.Command {
 		Short: "Set up this client for a server",
 		Long: `Set up a client in --home for the server named by an invite (the
 magpie://… line that 'magpie serve' prints). It creates this device's key the
-first time; running it again with a new invite keeps the key and account.`,
+first time; running it again with a new invite keeps the key and account.
+The client's state is encrypted with a passphrase (asked for, or from
+$MAGPIE_PASSPHRASE) or a key ($MAGPIE_KEY).`,
 		Example: `  magpie init --invite 'magpie://k3y…@203.0.113.7:7443'
   MAGPIE_HOME=/tmp/bob magpie init --invite "$(cat invite.txt)"`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if inviteText == "" {
-				return errors.New("--invite is required: paste the magpie://… line the server printed")
+				return usageError{errors.New("--invite is required: paste the magpie://… line the server printed")}
 			}
 			inv, err := invite.Parse(inviteText)
 			if err != nil {
@@ -74,13 +121,21 @@ first time; running it again with a new invite keeps the key and account.`,
 			if err != nil {
 				return err
 			}
-			if err := client.Init(cmd.Context(), home, inv, client.EnvUnlocker(os.Stdin, g.stderr)); err != nil {
+			if r, err := engine.Dial(cmd.Context(), home); err == nil {
+				r.Close()
+				return errors.New("a Magpie engine is running for this home (magpie listen, app, or another command): stop it first")
+			}
+			err = client.Init(cmd.Context(), client.Options{Home: home, Unlocker: client.EnvUnlocker(os.Stdin, g.stderr)}, inv)
+			if errors.Is(err, client.ErrHomeInUse) {
+				return errors.New("another magpie process is using this home: stop it first")
+			}
+			if err != nil {
 				return err
 			}
 			if g.json {
 				return g.printJSON(map[string]any{"home": home, "server_fingerprint": inv.Fingerprint(), "addresses": inv.Addrs})
 			}
-			fmt.Fprintf(g.stdout, "Client ready in %s\nServer fingerprint: %s\nNext: magpie register NAME\n", home, inv.Fingerprint())
+			fmt.Fprintf(g.stdout, "Client ready in %s\nServer fingerprint: %s\nNext: %s\n", home, inv.Fingerprint(), g.magpie("register NAME"))
 			return nil
 		},
 	}
@@ -100,15 +155,15 @@ with a letter and not ending with an underscore. Case does not matter
 ("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.`,
 		Example: `  magpie register alice`,
 		Args:    exactArgs(1),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			d, err := cl.Register(cmd.Context(), args[0])
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			st, err := s.Register(cmd.Context(), args[0])
 			if err != nil {
-				return userError(err)
+				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"user": d.User, "device": d.Device})
+				return g.printJSON(map[string]any{"user": st.User, "device": st.Device})
 			}
-			fmt.Fprintf(g.stdout, "Registered as %s (device %d)\n", d.User, d.Device)
+			fmt.Fprintf(g.stdout, "Registered as %s (device %d)\nNext: %s, or %s\n", st.User, st.Device, g.magpie("app"), g.magpie(`send NAME "hello"`))
 			return nil
 		}),
 	}
@@ -122,21 +177,21 @@ func lookupCmd(g *globals) *cobra.Command {
 		Short:   "Show a user's devices",
 		Example: `  magpie lookup bob`,
 		Args:    exactArgs(1),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			u, err := cl.Lookup(cmd.Context(), args[0])
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			u, err := s.Contact(cmd.Context(), args[0])
 			if err != nil {
-				return userError(err)
+				return withPeer(err, args[0])
 			}
 			if g.json {
-				devs := []map[string]any{}
-				for _, d := range u.Devices {
-					devs = append(devs, map[string]any{"device": d.Device, "key": hex.EncodeToString(d.Key[:]), "created": d.Created.UTC()})
-				}
-				return g.printJSON(map[string]any{"user": u.Name, "devices": devs})
+				return g.printJSON(u)
 			}
-			fmt.Fprintf(g.stdout, "%s\n", u.Name)
+			fmt.Fprintf(g.stdout, "%s\n", u.User)
 			for _, d := range u.Devices {
-				fmt.Fprintf(g.stdout, "  device %d  key %x  since %s\n", d.Device, d.Key[:8], d.Created.Format(time.DateOnly))
+				keys := ""
+				if !d.HasKeys {
+					keys = "  (no end-to-end keys yet)"
+				}
+				fmt.Fprintf(g.stdout, "  device %d  key %s  since %s%s\n", d.Device, d.Key[:16], d.Created.Local().Format(time.DateOnly), keys)
 			}
 			return nil
 		}),
@@ -146,48 +201,211 @@ func lookupCmd(g *globals) *cobra.Command {
 }
 
 func sendCmd(g *globals) *cobra.Command {
-	var file, caption string
+	var file, caption, id string
+	var wait time.Duration
 	c := &cobra.Command{
 		Use:   "send NAME [TEXT] [--file PATH]",
 		Short: "Send a text message or a file",
 		Long: `Send TEXT, or the file at --file (a photo, video, voice note or any
-document), to every device of user NAME. The command returns once the server
-has stored the message. A file is encrypted under a fresh key and uploaded
-over the same connection as text (whatever transport it uses), resumably:
-if the connection drops, the upload goes on where it stopped, even after
-running the command again. If the server cannot be reached, a message stays
-in this client's outbox and goes out, with the same id (so never twice),
-with the next send, inbox or listen.`,
+document), to every device of user NAME.
+
+The message goes into this client's outbox first, so it is never lost, and
+then to the server. The command returns once the server has stored it
+(exit 0). If the server cannot be reached it stays queued (exit 4, JSON
+"status": "queued") and goes out, with the same id (never twice), as soon
+as Magpie is connected again: right away when 'magpie listen' or 'magpie
+app' runs, otherwise with the next command. Sending the same text again
+while it is queued does not queue a second copy; see 'magpie outbox'.
+
+A file is encrypted under a fresh key and uploaded over the same connection
+as text, resumably: interrupted, the upload goes on where it stopped, even
+after a restart.`,
 		Example: `  magpie send bob "See you at 6"
-  magpie send bob --file ~/photos/harbour.jpg --caption "the harbour at dawn"`,
+  magpie send bob --file ~/photos/harbour.jpg --caption "the harbour at dawn"
+  magpie send bob "report attached" --id 5f0e…   # a script's idempotency key`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
 				return exactArgs(2)(cmd, args)
 			}
 			return exactArgs(1)(cmd, args)
 		},
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			var s client.Sent
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			ctx := cmd.Context()
+			to := args[0]
+			var m engine.Message
 			var err error
 			if file != "" {
-				bar := newProgressBar(g.stderr, "upload")
-				s, err = cl.SendFile(cmd.Context(), args[0], file, caption, bar.update)
-				bar.done()
+				path, aerr := filepath.Abs(file)
+				if aerr != nil {
+					return aerr
+				}
+				m, err = s.SendFile(ctx, to, path, caption)
 			} else {
-				s, err = cl.SendText(cmd.Context(), args[0], args[1])
+				m, err = s.Send(ctx, engine.SendRequest{To: to, Text: args[1], ID: id})
 			}
 			if err != nil {
-				return userError(err)
+				return withPeer(err, to)
 			}
-			if g.json {
-				return g.printJSON(map[string]any{"id": hex.EncodeToString(s.ID[:]), "to": s.To, "server_time": s.ServerTime.UTC(), "devices": s.Devices})
+			m, err = g.waitSent(ctx, s, m, wait)
+			if err != nil {
+				return withPeer(err, to)
 			}
-			fmt.Fprintf(g.stdout, "Sent to %s (%d device(s)) at %s\n", s.To, s.Devices, s.ServerTime.Format(time.TimeOnly))
-			return nil
+			return g.reportSent(m)
 		}),
 	}
 	c.Flags().StringVar(&file, "file", "", "send this file as an attachment")
 	c.Flags().StringVar(&caption, "caption", "", "text to go with --file")
+	c.Flags().StringVar(&id, "id", "", "the message id (32 hex digits): sending again with the same id never sends twice")
+	c.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the server (or, for a file, for the upload to move on) before leaving the message queued")
+	g.addJSON(c)
+	return c
+}
+
+// waitSent waits until m has left the outbox, showing an attachment's
+// upload. A text gives up (staying queued) when the engine is offline; an
+// upload rides out a dropped connection, and gives up once it has made no
+// progress for wait.
+func (g *globals) waitSent(ctx context.Context, s *engine.Session, m engine.Message, wait time.Duration) (engine.Message, error) {
+	if !pending(m) {
+		return m, nil
+	}
+	var lastProgress atomic.Int64
+	lastProgress.Store(time.Now().UnixNano())
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	b := newBars(g.stderr)
+	if m.Attachment != nil {
+		if evs, err := s.Events(pctx); err == nil {
+			go func() {
+				for ev := range evs {
+					if p, ok := decodeEvent[engine.Progress](ev, "progress"); ok && p.Seq == m.Seq && p.Phase == "upload" {
+						lastProgress.Store(time.Now().UnixNano())
+						b.set(m.Seq, "upload "+m.Attachment.Name, p.Done, p.Total)
+					}
+				}
+			}()
+		}
+	}
+	defer b.done(m.Seq)
+	for {
+		left := wait - time.Since(time.Unix(0, lastProgress.Load()))
+		if left <= 0 {
+			return m, nil
+		}
+		got, err := s.Message(ctx, m.Seq, left)
+		if err != nil {
+			return m, err
+		}
+		m = got
+		if !pending(m) {
+			return m, nil
+		}
+		if m.State == string(client.StateQueued) && m.Error != "" && !strings.HasPrefix(m.Error, "offline") {
+			return m, nil // refused for now by the server: the engine retries later
+		}
+		if m.Error != "" && m.Attachment == nil {
+			return m, nil // offline: a text waits in the outbox
+		}
+		if m.Error != "" {
+			// Offline mid-upload: ask again in a moment (asking makes the
+			// engine try to connect at once); the upload resumes where
+			// the server's copy ends.
+			select {
+			case <-ctx.Done():
+				return m, ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func pending(m engine.Message) bool {
+	return m.State == string(client.StateQueued) || m.State == string(client.StateUploading)
+}
+
+// reportSent prints where a sent message stands: sent (exit 0), queued
+// (exit 4), or failed.
+func (g *globals) reportSent(m engine.Message) error {
+	status := "sent"
+	switch client.MessageState(m.State) {
+	case client.StateQueued, client.StateUploading:
+		status = "queued"
+	case client.StateFailed:
+		return withPeer(&engine.APIError{Code: m.ErrorCode, Message: m.Error}, m.Peer)
+	}
+	if g.json {
+		if err := g.printJSON(map[string]any{"status": status, "message": m}); err != nil {
+			return err
+		}
+	} else if status == "queued" {
+		why := m.Error
+		if why == "" {
+			why = "the server did not answer in time"
+		}
+		fmt.Fprintf(g.stdout, "Queued for %s (%s).\nIt goes out by itself, once, when Magpie is connected again: right away while %s or %s runs, otherwise with the next command. See %s.\n",
+			m.Peer, why, g.magpie("listen"), g.magpie("app"), g.magpie("outbox"))
+	} else {
+		fmt.Fprintf(g.stdout, "Sent to %s at %s [%d]\n", m.Peer, m.ServerTime.Local().Format(time.TimeOnly), m.Seq)
+	}
+	if status == "queued" {
+		return queuedError{errors.New("queued")}
+	}
+	return nil
+}
+
+func outboxCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "outbox [cancel SEQ]",
+		Short: "List messages waiting to be sent, or cancel one",
+		Long: `List the messages in the outbox: written, not yet stored by the server
+(because it could not be reached, or refused them for now). Each goes out
+by itself, once. 'magpie outbox cancel SEQ' removes one that has not left.`,
+		Example: `  magpie outbox
+  magpie outbox cancel 42`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || (len(args) == 2 && args[0] == "cancel") {
+				return nil
+			}
+			return usageError{fmt.Errorf("usage: %s\nsee: %s --help", cmd.UseLine(), cmd.CommandPath())}
+		},
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			if len(args) == 2 {
+				seq, err := strconv.ParseUint(args[1], 10, 64)
+				if err != nil {
+					return usageError{fmt.Errorf("%q is not a message number (see %s)", args[1], g.magpie("outbox"))}
+				}
+				if err := s.Cancel(cmd.Context(), seq); err != nil {
+					return err
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"cancelled": seq})
+				}
+				fmt.Fprintf(g.stdout, "Cancelled message %d.\n", seq)
+				return nil
+			}
+			ms, err := s.Outbox(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for i := range ms {
+				if g.json {
+					if err := g.printJSON(ms[i]); err != nil {
+						return err
+					}
+					continue
+				}
+				why := ""
+				if ms[i].Error != "" {
+					why = "  (" + ms[i].Error + ")"
+				}
+				fmt.Fprintf(g.stdout, "[%d] %s  -> %-12s %s  %s%s\n", ms[i].Seq, ms[i].ComposedAt.Local().Format(time.DateTime), ms[i].Peer, summary(&ms[i]), ms[i].State, why)
+			}
+			if !g.json && len(ms) == 0 {
+				fmt.Fprintln(g.stdout, "The outbox is empty: everything was sent.")
+			}
+			return nil
+		}),
+	}
 	g.addJSON(c)
 	return c
 }
@@ -202,15 +420,14 @@ devices of NAME that are connected now, and is never stored.`,
 		Example: `  magpie typing bob
   magpie typing bob --stopped`,
 		Args: exactArgs(1),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			n, err := cl.Typing(cmd.Context(), args[0], !stopped)
-			if err != nil {
-				return userError(err)
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			if err := s.Typing(cmd.Context(), args[0], !stopped); err != nil {
+				return withPeer(err, args[0])
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"to": args[0], "devices": n})
+				return g.printJSON(map[string]any{"to": args[0], "typing": !stopped})
 			}
-			fmt.Fprintf(g.stdout, "Typing indicator reached %d device(s)\n", n)
+			fmt.Fprintf(g.stdout, "Told %s's connected devices.\n", args[0])
 			return nil
 		}),
 	}
@@ -219,187 +436,29 @@ devices of NAME that are connected now, and is never stored.`,
 	return c
 }
 
-func inboxCmd(g *globals) *cobra.Command {
-	var downloads string
-	c := &cobra.Command{
-		Use:   "inbox",
-		Short: "Fetch and show waiting messages, then exit",
-		Long: `Connect, send anything left in the outbox, receive every message and
-delivery receipt waiting on the server, store them locally, and exit.
-Attachments are downloaded, verified and decrypted into --downloads
-(default: downloads/ in the client's home); an interrupted download resumes.`,
-		Example: `  magpie inbox
-  magpie inbox --json | jq .text
-  magpie inbox --downloads ~/Downloads`,
-		Args: exactArgs(0),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
-			dir, err := g.downloadsDir(downloads)
-			if err != nil {
-				return err
-			}
-			n := 0
-			var atts []client.Event
-			err = cl.Sync(cmd.Context(), func(ev client.Event) {
-				if ev.Kind == client.EventMessage {
-					n++
-				}
-				if ev.Attachment != nil {
-					atts = append(atts, ev) // fetched after the queue: pushes must keep flowing
-					return
-				}
-				g.printEvent(ev)
-			})
-			if err != nil {
-				return userError(err)
-			}
-			for _, ev := range atts {
-				bar := newProgressBar(g.stderr, "download")
-				path, err := cl.Download(cmd.Context(), ev.Attachment, dir, bar.update)
-				bar.done()
-				g.printAttachment(ev, path, err)
-			}
-			if !g.json && n == 0 {
-				fmt.Fprintln(g.stdout, "No new messages.")
-			}
-			return nil
-		}),
-	}
-	c.Flags().StringVar(&downloads, "downloads", "", "where to save attachments (default: downloads/ in the client's home)")
-	g.addJSON(c)
-	return c
-}
-
-// downloadsDir resolves --downloads.
-func (g *globals) downloadsDir(flag string) (string, error) {
-	if flag != "" {
-		return flag, nil
-	}
-	home, err := g.clientHome()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(home, "downloads"), nil
-}
-
-// printAttachment shows a received attachment and where it was saved.
-func (g *globals) printAttachment(ev client.Event, path string, err error) {
-	a := ev.Attachment
-	if g.json {
-		obj := map[string]any{"kind": "message", "peer": ev.Peer.User, "device": ev.Peer.Device, "id": hex.EncodeToString(ev.ID[:]),
-			"time": ev.Time.UTC(), "text": ev.Text, "attachment": map[string]any{
-				"kind": a.GetKind(), "mime": a.GetMime(), "file_name": a.GetFileName(), "size": a.GetSize(),
-				"width": a.GetWidth(), "height": a.GetHeight(), "duration_ms": a.GetDurationMs(), "caption": a.GetCaption(),
-				"saved": path}}
-		if err != nil {
-			obj["error"] = err.Error()
-		}
-		g.printJSON(obj)
-		return
-	}
-	ts := ev.Time.Local().Format(time.DateTime)
-	if err != nil {
-		fmt.Fprintf(g.stdout, "%s  %s: %s (could not download: %v)\n", ts, ev.Peer.User, ev.Text, err)
-		return
-	}
-	fmt.Fprintf(g.stdout, "%s  %s: %s saved to %s\n", ts, ev.Peer.User, ev.Text, path)
-}
-
-func listenCmd(g *globals) *cobra.Command {
-	var keepalive time.Duration
-	c := &cobra.Command{
-		Use:   "listen",
-		Short: "Stay connected and show messages as they arrive",
-		Long: `Stay connected, printing messages, delivery receipts and typing
-indicators as they arrive; reconnect with backoff when the connection drops.
-Stop with Ctrl-C.`,
-		Example: `  magpie listen
-  magpie listen --json
-  magpie listen --keepalive 25s   # fewer pings, slower to notice a blocked path`,
-		Args: exactArgs(0),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			cl.SetKeepalive(keepalive)
-			if !g.json {
-				me, _ := cl.Account()
-				fmt.Fprintf(g.stdout, "Listening as %s (Ctrl-C to stop)\n", me.User)
-			}
-			return userError(cl.Listen(ctx, g.printEvent))
-		}),
-	}
-	// A listener only notices a black-holed path by missing pongs: ping
-	// often, so it moves to another endpoint within seconds.
-	c.Flags().DurationVar(&keepalive, "keepalive", 2*time.Second, "ping the server this often; a path silent for 2.5 pings is abandoned")
-	g.addJSON(c)
-	return c
-}
-
-func historyCmd(g *globals) *cobra.Command {
-	var limit int
-	c := &cobra.Command{
-		Use:     "history [NAME]",
-		Short:   "Show stored messages (with NAME, or all)",
-		Example: "  magpie history\n  magpie history bob --limit 20",
-		Args:    cobra.MaximumNArgs(1),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			peer := ""
-			if len(args) == 1 {
-				peer = args[0]
-			}
-			msgs, err := cl.History(cmd.Context(), peer, limit)
-			if err != nil {
-				return err
-			}
-			for _, m := range msgs {
-				state := "received"
-				switch {
-				case m.Outgoing && !m.Delivered.IsZero():
-					state = "delivered"
-				case m.Outgoing && !m.ServerTime.IsZero():
-					state = "sent"
-				case m.Outgoing:
-					state = "outbox"
-				}
-				if g.json {
-					if err := g.printJSON(map[string]any{"outgoing": m.Outgoing, "peer": m.Peer, "id": hex.EncodeToString(m.ID[:]), "text": m.Body, "created": m.Created.UTC(), "state": state}); err != nil {
-						return err
-					}
-					continue
-				}
-				arrow := "<-"
-				if m.Outgoing {
-					arrow = "->"
-				}
-				fmt.Fprintf(g.stdout, "%s %s %-12s %s  [%s]\n", m.Created.Format(time.DateTime), arrow, m.Peer, m.Body, state)
-			}
-			return nil
-		}),
-	}
-	c.Flags().IntVar(&limit, "limit", 50, "most recent messages to show")
-	g.addJSON(c)
-	return c
-}
-
 func whoamiCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:     "whoami",
-		Short:   "Show this client's account, server and key",
+		Short:   "Show this client's account, server, key and connection",
 		Example: "  magpie whoami --home /tmp/alice",
 		Args:    exactArgs(0),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
-			me, ok := cl.Account()
-			pk := cl.PublicKey()
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, _ []string) error {
+			st, err := s.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
 			if g.json {
-				return g.printJSON(map[string]any{"user": me.User, "device": me.Device, "registered": ok,
-					"device_key": hex.EncodeToString(pk[:]), "server_fingerprint": cl.Invite().Fingerprint()})
+				return g.printJSON(st)
 			}
-			if ok {
-				fmt.Fprintf(g.stdout, "user:   %s (device %d)\n", me.User, me.Device)
+			if st.Registered {
+				fmt.Fprintf(g.stdout, "user:    %s (device %d)\n", st.User, st.Device)
 			} else {
-				fmt.Fprintln(g.stdout, "user:   (not registered: magpie register NAME)")
+				fmt.Fprintf(g.stdout, "user:    (not registered: %s)\n", g.magpie("register NAME"))
 			}
-			fmt.Fprintf(g.stdout, "server: %s\n", cl.Invite().Fingerprint())
-			fmt.Fprintf(g.stdout, "key:    %x\n", pk[:])
+			fmt.Fprintf(g.stdout, "server:  %s\nkey:     %s\nstate:   %s\nhome:    %s\n", st.ServerFingerprint, st.DeviceKey, stateLine(st), st.Home)
+			if st.Outbox > 0 {
+				fmt.Fprintf(g.stdout, "outbox:  %d waiting (%s)\n", st.Outbox, g.magpie("outbox"))
+			}
 			return nil
 		}),
 	}
@@ -407,48 +466,77 @@ func whoamiCmd(g *globals) *cobra.Command {
 	return c
 }
 
-// printEvent shows one client event, as text or one JSON object.
-func (g *globals) printEvent(ev client.Event) {
-	id := hex.EncodeToString(ev.ID[:])
-	kind := map[client.EventKind]string{
-		client.EventMessage: "message", client.EventReceipt: "receipt", client.EventTyping: "typing",
-		client.EventSent: "sent", client.EventSendFailed: "send_failed", client.EventUnreadable: "unreadable",
-		client.EventIdentityChanged: "identity_changed", client.EventSentElsewhere: "sent_elsewhere",
-	}[ev.Kind]
-	if g.json {
-		obj := map[string]any{"kind": kind, "peer": ev.Peer.User, "device": ev.Peer.Device, "id": id, "time": ev.Time.UTC()}
-		switch ev.Kind {
-		case client.EventMessage, client.EventSentElsewhere:
-			obj["text"] = ev.Text
-		case client.EventTyping:
-			obj["typing"] = ev.Typing
-		case client.EventSendFailed:
-			obj["error"] = ev.Err.Error()
-		}
-		g.printJSON(obj)
-		return
+func settingsCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "settings [read-receipts on|off]",
+		Short: "Show or change this client's settings",
+		Long: `Show the settings, or change one. read-receipts: whether contacts are
+told when you have read their messages (you still see theirs).`,
+		Example: `  magpie settings
+  magpie settings read-receipts off`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || (len(args) == 2 && args[0] == "read-receipts" && (args[1] == "on" || args[1] == "off")) {
+				return nil
+			}
+			return usageError{fmt.Errorf("usage: %s\nsee: %s --help", cmd.UseLine(), cmd.CommandPath())}
+		},
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			var set *engine.Settings
+			if len(args) == 2 {
+				on := args[1] == "on"
+				set = &engine.Settings{ReadReceipts: &on}
+			}
+			st, err := s.Settings(cmd.Context(), set)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(st)
+			}
+			fmt.Fprintf(g.stdout, "read-receipts: %s\n", onOff(st.ReadReceipts != nil && *st.ReadReceipts))
+			return nil
+		}),
 	}
-	ts := ev.Time.Local().Format(time.DateTime)
-	switch ev.Kind {
-	case client.EventMessage:
-		fmt.Fprintf(g.stdout, "%s  %s: %s\n", ts, ev.Peer.User, ev.Text)
-	case client.EventReceipt:
-		fmt.Fprintf(g.stdout, "%s  delivered to %s (device %d) [%s]\n", ts, ev.Peer.User, ev.Peer.Device, id[:8])
-	case client.EventTyping:
-		if ev.Typing {
-			fmt.Fprintf(g.stdout, "%s is typing…\n", ev.Peer.User)
-		} else {
-			fmt.Fprintf(g.stdout, "%s stopped typing\n", ev.Peer.User)
-		}
-	case client.EventSent:
-		fmt.Fprintf(g.stdout, "%s  sent queued message to %s [%s]\n", ts, ev.Peer.User, id[:8])
-	case client.EventSendFailed:
-		fmt.Fprintf(g.stdout, "could not send to %s: %v\n", ev.Peer.User, ev.Err)
-	case client.EventUnreadable:
-		fmt.Fprintf(g.stdout, "%s  %s sent a message this client could not decrypt or read\n", ts, ev.Peer.User)
-	case client.EventIdentityChanged:
-		fmt.Fprintf(g.stdout, "%s  %s's safety number changed; compare it with them: magpie verify %s\n", ts, ev.Peer.User, ev.Peer.User)
-	case client.EventSentElsewhere:
-		fmt.Fprintf(g.stdout, "%s  (you, on another device) -> %s: %s\n", ts, ev.Peer.User, ev.Text)
+	g.addJSON(c)
+	return c
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
 	}
+	return "off"
+}
+
+func versionCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:     "version",
+		Short:   "Show this magpie's version",
+		Example: "  magpie version --json",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.json {
+				return g.printJSON(map[string]any{"version": Version, "go": goVersion(), "platform": platform()})
+			}
+			fmt.Fprintf(g.stdout, "magpie %s (%s, %s)\n", Version, goVersion(), platform())
+			return nil
+		},
+	}
+	g.addJSON(c)
+	return c
+}
+
+// stateLine says how the engine is connected, for people.
+func stateLine(st engine.Status) string {
+	switch client.ConnState(st.State) {
+	case client.ConnOnline:
+		return "online"
+	case client.ConnConnecting:
+		return "connecting…"
+	case client.ConnStorageFull:
+		return "storage full: " + st.Error + " (free space; nothing is lost meanwhile)"
+	case client.ConnOffline:
+		return "offline: " + strings.TrimPrefix(st.Error, "offline: ") + " (retrying)"
+	}
+	return st.State
 }

@@ -231,6 +231,9 @@ to clients whose every known endpoint is blocked.`,
 			if err := writeEndpointsFile(data, f); err != nil {
 				return err
 			}
+			if g.json {
+				return g.printJSON(map[string]string{"added": key})
+			}
 			fmt.Fprintf(g.stdout, "Added %s. A running server publishes it within a second.\n", key)
 			return nil
 		},
@@ -265,6 +268,9 @@ to clients whose every known endpoint is blocked.`,
 			if err := writeEndpointsFile(data, f); err != nil {
 				return err
 			}
+			if g.json {
+				return g.printJSON(map[string]string{"retired": key})
+			}
 			fmt.Fprintf(g.stdout, "Retired %s.\n", key)
 			return nil
 		},
@@ -295,6 +301,8 @@ to clients whose every known endpoint is blocked.`,
 		},
 	}
 	g.addJSON(list)
+	g.addJSON(add)
+	g.addJSON(retire)
 	root.AddCommand(add, retire, list)
 	return root
 }
@@ -314,10 +322,14 @@ with it keeps their account and adds the new endpoints.`,
 			if err != nil {
 				return fmt.Errorf("no invite yet in %s: start the server once (magpie serve --data %s): %w", data, data, err)
 			}
+			if g.json {
+				return g.printJSON(map[string]string{"invite": strings.TrimSpace(string(b))})
+			}
 			fmt.Fprint(g.stdout, string(b))
 			return nil
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory")
+	g.addJSON(c)
 	return c
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/engine"
 )
 
 func probeCmd(g *globals) *cobra.Command {
@@ -22,32 +22,25 @@ connection_refused, connection_reset, generic_timeout_error,
 tls_handshake_failed, throttled. Afterwards the client tries working
 endpoints first, fastest first.`,
 		Example: `  magpie probe
-  magpie probe --json | jq '.[] | select(.verdict == "ok")'`,
+  magpie probe --json | jq 'select(.verdict == "ok")'`,
 		Args: exactArgs(0),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
-			rs, err := cl.Probe(cmd.Context(), client.ProbeOptions{Timeout: timeout})
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, _ []string) error {
+			rs, err := s.Probe(cmd.Context(), timeout)
 			if err != nil {
-				return userError(err)
+				return err
 			}
 			if g.json {
-				out := []map[string]any{}
 				for _, r := range rs {
-					o := map[string]any{
-						"transport": r.Endpoint.Transport, "address": r.Endpoint.Address, "verdict": r.Verdict,
-						"connect_ms": ms(r.Connect), "handshake_ms": ms(r.Handshake), "round_trip_ms": ms(r.RoundTrip),
-						"throughput_bytes_per_s": int64(r.Throughput),
+					if err := g.printJSON(r); err != nil {
+						return err
 					}
-					if r.Err != nil {
-						o["error"] = r.Err.Error()
-					}
-					out = append(out, o)
 				}
-				return g.printJSON(out)
+				return nil
 			}
 			w := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ENDPOINT\tCONNECT\tHANDSHAKE\tROUND TRIP\tTHROUGHPUT\tVERDICT")
 			for _, r := range rs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Endpoint.Key(), dur(r.Connect), dur(r.Handshake), dur(r.RoundTrip), rate(r.Throughput), r.Verdict)
+				fmt.Fprintf(w, "%s://%s\t%s\t%s\t%s\t%s\t%s\n", r.Transport, r.Address, dur(r.ConnectMs), dur(r.HandshakeMs), dur(r.RoundTripMs), rate(float64(r.ThroughputBytesPerS)), r.Verdict)
 			}
 			return w.Flush()
 		}),
@@ -57,13 +50,11 @@ endpoints first, fastest first.`,
 	return c
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func dur(d time.Duration) string {
-	if d == 0 {
+func dur(ms float64) string {
+	if ms == 0 {
 		return "-"
 	}
-	return d.Round(100 * time.Microsecond).String()
+	return (time.Duration(ms * float64(time.Millisecond))).Round(100 * time.Microsecond).String()
 }
 
 func rate(bps float64) string {

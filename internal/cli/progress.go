@@ -1,76 +1,69 @@
 package cli
 
 import (
-	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
-
-	"github.com/magpie-im/magpie/internal/bytesize"
 )
 
-// progressBar draws "label [=====>    ]  45%  12.3 MiB / 27.0 MiB  2.1 MiB/s  ETA 7s"
-// on one line of a terminal, at most ten times a second. On anything but a
-// terminal it draws nothing: scripts read --json, not bars.
-type progressBar struct {
-	w     io.Writer
-	label string
-	on    bool
-	start time.Time
+// bars draws one progress bar per transfer on a terminal (schollz/
+// progressbar: bytes, rate and a working ETA), and nothing elsewhere:
+// scripts read --json, not bars.
+type bars struct {
+	w  io.Writer
+	on bool
 
-	mu   sync.Mutex
-	last time.Time
+	mu  sync.Mutex
+	all map[uint64]*progressbar.ProgressBar
 }
 
-func newProgressBar(w io.Writer, label string) *progressBar {
+func newBars(w io.Writer) *bars {
 	on := false
 	if f, ok := w.(*os.File); ok {
 		on = term.IsTerminal(int(f.Fd()))
 	}
-	return &progressBar{w: w, label: label, on: on, start: time.Now()}
+	return &bars{w: w, on: on, all: map[uint64]*progressbar.ProgressBar{}}
 }
 
-// update implements client.Progress.
-func (p *progressBar) update(done, total int64) {
-	if !p.on {
+// set shows that transfer seq (label: upload or download of name) is at
+// done of total bytes.
+func (b *bars) set(seq uint64, label string, done, total int64) {
+	if !b.on || total <= 0 {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bar := b.all[seq]
+	if bar == nil {
+		bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(b.w),
+			progressbar.OptionSetDescription(label),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetWidth(24),
+			progressbar.OptionOnCompletion(func() { io.WriteString(b.w, "\n") }),
+		)
+		b.all[seq] = bar
 	}
-	p.last = now
-	frac := 0.0
-	if total > 0 {
-		frac = float64(done) / float64(total)
-	}
-	const width = 24
-	filled := int(frac * width)
-	bar := strings.Repeat("=", filled)
-	if filled < width {
-		bar += ">" + strings.Repeat(" ", width-filled-1)
-	}
-	elapsed := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(done) / elapsed
-	}
-	eta := "-"
-	if rate > 0 && done < total {
-		eta = (time.Duration(float64(total-done)/rate) * time.Second / time.Second).Round(time.Second).String()
-	}
-	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%%  %s / %s  %s/s  ETA %s ", p.label, bar, frac*100, bytesize.Format(done), bytesize.Format(total), bytesize.Format(int64(rate)), eta)
+	bar.Set64(done)
 }
 
-// done ends the bar's line.
-func (p *progressBar) done() {
-	if p.on {
-		fmt.Fprintln(p.w)
+// done ends transfer seq's bar.
+func (b *bars) done(seq uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bar := b.all[seq]; bar != nil {
+		if !bar.IsFinished() {
+			bar.Exit()
+			io.WriteString(b.w, "\n")
+		}
+		delete(b.all, seq)
 	}
 }

@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/engine"
 )
 
 // maxRelayConns bounds what a relay spends on its users.
@@ -67,11 +67,19 @@ It prints a relay link; friends add it with: magpie relays add LINK`,
 				}
 				lns = append(lns, ln)
 			}
-			fmt.Fprintf(g.stdout, "Magpie relay %s to %s\n", Version, upstream)
+			if !g.json {
+				fmt.Fprintf(g.stdout, "Magpie relay %s to %s\n", Version, upstream)
+			}
 			for _, ln := range lns {
 				for _, a := range advertised([]net.Listener{ln}) {
 					e := ln.template
 					e.Address = a
+					if g.json {
+						if err := g.printJSON(map[string]string{"link": endpoints.FormatLink(e), "upstream": upstream}); err != nil {
+							return err
+						}
+						continue
+					}
 					fmt.Fprintf(g.stdout, "Relay link (give it to friends; they run: magpie relays add LINK):\n%s\n", endpoints.FormatLink(e))
 				}
 			}
@@ -84,6 +92,7 @@ It prints a relay link; friends add it with: magpie relays add LINK`,
 	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "certificate file (PEM); default: a self-signed one, pinned through the link")
 	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "private key file (PEM)")
 	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "server name clients send")
+	g.addJSON(c)
 	return c
 }
 
@@ -171,12 +180,15 @@ a bad link can lead nowhere but never to an impostor.`,
 		Short:   "Add a relay link",
 		Example: "  magpie relays add 'magpie-relay://tls@198.51.100.2:443?cert=…&secret=…'",
 		Args:    exactArgs(1),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, args []string) error {
-			e, err := cl.AddRelay(cmd.Context(), args[0])
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			e, err := s.AddRelay(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "Added %s; it is tried with the server's own endpoints.\n", e.Key())
+			if g.json {
+				return g.printJSON(e)
+			}
+			fmt.Fprintf(g.stdout, "Added %s; it is tried with the server's own endpoints.\n", e.Key)
 			return nil
 		}),
 	}
@@ -185,25 +197,25 @@ a bad link can lead nowhere but never to an impostor.`,
 		Short:   "List every endpoint this client knows, in the order it tries them",
 		Example: "  magpie relays list --json",
 		Args:    exactArgs(0),
-		RunE: g.withClient(func(cmd *cobra.Command, cl *client.Client, _ []string) error {
-			eps, err := cl.Endpoints(cmd.Context())
+		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, _ []string) error {
+			eps, err := s.Endpoints(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if g.json {
-				out := []map[string]any{}
-				for _, e := range eps {
-					out = append(out, map[string]any{"transport": e.Transport, "address": e.Address, "priority": e.Priority})
-				}
-				return g.printJSON(out)
-			}
 			for _, e := range eps {
-				fmt.Fprintf(g.stdout, "%s (priority %d)\n", e.Key(), e.Priority)
+				if g.json {
+					if err := g.printJSON(e); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(g.stdout, "%s (priority %d)\n", e.Key, e.Priority)
 			}
 			return nil
 		}),
 	}
 	g.addJSON(list)
+	g.addJSON(add)
 	root.AddCommand(add, list)
 	return root
 }

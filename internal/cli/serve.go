@@ -81,6 +81,7 @@ so even kill -9 loses none.`,
 	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
 	c.Flags().StringVar(&admin, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
+	g.addJSON(c)
 	return c
 }
 
@@ -203,25 +204,18 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 		}
 	}
 	abs, _ := filepath.Abs(data)
-	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
-	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
-	for _, ln := range lns {
-		note := ""
-		if !ln.public {
-			note = " (behind a proxy: publish its address with magpie endpoints add)"
+	if g.json {
+		var listening []map[string]any
+		for _, ln := range lns {
+			listening = append(listening, map[string]any{"transport": ln.transport, "address": ln.Addr().String(), "public": ln.public})
 		}
-		fmt.Fprintf(g.stdout, "  listening:   %s %s%s\n", ln.transport, ln.Addr(), note)
+		if err := g.printJSON(map[string]any{"version": Version, "data": abs, "listening": listening,
+			"fingerprint": inv.Fingerprint(), "admin": adminAddr, "invite": pub.Invite()}); err != nil {
+			return err
+		}
+	} else {
+		g.printBanner(abs, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, pub.Invite())
 	}
-	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", inv.Fingerprint())
-	if onlyLoopback(all) {
-		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
-	}
-	if adminAddr != "" {
-		fmt.Fprintf(g.stdout, "  admin:       http://%s/metrics and /debug/pprof (keep it private)\n", adminAddr)
-	}
-	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")
-	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
-	fmt.Fprintln(g.stdout, pub.Invite())
 
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
@@ -359,4 +353,27 @@ func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(),
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	return func() { hs.Close() }, ln.Addr().String(), nil
+}
+
+// printBanner tells a person where the server runs and how to connect.
+func (g *globals) printBanner(abs string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
+	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
+	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
+	for _, ln := range lns {
+		note := ""
+		if !ln.public {
+			note = " (behind a proxy: publish its address with magpie endpoints add)"
+		}
+		fmt.Fprintf(g.stdout, "  listening:   %s %s%s\n", ln.transport, ln.Addr(), note)
+	}
+	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", fingerprint)
+	if loopback {
+		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
+	}
+	if adminAddr != "" {
+		fmt.Fprintf(g.stdout, "  admin:       http://%s/metrics and /debug/pprof (keep it private)\n", adminAddr)
+	}
+	fmt.Fprintf(g.stdout, "Clients connect with: magpie init --invite '<invite>'\n")
+	fmt.Fprintf(g.stdout, "Invite (give it to your users over a channel you trust):\n")
+	fmt.Fprintln(g.stdout, invite)
 }

@@ -1,17 +1,20 @@
-package client
+package clientconn
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
@@ -158,11 +161,11 @@ func InviteEndpoints(inv invite.Invite, now time.Time) ([]endpoints.Endpoint, er
 		}
 		eps = l.Endpoints
 	}
-	return mergeEndpoints(eps, inv.Addrs), nil
+	return MergeEndpoints(eps, inv.Addrs), nil
 }
 
-// mergeEndpoints appends plain tcp endpoints for addrs not already listed.
-func mergeEndpoints(eps []endpoints.Endpoint, addrs []string) []endpoints.Endpoint {
+// MergeEndpoints appends plain tcp endpoints for addrs not already listed.
+func MergeEndpoints(eps []endpoints.Endpoint, addrs []string) []endpoints.Endpoint {
 	seen := map[string]bool{}
 	for _, e := range eps {
 		seen[e.Key()] = true
@@ -264,11 +267,11 @@ func DialEndpoints(ctx context.Context, serverKey [32]byte, eps []endpoints.Endp
 				cancel()
 				return nil, r.e, r.err
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", r.e.Key(), r.err))
+			errs = append(errs, endpointError{r.e.Key(), r.err})
 			if next < len(eps) {
 				start()
 			} else if pending == 0 {
-				return nil, endpoints.Endpoint{}, fmt.Errorf("client: could not reach the server at any address: %w", errors.Join(errs...))
+				return nil, endpoints.Endpoint{}, unreachable(errs)
 			}
 		case <-ctx.Done():
 			go func(n int) {
@@ -822,12 +825,9 @@ func (c *Conn) GetBundles(ctx context.Context, user string, devices []uint32) (*
 	return r.GetGetBundles(), nil
 }
 
-// DevicePayload is one device's ciphertext in a per-device send.
-type DevicePayload struct {
-	Device         uint32
-	RegistrationID uint32
-	Payload        []byte
-}
+// DevicePayload is one device's ciphertext in a per-device send. It is
+// e2e's type, so that an end-to-end send hands its payloads over as they are.
+type DevicePayload = e2e.DevicePayload
 
 // SendPerDevice sends one payload to each named device of user to (the
 // end-to-end mode). The list must name exactly the recipient's devices with
@@ -858,3 +858,47 @@ func (c *Conn) Ack(seqs ...uint64) error {
 	}
 	return nil
 }
+
+// NewMessageID returns a random message id.
+func NewMessageID() MessageID {
+	var id MessageID
+	if _, err := rand.Read(id[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return id
+}
+
+// endpointError is why one endpoint could not be reached.
+type endpointError struct {
+	endpoint string
+	err      error
+}
+
+func (e endpointError) Error() string { return e.endpoint + ": " + e.err.Error() }
+func (e endpointError) Unwrap() error { return e.err }
+
+// Unreachable is the error of a dial that reached no endpoint. Its text
+// names each endpoint with a short verdict (connection_refused, …); the
+// full errors stay reachable with errors.Is and errors.As.
+type Unreachable struct{ Errs []error }
+
+func unreachable(errs []error) error { return &Unreachable{errs} }
+
+func (u *Unreachable) Error() string {
+	parts := make([]string, 0, len(u.Errs))
+	for _, err := range u.Errs {
+		var ee endpointError
+		if errors.As(err, &ee) {
+			v := verdict(ee.err)
+			if v == VerdictOther {
+				v = ee.err.Error()
+			}
+			parts = append(parts, ee.endpoint+" "+strings.ReplaceAll(v, "_", " "))
+			continue
+		}
+		parts = append(parts, err.Error())
+	}
+	return "could not reach the server (" + strings.Join(parts, "; ") + ")"
+}
+
+func (u *Unreachable) Unwrap() []error { return u.Errs }

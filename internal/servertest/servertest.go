@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/server"
@@ -28,7 +28,7 @@ type Server struct {
 	Dir    string
 	Key    link.KeyPair
 	// DialOptions are used by Dial, Register and Reconnect.
-	DialOptions client.DialOptions
+	DialOptions clientconn.DialOptions
 
 	ln   net.Listener
 	done chan error
@@ -122,11 +122,11 @@ func NewKey(t testing.TB) link.KeyPair {
 
 // Dial connects a device with key; the connection is closed when the test
 // ends.
-func (s *Server) Dial(t testing.TB, key link.KeyPair) *client.Conn {
+func (s *Server) Dial(t testing.TB, key link.KeyPair) *clientconn.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, s.Invite, key, s.DialOptions)
+	c, err := clientconn.Dial(ctx, s.Invite, key, s.DialOptions)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -138,7 +138,7 @@ func (s *Server) Dial(t testing.TB, key link.KeyPair) *client.Conn {
 type User struct {
 	Name string
 	Key  link.KeyPair
-	*client.Conn
+	*clientconn.Conn
 }
 
 // Register creates user name with a fresh key and returns its connection.
@@ -161,7 +161,7 @@ func (s *Server) Reconnect(t testing.TB, u *User) *User {
 }
 
 // NextPush waits for the next push, failing the test after timeout.
-func NextPush(t testing.TB, c *client.Conn, timeout time.Duration) client.Push {
+func NextPush(t testing.TB, c *clientconn.Conn, timeout time.Duration) clientconn.Push {
 	t.Helper()
 	select {
 	case p, ok := <-c.Pushes():
@@ -177,7 +177,7 @@ func NextPush(t testing.TB, c *client.Conn, timeout time.Duration) client.Push {
 
 // NextEnvelope skips receipts and drained markers until an envelope
 // arrives.
-func NextEnvelope(t testing.TB, c *client.Conn, timeout time.Duration) *client.Envelope {
+func NextEnvelope(t testing.TB, c *clientconn.Conn, timeout time.Duration) *clientconn.Envelope {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -189,7 +189,7 @@ func NextEnvelope(t testing.TB, c *client.Conn, timeout time.Duration) *client.E
 }
 
 // ExpectNoPush checks that nothing but a drained marker arrives for d.
-func ExpectNoPush(t testing.TB, c *client.Conn, d time.Duration) {
+func ExpectNoPush(t testing.TB, c *clientconn.Conn, d time.Duration) {
 	t.Helper()
 	timer := time.NewTimer(d)
 	defer timer.Stop()

@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/magpie-im/magpie/client"
+)
+
+// The JSON forms of the local API (docs/LOCAL_API.md). Both the handlers
+// and the Go client (Remote) use them.
+
+// Time is a time in the API: RFC 3339 with milliseconds, UTC, or "" for
+// none.
+type Time struct{ time.Time }
+
+func (t Time) MarshalJSON() ([]byte, error) {
+	if t.IsZero() {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(t.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+}
+
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	if s == "" {
+		t.Time = time.Time{}
+		return nil
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	t.Time = v
+	return err
+}
+
+// Message is a client.Message.
+type Message struct {
+	Seq         uint64      `json:"seq"`
+	ID          string      `json:"id"`
+	Peer        string      `json:"peer"`
+	Outgoing    bool        `json:"outgoing"`
+	FromDevice  uint32      `json:"from_device"`
+	Text        string      `json:"text"`
+	ComposedAt  Time        `json:"composed_at"`
+	ServerTime  Time        `json:"server_time"`
+	State       string      `json:"state"`
+	DeliveredAt Time        `json:"delivered_at"`
+	ReadAt      Time        `json:"read_at"`
+	Error       string      `json:"error"`
+	ErrorCode   string      `json:"error_code"`
+	Unread      bool        `json:"unread"`
+	Attachment  *Attachment `json:"attachment"`
+}
+
+// Attachment is a client.Attachment.
+type Attachment struct {
+	Kind       string `json:"kind"`
+	MIME       string `json:"mime"`
+	Name       string `json:"name"`
+	Size       int64  `json:"size"`
+	Width      int    `json:"width"`
+	Height     int    `json:"height"`
+	DurationMs int64  `json:"duration_ms"`
+	Thumbnail  bool   `json:"thumbnail"`
+	State      string `json:"state"`
+	Done       int64  `json:"done"`
+	Total      int64  `json:"total"`
+	Error      string `json:"error"`
+	Path       string `json:"path"`
+}
+
+func apiMessage(m *client.Message) Message {
+	out := Message{
+		Seq: m.Seq, ID: m.ID.String(), Peer: m.Peer, Outgoing: m.Outgoing, FromDevice: m.FromDevice,
+		Text: m.Text, ComposedAt: Time{m.Composed}, ServerTime: Time{m.ServerTime}, State: string(m.State),
+		DeliveredAt: Time{m.Delivered}, ReadAt: Time{m.Read}, Error: m.Err, ErrorCode: m.ErrCode, Unread: m.Unread,
+	}
+	if a := m.Attachment; a != nil {
+		out.Attachment = &Attachment{
+			Kind: a.Kind, MIME: a.MIME, Name: a.Name, Size: a.Size, Width: a.Width, Height: a.Height,
+			DurationMs: a.Duration.Milliseconds(), Thumbnail: a.HasThumbnail, State: string(a.State),
+			Done: a.Done, Total: a.Total, Error: a.Err, Path: a.Path,
+		}
+	}
+	return out
+}
+
+func apiMessages(ms []client.Message) []Message {
+	out := make([]Message, 0, len(ms))
+	for i := range ms {
+		out = append(out, apiMessage(&ms[i]))
+	}
+	return out
+}
+
+// Conversation is a client.Conversation.
+type Conversation struct {
+	Peer            string   `json:"peer"`
+	Unread          int      `json:"unread"`
+	Last            *Message `json:"last"`
+	Verified        bool     `json:"verified"`
+	IdentityChanged bool     `json:"identity_changed"`
+}
+
+// Status is the engine's state and this client's identity.
+type Status struct {
+	User              string `json:"user"`
+	Device            uint32 `json:"device"`
+	Registered        bool   `json:"registered"`
+	State             string `json:"state"`
+	Error             string `json:"error"`
+	Since             Time   `json:"since"`
+	ServerFingerprint string `json:"server_fingerprint"`
+	DeviceKey         string `json:"device_key"`
+	Version           string `json:"version"`
+	ReadReceipts      bool   `json:"read_receipts"`
+	Outbox            int    `json:"outbox"`
+	Home              string `json:"home"`
+}
+
+// Progress is a transfer's progress event.
+type Progress struct {
+	Seq   uint64 `json:"seq"`
+	Phase string `json:"phase"` // upload, download
+	Done  int64  `json:"done"`
+	Total int64  `json:"total"`
+}
+
+// PeerEvent is the data of typing, identity and read events.
+type PeerEvent struct {
+	Peer   string `json:"peer"`
+	Typing *bool  `json:"typing,omitempty"`
+}
+
+// Contact is what the server says of a user.
+type Contact struct {
+	User    string          `json:"user"`
+	Devices []ContactDevice `json:"devices"`
+}
+
+// ContactDevice is one of a contact's devices.
+type ContactDevice struct {
+	Device  uint32 `json:"device"`
+	Created Time   `json:"created"`
+	Key     string `json:"key"`
+	HasKeys bool   `json:"has_keys"`
+}
+
+// Safety is a safety number to compare.
+type Safety struct {
+	User   string `json:"user"`
+	Digits string `json:"digits"`
+	Status string `json:"status"` // verified, unverified, changed
+	QR     []byte `json:"qr"`     // the scannable payload (base64 in JSON)
+}
+
+// Verify is a request to mark a contact verified.
+type Verify struct {
+	Digits  string `json:"digits,omitempty"`
+	Scanned []byte `json:"scanned,omitempty"`
+}
+
+// Settings are the user's preferences.
+type Settings struct {
+	ReadReceipts *bool `json:"read_receipts,omitempty"`
+}
+
+// SendRequest queues a text.
+type SendRequest struct {
+	To   string `json:"to"`
+	Text string `json:"text"`
+	ID   string `json:"id,omitempty"`
+}
+
+// FileRequest queues a file by path (Unix socket only).
+type FileRequest struct {
+	Path string `json:"path"`
+}
+
+// Endpoint is one way to reach the server.
+type Endpoint struct {
+	Transport string `json:"transport"`
+	Address   string `json:"address"`
+	Priority  int    `json:"priority"`
+	Key       string `json:"key"`
+}
+
+// ProbeResult is what a probe found for one endpoint.
+type ProbeResult struct {
+	Transport           string  `json:"transport"`
+	Address             string  `json:"address"`
+	Verdict             string  `json:"verdict"`
+	ConnectMs           float64 `json:"connect_ms"`
+	HandshakeMs         float64 `json:"handshake_ms"`
+	RoundTripMs         float64 `json:"round_trip_ms"`
+	ThroughputBytesPerS int64   `json:"throughput_bytes_per_s"`
+	Error               string  `json:"error,omitempty"`
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type errorBody struct {
+	Error Error `json:"error"`
+}
