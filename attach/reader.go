@@ -37,10 +37,10 @@ type Reader struct {
 	size int64 // plaintext
 	last uint64
 
-	cached   uint64 // index of the chunk in chunk, if valid
-	chunk    []byte
-	valid    bool
-	scratch  []byte
+	cached  uint64 // index of the chunk in chunk, if valid
+	chunk   []byte
+	valid   bool
+	scratch []byte
 }
 
 // NewReader returns a Reader of the plaintext of the ciphertext ct, which

@@ -23,15 +23,7 @@ func TestTranscriptOnlyFromOwnDevices(t *testing.T) {
 	defer cancel()
 	s := servertest.Start(t, server.Config{})
 	newDevice := func(name string) *Client {
-		opts := Options{Home: filepath.Join(t.TempDir(), name), Unlocker: KeyUnlocker([32]byte{4})}
-		if err := Init(ctx, opts, s.Invite); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Open(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := openNew(t, ctx, s, name)
 		if _, err := c.Register(ctx, name); err != nil {
 			t.Fatal(err)
 		}
@@ -42,17 +34,7 @@ func TestTranscriptOnlyFromOwnDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = mallory.withConn(ctx, func(conn *clientconn.Conn) error {
-		ses, err := mallory.sesame(ctx, conn)
-		if err != nil {
-			return err
-		}
-		_, err = ses.Send(ctx, "alice", NewMessageID(), forged, false)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendContent(t, ctx, mallory, "alice", forged)
 	if err := alice.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -67,17 +49,7 @@ func TestTranscriptOnlyFromOwnDevices(t *testing.T) {
 	// The same, sent by alice's first device to her second (as Sesame's
 	// transcripts go): accepted as a message she sent to carol.
 	alice2 := newDevice2(t, ctx, s, alice)
-	err = alice.withConn(ctx, func(conn *clientconn.Conn) error {
-		ses, err := alice.sesame(ctx, conn)
-		if err != nil {
-			return err
-		}
-		_, err = ses.Send(ctx, "alice", NewMessageID(), forged, false)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendContent(t, ctx, alice, "alice", forged)
 	if err := alice2.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -86,19 +58,27 @@ func TestTranscriptOnlyFromOwnDevices(t *testing.T) {
 	}
 }
 
+// sendContent sends any content, end to end, as c would send a message.
+func sendContent(t *testing.T, ctx context.Context, c *Client, to string, payload []byte) {
+	t.Helper()
+	err := c.withConn(ctx, func(conn *clientconn.Conn) error {
+		ses, err := c.sesame(ctx, conn)
+		if err != nil {
+			return err
+		}
+		_, err = ses.Send(ctx, to, NewMessageID(), payload, false)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // newDevice2 links a second device to primary's account, as device linking
 // will: the same identity key, a new device key added to the account.
 func newDevice2(t *testing.T, ctx context.Context, s *servertest.Server, primary *Client) *Client {
 	t.Helper()
-	opts := Options{Home: filepath.Join(t.TempDir(), "second"), Unlocker: KeyUnlocker([32]byte{4})}
-	if err := Init(ctx, opts, s.Invite); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := openNew(t, ctx, s, "second")
 	id, err := primary.identity(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -113,5 +93,20 @@ func newDevice2(t *testing.T, ctx context.Context, s *servertest.Server, primary
 	if _, err := c.Lookup(ctx, me.User); err != nil { // adopts the account, uploads keys
 		t.Fatal(err)
 	}
+	return c
+}
+
+// openNew opens a client in a new home for s (closed when the test ends).
+func openNew(t *testing.T, ctx context.Context, s *servertest.Server, name string) *Client {
+	t.Helper()
+	opts := Options{Home: filepath.Join(t.TempDir(), name), Unlocker: KeyUnlocker([32]byte{4})}
+	if err := Init(ctx, opts, s.Invite); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }

@@ -512,88 +512,46 @@ func (c *Client) sendItem(ctx context.Context, conn *clientconn.Conn, it *outbox
 	if err != nil {
 		return err
 	}
-	var ev *Event
-	err = c.update(ctx, func(t sealedTx) error {
-		ev = nil
-		if err := t.Delete(nsOutbox, seqKey(it.Seq)); err != nil || r == nil {
-			return err
-		}
-		r, err := getMessage(t, it.Msg)
-		if err != nil {
-			return err
-		}
+	return c.changeItem(ctx, it, func(t sealedTx) error { return t.Delete(nsOutbox, seqKey(it.Seq)) }, func(r *msgRecord) {
 		r.Server, r.Err = unixMs(res.ServerTime), ""
 		if r.State == StateQueued {
 			r.State = StateSent
 		}
-		if err := putMessage(t, r); err != nil {
+	})
+}
+
+// changeItem changes an outbox item (item) and, in the same transaction,
+// its message (msg) if it has one, and publishes the message's change.
+func (c *Client) changeItem(ctx context.Context, it *outboxItem, item func(t sealedTx) error, msg func(r *msgRecord)) error {
+	if it.Msg == 0 {
+		return c.update(ctx, item)
+	}
+	return c.changeMessage(ctx, it.Msg, func(t sealedTx, r *msgRecord) error {
+		if err := item(t); err != nil {
 			return err
 		}
-		m, err := publicMessage(t, r)
-		ev = &Event{Kind: EventUpdate, Message: m}
-		return err
+		msg(r)
+		return nil
 	})
-	if err == nil && ev != nil {
-		c.publish(*ev)
-	}
-	return err
 }
 
 // deferItem records a temporary refusal: the item waits until then, and
 // its message says why.
 func (c *Client) deferItem(ctx context.Context, it *outboxItem, then time.Time, why error) error {
-	var ev *Event
-	err := c.update(ctx, func(t sealedTx) error {
-		ev = nil
-		it.Tries++
-		it.NotBefore = unixMs(then)
-		if err := putJSON(t, nsOutbox, seqKey(it.Seq), it); err != nil || it.Msg == 0 {
-			return err
-		}
-		r, err := getMessage(t, it.Msg)
-		if err != nil {
-			return err
-		}
+	it.Tries++
+	it.NotBefore = unixMs(then)
+	return c.changeItem(ctx, it, func(t sealedTx) error { return putJSON(t, nsOutbox, seqKey(it.Seq), it) }, func(r *msgRecord) {
 		r.Err = "not sent yet, will try again: " + why.Error()
-		if err := putMessage(t, r); err != nil {
-			return err
-		}
-		m, err := publicMessage(t, r)
-		ev = &Event{Kind: EventUpdate, Message: m}
-		return err
 	})
-	if err == nil && ev != nil {
-		c.publish(*ev)
-	}
-	return err
 }
 
 // failItem records a refusal for good: the item leaves the outbox and its
 // message says why.
 func (c *Client) failItem(ctx context.Context, it *outboxItem, why error) error {
 	c.opts.Logger.Info("a message was refused", "to", it.Peer, "err", why)
-	var ev *Event
-	err := c.update(ctx, func(t sealedTx) error {
-		ev = nil
-		if err := t.Delete(nsOutbox, seqKey(it.Seq)); err != nil || it.Msg == 0 {
-			return err
-		}
-		r, err := getMessage(t, it.Msg)
-		if err != nil {
-			return err
-		}
+	return c.changeItem(ctx, it, func(t sealedTx) error { return t.Delete(nsOutbox, seqKey(it.Seq)) }, func(r *msgRecord) {
 		r.State, r.Err, r.ErrCode = StateFailed, why.Error(), failureCode(why)
-		if err := putMessage(t, r); err != nil {
-			return err
-		}
-		m, err := publicMessage(t, r)
-		ev = &Event{Kind: EventUpdate, Message: m}
-		return err
 	})
-	if err == nil && ev != nil {
-		c.publish(*ev)
-	}
-	return err
 }
 
 // failureCode classifies why a message failed (Message.ErrCode).

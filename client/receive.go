@@ -65,12 +65,20 @@ func (c *Client) handlePush(ctx context.Context, conn *clientconn.Conn, p client
 // deliveryReceipt records the server's word that a device of the recipient
 // has a message this account sent.
 func (c *Client) deliveryReceipt(ctx context.Context, rc *clientconn.Receipt) error {
-	var ev *Event
-	err := c.update(ctx, func(t sealedTx) error {
-		ev = nil
+	var seq uint64
+	err := c.view(ctx, func(t sealedTx) error {
 		r, err := sentMessage(t, MessageID(rc.ID))
-		if err != nil || r == nil || r.Peer != rc.Recipient.User || r.Delivered != 0 {
-			return err // a transcript's or a receipt's receipt, or a repeat
+		if r != nil {
+			seq = r.Seq
+		}
+		return err
+	})
+	if err != nil || seq == 0 {
+		return err // a transcript's or a receipt's receipt
+	}
+	return c.changeMessage(ctx, seq, func(_ sealedTx, r *msgRecord) error {
+		if r.Peer != rc.Recipient.User || r.Delivered != 0 {
+			return errUnchanged // not to that user, or a repeat
 		}
 		r.Delivered = unixMs(rc.Delivered)
 		if r.State == StateSent || r.State == StateQueued {
@@ -79,17 +87,8 @@ func (c *Client) deliveryReceipt(ctx context.Context, rc *clientconn.Receipt) er
 		if r.Server == 0 {
 			r.Server = r.Delivered
 		}
-		if err := putMessage(t, r); err != nil {
-			return err
-		}
-		m, err := publicMessage(t, r)
-		ev = &Event{Kind: EventUpdate, Message: m}
-		return err
+		return nil
 	})
-	if err == nil && ev != nil {
-		c.publish(*ev)
-	}
-	return err
 }
 
 // storeErrKV is an e2e.KV that remembers whether the store itself failed,

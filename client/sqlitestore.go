@@ -26,7 +26,42 @@ const storeSchema = 4
 // go through one connection; reads through a small pool, concurrently with
 // the writer.
 type sqliteStore struct {
-	w, r *sql.DB
+	w, r   *sql.DB
+	ws, rs *statements // prepared once for each pool
+}
+
+// The statements of a transaction. They are prepared once per store (a
+// sixth of a busy client's CPU went to parsing them again on every call)
+// and bound to each transaction as it uses them.
+const (
+	qGet      = `SELECT value FROM kv WHERE ns = ? AND key = ?`
+	qScanAsc  = `SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND (? = '' OR key < ?) ORDER BY key LIMIT ?`
+	qScanDesc = `SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND (? = '' OR key < ?) ORDER BY key DESC LIMIT ?`
+	qPut      = `INSERT INTO kv (ns, key, value) VALUES (?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value`
+	qDelete   = `DELETE FROM kv WHERE ns = ? AND key = ?`
+)
+
+type statements struct {
+	get, scanAsc, scanDesc, put, del *sql.Stmt
+}
+
+func prepare(db *sql.DB, writes bool) (*statements, error) {
+	var s statements
+	for _, p := range []struct {
+		dst   **sql.Stmt
+		q     string
+		write bool
+	}{{&s.get, qGet, false}, {&s.scanAsc, qScanAsc, false}, {&s.scanDesc, qScanDesc, false}, {&s.put, qPut, true}, {&s.del, qDelete, true}} {
+		if p.write && !writes {
+			continue
+		}
+		st, err := db.Prepare(p.q)
+		if err != nil {
+			return nil, fmt.Errorf("client state: %w", storeErr(err))
+		}
+		*p.dst = st
+	}
+	return &s, nil
 }
 
 // NewSQLiteStore opens (creating it if needed) the SQLite store at path,
@@ -57,7 +92,15 @@ func NewSQLiteStore(path string) (Store, error) {
 		return nil, fmt.Errorf("client state: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	return &sqliteStore{w: w, r: r}, nil
+	s := &sqliteStore{w: w, r: r}
+	if s.ws, err = prepare(w, true); err == nil {
+		s.rs, err = prepare(r, false)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func migrate(db *sql.DB) error {
@@ -124,7 +167,7 @@ func (s *sqliteStore) Update(ctx context.Context, fn func(Tx) error) error {
 		return fmt.Errorf("client state: begin: %w", storeErr(err))
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := fn(&sqliteTx{ctx: ctx, q: tx}); err != nil {
+	if err := fn(&sqliteTx{ctx: ctx, q: tx, st: s.ws}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -139,21 +182,37 @@ func (s *sqliteStore) View(ctx context.Context, fn func(ReadTx) error) error {
 		return fmt.Errorf("client state: begin: %w", storeErr(err))
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	return fn(&sqliteTx{ctx: ctx, q: tx})
+	return fn(&sqliteTx{ctx: ctx, q: tx, st: s.rs})
 }
 
 func (s *sqliteStore) Close() error {
+	// Closing a DB closes its prepared statements.
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
 type sqliteTx struct {
-	ctx context.Context
-	q   *sql.Tx
+	ctx   context.Context
+	q     *sql.Tx
+	st    *statements
+	bound map[*sql.Stmt]*sql.Stmt // the store's statements, bound to q
+}
+
+// stmt binds one of the store's prepared statements to the transaction.
+func (t *sqliteTx) stmt(s *sql.Stmt) *sql.Stmt {
+	if b := t.bound[s]; b != nil {
+		return b
+	}
+	if t.bound == nil {
+		t.bound = map[*sql.Stmt]*sql.Stmt{}
+	}
+	b := t.q.StmtContext(t.ctx, s)
+	t.bound[s] = b
+	return b
 }
 
 func (t *sqliteTx) Get(ns, key string) ([]byte, error) {
 	var v []byte
-	err := t.q.QueryRowContext(t.ctx, `SELECT value FROM kv WHERE ns = ? AND key = ?`, ns, key).Scan(&v)
+	err := t.stmt(t.st.get).QueryRowContext(t.ctx, ns, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -171,9 +230,9 @@ func (t *sqliteTx) Get(ns, key string) ([]byte, error) {
 const scanBatch = 64
 
 func (t *sqliteTx) Scan(ns, from, to string, reverse bool, fn func(string, []byte) (bool, error)) error {
-	q := `SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND (? = '' OR key < ?) ORDER BY key LIMIT ?`
+	q := t.st.scanAsc
 	if reverse {
-		q = `SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND (? = '' OR key < ?) ORDER BY key DESC LIMIT ?`
+		q = t.st.scanDesc
 	}
 	for {
 		keys, values, err := t.scanOnce(q, ns, from, to)
@@ -197,8 +256,8 @@ func (t *sqliteTx) Scan(ns, from, to string, reverse bool, fn func(string, []byt
 	}
 }
 
-func (t *sqliteTx) scanOnce(q, ns, from, to string) (keys []string, values [][]byte, err error) {
-	rows, err := t.q.QueryContext(t.ctx, q, ns, from, to, to, scanBatch)
+func (t *sqliteTx) scanOnce(q *sql.Stmt, ns, from, to string) (keys []string, values [][]byte, err error) {
+	rows, err := t.stmt(q).QueryContext(t.ctx, ns, from, to, to, scanBatch)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client state: scanning %s: %w", ns, storeErr(err))
 	}
@@ -221,8 +280,7 @@ func (t *sqliteTx) Put(ns, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := t.q.ExecContext(t.ctx, `INSERT INTO kv (ns, key, value) VALUES (?, ?, ?)
-		ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value`, ns, key, value)
+	_, err := t.stmt(t.st.put).ExecContext(t.ctx, ns, key, value)
 	if err != nil {
 		return fmt.Errorf("client state: writing %s/%s: %w", ns, key, storeErr(err))
 	}
@@ -230,7 +288,7 @@ func (t *sqliteTx) Put(ns, key string, value []byte) error {
 }
 
 func (t *sqliteTx) Delete(ns, key string) error {
-	if _, err := t.q.ExecContext(t.ctx, `DELETE FROM kv WHERE ns = ? AND key = ?`, ns, key); err != nil {
+	if _, err := t.stmt(t.st.del).ExecContext(t.ctx, ns, key); err != nil {
 		return fmt.Errorf("client state: deleting %s/%s: %w", ns, key, storeErr(err))
 	}
 	return nil

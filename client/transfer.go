@@ -656,7 +656,7 @@ func (c *Client) failJob(ctx context.Context, j *transferJob, why error) error {
 }
 
 // changeMessage changes message seq with fn in one transaction and
-// publishes the change.
+// publishes the change. fn returns errUnchanged to change nothing.
 func (c *Client) changeMessage(ctx context.Context, seq uint64, fn func(t sealedTx, r *msgRecord) error) error {
 	var m *Message
 	err := c.update(ctx, func(t sealedTx) error {
@@ -673,11 +673,17 @@ func (c *Client) changeMessage(ctx context.Context, seq uint64, fn func(t sealed
 		m, err = publicMessage(t, r)
 		return err
 	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
 	if err == nil {
 		c.publish(Event{Kind: EventUpdate, Message: m})
 	}
 	return err
 }
+
+// errUnchanged: a change found nothing to change.
+var errUnchanged = errors.New("unchanged")
 
 // AttachmentFile is an attachment's bytes, for showing or saving.
 type AttachmentFile struct {

@@ -9,88 +9,17 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/invite"
 )
-
-// throttle is a TCP proxy in front of the server that passes at most rate
-// bytes per second each way, so a transfer can be interrupted half way.
-type throttle struct {
-	ln       net.Listener
-	upstream string
-	rate     atomic.Int64
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newThrottle(t *testing.T, upstream string, rate int64) *throttle {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &throttle{ln: ln, upstream: upstream}
-	p.rate.Store(rate)
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-	})
-	return p
-}
-
-func (p *throttle) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, u)
-		p.mu.Unlock()
-		go p.pipe(u, c)
-		go p.pipe(c, u)
-	}
-}
-
-// pipe copies src to dst at most rate bytes per second, then closes dst.
-func (p *throttle) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-			if r := p.rate.Load(); r > 0 {
-				time.Sleep(time.Duration(n) * time.Second / time.Duration(r))
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // via returns an invite for srv that reaches it only through addr.
 func via(t *testing.T, srv *server, addr string) string {
@@ -200,8 +129,9 @@ func TestListenSavesFiles(t *testing.T) {
 func TestInterruptedDownloadResumes(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
 	alice := newUser(t, srv, "alice")
-	slow := newThrottle(t, srv.addrs[0], 2<<20)
-	bob := newUserVia(t, srv, "bob", slow.ln.Addr().String())
+	slow := servertest.StartRelay(t, srv.addrs[0])
+	slow.Throttle(2 << 20)
+	bob := newUserVia(t, srv, "bob", slow.Addr())
 	file, data := writeRandom(t, "film.bin", 24<<20)
 	mustRun(t, "--home", alice, "send", "bob", "--file", file)
 	downloads := t.TempDir()
@@ -231,7 +161,7 @@ func TestInterruptedDownloadResumes(t *testing.T) {
 	if partSize() == 0 {
 		t.Fatal("no partial download was left to resume")
 	}
-	slow.rate.Store(0) // full speed
+	slow.Throttle(0) // full speed
 	mustRun(t, "--home", bob, "inbox", "--downloads", downloads)
 	h := historyWith(t, bob, "alice")
 	if len(h) != 1 || h[0].Attachment == nil || h[0].Attachment.State != "saved" {
@@ -251,11 +181,11 @@ func TestInterruptedDownloadResumes(t *testing.T) {
 func TestInterruptedUploadResumes(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
 	bob := newUser(t, srv, "bob")
-	slow := newThrottle(t, srv.addrs[0], 0)
-	alice := newUserVia(t, srv, "alice", slow.ln.Addr().String())
+	slow := servertest.StartRelay(t, srv.addrs[0])
+	alice := newUserVia(t, srv, "alice", slow.Addr())
 	file, data := writeRandom(t, "report.bin", 16<<20)
 	// Slow the server's confirmations, so the upload is still going.
-	slow.rate.Store(64 << 10)
+	slow.Throttle(64 << 10)
 	send := start(t, nil, "--home", alice, "send", "bob", "--file", file, "--json")
 	time.Sleep(2 * time.Second)
 	send.signal(os.Interrupt)
@@ -263,7 +193,7 @@ func TestInterruptedUploadResumes(t *testing.T) {
 	if !ok || code == 0 {
 		t.Fatalf("send interrupted mid-upload: exit %d (%v), want non-zero:\n%s", code, ok, send)
 	}
-	slow.rate.Store(0)
+	slow.Throttle(0)
 	out := decodeLines[event](t, mustRun(t, "--home", alice, "outbox", "--json").stdout)
 	if len(out) != 1 || out[0].State != "uploading" {
 		t.Fatalf("alice's outbox after the interruption: %+v", out)
