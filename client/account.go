@@ -146,7 +146,7 @@ func (c *Client) Typing(ctx context.Context, to string, typing bool) error {
 		return err
 	}
 	c.mu.Lock()
-	offline := c.eng.running && c.eng.live == nil
+	offline := c.eng.running && c.eng.live == nil && c.eng.status.State != ConnConnecting
 	c.mu.Unlock()
 	if offline {
 		// Not worth waiting for a connection: it would be stale by then.

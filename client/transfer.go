@@ -249,11 +249,11 @@ func (c *Client) transferLoop(ctx context.Context, conn *clientconn.Conn, worker
 			switch {
 			case err == nil, errors.Is(err, errSkipped):
 			case errors.Is(err, ErrStorageFull) && !upload:
-				// The download's disk is full: try again later; the
-				// message itself is safe.
-				if err := c.deferJob(ctx, j, err); err != nil {
-					return err
-				}
+				// The download's disk is full: the message itself is safe.
+				// Try again in a while, or at once in the next engine
+				// (nothing is recorded against the job: space may be
+				// back by then).
+				c.setTransfer(ctx, j.Seq, TransferWaiting, 0, 0, "waiting for disk space: "+err.Error())
 				retry = 30 * time.Second
 			case errors.As(err, &se) && se.Temporary():
 				if err := c.deferJob(ctx, j, err); err != nil {

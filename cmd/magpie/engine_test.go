@@ -176,8 +176,8 @@ func TestInterruptedDownloadResumes(t *testing.T) {
 	}
 }
 
-// An upload cut off by Ctrl-C resumes with the next command that runs the
-// engine, and the recipient gets the file once.
+// An upload cut off by Ctrl-C, and again by SIGKILL, resumes with the next
+// command that runs the engine, and the recipient gets the file once.
 func TestInterruptedUploadResumes(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
 	bob := newUser(t, srv, "bob")
@@ -193,11 +193,15 @@ func TestInterruptedUploadResumes(t *testing.T) {
 	if !ok || code == 0 {
 		t.Fatalf("send interrupted mid-upload: exit %d (%v), want non-zero:\n%s", code, ok, send)
 	}
-	slow.Throttle(0)
 	out := decodeLines[event](t, mustRun(t, "--home", alice, "outbox", "--json").stdout)
 	if len(out) != 1 || out[0].State != "uploading" {
 		t.Fatalf("alice's outbox after the interruption: %+v", out)
 	}
+	// The next command's engine takes the upload up again, and is killed.
+	inbox := start(t, nil, "--home", alice, "inbox")
+	time.Sleep(2 * time.Second)
+	inbox.kill()
+	slow.Throttle(0)
 	mustRun(t, "--home", alice, "inbox") // runs the engine: the upload resumes and the message goes
 	if out := decodeLines[event](t, mustRun(t, "--home", alice, "outbox", "--json").stdout); len(out) != 0 {
 		t.Fatalf("alice's outbox after a sync: %+v", out)
@@ -375,7 +379,7 @@ func fill(t *testing.T, dir string, keep int64) string {
 // With the client's home on a full disk, nothing is acknowledged that was
 // not stored: the sender is never told "delivered" for a message the
 // recipient could not keep, and once there is space every message arrives
-// exactly once.
+// exactly once. An attachment that does not fit waits for space.
 func TestFullClientDiskLosesNothing(t *testing.T) {
 	srv := serveOnFreePort(t, t.TempDir())
 	alice := newUser(t, srv, "alice")
@@ -422,6 +426,28 @@ func TestFullClientDiskLosesNothing(t *testing.T) {
 	}
 	if len(h) != n || len(seen) != n {
 		t.Errorf("after freeing space bob has %d messages (%d distinct), want %d once each", len(h), len(seen), n)
+	}
+
+	// An attachment larger than the space left: its message is stored (and
+	// acknowledged), its download waits, and once there is space it is
+	// saved, whole.
+	filler = fill(t, disk, 400<<10)
+	file, data := writeRandom(t, "scan.bin", 2<<20)
+	mustRun(t, "--home", alice, "send", "bob", "--file", file)
+	mustRun(t, "--home", bob, "inbox") // the download waits for space: not a failure
+	h = historyWith(t, bob, "alice")
+	if a := h[len(h)-1].Attachment; a == nil || a.State == "saved" || a.State == "failed" {
+		t.Fatalf("the attachment on a full disk: %+v", a)
+	}
+	os.Remove(filler)
+	mustRun(t, "--home", bob, "inbox")
+	h = historyWith(t, bob, "alice")
+	a := h[len(h)-1].Attachment
+	if a == nil || a.State != "saved" {
+		t.Fatalf("after freeing space the attachment is %+v", a)
+	}
+	if got, err := os.ReadFile(a.Path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the saved file differs (%v)", err)
 	}
 }
 

@@ -275,12 +275,13 @@ func (g *globals) waitSent(ctx context.Context, s *engine.Session, m engine.Mess
 	defer stop()
 	b := newBars(g.stderr)
 	if m.Attachment != nil {
+		seq, label := m.Seq, "upload "+m.Attachment.Name
 		if evs, err := s.Events(pctx); err == nil {
 			go func() {
 				for ev := range evs {
-					if p, ok := decodeEvent[engine.Progress](ev, "progress"); ok && p.Seq == m.Seq && p.Phase == "upload" {
+					if p, ok := decodeEvent[engine.Progress](ev, "progress"); ok && p.Seq == seq && p.Phase == "upload" {
 						lastProgress.Store(time.Now().UnixNano())
-						b.set(m.Seq, "upload "+m.Attachment.Name, p.Done, p.Total)
+						b.set(seq, label, p.Done, p.Total)
 					}
 				}
 			}()

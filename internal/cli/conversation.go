@@ -136,9 +136,7 @@ so nothing is lost to a crash, a full disk or Ctrl-C.`,
 						n++
 					}
 				}
-				if err := s.MarkRead(ctx, cv.Peer); err != nil {
-					return err
-				}
+				g.markRead(ctx, s, cv.Peer)
 			}
 			if syncErr != nil {
 				return fmt.Errorf("could not bring this client up to date: %w", syncErr)
@@ -152,6 +150,14 @@ so nothing is lost to a crash, a full disk or Ctrl-C.`,
 	c.Flags().StringVar(&downloads, "downloads", "", "where to save attachments, if this command runs the engine (default: downloads/ in the client's home)")
 	g.addJSON(c)
 	return c
+}
+
+// markRead marks what was shown as read. Failing to is not the command's
+// failure (it showed what was asked): it is said on stderr.
+func (g *globals) markRead(ctx context.Context, s *engine.Session, peer string) {
+	if err := s.MarkRead(ctx, peer); err != nil {
+		fmt.Fprintf(g.stderr, "magpie: could not mark the messages from %s read: %v\n", peer, err)
+	}
 }
 
 func historyCmd(g *globals) *cobra.Command {
@@ -206,7 +212,7 @@ marks them read.`,
 				}
 			}
 			if search == "" {
-				return s.MarkRead(ctx, args[0])
+				g.markRead(ctx, s, args[0])
 			}
 			return nil
 		}),
