@@ -154,8 +154,14 @@ func (c *Client) Status() Status {
 	return c.eng.status
 }
 
-func (c *Client) setStatus(state ConnState, err error) {
+// setStatus records the engine's state; failed also counts a failed
+// connection attempt, in the same critical section.
+func (c *Client) setStatus(state ConnState, err error, failed bool) {
 	c.mu.Lock()
+	if failed {
+		c.eng.attempts++
+		c.notifyLocked()
+	}
 	if c.eng.status.State == state && errors.Is(c.eng.status.Err, err) && errors.Is(err, c.eng.status.Err) {
 		c.mu.Unlock()
 		return
@@ -192,11 +198,11 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.eng.running = false
 		c.mu.Unlock()
-		c.setStatus(ConnStopped, nil)
+		c.setStatus(ConnStopped, nil, false)
 	}()
 	backoff := time.Second
 	for {
-		c.setStatus(ConnConnecting, nil)
+		c.setStatus(ConnConnecting, nil, false)
 		conn, err := c.dial(ctx)
 		if err == nil {
 			backoff = time.Second
@@ -205,20 +211,19 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// A failed dial, or a connection that ended: waiters on a
-		// connection (liveConn, Sync, WaitSent) stop waiting for this one.
-		c.mu.Lock()
-		c.eng.attempts++
-		c.mu.Unlock()
+		// A failed dial, or a connection that ended: the status says why,
+		// and waiters on a connection (liveConn, Sync, WaitSent) stop
+		// waiting for this one. Both change under one lock, so no waiter
+		// sees the attempt counted with the old status.
 		if fatal(err) {
-			c.setStatus(ConnOffline, err)
+			c.setStatus(ConnOffline, err, true)
 			return err
 		}
 		state := ConnOffline
 		if errors.Is(err, ErrStorageFull) {
 			state = ConnStorageFull
 		}
-		c.setStatus(state, fmt.Errorf("%w: %w", ErrOffline, err))
+		c.setStatus(state, fmt.Errorf("%w: %w", ErrOffline, err), true)
 		if errors.Is(err, clientconn.ErrStalled) {
 			continue // the path went silent for the stall timeout already: try the other endpoints now
 		}
@@ -305,7 +310,7 @@ func (c *Client) session(ctx context.Context, conn *clientconn.Conn) error {
 		c.notifyLocked()
 		c.mu.Unlock()
 	}()
-	c.setStatus(ConnOnline, nil)
+	c.setStatus(ConnOnline, nil, false)
 
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -370,8 +375,13 @@ func (c *Client) liveConn(ctx context.Context) (*clientconn.Conn, error) {
 	}
 }
 
+// offlineErr is err, matching ErrOffline (ErrOffline itself for nil: a
+// caller told "offline" must never get a nil error).
 func offlineErr(err error) error {
-	if err == nil || errors.Is(err, ErrOffline) {
+	if err == nil {
+		return ErrOffline
+	}
+	if errors.Is(err, ErrOffline) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrOffline, err)

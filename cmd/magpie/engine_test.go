@@ -395,11 +395,22 @@ func TestFullClientDiskLosesNothing(t *testing.T) {
 		mustRun(t, "--home", alice, "send", "bob", fmt.Sprintf("%02d %s", i, strings.Repeat("lorem ipsum ", 3000)))
 	}
 	r := run(t, "--home", bob, "inbox", "--json")
+	summary := func() string {
+		var b strings.Builder
+		for _, e := range decodeLines[map[string]any](t, r.stdout) {
+			if e["error"] != nil {
+				fmt.Fprintf(&b, "error %v\n", e["error"])
+			} else {
+				fmt.Fprintf(&b, "message %v %v\n", e["seq"], e["state"])
+			}
+		}
+		return b.String() + "stderr: " + r.stderr
+	}
 	if r.code == 0 {
-		t.Errorf("inbox on a full disk exited 0:\n%.2000s", r.stdout)
+		t.Errorf("inbox on a full disk exited 0:\n%s", summary())
 	}
 	if !strings.Contains(r.stdout+r.stderr, "storage_full") && !strings.Contains(r.stdout+r.stderr, "disk") {
-		t.Errorf("inbox on a full disk does not say the disk is full:\n%.2000s\n%s", r.stdout, r.stderr)
+		t.Errorf("inbox on a full disk does not say the disk is full:\n%s", summary())
 	}
 	stored := len(historyWith(t, bob, "alice"))
 	mustRun(t, "--home", alice, "inbox")
