@@ -163,7 +163,7 @@ func TestThrottledTransferResumes(t *testing.T) {
 	t.Parallel()
 	s := withBlobs(t, blobstore.Options{})
 	p := newProxy(t, s.Addr)
-	p.bps = 20 << 10
+	p.bps.Store(20 << 10)
 	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{}) // ~160 KB of prekeys
 	bob := newUser(t, s.Invite, "bob", client.Options{})
 	bsub := subscribe(t, bob)
@@ -262,7 +262,7 @@ func TestTextInterleavesWithUpload(t *testing.T) {
 	t.Parallel()
 	s := withBlobs(t, blobstore.Options{})
 	p := newProxy(t, s.Addr)
-	p.bps = 1 << 20 // 4 MB take four seconds
+	p.bps.Store(1 << 20) // 4 MB take four seconds
 	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
 	bob := newUser(t, s.Invite, "bob", client.Options{})
 	asub, bsub := subscribe(t, alice), subscribe(t, bob)
@@ -287,7 +287,7 @@ func TestDownloadResumesAfterTheEngineStops(t *testing.T) {
 	t.Parallel()
 	s := withBlobs(t, blobstore.Options{})
 	p := newProxy(t, s.Addr)
-	p.bps = 2 << 20
+	p.bps.Store(2 << 20)
 	alice := newUser(t, s.Invite, "alice", client.Options{})
 	bob := newUser(t, via(s, p.Addr()), "bob", client.Options{})
 	asub, bsub := subscribe(t, alice), subscribe(t, bob)
@@ -320,7 +320,7 @@ func TestUploadResumesAfterTheEngineStops(t *testing.T) {
 	t.Parallel()
 	s := withBlobs(t, blobstore.Options{})
 	p := newProxy(t, s.Addr)
-	p.bps = 2 << 20
+	p.bps.Store(2 << 20)
 	alice := newUser(t, via(s, p.Addr()), "alice", client.Options{})
 	bob := newUser(t, s.Invite, "bob", client.Options{})
 	asub, bsub := subscribe(t, alice), subscribe(t, bob)

@@ -17,7 +17,7 @@ func TestProbeVerdicts(t *testing.T) {
 	t.Parallel()
 	s, pub := publishingServer(t, server.Config{})
 	slow := newProxy(t, s.Addr)
-	slow.bps = 20 << 10
+	slow.bps.Store(20 << 10)
 	eps := map[string]string{
 		s.Addr:        client.VerdictOK,
 		closedAddr(t): client.VerdictConnectionRefused,

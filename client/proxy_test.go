@@ -17,7 +17,7 @@ import (
 type proxy struct {
 	ln       net.Listener
 	upstream string
-	bps      int // bytes per second per direction of each connection (0: unlimited); set before use
+	bps      atomic.Int64 // bytes per second per direction of each new connection (0: unlimited)
 
 	cuts     atomic.Int32 // the next cuts connections are cut after a random number of bytes
 	down     atomic.Bool  // new connections are closed at once: the server is unreachable
@@ -149,9 +149,9 @@ func (p *proxy) pipe(dst, src net.Conn, count *atomic.Int64, cut func(int) bool)
 	}
 	var lim *rate.Limiter
 	buf := make([]byte, 16<<10)
-	if p.bps > 0 {
+	if bps := p.bps.Load(); bps > 0 {
 		buf = buf[:min(len(buf), 4096)]
-		lim = rate.NewLimiter(rate.Limit(p.bps), len(buf))
+		lim = rate.NewLimiter(rate.Limit(bps), len(buf))
 	}
 	for {
 		n, err := src.Read(buf)

@@ -393,6 +393,12 @@ func (s *server) stop(t *testing.T) {
 	s.waitServing(t)
 	s.signal(syscall.SIGTERM)
 	code, ok := s.waitExit(20 * time.Second)
+	if !ok {
+		// Show where it is stuck: SIGQUIT makes a Go program print every
+		// goroutine's stack and exit.
+		s.signal(syscall.SIGQUIT)
+		s.waitExit(10 * time.Second)
+	}
 	if !ok || code != 0 {
 		t.Errorf("serve did not exit 0 after SIGTERM (exited=%v code=%d):\n%s", ok, code, s.proc)
 	}

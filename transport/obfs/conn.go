@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/magpie-im/magpie/transport"
@@ -20,6 +21,8 @@ import (
 // conn is an established obfs connection.
 type conn struct {
 	net.Conn // the raw connection: addresses and deadlines pass through
+
+	closed atomic.Bool // Close was called: reads fail with net.ErrClosed
 
 	rmu     sync.Mutex
 	fr      *frameReader
@@ -73,6 +76,11 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for len(c.pending) == 0 {
+		if c.closed.Load() {
+			// Even after the peer's EOF: a closed connection says so, as
+			// a net.Conn's does (a drain waits for exactly this).
+			return 0, net.ErrClosed
+		}
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
@@ -92,6 +100,13 @@ func (c *conn) Read(p []byte) (int, error) {
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
 	return n, nil
+}
+
+// Close closes the raw connection; reads from then on fail with
+// net.ErrClosed.
+func (c *conn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 // maxWriteBatch bounds the ciphertext built before each write to the

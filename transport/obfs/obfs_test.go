@@ -531,3 +531,41 @@ func TestListenerCloseUnblocks(t *testing.T) {
 		t.Fatal("Close waited for a held connection")
 	}
 }
+
+// After the peer hung up, a connection closed here reads net.ErrClosed, as
+// a net.Conn does, not the peer's EOF again: the link's probe-resistant
+// drain waits for exactly that to end early when the server shuts down (it
+// used to hold shutdown up to the end of its 10-30 s window).
+func TestReadAfterCloseIsErrClosed(t *testing.T) {
+	key, err := GenerateServerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen("127.0.0.1:0", key, Config{ProbeMin: testProbeMin, ProbeMax: testProbeMax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, err := Dial(ctx, "tcp", ln.Addr().String(), key.Cert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	client.Close()
+	buf := make([]byte, 16)
+	if _, err := server.Read(buf); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after the peer hung up: %v, want EOF", err)
+	}
+	server.Close()
+	if _, err := server.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after a local close: %v, want net.ErrClosed", err)
+	}
+}

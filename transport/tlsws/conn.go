@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,6 +28,21 @@ type wsConn struct {
 	remote   net.Addr
 
 	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// Read reads the stream; once Close was called it fails with
+// net.ErrClosed, even after the peer's close (websocket.NetConn would say
+// EOF again), as a net.Conn does.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return n, err
 }
 
 func newWSConn(ws *websocket.Conn, raw net.Conn, local, remote net.Addr) *wsConn {
@@ -46,6 +62,7 @@ func (c *wsConn) RemoteAddr() net.Addr { return c.remote }
 // closeGrace.
 func (c *wsConn) Close() error {
 	err := net.ErrClosed
+	c.closed.Store(true)
 	c.closeOnce.Do(func() {
 		err = nil
 		done := make(chan struct{})

@@ -7,6 +7,7 @@ package transporttest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -17,8 +18,10 @@ import (
 
 // Run checks that server and client (the two configurations of one
 // transport) are named name, that a client dials a server listening on
-// loopback, and that bytes written either way arrive intact: a short
-// message and one large enough to span many frames, echoed by the server.
+// loopback, that bytes written either way arrive intact (a short message
+// and one large enough to span many frames, echoed by the server), and that
+// a connection closed locally reads net.ErrClosed even after the peer hung
+// up.
 func Run(t *testing.T, server, client transport.Transport, name string) {
 	t.Helper()
 	for _, tr := range []transport.Transport{server, client} {
@@ -32,14 +35,18 @@ func Run(t *testing.T, server, client transport.Transport, name string) {
 	}
 	defer ln.Close()
 	done := make(chan struct{})
+	closedRead := make(chan error, 1)
 	go func() {
 		defer close(done)
 		c, err := ln.Accept()
 		if err != nil {
+			closedRead <- err
 			return
 		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
+		_, _ = io.Copy(c, c) // until the client hangs up
+		c.Close()
+		_, err = c.Read(make([]byte, 1))
+		closedRead <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -56,6 +63,12 @@ func Run(t *testing.T, server, client transport.Transport, name string) {
 	}
 	c.Close()
 	<-done
+	// The link's probe-resistant drain ends early, at shutdown, only when a
+	// read on the connection it closed says net.ErrClosed, even after the
+	// peer's EOF.
+	if err := <-closedRead; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a read after the peer hung up and a local Close = %v, want net.ErrClosed", err)
+	}
 }
 
 // Echo writes msg on c and checks that the same bytes come back within
