@@ -1,8 +1,9 @@
 // Package libsignaloracle runs Signal's own library as a test oracle.
 //
 // Magpie implements the Signal protocol (PQXDH, the Double Ratchet in
-// libsignal's version-4 wire format, XEdDSA, Kyber1024 prekeys and safety
-// numbers) and must stay byte-compatible with libsignal. This package starts
+// libsignal's version-4 wire format, XEdDSA, Kyber1024 prekeys, safety
+// numbers and Sender Keys for groups) and must stay byte-compatible with
+// libsignal. This package starts
 // the Node harness in interop/libsignal (which uses the npm package
 // @signalapp/libsignal-client, pinned at exactly 0.90.0) as a child process
 // and talks to it over newline-delimited JSON on its stdin and stdout.

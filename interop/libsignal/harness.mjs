@@ -31,6 +31,23 @@
 //   verify          {publicKey, message, signature} -> {valid}
 //   kemGenerate     {} -> {publicKey, secretKey}
 //   kemCheck        {publicKey?, secretKey?} -> the same keys, reserialized
+//
+// Sender Keys (the group cipher). A distribution id is a UUID string; each
+// party keeps its sender key records, serialized, per (sender, id):
+//   skdmCreate      {name, distributionId} -> {body}
+//                   SenderKeyDistributionMessage.create for the party itself
+//   skdmProcess     {name, sender: {name, deviceId}, body} -> {}
+//   skdmInspect     {body} -> {distributionId, chainId, iteration, chainKey}
+//   skdmNew         {distributionId, chainId, iteration, chainKey, signingKey}
+//                   -> {body}  (SenderKeyDistributionMessage._new, version 3)
+//   groupEncrypt    {name, distributionId, plaintext} -> {type, body}
+//   groupDecrypt    {name, sender, body} -> {plaintext}
+//   skmInspect      {body, signingKey?} -> {distributionId, chainId, iteration,
+//                   ciphertext, signatureValid (null without signingKey)}
+//   skmNew          {distributionId, chainId, iteration, ciphertext, privateKey}
+//                   -> {body}  (SenderKeyMessage._new, version 3)
+//   senderKeyRecord {name, sender, distributionId} -> {record} (null if none)
+//   setSenderKeyRecord {name, sender, distributionId, record} -> {}
 
 import * as readline from 'node:readline';
 import * as SignalClient from '@signalapp/libsignal-client';
@@ -51,6 +68,9 @@ const {
   PrivateKey,
   ProtocolAddress,
   PublicKey,
+  SenderKeyDistributionMessage,
+  SenderKeyMessage,
+  SenderKeyRecord,
   SignalMessage,
   SignedPreKeyRecord,
 } = SignalClient;
@@ -147,6 +167,20 @@ class MemKyberPreKeyStore extends SignalClient.KyberPreKeyStore {
   }
 }
 
+class MemSenderKeyStore extends SignalClient.SenderKeyStore {
+  constructor() { super(); this.records = new Map(); }
+  static key(sender, distributionId) { return `${sender.toString()}/${distributionId}`; }
+  async saveSenderKey(sender, distributionId, record) {
+    // Serialized, like the sessions: every record libsignal writes is also
+    // read back from its storage form.
+    this.records.set(MemSenderKeyStore.key(sender, distributionId), record.serialize());
+  }
+  async getSenderKey(sender, distributionId) {
+    const r = this.records.get(MemSenderKeyStore.key(sender, distributionId));
+    return r ? SenderKeyRecord.deserialize(r) : null;
+  }
+}
+
 // ---- parties ----
 
 const parties = new Map(); // name -> party
@@ -180,6 +214,7 @@ function newParty({ name, deviceId = 1, registrationId, identityPrivate }) {
     preKeys: new MemPreKeyStore(),
     signedPreKeys: new MemSignedPreKeyStore(),
     kyberPreKeys: new MemKyberPreKeyStore(),
+    senderKeys: new MemSenderKeyStore(),
     nextId: 1,
   });
   return {
@@ -334,6 +369,82 @@ function kemCheck({ publicKey, secretKey }) {
   return out;
 }
 
+// ---- sender keys ----
+
+function selfAddress(p) { return ProtocolAddress.new(p.name, p.deviceId); }
+
+function distributionId(id) {
+  if (typeof id !== 'string') throw new TypeError('distributionId: expected a UUID string');
+  return id;
+}
+
+async function skdmCreate({ name, distributionId: id }) {
+  const p = party(name);
+  const m = await SenderKeyDistributionMessage.create(selfAddress(p), distributionId(id), p.senderKeys);
+  return { body: b64(m.serialize()) };
+}
+
+async function skdmProcess({ name, sender, body }) {
+  const p = party(name);
+  const m = SenderKeyDistributionMessage.deserialize(fromB64(body, 'body'));
+  await SignalClient.processSenderKeyDistributionMessage(address(sender), m, p.senderKeys);
+  return {};
+}
+
+function skdmInspect({ body }) {
+  const m = SenderKeyDistributionMessage.deserialize(fromB64(body, 'body'));
+  return {
+    distributionId: m.distributionId(), chainId: m.chainId(), iteration: m.iteration(),
+    chainKey: b64(m.chainKey()),
+  };
+}
+
+function skdmNew({ distributionId: id, chainId, iteration, chainKey, signingKey }) {
+  const m = SenderKeyDistributionMessage._new(3, distributionId(id), chainId, iteration,
+    fromB64(chainKey, 'chainKey'), PublicKey.deserialize(fromB64(signingKey, 'signingKey')));
+  return { body: b64(m.serialize()) };
+}
+
+async function groupEncrypt({ name, distributionId: id, plaintext }) {
+  const p = party(name);
+  const m = await SignalClient.groupEncrypt(selfAddress(p), distributionId(id), p.senderKeys,
+    fromB64(plaintext, 'plaintext'));
+  return { type: m.type(), body: b64(m.serialize()) };
+}
+
+async function groupDecrypt({ name, sender, body }) {
+  const p = party(name);
+  const pt = await SignalClient.groupDecrypt(address(sender), p.senderKeys, fromB64(body, 'body'));
+  return { plaintext: b64(pt) };
+}
+
+function skmInspect({ body, signingKey }) {
+  const m = SenderKeyMessage.deserialize(fromB64(body, 'body'));
+  return {
+    distributionId: m.distributionId(), chainId: m.chainId(), iteration: m.iteration(),
+    ciphertext: b64(m.ciphertext()),
+    signatureValid: signingKey === undefined ? null
+      : m.verifySignature(PublicKey.deserialize(fromB64(signingKey, 'signingKey'))),
+  };
+}
+
+function skmNew({ distributionId: id, chainId, iteration, ciphertext, privateKey }) {
+  const m = SenderKeyMessage._new(3, distributionId(id), chainId, iteration,
+    fromB64(ciphertext, 'ciphertext'), PrivateKey.deserialize(fromB64(privateKey, 'privateKey')));
+  return { body: b64(m.serialize()) };
+}
+
+async function senderKeyRecord({ name, sender, distributionId: id }) {
+  const r = await party(name).senderKeys.getSenderKey(address(sender), distributionId(id));
+  return { record: r ? b64(r.serialize()) : null };
+}
+
+async function setSenderKeyRecord({ name, sender, distributionId: id, record }) {
+  const r = SenderKeyRecord.deserialize(fromB64(record, 'record'));
+  await party(name).senderKeys.saveSenderKey(address(sender), distributionId(id), r);
+  return {};
+}
+
 const commands = {
   newParty,
   newPartyWithIdentity: (req) => {
@@ -342,6 +453,8 @@ const commands = {
   },
   bundle, processBundle, encrypt, decrypt, inspect, preKeyState,
   fingerprint, sign, verify, kemGenerate, kemCheck,
+  skdmCreate, skdmProcess, skdmInspect, skdmNew, groupEncrypt, groupDecrypt, skmInspect, skmNew,
+  senderKeyRecord, setSenderKeyRecord,
 };
 
 function errorKind(e) {
