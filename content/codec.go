@@ -29,6 +29,15 @@ func Decode(b []byte) (*Content, error) {
 	if s := c.GetSent(); s != nil && (len(s.GetClientMessageId()) != 16 || (s.GetText() == nil && s.GetAttachment() == nil) || len(s.GetDestination()) > 64) {
 		return nil, fmt.Errorf("%w: sent transcript needs a destination, a 16-byte id and a text or attachment", ErrMalformed)
 	}
+	if g := c.GetGroupId(); g != nil && len(g) != GroupIDSize {
+		return nil, fmt.Errorf("%w: a group id is %d bytes", ErrMalformed, GroupIDSize)
+	}
+	if sk := c.GetSenderKey(); sk != nil && (len(sk.GetGroupId()) != GroupIDSize || len(sk.GetDistribution()) == 0 || len(sk.GetDistribution()) > MaxDistribution) {
+		return nil, fmt.Errorf("%w: a sender key names a %d-byte group and carries 1 to %d bytes", ErrMalformed, GroupIDSize, MaxDistribution)
+	}
+	if r := c.GetSenderKeyRequest(); r != nil && len(r.GetGroupId()) != GroupIDSize {
+		return nil, fmt.Errorf("%w: a sender key request names a %d-byte group", ErrMalformed, GroupIDSize)
+	}
 	if r := c.GetReceipt(); r != nil {
 		if len(r.GetMessageIds()) == 0 || len(r.GetMessageIds()) > MaxReceiptIDs {
 			return nil, fmt.Errorf("%w: a receipt names 1 to %d messages", ErrMalformed, MaxReceiptIDs)
@@ -57,6 +66,13 @@ const MaxThumbnail = 64 << 10
 
 // MaxReceiptIDs bounds the messages one receipt names.
 const MaxReceiptIDs = 256
+
+// GroupIDSize is the size of a group id; MaxDistribution bounds a sender
+// key distribution message.
+const (
+	GroupIDSize     = 16
+	MaxDistribution = 1024
+)
 
 // ErrTextTooLong: a text over MaxText bytes (send it as a file instead).
 var ErrTextTooLong = fmt.Errorf("content: text longer than %d KiB", MaxText>>10)
@@ -101,5 +117,31 @@ func timestamp(at time.Time) uint64 {
 // EncodeTyping encodes a typing indicator.
 func EncodeTyping(started bool) []byte {
 	b, _ := proto.Marshal(&Content{Body: &Content_Typing{Typing: &Typing{Started: started}}})
+	return b
+}
+
+// InGroup returns the encoded content b with its group set to group: what
+// a group member encrypts, so that the group is inside the ciphertext.
+func InGroup(b []byte, group [GroupIDSize]byte) ([]byte, error) {
+	var c Content
+	if err := proto.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	c.GroupId = group[:]
+	return proto.Marshal(&c)
+}
+
+// EncodeSenderKey encodes a sender key distribution message for a group
+// (sent 1:1 to each member device).
+func EncodeSenderKey(group [GroupIDSize]byte, distribution []byte) ([]byte, error) {
+	if len(distribution) == 0 || len(distribution) > MaxDistribution {
+		return nil, fmt.Errorf("%w: a sender key distribution is 1 to %d bytes", ErrMalformed, MaxDistribution)
+	}
+	return proto.Marshal(&Content{Body: &Content_SenderKey{SenderKey: &SenderKeyDistribution{GroupId: group[:], Distribution: distribution}}})
+}
+
+// EncodeSenderKeyRequest asks a member for its sender key for a group.
+func EncodeSenderKeyRequest(group [GroupIDSize]byte) []byte {
+	b, _ := proto.Marshal(&Content{Body: &Content_SenderKeyRequest{SenderKeyRequest: &SenderKeyRequest{GroupId: group[:]}}})
 	return b
 }

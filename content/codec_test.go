@@ -101,10 +101,24 @@ func FuzzDecode(f *testing.F) {
 	f.Add(EncodeTyping(false))
 	r, _ := EncodeReadReceipt([][]byte{make([]byte, 16)})
 	f.Add(r)
+	sk, _ := EncodeSenderKey([16]byte{1}, []byte{0x33, 1, 2})
+	f.Add(sk)
+	f.Add(EncodeSenderKeyRequest([16]byte{2}))
+	g, _ := InGroup(b, [16]byte{3})
+	f.Add(g)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b)
 		if err != nil {
 			return
+		}
+		if g := c.GetGroupId(); g != nil && len(g) != GroupIDSize {
+			t.Fatal("a bad group id accepted")
+		}
+		if sk := c.GetSenderKey(); sk != nil && (len(sk.GetGroupId()) != GroupIDSize || len(sk.GetDistribution()) == 0 || len(sk.GetDistribution()) > MaxDistribution) {
+			t.Fatal("a bad sender key accepted")
+		}
+		if r := c.GetSenderKeyRequest(); r != nil && len(r.GetGroupId()) != GroupIDSize {
+			t.Fatal("a bad sender key request accepted")
 		}
 		if len(c.GetText().GetBody()) > MaxText {
 			t.Fatal("oversized text accepted")
@@ -115,4 +129,42 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Group fields: a 16-byte group id, a sender key of 1 to MaxDistribution
+// bytes for a 16-byte group; anything else is malformed.
+func TestGroupFields(t *testing.T) {
+	b, _ := EncodeText("hi", time.UnixMilli(1))
+	g, err := InGroup(b, [16]byte{9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Decode(g); err != nil || !bytes.Equal(c.GetGroupId(), append([]byte{9}, make([]byte, 15)...)) || c.GetText().GetBody() != "hi" {
+		t.Fatalf("in a group: %v, %v", c, err)
+	}
+	sk, err := EncodeSenderKey([16]byte{1}, []byte{0x33})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Decode(sk); err != nil || len(c.GetSenderKey().GetGroupId()) != 16 {
+		t.Fatalf("sender key: %v, %v", c, err)
+	}
+	if _, err := EncodeSenderKey([16]byte{1}, make([]byte, MaxDistribution+1)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an oversized sender key: %v", err)
+	}
+	if c, err := Decode(EncodeSenderKeyRequest([16]byte{2})); err != nil || len(c.GetSenderKeyRequest().GetGroupId()) != 16 {
+		t.Fatalf("sender key request: %v, %v", c, err)
+	}
+	bad := map[string]*Content{
+		"short group":             {Body: &Content_Text{Text: &Text{Body: "x"}}, GroupId: make([]byte, 15)},
+		"sender key, short group": {Body: &Content_SenderKey{SenderKey: &SenderKeyDistribution{GroupId: make([]byte, 15), Distribution: []byte{1}}}},
+		"sender key, empty":       {Body: &Content_SenderKey{SenderKey: &SenderKeyDistribution{GroupId: make([]byte, 16)}}},
+		"sender key, too long":    {Body: &Content_SenderKey{SenderKey: &SenderKeyDistribution{GroupId: make([]byte, 16), Distribution: make([]byte, MaxDistribution+1)}}},
+		"request, long group":     {Body: &Content_SenderKeyRequest{SenderKeyRequest: &SenderKeyRequest{GroupId: make([]byte, 17)}}},
+	}
+	for name, c := range bad {
+		if _, err := Decode(mustMarshal(t, c)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Decode = %v, want ErrMalformed", name, err)
+		}
+	}
 }

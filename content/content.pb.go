@@ -83,7 +83,13 @@ type Content struct {
 	//	*Content_Sent
 	//	*Content_Attachment
 	//	*Content_Receipt
+	//	*Content_SenderKey
+	//	*Content_SenderKeyRequest
 	Body isContent_Body `protobuf_oneof:"body"`
+	// The group a message belongs to (16 bytes), inside the ciphertext: a
+	// client refuses a group message whose envelope names another group, so
+	// the server cannot move messages between groups.
+	GroupId []byte `protobuf:"bytes,14,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// When the sender wrote the message (Unix ms): what both ends show as
 	// its time. 0 (older clients): the server's time is shown instead.
 	TimestampMs   uint64 `protobuf:"varint,15,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
@@ -173,6 +179,31 @@ func (x *Content) GetReceipt() *Receipt {
 	return nil
 }
 
+func (x *Content) GetSenderKey() *SenderKeyDistribution {
+	if x != nil {
+		if x, ok := x.Body.(*Content_SenderKey); ok {
+			return x.SenderKey
+		}
+	}
+	return nil
+}
+
+func (x *Content) GetSenderKeyRequest() *SenderKeyRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Content_SenderKeyRequest); ok {
+			return x.SenderKeyRequest
+		}
+	}
+	return nil
+}
+
+func (x *Content) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
 func (x *Content) GetTimestampMs() uint64 {
 	if x != nil {
 		return x.TimestampMs
@@ -206,6 +237,18 @@ type Content_Receipt struct {
 	Receipt *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3,oneof"`
 }
 
+type Content_SenderKey struct {
+	// This device's sender key for a group (sent 1:1, end to end, to each
+	// member device before the first group message that uses it).
+	SenderKey *SenderKeyDistribution `protobuf:"bytes,6,opt,name=sender_key,json=senderKey,proto3,oneof"`
+}
+
+type Content_SenderKeyRequest struct {
+	// Asks a group member for its sender key again: this device got a
+	// message on a chain it was never given (a device added since).
+	SenderKeyRequest *SenderKeyRequest `protobuf:"bytes,7,opt,name=sender_key_request,json=senderKeyRequest,proto3,oneof"`
+}
+
 func (*Content_Text) isContent_Body() {}
 
 func (*Content_Typing) isContent_Body() {}
@@ -215,6 +258,10 @@ func (*Content_Sent) isContent_Body() {}
 func (*Content_Attachment) isContent_Body() {}
 
 func (*Content_Receipt) isContent_Body() {}
+
+func (*Content_SenderKey) isContent_Body() {}
+
+func (*Content_SenderKeyRequest) isContent_Body() {}
 
 // Receipt tells the sender that messages were read. Delivery needs no
 // receipt of this kind: the server reports it when a device acknowledges.
@@ -578,11 +625,110 @@ func (x *Typing) GetStarted() bool {
 	return false
 }
 
+// SenderKeyDistribution carries a libsignal SenderKeyDistributionMessage
+// (0x33 ‖ protobuf) for one group.
+type SenderKeyDistribution struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       []byte                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Distribution  []byte                 `protobuf:"bytes,2,opt,name=distribution,proto3" json:"distribution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SenderKeyDistribution) Reset() {
+	*x = SenderKeyDistribution{}
+	mi := &file_content_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SenderKeyDistribution) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SenderKeyDistribution) ProtoMessage() {}
+
+func (x *SenderKeyDistribution) ProtoReflect() protoreflect.Message {
+	mi := &file_content_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SenderKeyDistribution.ProtoReflect.Descriptor instead.
+func (*SenderKeyDistribution) Descriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SenderKeyDistribution) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
+func (x *SenderKeyDistribution) GetDistribution() []byte {
+	if x != nil {
+		return x.Distribution
+	}
+	return nil
+}
+
+// SenderKeyRequest asks for the sender's current sender key for a group.
+type SenderKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       []byte                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SenderKeyRequest) Reset() {
+	*x = SenderKeyRequest{}
+	mi := &file_content_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SenderKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SenderKeyRequest) ProtoMessage() {}
+
+func (x *SenderKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_content_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SenderKeyRequest.ProtoReflect.Descriptor instead.
+func (*SenderKeyRequest) Descriptor() ([]byte, []int) {
+	return file_content_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SenderKeyRequest) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
 var File_content_proto protoreflect.FileDescriptor
 
 const file_content_proto_rawDesc = "" +
 	"\n" +
-	"\rcontent.proto\x12\x11magpie.content.v1\"\xca\x02\n" +
+	"\rcontent.proto\x12\x11magpie.content.v1\"\x85\x04\n" +
 	"\aContent\x12-\n" +
 	"\x04text\x18\x01 \x01(\v2\x17.magpie.content.v1.TextH\x00R\x04text\x123\n" +
 	"\x06typing\x18\x02 \x01(\v2\x19.magpie.content.v1.TypingH\x00R\x06typing\x127\n" +
@@ -590,7 +736,11 @@ const file_content_proto_rawDesc = "" +
 	"\n" +
 	"attachment\x18\x04 \x01(\v2\x1d.magpie.content.v1.AttachmentH\x00R\n" +
 	"attachment\x126\n" +
-	"\areceipt\x18\x05 \x01(\v2\x1a.magpie.content.v1.ReceiptH\x00R\areceipt\x12!\n" +
+	"\areceipt\x18\x05 \x01(\v2\x1a.magpie.content.v1.ReceiptH\x00R\areceipt\x12I\n" +
+	"\n" +
+	"sender_key\x18\x06 \x01(\v2(.magpie.content.v1.SenderKeyDistributionH\x00R\tsenderKey\x12S\n" +
+	"\x12sender_key_request\x18\a \x01(\v2#.magpie.content.v1.SenderKeyRequestH\x00R\x10senderKeyRequest\x12\x19\n" +
+	"\bgroup_id\x18\x0e \x01(\fR\agroupId\x12!\n" +
 	"\ftimestamp_ms\x18\x0f \x01(\x04R\vtimestampMsB\x06\n" +
 	"\x04body\"\x8c\x01\n" +
 	"\aReceipt\x123\n" +
@@ -628,7 +778,12 @@ const file_content_proto_rawDesc = "" +
 	"\x04Text\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\"\"\n" +
 	"\x06Typing\x12\x18\n" +
-	"\astarted\x18\x01 \x01(\bR\astartedB%Z#github.com/magpie-im/magpie/contentb\x06proto3"
+	"\astarted\x18\x01 \x01(\bR\astarted\"V\n" +
+	"\x15SenderKeyDistribution\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\fR\agroupId\x12\"\n" +
+	"\fdistribution\x18\x02 \x01(\fR\fdistribution\"-\n" +
+	"\x10SenderKeyRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\fR\agroupIdB%Z#github.com/magpie-im/magpie/contentb\x06proto3"
 
 var (
 	file_content_proto_rawDescOnce sync.Once
@@ -643,30 +798,34 @@ func file_content_proto_rawDescGZIP() []byte {
 }
 
 var file_content_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_content_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_content_proto_goTypes = []any{
-	(Receipt_Kind)(0),      // 0: magpie.content.v1.Receipt.Kind
-	(*Content)(nil),        // 1: magpie.content.v1.Content
-	(*Receipt)(nil),        // 2: magpie.content.v1.Receipt
-	(*Attachment)(nil),     // 3: magpie.content.v1.Attachment
-	(*SentTranscript)(nil), // 4: magpie.content.v1.SentTranscript
-	(*Text)(nil),           // 5: magpie.content.v1.Text
-	(*Typing)(nil),         // 6: magpie.content.v1.Typing
+	(Receipt_Kind)(0),             // 0: magpie.content.v1.Receipt.Kind
+	(*Content)(nil),               // 1: magpie.content.v1.Content
+	(*Receipt)(nil),               // 2: magpie.content.v1.Receipt
+	(*Attachment)(nil),            // 3: magpie.content.v1.Attachment
+	(*SentTranscript)(nil),        // 4: magpie.content.v1.SentTranscript
+	(*Text)(nil),                  // 5: magpie.content.v1.Text
+	(*Typing)(nil),                // 6: magpie.content.v1.Typing
+	(*SenderKeyDistribution)(nil), // 7: magpie.content.v1.SenderKeyDistribution
+	(*SenderKeyRequest)(nil),      // 8: magpie.content.v1.SenderKeyRequest
 }
 var file_content_proto_depIdxs = []int32{
-	5, // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
-	6, // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
-	4, // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
-	3, // 3: magpie.content.v1.Content.attachment:type_name -> magpie.content.v1.Attachment
-	2, // 4: magpie.content.v1.Content.receipt:type_name -> magpie.content.v1.Receipt
-	0, // 5: magpie.content.v1.Receipt.kind:type_name -> magpie.content.v1.Receipt.Kind
-	5, // 6: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
-	3, // 7: magpie.content.v1.SentTranscript.attachment:type_name -> magpie.content.v1.Attachment
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5,  // 0: magpie.content.v1.Content.text:type_name -> magpie.content.v1.Text
+	6,  // 1: magpie.content.v1.Content.typing:type_name -> magpie.content.v1.Typing
+	4,  // 2: magpie.content.v1.Content.sent:type_name -> magpie.content.v1.SentTranscript
+	3,  // 3: magpie.content.v1.Content.attachment:type_name -> magpie.content.v1.Attachment
+	2,  // 4: magpie.content.v1.Content.receipt:type_name -> magpie.content.v1.Receipt
+	7,  // 5: magpie.content.v1.Content.sender_key:type_name -> magpie.content.v1.SenderKeyDistribution
+	8,  // 6: magpie.content.v1.Content.sender_key_request:type_name -> magpie.content.v1.SenderKeyRequest
+	0,  // 7: magpie.content.v1.Receipt.kind:type_name -> magpie.content.v1.Receipt.Kind
+	5,  // 8: magpie.content.v1.SentTranscript.text:type_name -> magpie.content.v1.Text
+	3,  // 9: magpie.content.v1.SentTranscript.attachment:type_name -> magpie.content.v1.Attachment
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_content_proto_init() }
@@ -680,6 +839,8 @@ func file_content_proto_init() {
 		(*Content_Sent)(nil),
 		(*Content_Attachment)(nil),
 		(*Content_Receipt)(nil),
+		(*Content_SenderKey)(nil),
+		(*Content_SenderKeyRequest)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -687,7 +848,7 @@ func file_content_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_content_proto_rawDesc), len(file_content_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

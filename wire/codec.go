@@ -41,6 +41,14 @@ const (
 	MaxEcho = 64 << 10
 	// MaxChunk bounds an upload chunk or a download read.
 	MaxChunk = 256 << 10
+	// GroupIDSize is the size of a group id.
+	GroupIDSize = 16
+	// MaxGroupChange bounds one signed group change (a group of 1,024
+	// members is created in one, with each member's name and key).
+	MaxGroupChange = 256 << 10
+	// LinkProofSize is the size of a group link proof (an XEdDSA
+	// signature).
+	LinkProofSize = 64
 	// BlobIDSize is the size of attachment blob ids.
 	BlobIDSize = 16
 )
@@ -162,6 +170,32 @@ func (r *Request) validate() error {
 		d := body.Download
 		if len(d.GetBlobId()) != BlobIDSize || d.GetLength() == 0 || d.GetLength() > MaxChunk {
 			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a download needs a %d-byte blob id and 1 to %d bytes", BlobIDSize, MaxChunk)
+		}
+	case *Request_GroupChange:
+		g := body.GroupChange
+		if len(g.GetGroupId()) != GroupIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "group id must be %d bytes, got %d", GroupIDSize, len(g.GetGroupId()))
+		}
+		if n := len(g.GetSignedChange()); n == 0 || n > MaxGroupChange {
+			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "a group change of %d bytes (1 to %d allowed)", n, MaxGroupChange)
+		}
+	case *Request_GroupLog:
+		if len(body.GroupLog.GetGroupId()) != GroupIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "group id must be %d bytes, got %d", GroupIDSize, len(body.GroupLog.GetGroupId()))
+		}
+		if n := len(body.GroupLog.GetLinkProof()); n != 0 && n != LinkProofSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a link proof is %d bytes, got %d", LinkProofSize, n)
+		}
+	case *Request_GroupSend:
+		g := body.GroupSend
+		if len(g.GetGroupId()) != GroupIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "group id must be %d bytes, got %d", GroupIDSize, len(g.GetGroupId()))
+		}
+		if len(g.GetClientMessageId()) != ClientIDSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "client_message_id must be %d bytes, got %d", ClientIDSize, len(g.GetClientMessageId()))
+		}
+		if n := len(g.GetPayload()); n == 0 || n > MaxPayload {
+			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "payload of %d bytes (1 to %d allowed)", n, MaxPayload)
 		}
 	default:
 		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")

@@ -82,6 +82,10 @@ func FuzzDecodeClientFrame(f *testing.F) {
 	f.Add(mustMarshal(f, &ClientFrame{Body: &ClientFrame_Ack{Ack: &Ack{Seqs: []uint64{1, 2, 3}}}}))
 	f.Add(mustMarshal(f, &ClientFrame{Body: &ClientFrame_Request{Request: &Request{Id: 3, Body: &Request_Register{Register: &RegisterRequest{Username: "alice"}}}}}))
 	f.Add([]byte{0x0a, 0x80})
+	f.Add(mustMarshal(f, &ClientFrame{Body: &ClientFrame_Request{Request: &Request{Id: 4, Body: &Request_GroupSend{GroupSend: &GroupSendRequest{
+		GroupId: make([]byte, GroupIDSize), ClientMessageId: cid, Payload: []byte("x")}}}}}))
+	f.Add(mustMarshal(f, &ClientFrame{Body: &ClientFrame_Request{Request: &Request{Id: 5, Body: &Request_GroupChange{GroupChange: &GroupChangeRequest{
+		GroupId: make([]byte, GroupIDSize), SignedChange: []byte("change")}}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		frame, err := DecodeClientFrame(b)
 		if err != nil {
@@ -109,4 +113,38 @@ func FuzzDecodeServerFrame(f *testing.F) {
 			t.Fatalf("re-decode: %v", err)
 		}
 	})
+}
+
+// The group requests' field rules: ids of the right size, payloads and
+// changes within their bounds.
+func TestGroupRequestRules(t *testing.T) {
+	id16, cid := make([]byte, GroupIDSize), make([]byte, ClientIDSize)
+	frame := func(r *Request) []byte {
+		return mustMarshal(t, &ClientFrame{Body: &ClientFrame_Request{Request: r}})
+	}
+	for name, tc := range map[string]struct {
+		frame []byte
+		code  ErrorCode // 0: valid
+	}{
+		"change ok":        {frame(&Request{Body: &Request_GroupChange{GroupChange: &GroupChangeRequest{GroupId: id16, SignedChange: []byte{1}}}}), 0},
+		"change short id":  {frame(&Request{Body: &Request_GroupChange{GroupChange: &GroupChangeRequest{GroupId: id16[:15], SignedChange: []byte{1}}}}), ErrorCode_ERROR_CODE_BAD_REQUEST},
+		"change empty":     {frame(&Request{Body: &Request_GroupChange{GroupChange: &GroupChangeRequest{GroupId: id16}}}), ErrorCode_ERROR_CODE_TOO_LARGE},
+		"change too big":   {frame(&Request{Body: &Request_GroupChange{GroupChange: &GroupChangeRequest{GroupId: id16, SignedChange: make([]byte, MaxGroupChange+1)}}}), ErrorCode_ERROR_CODE_TOO_LARGE},
+		"log ok":           {frame(&Request{Body: &Request_GroupLog{GroupLog: &GroupLogRequest{GroupId: id16}}}), 0},
+		"log no id":        {frame(&Request{Body: &Request_GroupLog{GroupLog: &GroupLogRequest{}}}), ErrorCode_ERROR_CODE_BAD_REQUEST},
+		"send ok":          {frame(&Request{Body: &Request_GroupSend{GroupSend: &GroupSendRequest{GroupId: id16, ClientMessageId: cid, Payload: []byte{1}}}}), 0},
+		"send no msg id":   {frame(&Request{Body: &Request_GroupSend{GroupSend: &GroupSendRequest{GroupId: id16, Payload: []byte{1}}}}), ErrorCode_ERROR_CODE_BAD_REQUEST},
+		"send no group id": {frame(&Request{Body: &Request_GroupSend{GroupSend: &GroupSendRequest{ClientMessageId: cid, Payload: []byte{1}}}}), ErrorCode_ERROR_CODE_BAD_REQUEST},
+		"send empty":       {frame(&Request{Body: &Request_GroupSend{GroupSend: &GroupSendRequest{GroupId: id16, ClientMessageId: cid}}}), ErrorCode_ERROR_CODE_TOO_LARGE},
+		"send too big":     {frame(&Request{Body: &Request_GroupSend{GroupSend: &GroupSendRequest{GroupId: id16, ClientMessageId: cid, Payload: make([]byte, MaxPayload+1)}}}), ErrorCode_ERROR_CODE_TOO_LARGE},
+	} {
+		_, err := DecodeClientFrame(tc.frame)
+		var re *RequestError
+		switch {
+		case tc.code == 0 && err != nil:
+			t.Errorf("%s: %v, want valid", name, err)
+		case tc.code != 0 && (!errors.As(err, &re) || re.Code != tc.code):
+			t.Errorf("%s: %v, want RequestError code %v", name, err, tc.code)
+		}
+	}
 }

@@ -127,6 +127,15 @@ const (
 	ErrorCode_ERROR_CODE_DIGEST ErrorCode = 17
 	// No such blob (or not complete, or expired).
 	ErrorCode_ERROR_CODE_NOT_FOUND ErrorCode = 18
+	// The group does not exist, or the device's user is not a member: one
+	// answer for both, so that a non-member learns nothing.
+	ErrorCode_ERROR_CODE_NOT_MEMBER ErrorCode = 19
+	// A group change that does not extend the log's head (another change
+	// came first): fetch the log and propose it again if it still applies.
+	ErrorCode_ERROR_CODE_CONFLICT ErrorCode = 20
+	// A group change the group's rules refuse (the author's role, a bad
+	// signature), or a group send while only admins may send.
+	ErrorCode_ERROR_CODE_FORBIDDEN ErrorCode = 21
 )
 
 // Enum value maps for ErrorCode.
@@ -151,6 +160,9 @@ var (
 		16: "ERROR_CODE_OFFSET",
 		17: "ERROR_CODE_DIGEST",
 		18: "ERROR_CODE_NOT_FOUND",
+		19: "ERROR_CODE_NOT_MEMBER",
+		20: "ERROR_CODE_CONFLICT",
+		21: "ERROR_CODE_FORBIDDEN",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":         0,
@@ -172,6 +184,9 @@ var (
 		"ERROR_CODE_OFFSET":              16,
 		"ERROR_CODE_DIGEST":              17,
 		"ERROR_CODE_NOT_FOUND":           18,
+		"ERROR_CODE_NOT_MEMBER":          19,
+		"ERROR_CODE_CONFLICT":            20,
+		"ERROR_CODE_FORBIDDEN":           21,
 	}
 )
 
@@ -200,6 +215,52 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{1}
+}
+
+type EnvelopeKind int32
+
+const (
+	EnvelopeKind_ENVELOPE_KIND_MESSAGE      EnvelopeKind = 0
+	EnvelopeKind_ENVELOPE_KIND_GROUP_CHANGE EnvelopeKind = 1
+)
+
+// Enum value maps for EnvelopeKind.
+var (
+	EnvelopeKind_name = map[int32]string{
+		0: "ENVELOPE_KIND_MESSAGE",
+		1: "ENVELOPE_KIND_GROUP_CHANGE",
+	}
+	EnvelopeKind_value = map[string]int32{
+		"ENVELOPE_KIND_MESSAGE":      0,
+		"ENVELOPE_KIND_GROUP_CHANGE": 1,
+	}
+)
+
+func (x EnvelopeKind) Enum() *EnvelopeKind {
+	p := new(EnvelopeKind)
+	*p = x
+	return p
+}
+
+func (x EnvelopeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EnvelopeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[2].Descriptor()
+}
+
+func (EnvelopeKind) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[2]
+}
+
+func (x EnvelopeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EnvelopeKind.Descriptor instead.
+func (EnvelopeKind) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{2}
 }
 
 // ClientHello is the client's payload in the first handshake message.
@@ -583,6 +644,9 @@ type Request struct {
 	//	*Request_GetEndpoints
 	//	*Request_Upload
 	//	*Request_Download
+	//	*Request_GroupChange
+	//	*Request_GroupLog
+	//	*Request_GroupSend
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -713,6 +777,33 @@ func (x *Request) GetDownload() *DownloadRequest {
 	return nil
 }
 
+func (x *Request) GetGroupChange() *GroupChangeRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GroupChange); ok {
+			return x.GroupChange
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetGroupLog() *GroupLogRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GroupLog); ok {
+			return x.GroupLog
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetGroupSend() *GroupSendRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GroupSend); ok {
+			return x.GroupSend
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -753,6 +844,18 @@ type Request_Download struct {
 	Download *DownloadRequest `protobuf:"bytes,18,opt,name=download,proto3,oneof"`
 }
 
+type Request_GroupChange struct {
+	GroupChange *GroupChangeRequest `protobuf:"bytes,19,opt,name=group_change,json=groupChange,proto3,oneof"`
+}
+
+type Request_GroupLog struct {
+	GroupLog *GroupLogRequest `protobuf:"bytes,20,opt,name=group_log,json=groupLog,proto3,oneof"`
+}
+
+type Request_GroupSend struct {
+	GroupSend *GroupSendRequest `protobuf:"bytes,21,opt,name=group_send,json=groupSend,proto3,oneof"`
+}
+
 func (*Request_Register) isRequest_Body() {}
 
 func (*Request_Lookup) isRequest_Body() {}
@@ -771,6 +874,12 @@ func (*Request_Upload) isRequest_Body() {}
 
 func (*Request_Download) isRequest_Body() {}
 
+func (*Request_GroupChange) isRequest_Body() {}
+
+func (*Request_GroupLog) isRequest_Body() {}
+
+func (*Request_GroupSend) isRequest_Body() {}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -787,6 +896,9 @@ type Response struct {
 	//	*Response_GetEndpoints
 	//	*Response_Upload
 	//	*Response_Download
+	//	*Response_GroupChange
+	//	*Response_GroupLog
+	//	*Response_GroupSend
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -924,6 +1036,33 @@ func (x *Response) GetDownload() *DownloadResponse {
 	return nil
 }
 
+func (x *Response) GetGroupChange() *GroupChangeResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_GroupChange); ok {
+			return x.GroupChange
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetGroupLog() *GroupLogResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_GroupLog); ok {
+			return x.GroupLog
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetGroupSend() *SendResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_GroupSend); ok {
+			return x.GroupSend
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -964,6 +1103,18 @@ type Response_Download struct {
 	Download *DownloadResponse `protobuf:"bytes,18,opt,name=download,proto3,oneof"`
 }
 
+type Response_GroupChange struct {
+	GroupChange *GroupChangeResponse `protobuf:"bytes,19,opt,name=group_change,json=groupChange,proto3,oneof"`
+}
+
+type Response_GroupLog struct {
+	GroupLog *GroupLogResponse `protobuf:"bytes,20,opt,name=group_log,json=groupLog,proto3,oneof"`
+}
+
+type Response_GroupSend struct {
+	GroupSend *SendResponse `protobuf:"bytes,21,opt,name=group_send,json=groupSend,proto3,oneof"`
+}
+
 func (*Response_Register) isResponse_Body() {}
 
 func (*Response_Lookup) isResponse_Body() {}
@@ -981,6 +1132,12 @@ func (*Response_GetEndpoints) isResponse_Body() {}
 func (*Response_Upload) isResponse_Body() {}
 
 func (*Response_Download) isResponse_Body() {}
+
+func (*Response_GroupChange) isResponse_Body() {}
+
+func (*Response_GroupLog) isResponse_Body() {}
+
+func (*Response_GroupSend) isResponse_Body() {}
 
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2956,8 +3113,13 @@ type Envelope struct {
 	Payload         []byte         `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	ServerTimeMs    int64          `protobuf:"varint,5,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
 	Ephemeral       bool           `protobuf:"varint,6,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A group message or change: the group's 16-byte id.
+	GroupId []byte `protobuf:"bytes,7,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// What the envelope holds: a message (the default), or a change to the
+	// group's log (payload: the signed change; sender: its author's device).
+	Kind          EnvelopeKind `protobuf:"varint,8,opt,name=kind,proto3,enum=magpie.wire.v1.EnvelopeKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -3032,6 +3194,307 @@ func (x *Envelope) GetEphemeral() bool {
 	return false
 }
 
+func (x *Envelope) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
+func (x *Envelope) GetKind() EnvelopeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EnvelopeKind_ENVELOPE_KIND_MESSAGE
+}
+
+// GroupChangeRequest appends a change to a group's log (a group.SignedChange,
+// package group). The server verifies it against the group's state, appends
+// it, and queues it for every member before and after it; seq 0 creates
+// the group.
+type GroupChangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       []byte                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	SignedChange  []byte                 `protobuf:"bytes,2,opt,name=signed_change,json=signedChange,proto3" json:"signed_change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupChangeRequest) Reset() {
+	*x = GroupChangeRequest{}
+	mi := &file_wire_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupChangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupChangeRequest) ProtoMessage() {}
+
+func (x *GroupChangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupChangeRequest.ProtoReflect.Descriptor instead.
+func (*GroupChangeRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GroupChangeRequest) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
+func (x *GroupChangeRequest) GetSignedChange() []byte {
+	if x != nil {
+		return x.SignedChange
+	}
+	return nil
+}
+
+type GroupChangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // the change's position in the log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupChangeResponse) Reset() {
+	*x = GroupChangeResponse{}
+	mi := &file_wire_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupChangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupChangeResponse) ProtoMessage() {}
+
+func (x *GroupChangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupChangeResponse.ProtoReflect.Descriptor instead.
+func (*GroupChangeResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GroupChangeResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// GroupLogRequest reads a group's log from from_seq on: members and those
+// asking to join only, or someone holding the group's join link, who
+// proves it with link_proof (package group: LinkSecret.LogProof, a
+// signature by the link's key over the group and the requesting user).
+type GroupLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       []byte                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	FromSeq       uint64                 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	LinkProof     []byte                 `protobuf:"bytes,3,opt,name=link_proof,json=linkProof,proto3" json:"link_proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLogRequest) Reset() {
+	*x = GroupLogRequest{}
+	mi := &file_wire_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLogRequest) ProtoMessage() {}
+
+func (x *GroupLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLogRequest.ProtoReflect.Descriptor instead.
+func (*GroupLogRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GroupLogRequest) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
+func (x *GroupLogRequest) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *GroupLogRequest) GetLinkProof() []byte {
+	if x != nil {
+		return x.LinkProof
+	}
+	return nil
+}
+
+type GroupLogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       [][]byte               `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"` // in order, from from_seq
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`      // ask again from the next seq
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLogResponse) Reset() {
+	*x = GroupLogResponse{}
+	mi := &file_wire_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLogResponse) ProtoMessage() {}
+
+func (x *GroupLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLogResponse.ProtoReflect.Descriptor instead.
+func (*GroupLogResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GroupLogResponse) GetChanges() [][]byte {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *GroupLogResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// GroupSendRequest sends one ciphertext to every member device of a group:
+// the server stores it once and queues it for each (the response is a
+// SendResponse).
+type GroupSendRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	GroupId         []byte                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	ClientMessageId []byte                 `protobuf:"bytes,2,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	Payload         []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`      // the sender's ciphertext (a Sender Key message)
+	Ephemeral       bool                   `protobuf:"varint,4,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"` // typing: to members connected now, never stored
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GroupSendRequest) Reset() {
+	*x = GroupSendRequest{}
+	mi := &file_wire_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupSendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupSendRequest) ProtoMessage() {}
+
+func (x *GroupSendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupSendRequest.ProtoReflect.Descriptor instead.
+func (*GroupSendRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GroupSendRequest) GetGroupId() []byte {
+	if x != nil {
+		return x.GroupId
+	}
+	return nil
+}
+
+func (x *GroupSendRequest) GetClientMessageId() []byte {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return nil
+}
+
+func (x *GroupSendRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *GroupSendRequest) GetEphemeral() bool {
+	if x != nil {
+		return x.Ephemeral
+	}
+	return false
+}
+
 // Receipt says a message this device sent reached a recipient device.
 type Receipt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3046,7 +3509,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3521,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3534,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{39}
+	return file_wire_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -3110,7 +3573,7 @@ type QueueDrained struct {
 
 func (x *QueueDrained) Reset() {
 	*x = QueueDrained{}
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3585,7 @@ func (x *QueueDrained) String() string {
 func (*QueueDrained) ProtoMessage() {}
 
 func (x *QueueDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3598,7 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{40}
+	return file_wire_proto_rawDescGZIP(), []int{45}
 }
 
 var File_wire_proto protoreflect.FileDescriptor
@@ -3168,7 +3631,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vServerFrame\x126\n" +
 	"\bresponse\x18\x01 \x01(\v2\x18.magpie.wire.v1.ResponseH\x00R\bresponse\x12*\n" +
 	"\x04push\x18\x02 \x01(\v2\x14.magpie.wire.v1.PushH\x00R\x04pushB\x06\n" +
-	"\x04body\"\xc6\x04\n" +
+	"\x04body\"\x92\x06\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
 	"\bregister\x18\n" +
@@ -3181,8 +3644,12 @@ const file_wire_proto_rawDesc = "" +
 	"getBundles\x12J\n" +
 	"\rget_endpoints\x18\x10 \x01(\v2#.magpie.wire.v1.GetEndpointsRequestH\x00R\fgetEndpoints\x127\n" +
 	"\x06upload\x18\x11 \x01(\v2\x1d.magpie.wire.v1.UploadRequestH\x00R\x06upload\x12=\n" +
-	"\bdownload\x18\x12 \x01(\v2\x1f.magpie.wire.v1.DownloadRequestH\x00R\bdownloadB\x06\n" +
-	"\x04body\"\xfd\x04\n" +
+	"\bdownload\x18\x12 \x01(\v2\x1f.magpie.wire.v1.DownloadRequestH\x00R\bdownload\x12G\n" +
+	"\fgroup_change\x18\x13 \x01(\v2\".magpie.wire.v1.GroupChangeRequestH\x00R\vgroupChange\x12>\n" +
+	"\tgroup_log\x18\x14 \x01(\v2\x1f.magpie.wire.v1.GroupLogRequestH\x00R\bgroupLog\x12A\n" +
+	"\n" +
+	"group_send\x18\x15 \x01(\v2 .magpie.wire.v1.GroupSendRequestH\x00R\tgroupSendB\x06\n" +
+	"\x04body\"\xc7\x06\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x12>\n" +
@@ -3196,7 +3663,11 @@ const file_wire_proto_rawDesc = "" +
 	"getBundles\x12K\n" +
 	"\rget_endpoints\x18\x10 \x01(\v2$.magpie.wire.v1.GetEndpointsResponseH\x00R\fgetEndpoints\x128\n" +
 	"\x06upload\x18\x11 \x01(\v2\x1e.magpie.wire.v1.UploadResponseH\x00R\x06upload\x12>\n" +
-	"\bdownload\x18\x12 \x01(\v2 .magpie.wire.v1.DownloadResponseH\x00R\bdownloadB\x06\n" +
+	"\bdownload\x18\x12 \x01(\v2 .magpie.wire.v1.DownloadResponseH\x00R\bdownload\x12H\n" +
+	"\fgroup_change\x18\x13 \x01(\v2#.magpie.wire.v1.GroupChangeResponseH\x00R\vgroupChange\x12?\n" +
+	"\tgroup_log\x18\x14 \x01(\v2 .magpie.wire.v1.GroupLogResponseH\x00R\bgroupLog\x12=\n" +
+	"\n" +
+	"group_send\x18\x15 \x01(\v2\x1c.magpie.wire.v1.SendResponseH\x00R\tgroupSendB\x06\n" +
 	"\x04body\"\xb5\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.magpie.wire.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -3330,14 +3801,34 @@ const file_wire_proto_rawDesc = "" +
 	"\areceipt\x18\x02 \x01(\v2\x17.magpie.wire.v1.ReceiptH\x00R\areceipt\x12C\n" +
 	"\rqueue_drained\x18\x03 \x01(\v2\x1c.magpie.wire.v1.QueueDrainedH\x00R\fqueueDrained\x126\n" +
 	"\bkeys_low\x18\x04 \x01(\v2\x19.magpie.wire.v1.KeyCountsH\x00R\akeysLowB\x06\n" +
-	"\x04body\"\xdd\x01\n" +
+	"\x04body\"\xaa\x02\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x125\n" +
 	"\x06sender\x18\x02 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\x06sender\x12*\n" +
 	"\x11client_message_id\x18\x03 \x01(\fR\x0fclientMessageId\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12$\n" +
 	"\x0eserver_time_ms\x18\x05 \x01(\x03R\fserverTimeMs\x12\x1c\n" +
-	"\tephemeral\x18\x06 \x01(\bR\tephemeral\"\xa7\x01\n" +
+	"\tephemeral\x18\x06 \x01(\bR\tephemeral\x12\x19\n" +
+	"\bgroup_id\x18\a \x01(\fR\agroupId\x120\n" +
+	"\x04kind\x18\b \x01(\x0e2\x1c.magpie.wire.v1.EnvelopeKindR\x04kind\"T\n" +
+	"\x12GroupChangeRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\fR\agroupId\x12#\n" +
+	"\rsigned_change\x18\x02 \x01(\fR\fsignedChange\"'\n" +
+	"\x13GroupChangeResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"f\n" +
+	"\x0fGroupLogRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\fR\agroupId\x12\x19\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x12\x1d\n" +
+	"\n" +
+	"link_proof\x18\x03 \x01(\fR\tlinkProof\"@\n" +
+	"\x10GroupLogResponse\x12\x18\n" +
+	"\achanges\x18\x01 \x03(\fR\achanges\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\x91\x01\n" +
+	"\x10GroupSendRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\fR\agroupId\x12*\n" +
+	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12\x1c\n" +
+	"\tephemeral\x18\x04 \x01(\bR\tephemeral\"\xa7\x01\n" +
 	"\aReceipt\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12;\n" +
@@ -3346,7 +3837,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fQueueDrained*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PROTOCOL_VERSION_1\x10\x01*\xa7\x04\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01*\xf5\x04\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -3367,7 +3858,13 @@ const file_wire_proto_rawDesc = "" +
 	"\x10ERROR_CODE_QUOTA\x10\x0f\x12\x15\n" +
 	"\x11ERROR_CODE_OFFSET\x10\x10\x12\x15\n" +
 	"\x11ERROR_CODE_DIGEST\x10\x11\x12\x18\n" +
-	"\x14ERROR_CODE_NOT_FOUND\x10\x12B\"Z github.com/magpie-im/magpie/wireb\x06proto3"
+	"\x14ERROR_CODE_NOT_FOUND\x10\x12\x12\x19\n" +
+	"\x15ERROR_CODE_NOT_MEMBER\x10\x13\x12\x17\n" +
+	"\x13ERROR_CODE_CONFLICT\x10\x14\x12\x18\n" +
+	"\x14ERROR_CODE_FORBIDDEN\x10\x15*I\n" +
+	"\fEnvelopeKind\x12\x19\n" +
+	"\x15ENVELOPE_KIND_MESSAGE\x10\x00\x12\x1e\n" +
+	"\x1aENVELOPE_KIND_GROUP_CHANGE\x10\x01B\"Z github.com/magpie-im/magpie/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -3381,107 +3878,120 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_wire_proto_goTypes = []any{
 	(ProtocolVersion)(0),         // 0: magpie.wire.v1.ProtocolVersion
 	(ErrorCode)(0),               // 1: magpie.wire.v1.ErrorCode
-	(*ClientHello)(nil),          // 2: magpie.wire.v1.ClientHello
-	(*ServerHello)(nil),          // 3: magpie.wire.v1.ServerHello
-	(*DeviceAddress)(nil),        // 4: magpie.wire.v1.DeviceAddress
-	(*ClientFrame)(nil),          // 5: magpie.wire.v1.ClientFrame
-	(*ServerFrame)(nil),          // 6: magpie.wire.v1.ServerFrame
-	(*Request)(nil),              // 7: magpie.wire.v1.Request
-	(*Response)(nil),             // 8: magpie.wire.v1.Response
-	(*Error)(nil),                // 9: magpie.wire.v1.Error
-	(*MismatchedDevices)(nil),    // 10: magpie.wire.v1.MismatchedDevices
-	(*RegisterRequest)(nil),      // 11: magpie.wire.v1.RegisterRequest
-	(*RegisterResponse)(nil),     // 12: magpie.wire.v1.RegisterResponse
-	(*LookupRequest)(nil),        // 13: magpie.wire.v1.LookupRequest
-	(*LookupResponse)(nil),       // 14: magpie.wire.v1.LookupResponse
-	(*DeviceInfo)(nil),           // 15: magpie.wire.v1.DeviceInfo
-	(*SendRequest)(nil),          // 16: magpie.wire.v1.SendRequest
-	(*DevicePayload)(nil),        // 17: magpie.wire.v1.DevicePayload
-	(*SendResponse)(nil),         // 18: magpie.wire.v1.SendResponse
-	(*PingRequest)(nil),          // 19: magpie.wire.v1.PingRequest
-	(*PingResponse)(nil),         // 20: magpie.wire.v1.PingResponse
-	(*UploadRequest)(nil),        // 21: magpie.wire.v1.UploadRequest
-	(*UploadResponse)(nil),       // 22: magpie.wire.v1.UploadResponse
-	(*DownloadRequest)(nil),      // 23: magpie.wire.v1.DownloadRequest
-	(*DownloadResponse)(nil),     // 24: magpie.wire.v1.DownloadResponse
-	(*GetEndpointsRequest)(nil),  // 25: magpie.wire.v1.GetEndpointsRequest
-	(*GetEndpointsResponse)(nil), // 26: magpie.wire.v1.GetEndpointsResponse
-	(*EndpointList)(nil),         // 27: magpie.wire.v1.EndpointList
-	(*Endpoint)(nil),             // 28: magpie.wire.v1.Endpoint
-	(*SignedEndpointList)(nil),   // 29: magpie.wire.v1.SignedEndpointList
-	(*SetKeysRequest)(nil),       // 30: magpie.wire.v1.SetKeysRequest
-	(*SignedPreKey)(nil),         // 31: magpie.wire.v1.SignedPreKey
-	(*PreKey)(nil),               // 32: magpie.wire.v1.PreKey
-	(*SetKeysResponse)(nil),      // 33: magpie.wire.v1.SetKeysResponse
-	(*KeyCounts)(nil),            // 34: magpie.wire.v1.KeyCounts
-	(*GetBundlesRequest)(nil),    // 35: magpie.wire.v1.GetBundlesRequest
-	(*GetBundlesResponse)(nil),   // 36: magpie.wire.v1.GetBundlesResponse
-	(*DeviceBundle)(nil),         // 37: magpie.wire.v1.DeviceBundle
-	(*Ack)(nil),                  // 38: magpie.wire.v1.Ack
-	(*Push)(nil),                 // 39: magpie.wire.v1.Push
-	(*Envelope)(nil),             // 40: magpie.wire.v1.Envelope
-	(*Receipt)(nil),              // 41: magpie.wire.v1.Receipt
-	(*QueueDrained)(nil),         // 42: magpie.wire.v1.QueueDrained
+	(EnvelopeKind)(0),            // 2: magpie.wire.v1.EnvelopeKind
+	(*ClientHello)(nil),          // 3: magpie.wire.v1.ClientHello
+	(*ServerHello)(nil),          // 4: magpie.wire.v1.ServerHello
+	(*DeviceAddress)(nil),        // 5: magpie.wire.v1.DeviceAddress
+	(*ClientFrame)(nil),          // 6: magpie.wire.v1.ClientFrame
+	(*ServerFrame)(nil),          // 7: magpie.wire.v1.ServerFrame
+	(*Request)(nil),              // 8: magpie.wire.v1.Request
+	(*Response)(nil),             // 9: magpie.wire.v1.Response
+	(*Error)(nil),                // 10: magpie.wire.v1.Error
+	(*MismatchedDevices)(nil),    // 11: magpie.wire.v1.MismatchedDevices
+	(*RegisterRequest)(nil),      // 12: magpie.wire.v1.RegisterRequest
+	(*RegisterResponse)(nil),     // 13: magpie.wire.v1.RegisterResponse
+	(*LookupRequest)(nil),        // 14: magpie.wire.v1.LookupRequest
+	(*LookupResponse)(nil),       // 15: magpie.wire.v1.LookupResponse
+	(*DeviceInfo)(nil),           // 16: magpie.wire.v1.DeviceInfo
+	(*SendRequest)(nil),          // 17: magpie.wire.v1.SendRequest
+	(*DevicePayload)(nil),        // 18: magpie.wire.v1.DevicePayload
+	(*SendResponse)(nil),         // 19: magpie.wire.v1.SendResponse
+	(*PingRequest)(nil),          // 20: magpie.wire.v1.PingRequest
+	(*PingResponse)(nil),         // 21: magpie.wire.v1.PingResponse
+	(*UploadRequest)(nil),        // 22: magpie.wire.v1.UploadRequest
+	(*UploadResponse)(nil),       // 23: magpie.wire.v1.UploadResponse
+	(*DownloadRequest)(nil),      // 24: magpie.wire.v1.DownloadRequest
+	(*DownloadResponse)(nil),     // 25: magpie.wire.v1.DownloadResponse
+	(*GetEndpointsRequest)(nil),  // 26: magpie.wire.v1.GetEndpointsRequest
+	(*GetEndpointsResponse)(nil), // 27: magpie.wire.v1.GetEndpointsResponse
+	(*EndpointList)(nil),         // 28: magpie.wire.v1.EndpointList
+	(*Endpoint)(nil),             // 29: magpie.wire.v1.Endpoint
+	(*SignedEndpointList)(nil),   // 30: magpie.wire.v1.SignedEndpointList
+	(*SetKeysRequest)(nil),       // 31: magpie.wire.v1.SetKeysRequest
+	(*SignedPreKey)(nil),         // 32: magpie.wire.v1.SignedPreKey
+	(*PreKey)(nil),               // 33: magpie.wire.v1.PreKey
+	(*SetKeysResponse)(nil),      // 34: magpie.wire.v1.SetKeysResponse
+	(*KeyCounts)(nil),            // 35: magpie.wire.v1.KeyCounts
+	(*GetBundlesRequest)(nil),    // 36: magpie.wire.v1.GetBundlesRequest
+	(*GetBundlesResponse)(nil),   // 37: magpie.wire.v1.GetBundlesResponse
+	(*DeviceBundle)(nil),         // 38: magpie.wire.v1.DeviceBundle
+	(*Ack)(nil),                  // 39: magpie.wire.v1.Ack
+	(*Push)(nil),                 // 40: magpie.wire.v1.Push
+	(*Envelope)(nil),             // 41: magpie.wire.v1.Envelope
+	(*GroupChangeRequest)(nil),   // 42: magpie.wire.v1.GroupChangeRequest
+	(*GroupChangeResponse)(nil),  // 43: magpie.wire.v1.GroupChangeResponse
+	(*GroupLogRequest)(nil),      // 44: magpie.wire.v1.GroupLogRequest
+	(*GroupLogResponse)(nil),     // 45: magpie.wire.v1.GroupLogResponse
+	(*GroupSendRequest)(nil),     // 46: magpie.wire.v1.GroupSendRequest
+	(*Receipt)(nil),              // 47: magpie.wire.v1.Receipt
+	(*QueueDrained)(nil),         // 48: magpie.wire.v1.QueueDrained
 }
 var file_wire_proto_depIdxs = []int32{
-	4,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
-	9,  // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
-	34, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
-	7,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
-	38, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
-	8,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
-	39, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
-	11, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
-	13, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
-	16, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
-	19, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
-	30, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
-	35, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
-	25, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
-	21, // 14: magpie.wire.v1.Request.upload:type_name -> magpie.wire.v1.UploadRequest
-	23, // 15: magpie.wire.v1.Request.download:type_name -> magpie.wire.v1.DownloadRequest
-	9,  // 16: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
-	12, // 17: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
-	14, // 18: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
-	18, // 19: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
-	20, // 20: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
-	33, // 21: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
-	36, // 22: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
-	26, // 23: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
-	22, // 24: magpie.wire.v1.Response.upload:type_name -> magpie.wire.v1.UploadResponse
-	24, // 25: magpie.wire.v1.Response.download:type_name -> magpie.wire.v1.DownloadResponse
-	1,  // 26: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
-	10, // 27: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
-	4,  // 28: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
-	15, // 29: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
-	17, // 30: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
-	29, // 31: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
-	28, // 32: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
-	31, // 33: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	31, // 34: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	32, // 35: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
-	31, // 36: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
-	34, // 37: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
-	37, // 38: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
-	31, // 39: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	31, // 40: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	32, // 41: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
-	40, // 42: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
-	41, // 43: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
-	42, // 44: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
-	34, // 45: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
-	4,  // 46: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
-	4,  // 47: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	5,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
+	10, // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
+	35, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	8,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
+	39, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
+	9,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
+	40, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
+	12, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
+	14, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
+	17, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
+	20, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
+	31, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
+	36, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
+	26, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
+	22, // 14: magpie.wire.v1.Request.upload:type_name -> magpie.wire.v1.UploadRequest
+	24, // 15: magpie.wire.v1.Request.download:type_name -> magpie.wire.v1.DownloadRequest
+	42, // 16: magpie.wire.v1.Request.group_change:type_name -> magpie.wire.v1.GroupChangeRequest
+	44, // 17: magpie.wire.v1.Request.group_log:type_name -> magpie.wire.v1.GroupLogRequest
+	46, // 18: magpie.wire.v1.Request.group_send:type_name -> magpie.wire.v1.GroupSendRequest
+	10, // 19: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
+	13, // 20: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
+	15, // 21: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
+	19, // 22: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
+	21, // 23: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
+	34, // 24: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
+	37, // 25: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
+	27, // 26: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
+	23, // 27: magpie.wire.v1.Response.upload:type_name -> magpie.wire.v1.UploadResponse
+	25, // 28: magpie.wire.v1.Response.download:type_name -> magpie.wire.v1.DownloadResponse
+	43, // 29: magpie.wire.v1.Response.group_change:type_name -> magpie.wire.v1.GroupChangeResponse
+	45, // 30: magpie.wire.v1.Response.group_log:type_name -> magpie.wire.v1.GroupLogResponse
+	19, // 31: magpie.wire.v1.Response.group_send:type_name -> magpie.wire.v1.SendResponse
+	1,  // 32: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
+	11, // 33: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
+	5,  // 34: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
+	16, // 35: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
+	18, // 36: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
+	30, // 37: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
+	29, // 38: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
+	32, // 39: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	32, // 40: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	33, // 41: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
+	32, // 42: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
+	35, // 43: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	38, // 44: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
+	32, // 45: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	32, // 46: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	33, // 47: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
+	41, // 48: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
+	47, // 49: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
+	48, // 50: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
+	35, // 51: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
+	5,  // 52: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
+	2,  // 53: magpie.wire.v1.Envelope.kind:type_name -> magpie.wire.v1.EnvelopeKind
+	5,  // 54: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -3507,6 +4017,9 @@ func file_wire_proto_init() {
 		(*Request_GetEndpoints)(nil),
 		(*Request_Upload)(nil),
 		(*Request_Download)(nil),
+		(*Request_GroupChange)(nil),
+		(*Request_GroupLog)(nil),
+		(*Request_GroupSend)(nil),
 	}
 	file_wire_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Register)(nil),
@@ -3518,6 +4031,9 @@ func file_wire_proto_init() {
 		(*Response_GetEndpoints)(nil),
 		(*Response_Upload)(nil),
 		(*Response_Download)(nil),
+		(*Response_GroupChange)(nil),
+		(*Response_GroupLog)(nil),
+		(*Response_GroupSend)(nil),
 	}
 	file_wire_proto_msgTypes[37].OneofWrappers = []any{
 		(*Push_Envelope)(nil),
@@ -3530,8 +4046,8 @@ func file_wire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   41,
+			NumEnums:      3,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -122,6 +122,11 @@ type Envelope struct {
 	Payload    []byte
 	ServerTime time.Time
 	Ephemeral  bool
+	// Group is set on a group's envelopes: a group message (Payload is the
+	// sender's Sender Key ciphertext) or, with GroupChange, a change to the
+	// group's log (Payload is the signed change, From its author's device).
+	Group       [16]byte
+	GroupChange bool
 }
 
 // Receipt says a message this device sent reached a recipient device.
@@ -461,6 +466,8 @@ func convertPush(p *wire.Push) (Push, bool) {
 			Ephemeral:  e.GetEphemeral(),
 		}
 		copy(env.ID[:], e.GetClientMessageId())
+		copy(env.Group[:], e.GetGroupId())
+		env.GroupChange = e.GetKind() == wire.EnvelopeKind_ENVELOPE_KIND_GROUP_CHANGE
 		return Push{Envelope: env}, true
 	case *wire.Push_Receipt:
 		r := b.Receipt
@@ -902,3 +909,43 @@ func (u *Unreachable) Error() string {
 }
 
 func (u *Unreachable) Unwrap() []error { return u.Errs }
+
+// GroupChange appends a signed change (package group) to a group's log and
+// returns its position. ErrConflict: another change came first (propose it
+// again on the new head); ErrForbidden: the group's rules refuse it.
+func (c *Conn) GroupChange(ctx context.Context, group [16]byte, signed []byte) (uint64, error) {
+	r, err := c.doBudget(ctx, &wire.Request{Body: &wire.Request_GroupChange{GroupChange: &wire.GroupChangeRequest{
+		GroupId: group[:], SignedChange: signed,
+	}}}, transferBudget(len(signed)))
+	if err != nil {
+		return 0, err
+	}
+	return r.GetGroupChange().GetSeq(), nil
+}
+
+// GroupLog reads a group's log from seq from on; more says whether to ask
+// again from the next seq. proof is a link proof, for someone joining by
+// link who is not in the group yet; nil otherwise.
+func (c *Conn) GroupLog(ctx context.Context, group [16]byte, from uint64, proof []byte) (changes [][]byte, more bool, err error) {
+	r, err := c.doBudget(ctx, &wire.Request{Body: &wire.Request_GroupLog{GroupLog: &wire.GroupLogRequest{
+		GroupId: group[:], FromSeq: from, LinkProof: proof,
+	}}}, transferBudget(wire.MaxFrame))
+	if err != nil {
+		return nil, false, err
+	}
+	return r.GetGroupLog().GetChanges(), r.GetGroupLog().GetMore(), nil
+}
+
+// GroupSend hands one ciphertext to the server for every member device of
+// a group (stored once, queued for each); ephemeral ones reach only the
+// members connected now.
+func (c *Conn) GroupSend(ctx context.Context, group [16]byte, id MessageID, payload []byte, ephemeral bool) (SendResult, error) {
+	r, err := c.doBudget(ctx, &wire.Request{Body: &wire.Request_GroupSend{GroupSend: &wire.GroupSendRequest{
+		GroupId: group[:], ClientMessageId: id[:], Payload: payload, Ephemeral: ephemeral,
+	}}}, transferBudget(len(payload)))
+	if err != nil {
+		return SendResult{}, err
+	}
+	sr := r.GetGroupSend()
+	return SendResult{ServerTime: time.UnixMilli(sr.GetServerTimeMs()), Duplicate: sr.GetDuplicate(), Devices: int(sr.GetDevices())}, nil
+}

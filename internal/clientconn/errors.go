@@ -29,6 +29,9 @@ var (
 	ErrOffset             = errors.New("upload offset out of step")
 	ErrDigest             = errors.New("upload does not match its digest")
 	ErrNotFound           = errors.New("no such attachment")
+	ErrNotMember          = errors.New("not a member of that group")
+	ErrConflict           = errors.New("the group changed meanwhile")
+	ErrForbidden          = errors.New("the group's rules do not allow that")
 )
 
 var codeErrors = map[wire.ErrorCode]error{
@@ -50,6 +53,9 @@ var codeErrors = map[wire.ErrorCode]error{
 	wire.ErrorCode_ERROR_CODE_OFFSET:              ErrOffset,
 	wire.ErrorCode_ERROR_CODE_DIGEST:              ErrDigest,
 	wire.ErrorCode_ERROR_CODE_NOT_FOUND:           ErrNotFound,
+	wire.ErrorCode_ERROR_CODE_NOT_MEMBER:          ErrNotMember,
+	wire.ErrorCode_ERROR_CODE_CONFLICT:            ErrConflict,
+	wire.ErrorCode_ERROR_CODE_FORBIDDEN:           ErrForbidden,
 }
 
 // ServerError is an error the server answered with.
