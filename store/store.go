@@ -38,6 +38,9 @@ var (
 	// account's while other devices of the account have keys (all devices
 	// of an account share its identity).
 	ErrIdentityConflict = errors.New("store: identity key differs from the account's")
+	// ErrConflict: a GroupChange does not extend the log's head (another
+	// change was appended first), or Seq 0 names a group that exists.
+	ErrConflict = errors.New("store: the group changed meanwhile")
 )
 
 // MismatchError says how a per-device send's device list differs from the
@@ -62,6 +65,9 @@ const KeySize = 32
 
 // ClientIDSize is the size of a client-chosen message id.
 const ClientIDSize = 16
+
+// GroupIDSize is the size of a group id.
+const GroupIDSize = 16
 
 // DeviceAddr names one device of one user.
 type DeviceAddr struct {
@@ -98,6 +104,14 @@ const (
 	// KindReceipt says that the message ClientID sent by this device was
 	// delivered to (and acknowledged by) device From. Payload is empty.
 	KindReceipt Kind = 2
+	// KindGroupMessage is a group message. Payload is the sender's one
+	// ciphertext for every member device; From, ClientID and Sent are as
+	// for KindMessage; Group names the group.
+	KindGroupMessage Kind = 3
+	// KindGroupChange is a change appended to a group's log. Payload is
+	// the signed change; From is its author's device; Group names the
+	// group.
+	KindGroupChange Kind = 4
 )
 
 // Message is one item in one device's delivery queue.
@@ -105,11 +119,12 @@ type Message struct {
 	Seq      uint64 // assigned by the store; increases in commit order
 	To       DeviceAddr
 	Kind     Kind
-	From     DeviceAddr // sender (KindMessage) or delivering device (KindReceipt)
+	From     DeviceAddr // sender (KindMessage, KindGroupMessage), delivering device (KindReceipt) or author (KindGroupChange)
 	ClientID [ClientIDSize]byte
 	Payload  []byte
 	Sent     time.Time // when the server accepted it
 	Expires  time.Time
+	Group    [GroupIDSize]byte // KindGroupMessage, KindGroupChange: the group; zero otherwise
 }
 
 // Enqueue asks for one copy of Payload to be queued for every device of user
@@ -187,22 +202,73 @@ type Bundle struct {
 }
 
 // Ack removes delivered items from one device's queue. Its result fields are
-// filled in by Store.Commit.
+// filled in by Store.Commit. A group item's shared payload is deleted with
+// its last reference.
 type Ack struct {
 	Device  DeviceAddr
 	Seqs    []uint64  // items of Device's queue; unknown seqs are ignored
 	Expires time.Time // expiry of the receipts this creates
 
 	// Results.
-	Receipts []Message // receipts queued for the senders of the KindMessage items removed
+	Receipts []Message // receipts queued for the senders of the KindMessage and KindGroupMessage items removed
 }
 
-// Batch is a group of writes committed together in one durable transaction
-// (group commit: one sync for many messages).
+// GroupSend queues one ciphertext for many devices, stored once: each
+// device's queue holds a reference to it, and it is deleted with the last
+// reference (acknowledged or expired). Its result fields are filled in by
+// Store.Commit.
+type GroupSend struct {
+	From     DeviceAddr
+	ClientID [ClientIDSize]byte
+	Group    [GroupIDSize]byte
+	Payload  []byte
+	// To is the member devices to deliver to (the server computes them):
+	// not empty, and no device twice.
+	To         []DeviceAddr
+	Expires    time.Time
+	QueueLimit int // per device; 0 means no limit. A device whose queue is full is skipped (listed in Full); the others are queued
+
+	// Results.
+	// Err is ErrNotFound if a device of To does not exist, ErrQueueFull
+	// if every one's queue is full, or another error if To is empty or
+	// names a device twice; nothing is queued then, and a retry is not a
+	// duplicate.
+	Err       error
+	Duplicate bool         // (From, ClientID) was accepted before, by a GroupSend or an Enqueue (one namespace per sender device); nothing new was queued
+	Sent      time.Time    // accept time of this (or, for a duplicate, the original) send
+	Queued    []Message    // one per device queued, in the order of To; Payload aliases GroupSend.Payload
+	Full      []DeviceAddr // the devices skipped because their queue was full, in the order of To
+}
+
+// GroupChange appends a change to a group's log, replaces the group's
+// state, and queues the change for every device of the users in Notify,
+// stored once (as a GroupSend's payload is). Its result fields are filled
+// in by Store.Commit.
+type GroupChange struct {
+	From    DeviceAddr // the change's author
+	Group   [GroupIDSize]byte
+	Seq     uint64   // the change's position: 0 creates the group; otherwise the head must be Seq-1
+	Change  []byte   // the signed change (opaque)
+	State   []byte   // the group's state after the change (opaque; returned by Store.Group)
+	Notify  []string // users whose devices get the change (the members before and after it); unknown users are skipped
+	Expires time.Time
+
+	// Results.
+	// Err is ErrConflict if the change does not extend the head (or Seq
+	// is 0 and the group exists), ErrNotFound if Seq > 0 and there is no
+	// such group; nothing is written then.
+	Err    error
+	Queued []Message // one per device notified, users in the order of Notify, each user's devices by id
+}
+
+// Batch is the writes committed together in one durable transaction
+// (a batched commit: one sync for many messages).
 type Batch struct {
-	Now      time.Time
-	Enqueues []*Enqueue
-	Acks     []*Ack
+	Now          time.Time
+	GroupChanges []*GroupChange
+	Enqueues     []*Enqueue
+	GroupSends   []*GroupSend
+	Acks         []*Ack
 }
 
 // Store is the server's durable state.
@@ -218,16 +284,25 @@ type Store interface {
 	// User returns an account and its devices, or ErrNotFound.
 	User(ctx context.Context, name string) (User, error)
 
-	// Commit applies b in one transaction: the enqueues in order, then the
-	// acks. A failing Enqueue (Err set) leaves the rest of the batch intact.
-	// Enqueues are deduplicated on (From, ClientID) until their Expires.
-	// A non-nil error means nothing in b was applied.
+	// Commit applies b in one transaction: the group changes, the
+	// enqueues, the group sends, each in order, then the acks (so a change
+	// and a message committed together reach every queue in that order).
+	// A failing GroupChange, Enqueue or GroupSend (Err set) leaves the rest
+	// of the batch intact. Enqueues and GroupSends are deduplicated on
+	// (From, ClientID), in one namespace, until their Expires. A non-nil
+	// error means nothing in b was applied.
+	//
+	// Acknowledging a KindMessage or KindGroupMessage item queues a
+	// receipt for its sender's device; other kinds queue none.
 	Commit(ctx context.Context, b *Batch) error
 	// Pending returns up to limit unexpired items of dev's queue with
-	// Seq > after, in Seq order.
+	// Seq > after, in Seq order. A group item comes with its payload,
+	// sender, client id, group and send time, as every device it was
+	// queued for gets them.
 	Pending(ctx context.Context, dev DeviceAddr, after uint64, limit int, now time.Time) ([]Message, error)
 	// Expire deletes items and deduplication records that expired before now
-	// and returns how many queue items it removed.
+	// and returns how many queue items it removed. A group item's shared
+	// payload goes with its last reference, as on an acknowledgement.
 	Expire(ctx context.Context, now time.Time) (int, error)
 
 	// SetKeys stores dev's end-to-end public keys. It returns ErrKeyLimit,
@@ -245,6 +320,13 @@ type Store interface {
 	Bundles(ctx context.Context, user string, devices []uint32) (identity []byte, bundles []Bundle, err error)
 	// KeyCounts returns how many one-time prekeys dev has left.
 	KeyCounts(ctx context.Context, dev DeviceAddr) (KeyCounts, error)
+
+	// Group returns a group's head (the seq of its last change) and its
+	// state after that change; ErrNotFound if there is no such group.
+	Group(ctx context.Context, id [GroupIDSize]byte) (seq uint64, state []byte, err error)
+	// GroupLog returns up to limit changes of a group's log, from seq from
+	// on, in order; none for an unknown group or a limit <= 0.
+	GroupLog(ctx context.Context, id [GroupIDSize]byte, from uint64, limit int) ([][]byte, error)
 	// QueueDepth returns how many items wait in all device queues (for
 	// metrics; it should be cheap).
 	QueueDepth(ctx context.Context) (int64, error)

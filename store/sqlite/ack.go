@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"cmp"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,6 +28,10 @@ import (
 // acknowledged message (BenchmarkAck: 44 → 19 µs). Batching the receipts
 // too (INSERT … SELECT from json_each, or multi-row VALUES, with or
 // without RETURNING) measured slower than one plain INSERT each.
+//
+// A group item (group.go) names a shared row, which holds its sender and
+// client id: releaseShared drops the batch's references to shared rows in
+// one statement, and what it returns fills in the receipts' senders.
 //
 // A seq named twice for the same device is removed once, and its receipt
 // goes to one of the Acks that name it. Each Ack's receipts are queued in
@@ -61,16 +66,19 @@ func (c *committer) ackAll(acks []*store.Ack) error {
 			per[i] = append(per[i], it)
 		}
 	}
+	if err := c.releaseShared(per); err != nil {
+		return err
+	}
 	for i, a := range acks {
 		items := per[i]
 		if len(items) == 0 {
 			continue // unknown, already acked, or another device's items
 		}
 		c.delta[a.Device] -= int64(len(items))
-		// One receipt per message (not per receipt) removed.
+		// One receipt per message (not per receipt or group change) removed.
 		slices.SortFunc(items, func(x, y ackedItem) int { return cmp.Compare(x.seq, y.seq) })
 		for _, it := range items {
-			if it.kind != store.KindMessage {
+			if it.kind != store.KindMessage && it.kind != store.KindGroupMessage {
 				continue
 			}
 			if err := c.insertReceipt(a, it); err != nil {
@@ -151,8 +159,11 @@ type ackedItem struct {
 	seq  int64
 	to   store.DeviceAddr
 	kind store.Kind
-	from store.DeviceAddr
+	from store.DeviceAddr // for a group item, from its shared row (releaseShared)
 	cid  [store.ClientIDSize]byte
+	// shared is the shared row that a group item names; 0 for others
+	// (shared ids start at 1).
+	shared int64
 }
 
 // deleteAcked runs statement st (stDeleteAcked or stDeleteAckedList) with
@@ -171,14 +182,17 @@ func (c *committer) deleteAcked(st int, args ...any) ([]ackedItem, error) {
 	var gone []ackedItem
 	for rows.Next() {
 		var (
-			it   ackedItem
-			kind uint8
-			cid  []byte
+			it     ackedItem
+			kind   uint8
+			cid    []byte
+			shared sql.NullInt64
 		)
-		if err := rows.Scan(&it.seq, &it.to.User, &it.to.Device, &kind, &it.from.User, &it.from.Device, &cid); err != nil {
+		if err := rows.Scan(&it.seq, &it.to.User, &it.to.Device, &kind, &it.from.User, &it.from.Device, &cid, &shared); err != nil {
 			return nil, fmt.Errorf("delete: %w", err)
 		}
-		if it.cid, err = toClientID(cid); err != nil {
+		if shared.Valid {
+			it.shared = shared.Int64 // sender and client id are in the shared row
+		} else if it.cid, err = toClientID(cid); err != nil {
 			return nil, fmt.Errorf("delete: %w", err)
 		}
 		it.kind = store.Kind(kind)

@@ -41,12 +41,28 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
 	c := committer{ctx: ctx, tx: tx, now: ns(b.Now), prepared: &s.commitStmts, counts: &s.counts, delta: make(map[store.DeviceAddr]int64)}
+	for i, g := range b.GroupChanges {
+		if g == nil {
+			return fmt.Errorf("sqlite: commit: group change %d is nil", i)
+		}
+		if err := c.groupChange(g); err != nil {
+			return fmt.Errorf("sqlite: commit: group change %d: %w", i, err)
+		}
+	}
 	for i, e := range b.Enqueues {
 		if e == nil {
 			return fmt.Errorf("sqlite: commit: enqueue %d is nil", i)
 		}
 		if err := c.enqueue(e); err != nil {
 			return fmt.Errorf("sqlite: commit: enqueue %d: %w", i, err)
+		}
+	}
+	for i, g := range b.GroupSends {
+		if g == nil {
+			return fmt.Errorf("sqlite: commit: group send %d is nil", i)
+		}
+		if err := c.groupSend(g); err != nil {
+			return fmt.Errorf("sqlite: commit: group send %d: %w", i, err)
 		}
 	}
 	for i, a := range b.Acks {
@@ -65,9 +81,19 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 }
 
 func resetResults(b *store.Batch) {
+	for _, g := range b.GroupChanges {
+		if g != nil {
+			g.Err, g.Queued = nil, nil
+		}
+	}
 	for _, e := range b.Enqueues {
 		if e != nil {
 			e.Err, e.Duplicate, e.Sent, e.Queued = nil, false, time.Time{}, nil
+		}
+	}
+	for _, g := range b.GroupSends {
+		if g != nil {
+			g.Err, g.Duplicate, g.Sent, g.Queued, g.Full = nil, false, time.Time{}, nil, nil
 		}
 	}
 	for _, a := range b.Acks {
@@ -88,6 +114,19 @@ const (
 	stDeleteAckedList
 	stDeviceExists
 	stInsertReceipt
+	stUserDevices
+	stNextSeq
+	stInsertShared
+	stInsertSharedPayload
+	stInsertGroupItem
+	stUndoGroupItems
+	stReleaseShared
+	stDeleteShared
+	stDeleteSharedPayload
+	stGroupCreate
+	stGroupAdvance
+	stGroupExists
+	stGroupLogAppend
 	nStmts
 )
 
@@ -122,14 +161,14 @@ var commitSQL = [nStmts]string{
 	// the covering index queue_by_device.
 	stDeleteAcked: `DELETE FROM queue
 		WHERE seq IN (SELECT value FROM json_each(?1)) AND to_user = ?2 AND to_device = ?3
-		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id`,
+		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id, shared_id`,
 	// A batch's small acks together (a JSON array of [seq, user, device]
 	// in ?1; ackList): each seq is a rowid search, then its device is
 	// compared.
 	stDeleteAckedList: `DELETE FROM queue WHERE seq IN (
 		SELECT q.seq FROM json_each(?1) AS j JOIN queue AS q ON q.seq = j.value ->> 0
 		WHERE q.to_user = j.value ->> 1 AND q.to_device = j.value ->> 2)
-		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id`,
+		RETURNING seq, to_user, to_device, kind, from_user, from_device, client_id, shared_id`,
 	// Whether a receipt's recipient (the message's sender) still has the
 	// device; asked once per sender and transaction (ack.go).
 	stDeviceExists: `SELECT 1 FROM devices WHERE user = ? AND id = ?`,
@@ -138,6 +177,40 @@ var commitSQL = [nStmts]string{
 	stInsertReceipt: `INSERT INTO queue
 		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
 		VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?)`,
+	stUserDevices: `SELECT id FROM devices WHERE user = ? ORDER BY id`,
+	// The seq the next queue row gets (AUTOINCREMENT: one more than the
+	// largest ever used); none before the first.
+	stNextSeq: `SELECT seq + 1 FROM sqlite_sequence WHERE name = 'queue'`,
+	// A group message or change, stored once (group.go).
+	stInsertShared: `INSERT INTO shared (id, last_seq, refs, expires, group_id, from_user, from_device, client_id, sent)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stInsertSharedPayload: `INSERT INTO shared_payload (id, payload) VALUES (?, ?)`,
+	// One device's reference to a shared row: what differs per device,
+	// and empty sender, payload and expiry columns. Without RETURNING, as
+	// for receipts.
+	stInsertGroupItem: `INSERT INTO queue
+		(to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires, shared_id)
+		VALUES (?, ?, ?, '', 0, x'', x'', 0, 0, ?)`,
+	// Drops references to shared rows (a JSON array of [id, how many] in
+	// ?1); what it returns is what an acknowledged group message's
+	// receipt needs.
+	stReleaseShared: `UPDATE shared SET refs = refs - (j.value ->> 1)
+		FROM json_each(?1) AS j WHERE shared.id = j.value ->> 0
+		RETURNING shared.id, shared.refs, shared.from_user, shared.from_device, shared.client_id`,
+	// The shared rows (a JSON array of ids in ?1) that lost their last
+	// reference, and their payloads.
+	// The items of a group send that was refused (?1 its shared id, ?2
+	// the last seq it got).
+	stUndoGroupItems:      `DELETE FROM queue WHERE seq BETWEEN ?1 AND ?2 AND shared_id = ?1`,
+	stDeleteShared:        `DELETE FROM shared WHERE id IN (SELECT value FROM json_each(?1))`,
+	stDeleteSharedPayload: `DELETE FROM shared_payload WHERE id IN (SELECT value FROM json_each(?1))`,
+	stGroupCreate: `INSERT INTO groups (id, seq, state) VALUES (?1, 0, ?2)
+		ON CONFLICT (id) DO NOTHING`,
+	// Moves the head from ?2-1 to ?2; no row changed means a conflict (or
+	// no such group).
+	stGroupAdvance:   `UPDATE groups SET seq = ?2, state = ?3 WHERE id = ?1 AND seq = ?2 - 1`,
+	stGroupExists:    `SELECT 1 FROM groups WHERE id = ?`,
+	stGroupLogAppend: `INSERT INTO group_log (group_id, seq, change) VALUES (?, ?, ?)`,
 }
 
 // committer applies one batch inside one transaction.
@@ -236,43 +309,48 @@ type recipient struct {
 func (c *committer) enqueue(e *store.Enqueue) error {
 	// Duplicate check first: a resend of an accepted message must be
 	// answered as such even if the recipient's queue is now full.
-	if dup, err := c.claimClientID(e); err != nil || dup {
+	var err error
+	if e.Duplicate, e.Sent, err = c.claimClientID(e.From, e.ClientID, e.Expires); err != nil || e.Duplicate {
 		return err
 	}
 	if err := c.enqueueClaimed(e); err != nil || e.Err == nil {
 		return err
 	}
-	// Refused: release the claim.
-	if _, err := c.exec(stDedupRelease, e.From.User, e.From.Device, e.ClientID[:]); err != nil {
+	return c.releaseClientID(e.From, e.ClientID) // refused
+}
+
+// claimClientID records the client id cid of device from as sent now,
+// unless a live record already has it: then the send is a duplicate, and
+// sent is the original send's time. Enqueues and GroupSends share the
+// records.
+func (c *committer) claimClientID(from store.DeviceAddr, cid [store.ClientIDSize]byte, expires time.Time) (duplicate bool, sent time.Time, err error) {
+	res, err := c.exec(stDedupClaim, from.User, from.Device, cid[:], c.now, ns(expires))
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("dedup record: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, time.Time{}, fmt.Errorf("dedup record: %w", err)
+	} else if n == 1 {
+		return false, time.Time{}, nil
+	}
+	row, err := c.queryRow(stDedupGet, from.User, from.Device, cid[:])
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	var t int64
+	if err := row.Scan(&t); err != nil {
+		return false, time.Time{}, fmt.Errorf("dedup lookup: %w", err)
+	}
+	return true, fromNS(t), nil
+}
+
+// releaseClientID undoes a claim, for a send that was refused, so that a
+// retry is not taken for a duplicate of a send that was never queued.
+func (c *committer) releaseClientID(from store.DeviceAddr, cid [store.ClientIDSize]byte) error {
+	if _, err := c.exec(stDedupRelease, from.User, from.Device, cid[:]); err != nil {
 		return fmt.Errorf("dedup release: %w", err)
 	}
 	return nil
-}
-
-// claimClientID records e's client id as sent now, or, if a live record
-// already has it, marks e a duplicate and sets e.Sent to the original
-// send's time.
-func (c *committer) claimClientID(e *store.Enqueue) (duplicate bool, err error) {
-	res, err := c.exec(stDedupClaim, e.From.User, e.From.Device, e.ClientID[:], c.now, ns(e.Expires))
-	if err != nil {
-		return false, fmt.Errorf("dedup record: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return false, fmt.Errorf("dedup record: %w", err)
-	} else if n == 1 {
-		return false, nil
-	}
-	row, err := c.queryRow(stDedupGet, e.From.User, e.From.Device, e.ClientID[:])
-	if err != nil {
-		return false, err
-	}
-	var sent int64
-	if err := row.Scan(&sent); err != nil {
-		return false, fmt.Errorf("dedup lookup: %w", err)
-	}
-	e.Duplicate = true
-	e.Sent = fromNS(sent)
-	return true, nil
 }
 
 // enqueueClaimed queues e, whose client id is claimed, for each of its

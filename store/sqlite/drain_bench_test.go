@@ -25,6 +25,9 @@ type drainStore struct {
 	queued  []uint64 // seqs queued for bob/1 and not yet handed out
 	bob     store.DeviceAddr
 	path    string
+	// group fills the queue with group messages, each to bob/1 and its
+	// sender's own device, so that acknowledging one leaves a reference.
+	group bool
 }
 
 func newDrainStore(b *testing.B, senders int) *drainStore {
@@ -58,8 +61,15 @@ func (d *drainStore) fill(n int) {
 		batch := &store.Batch{Now: d.now}
 		for i := range k {
 			d.next++
+			from := store.DeviceAddr{User: fmt.Sprintf("sender%d", 1+i%d.senders), Device: 1}
+			if d.group {
+				g := &store.GroupSend{From: from, Payload: payload, To: []store.DeviceAddr{d.bob, from}, Expires: d.now.Add(time.Hour)}
+				binary.BigEndian.PutUint64(g.ClientID[:], d.next)
+				batch.GroupSends = append(batch.GroupSends, g)
+				continue
+			}
 			e := &store.Enqueue{
-				From:    store.DeviceAddr{User: fmt.Sprintf("sender%d", 1+i%d.senders), Device: 1},
+				From:    from,
 				To:      "bob",
 				Payload: payload,
 				Expires: d.now.Add(time.Hour),
@@ -76,6 +86,12 @@ func (d *drainStore) fill(n int) {
 			}
 			d.queued = append(d.queued, e.Queued[0].Seq)
 		}
+		for _, g := range batch.GroupSends {
+			if g.Err != nil || len(g.Queued) != 2 {
+				d.b.Fatalf("group send: Err=%v, %d queued", g.Err, len(g.Queued))
+			}
+			d.queued = append(d.queued, g.Queued[0].Seq)
+		}
 		n -= k
 	}
 }
@@ -91,7 +107,7 @@ func (d *drainStore) take(n int) []uint64 {
 }
 
 // BenchmarkAck measures the store's side of acknowledging a drained
-// queue: each op is one group commit of acks (256 seqs each, the router's
+// queue: each op is one batched commit of acks (256 seqs each, the router's
 // push window) for bob/1, whose messages came from 32 senders, so each ack
 // also queues 256 receipts. msgs/s is acknowledged messages per second of
 // commits (one fsync each); cpu-µs/msg is the process's CPU time in Commit
@@ -101,32 +117,37 @@ func (d *drainStore) take(n int) []uint64 {
 func BenchmarkAck(b *testing.B) {
 	for _, acks := range []int{1, 16} {
 		b.Run(fmt.Sprintf("acks=%d", acks), func(b *testing.B) {
-			d := newDrainStore(b, 32)
-			d.fill(100_000) // a drain's worth: -benchtime 24x takes 98,304 at acks=16
-			ctx := context.Background()
-			var msgs int
-			var cpu time.Duration
-			for b.Loop() {
-				batch := &store.Batch{Now: d.now}
-				for range acks {
-					batch.Acks = append(batch.Acks, &store.Ack{Device: d.bob, Seqs: d.take(256), Expires: d.now.Add(time.Hour)})
-				}
-				t0 := cpuTime()
-				if err := d.s.Commit(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-				cpu += cpuTime() - t0
-				for _, a := range batch.Acks {
-					if len(a.Receipts) != len(a.Seqs) {
-						b.Fatalf("%d receipts for %d acked seqs", len(a.Receipts), len(a.Seqs))
-					}
-					msgs += len(a.Receipts)
-				}
-			}
-			b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
-			b.ReportMetric(float64(cpu/time.Microsecond)/float64(msgs), "cpu-µs/msg")
+			benchmarkDrainAcks(b, newDrainStore(b, 32), acks)
 		})
 	}
+}
+
+// benchmarkDrainAcks is BenchmarkAck's loop on d: commits of acks (256
+// seqs each) for bob/1.
+func benchmarkDrainAcks(b *testing.B, d *drainStore, acks int) {
+	d.fill(100_000) // a drain's worth: -benchtime 24x takes 98,304 at acks=16
+	ctx := context.Background()
+	var msgs int
+	var cpu time.Duration
+	for b.Loop() {
+		batch := &store.Batch{Now: d.now}
+		for range acks {
+			batch.Acks = append(batch.Acks, &store.Ack{Device: d.bob, Seqs: d.take(256), Expires: d.now.Add(time.Hour)})
+		}
+		t0 := cpuTime()
+		if err := d.s.Commit(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime() - t0
+		for _, a := range batch.Acks {
+			if len(a.Receipts) != len(a.Seqs) {
+				b.Fatalf("%d receipts for %d acked seqs", len(a.Receipts), len(a.Seqs))
+			}
+			msgs += len(a.Receipts)
+		}
+	}
+	b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu/time.Microsecond)/float64(msgs), "cpu-µs/msg")
 }
 
 // cpuTime is the process's CPU time so far (user and system). On a shared
@@ -147,28 +168,32 @@ func cpuTime() time.Duration {
 func BenchmarkPending(b *testing.B) {
 	for _, page := range []int{128, 256} {
 		b.Run(fmt.Sprintf("page=%d", page), func(b *testing.B) {
-			d := newDrainStore(b, 32)
-			d.fill(100_000)
-			ctx := context.Background()
-			var after uint64
-			var msgs int
-			t0 := cpuTime()
-			for b.Loop() {
-				ms, err := d.s.Pending(ctx, d.bob, after, page, d.now)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(ms) < page {
-					after = 0 // wrap around: the queue is not consumed
-					continue
-				}
-				after = ms[len(ms)-1].Seq
-				msgs += len(ms)
-			}
-			b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
-			b.ReportMetric(float64((cpuTime()-t0)/time.Microsecond)/float64(msgs), "cpu-µs/msg")
+			benchmarkPending(b, newDrainStore(b, 32), page)
 		})
 	}
+}
+
+// benchmarkPending is BenchmarkPending's loop on d: pages of bob/1's queue.
+func benchmarkPending(b *testing.B, d *drainStore, page int) {
+	d.fill(100_000)
+	ctx := context.Background()
+	var after uint64
+	var msgs int
+	t0 := cpuTime()
+	for b.Loop() {
+		ms, err := d.s.Pending(ctx, d.bob, after, page, d.now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ms) < page {
+			after = 0 // wrap around: the queue is not consumed
+			continue
+		}
+		after = ms[len(ms)-1].Seq
+		msgs += len(ms)
+	}
+	b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64((cpuTime()-t0)/time.Microsecond)/float64(msgs), "cpu-µs/msg")
 }
 
 // BenchmarkOpenCountsQueues measures Open on a database with 100,000

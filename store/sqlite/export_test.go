@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -61,3 +62,44 @@ func Columns(s *Store, table string) ([]string, error) {
 }
 
 var Migrations = migrations
+
+// DatabaseSize moves the write-ahead log into the database file and
+// returns the file's size in pages: page_count × page_size.
+func DatabaseSize(s *Store) (int64, error) {
+	var busy, log, done int
+	if err := s.w.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &log, &done); err != nil {
+		return 0, err
+	}
+	if busy != 0 {
+		return 0, fmt.Errorf("checkpoint blocked")
+	}
+	var pages, size int64
+	if err := s.w.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
+		return 0, err
+	}
+	if err := s.w.QueryRow("PRAGMA page_size").Scan(&size); err != nil {
+		return 0, err
+	}
+	return pages * size, nil
+}
+
+// SharedRefs returns every shared row's id and reference count, and an
+// error if the shared rows and the payloads are not for the same ids.
+func SharedRefs(s *Store) (map[int64]int64, error) {
+	var (
+		orphans int
+		refs    string
+	)
+	if err := s.r.QueryRow(`SELECT
+		(SELECT count(*) FROM shared WHERE id NOT IN (SELECT id FROM shared_payload)) +
+		(SELECT count(*) FROM shared_payload WHERE id NOT IN (SELECT id FROM shared)),
+		(SELECT json_group_object(id, refs) FROM shared)`).Scan(&orphans, &refs); err != nil {
+		return nil, err
+	}
+	if orphans != 0 {
+		return nil, fmt.Errorf("%d shared rows without a payload or payloads without a row", orphans)
+	}
+	var m map[int64]int64
+	err := json.Unmarshal([]byte(refs), &m)
+	return m, err
+}

@@ -94,10 +94,60 @@ CREATE TABLE one_time_prekeys (
 	`
 ALTER TABLE devices DROP COLUMN queued;
 `,
+	// 4: groups. A group message or change is stored once, in shared and
+	// shared_payload, and each recipient device's queue holds a row that
+	// carries only
+	// what differs per device (seq, device, kind) and the shared row's
+	// id; its sender, payload and expiry columns are left empty (group.go).
+	// Those rows stay out of queue_by_expiry: the shared row has the
+	// expiry, and its id and last_seq bound the seqs of its queue rows,
+	// which is how Expire finds them. refs counts the queue rows: the
+	// shared row goes with the last one, acked or expired, in the same
+	// transaction.
+	`
+ALTER TABLE queue ADD COLUMN shared_id INTEGER; -- NULL but for group items
+DROP INDEX queue_by_expiry;
+CREATE INDEX queue_by_expiry ON queue(expires) WHERE shared_id IS NULL;
+
+CREATE TABLE shared (
+	id          INTEGER PRIMARY KEY, -- the seq of its first queue row
+	last_seq    INTEGER NOT NULL,    -- the seq of its last
+	refs        INTEGER NOT NULL CHECK (refs >= 0),
+	expires     INTEGER NOT NULL,
+	group_id    BLOB    NOT NULL,
+	from_user   TEXT    NOT NULL,
+	from_device INTEGER NOT NULL,
+	client_id   BLOB    NOT NULL, -- x'' for a change
+	sent        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX shared_by_expiry ON shared(expires);
+
+-- The payload has a table of its own, so that dropping a reference (an
+-- UPDATE, which rewrites the whole row) does not rewrite the payload too.
+CREATE TABLE shared_payload (
+	id      INTEGER PRIMARY KEY, -- its shared row's
+	payload BLOB    NOT NULL
+) STRICT;
+
+-- A rowid table: the state (up to 256 KiB) is rewritten by every change,
+-- and the key's index is not.
+CREATE TABLE groups (
+	id    BLOB    NOT NULL PRIMARY KEY,
+	seq   INTEGER NOT NULL, -- the head: the seq of the last change
+	state BLOB    NOT NULL
+) STRICT;
+
+CREATE TABLE group_log (
+	group_id BLOB    NOT NULL,
+	seq      INTEGER NOT NULL,
+	change   BLOB    NOT NULL,
+	PRIMARY KEY (group_id, seq)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the schema version this package creates and expects.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migrate brings the database up to SchemaVersion in one transaction.
 func migrate(ctx context.Context, db *sql.DB) (from int, err error) {

@@ -3,7 +3,7 @@
 //
 // All writes go through a single connection, since SQLite admits one writer
 // at a time anyway, and each Commit is one BEGIN IMMEDIATE … COMMIT: one WAL
-// sync for the whole batch (group commit). Reads use a small pool of
+// sync for the whole batch (a batched commit). Reads use a small pool of
 // separate connections, which WAL lets run concurrently with the writer.
 //
 // The database runs with journal_mode=WAL and synchronous=FULL, so a Commit
@@ -57,7 +57,7 @@ type Store struct {
 	// of clients each receiving a few messages a second, parsing it each
 	// time was most of the server's CPU (pprof, bench chat, 2,000 clients).
 	pending *sql.Stmt
-	// commitStmts are the group commit's statements (commit.go).
+	// commitStmts are the batched commit's statements (commit.go).
 	commitStmts [nStmts]*sql.Stmt
 
 	// counts is every device's queue length (counts.go). wmu serializes
@@ -281,6 +281,13 @@ func uniqueViolation(err error) bool {
 	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
+// foreignKeyViolation reports whether err is a FOREIGN KEY constraint
+// failure.
+func foreignKeyViolation(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
 func ns(t time.Time) int64     { return t.UnixNano() }
 func fromNS(n int64) time.Time { return time.Unix(0, n) }
 
@@ -476,12 +483,17 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 	return u, nil
 }
 
-// pendingSQL is Pending's query, prepared once (Store.pending).
+// pendingSQL is Pending's query, prepared once (Store.pending). A group
+// item's sender, client id, payload, send time and expiry are in its
+// shared rows (group.go); a 1:1 item has none, and its own columns are
+// taken.
 const pendingSQL = `
-	SELECT seq, kind, from_user, from_device, client_id, payload, sent, expires
-	FROM queue
-	WHERE to_user = ? AND to_device = ? AND seq > ? AND expires > ?
-	ORDER BY seq
+	SELECT q.seq, q.kind, coalesce(s.from_user, q.from_user), coalesce(s.from_device, q.from_device),
+		coalesce(s.client_id, q.client_id), coalesce(p.payload, q.payload), coalesce(s.sent, q.sent),
+		coalesce(s.expires, q.expires), s.group_id
+	FROM queue AS q LEFT JOIN shared AS s ON s.id = q.shared_id LEFT JOIN shared_payload AS p ON p.id = q.shared_id
+	WHERE q.to_user = ? AND q.to_device = ? AND q.seq > ? AND coalesce(s.expires, q.expires) > ?
+	ORDER BY q.seq
 	LIMIT ?`
 
 // Pending implements store.Store. A limit <= 0 returns no items. An unknown
@@ -505,17 +517,25 @@ func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64,
 	for rows.Next() {
 		m := store.Message{To: dev}
 		var (
-			cid           []byte
+			cid, group    []byte
 			sent, expires int64
 			kind          uint8
 		)
-		if err := rows.Scan(&m.Seq, &kind, &m.From.User, &m.From.Device, &cid, &m.Payload, &sent, &expires); err != nil {
-			return nil, fmt.Errorf("sqlite: pending: %w", err)
-		}
-		if m.ClientID, err = toClientID(cid); err != nil {
+		if err := rows.Scan(&m.Seq, &kind, &m.From.User, &m.From.Device, &cid, &m.Payload, &sent, &expires, &group); err != nil {
 			return nil, fmt.Errorf("sqlite: pending: %w", err)
 		}
 		m.Kind = store.Kind(kind)
+		if group != nil {
+			if len(group) != len(m.Group) {
+				return nil, fmt.Errorf("sqlite: pending: stored group id has %d bytes, want %d", len(group), len(m.Group))
+			}
+			m.Group = [store.GroupIDSize]byte(group)
+		}
+		if m.Kind != store.KindGroupChange { // a change has no client id
+			if m.ClientID, err = toClientID(cid); err != nil {
+				return nil, fmt.Errorf("sqlite: pending: %w", err)
+			}
+		}
 		m.Sent = fromNS(sent)
 		m.Expires = fromNS(expires)
 		out = append(out, m)
@@ -543,17 +563,31 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
 	t := ns(now)
-	delta, err := expiredPerDevice(ctx, tx, t)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: expire: %w", err)
+	var (
+		n     int64
+		delta = make(map[store.DeviceAddr]int64)
+	)
+	// 1:1 items and receipts have their own expiry; group items have
+	// their shared row's (group.go), which goes with them.
+	for _, where := range []string{expiredItems, expiredGroupItems} {
+		if err := expiredPerDevice(ctx, tx, where, t, delta); err != nil {
+			return 0, fmt.Errorf("sqlite: expire: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE `+where, t)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: expire: delete items: %w", err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: expire: %w", err)
+		}
+		n += k
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE expires <= ?`, t)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: expire: delete items: %w", err)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM shared_payload WHERE id IN (SELECT id FROM shared WHERE expires <= ?)`, t); err != nil {
+		return 0, fmt.Errorf("sqlite: expire: delete shared payloads: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: expire: %w", err)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM shared WHERE expires <= ?`, t); err != nil {
+		return 0, fmt.Errorf("sqlite: expire: delete shared rows: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM dedup WHERE expires <= ?`, t); err != nil {
 		return 0, fmt.Errorf("sqlite: expire: delete dedup records: %w", err)
@@ -565,15 +599,29 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	return int(n), nil
 }
 
-// expiredPerDevice returns, negated, how many items of each device's queue
-// have expired at t: Expire's change to the queue counts.
-func expiredPerDevice(ctx context.Context, tx *sql.Tx, t int64) (map[store.DeviceAddr]int64, error) {
-	delta, _, err := queueLengths(ctx, tx, "expires <= ?", t)
+// The queue items that have expired at ?1, as conditions on queue: 1:1
+// items and receipts by their own expiry (the partial index
+// queue_by_expiry), group items by their shared row's, whose id and
+// last_seq bound their seqs (group.go). CROSS JOIN keeps shared the outer
+// loop, and the unary + keeps q.shared_id from being looked up by an
+// index: without them the planner scanned all of queue, or built an
+// automatic index over all of it, instead of reading each range.
+const (
+	expiredItems      = `expires <= ?1 AND shared_id IS NULL`
+	expiredGroupItems = `seq IN (SELECT q.seq FROM shared AS s CROSS JOIN queue AS q ON q.seq BETWEEN s.id AND s.last_seq
+		WHERE s.expires <= ?1 AND +q.shared_id = s.id)`
+)
+
+// expiredPerDevice subtracts from delta how many items of each device's
+// queue match where (expiredItems or expiredGroupItems) at t: Expire's
+// change to the queue counts.
+func expiredPerDevice(ctx context.Context, tx *sql.Tx, where string, t int64, delta map[store.DeviceAddr]int64) error {
+	expired, _, err := queueLengths(ctx, tx, where, t)
 	if err != nil {
-		return nil, fmt.Errorf("expired items: %w", err)
+		return fmt.Errorf("expired items: %w", err)
 	}
-	for d, n := range delta {
-		delta[d] = -n
+	for d, n := range expired {
+		delta[d] -= n
 	}
-	return delta, nil
+	return nil
 }

@@ -219,10 +219,6 @@ func TestReceiptForAGoneSender(t *testing.T) {
 func TestMigrateCountsFromVersion2(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "magpie.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	stmts := []string{sqlite.Migrations[0], sqlite.Migrations[1], `PRAGMA user_version = 2`,
 		`INSERT INTO users (name, created) VALUES ('alice', 1), ('bob', 1)`,
 		`INSERT INTO devices (user, id, key, created, queued) VALUES ('alice', 1, x'01', 1, 0), ('bob', 1, x'02', 1, 3)`,
@@ -231,15 +227,7 @@ func TestMigrateCountsFromVersion2(t *testing.T) {
 		stmts = append(stmts, fmt.Sprintf(`INSERT INTO queue (to_user, to_device, kind, from_user, from_device, client_id, payload, sent, expires)
 			VALUES ('bob', 1, 1, 'alice', 1, x'%032x', x'00', 1, 9000000000000000000)`, i))
 	}
-	for _, q := range stmts {
-		if _, err := db.Exec(q); err != nil {
-			db.Close()
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	execAll(t, path, stmts...)
 
 	s := open(t, path)
 	if err := sqlite.CheckCounters(s); err != nil {
@@ -262,6 +250,25 @@ func TestMigrateCountsFromVersion2(t *testing.T) {
 	}
 	if !errors.Is(over.Err, store.ErrQueueFull) {
 		t.Fatalf("enqueue past a limit of 3 onto 3 migrated items: Err = %v, want ErrQueueFull", over.Err)
+	}
+}
+
+// execAll runs stmts on the database at path, outside any store: an old
+// schema for a migration test, or what no API does yet.
+func execAll(t *testing.T, path string, stmts ...string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -86,6 +86,18 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"QueueDepth", testQueueDepth},
 		{"PerDevicePayloads", testPerDevice},
 		{"PerDeviceMismatch", testPerDeviceMismatch},
+		{"GroupSend", testGroupSend},
+		{"GroupSendDuplicate", testGroupSendDuplicate},
+		{"GroupSendQueueFull", testGroupSendQueueFull},
+		{"GroupSendRefused", testGroupSendRefused},
+		{"GroupChange", testGroupChange},
+		{"GroupChangeNotices", testGroupChangeNotices},
+		{"GroupAck", testGroupAck},
+		{"GroupAckMany", testGroupAckMany},
+		{"GroupExpire", testGroupExpire},
+		{"GroupBatchOrder", testGroupBatchOrder},
+		{"GroupDurability", testGroupDurability},
+		{"GroupFailedCommit", testGroupFailedCommit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,6 +215,8 @@ func diffMessage(got, want store.Message) string {
 		return fmt.Sprintf("Sent %v, want %v", got.Sent, want.Sent)
 	case !got.Expires.Equal(want.Expires):
 		return fmt.Sprintf("Expires %v, want %v", got.Expires, want.Expires)
+	case got.Group != want.Group:
+		return fmt.Sprintf("Group %x, want %x", got.Group, want.Group)
 	}
 	return ""
 }
