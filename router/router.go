@@ -1,5 +1,5 @@
 // Package router moves envelopes between devices: it commits each send to the
-// store (group commit: many sends share one durable transaction), tracks
+// store (batched commit: many sends share one durable transaction), tracks
 // which devices are connected, and feeds each connected device its queue in
 // order, with a window of unacknowledged items so that a device that stops
 // reading stops costing anything.
@@ -40,6 +40,8 @@ type Ephemeral struct {
 	// mode); devices it does not name get nothing.
 	Payloads map[uint32][]byte
 	Sent     time.Time
+	// Group is set for a group's ephemeral envelope (typing in a group).
+	Group [16]byte
 }
 
 // Mailbox is a connected device as the router sees it.
@@ -73,7 +75,7 @@ type Config struct {
 	CommitDelay time.Duration
 	Sweep       time.Duration // how often expired items are deleted (1 minute)
 	Now         func() time.Time
-	// OnCommit, if set, hears about every group commit (for metrics).
+	// OnCommit, if set, hears about every batched commit (for metrics).
 	OnCommit func(ops int, took time.Duration, err error)
 }
 
@@ -99,6 +101,10 @@ type op struct {
 	ack     *store.Ack
 	sendCB  func(*store.Enqueue, error)
 	ackFrom *Subscription
+	// A group change or send, and what to call once it is committed.
+	gchange *store.GroupChange
+	gsend   *store.GroupSend
+	groupCB func(error)
 }
 
 // New starts a router's committer and expiry sweeper.
@@ -185,6 +191,27 @@ func (r *Router) Send(e *store.Enqueue, done func(*store.Enqueue, error)) {
 	e.QueueLimit = r.cfg.QueueLimit
 	if !r.submit(op{enq: e, sendCB: done}) {
 		done(e, ErrClosed)
+	}
+}
+
+// GroupChange appends gc to its group's log and queues it for every device
+// of gc.Notify, in one commit, and calls done once it is committed (or
+// failed; gc.Err says why the store refused it). Expires is set here.
+func (r *Router) GroupChange(gc *store.GroupChange, done func(error)) {
+	gc.Expires = r.cfg.Now().Add(r.cfg.TTL)
+	if !r.submit(op{gchange: gc, groupCB: done}) {
+		done(ErrClosed)
+	}
+}
+
+// GroupSend stores gs.Payload once and queues it for every device of gs.To,
+// and calls done once it is committed (or failed). Expires and QueueLimit
+// are set here.
+func (r *Router) GroupSend(gs *store.GroupSend, done func(error)) {
+	gs.Expires = r.cfg.Now().Add(r.cfg.TTL)
+	gs.QueueLimit = r.cfg.QueueLimit
+	if !r.submit(op{gsend: gs, groupCB: done}) {
+		done(ErrClosed)
 	}
 }
 
@@ -283,10 +310,17 @@ func (r *Router) commit(batch *store.Batch, ops []op) {
 	batch.Now = r.cfg.Now()
 	batch.Enqueues = batch.Enqueues[:0]
 	batch.Acks = batch.Acks[:0]
+	batch.GroupChanges = batch.GroupChanges[:0]
+	batch.GroupSends = batch.GroupSends[:0]
 	for _, o := range ops {
-		if o.enq != nil {
+		switch {
+		case o.enq != nil:
 			batch.Enqueues = append(batch.Enqueues, o.enq)
-		} else {
+		case o.gchange != nil:
+			batch.GroupChanges = append(batch.GroupChanges, o.gchange)
+		case o.gsend != nil:
+			batch.GroupSends = append(batch.GroupSends, o.gsend)
+		default:
 			batch.Acks = append(batch.Acks, o.ack)
 		}
 	}
@@ -304,8 +338,11 @@ func (r *Router) commit(batch *store.Batch, ops []op) {
 	// A failed ack leaves the items queued; they are pushed again on the
 	// device's next connection and acknowledged then.
 	for _, o := range ops {
-		if o.enq != nil {
+		switch {
+		case o.enq != nil:
 			o.sendCB(o.enq, err)
+		case o.groupCB != nil:
+			o.groupCB(err)
 		}
 	}
 }
@@ -322,6 +359,14 @@ func (r *Router) deliverAll(ops []op, now time.Time) {
 		case o.enq != nil && o.enq.Err == nil:
 			for i := range o.enq.Queued {
 				items = append(items, &o.enq.Queued[i])
+			}
+		case o.gchange != nil && o.gchange.Err == nil:
+			for i := range o.gchange.Queued {
+				items = append(items, &o.gchange.Queued[i])
+			}
+		case o.gsend != nil && o.gsend.Err == nil:
+			for i := range o.gsend.Queued {
+				items = append(items, &o.gsend.Queued[i])
 			}
 		case o.ack != nil:
 			for i := range o.ack.Receipts {
@@ -405,7 +450,7 @@ type Subscription struct {
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the
-// next group commit) and reopens the push window.
+// next batched commit) and reopens the push window.
 func (s *Subscription) Ack(seqs []uint64) error {
 	s.mu.Lock()
 	for _, q := range seqs {

@@ -37,8 +37,11 @@ type conn struct {
 	sub     *router.Subscription
 	limiter *rate.Limiter
 	bundles *rate.Limiter // key bundle fetches
-	sends   chan struct{} // semaphore: sends awaiting commit
-	pending sync.WaitGroup
+	// bundlesOf limits fetches of each target (bounded: cleared when it
+	// holds maxBundleTargets users).
+	bundlesOf map[string]*rate.Limiter
+	sends     chan struct{} // semaphore: sends awaiting commit
+	pending   sync.WaitGroup
 
 	// raw is the descriptor of a connection that can be parked when idle
 	// (a plain TCP connection: the link reads it without buffering); nil
@@ -276,6 +279,12 @@ func (c *conn) handle(req *wire.Request) {
 		c.upload(id, body.Upload)
 	case *wire.Request_Download:
 		c.download(id, body.Download)
+	case *wire.Request_GroupChange:
+		c.groupChange(id, body.GroupChange)
+	case *wire.Request_GroupLog:
+		c.groupLog(id, body.GroupLog)
+	case *wire.Request_GroupSend:
+		c.groupSend(id, body.GroupSend)
 	}
 }
 
@@ -308,6 +317,7 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 	}
 	c.dev, c.authed = dev.DeviceAddr, true
 	c.sub = c.s.router.Attach(c.dev, c)
+	c.s.devices.forget(dev.User)
 	c.s.log.Info("registered", "user", dev.User)
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_Register{Register: &wire.RegisterResponse{
 		Device: &wire.DeviceAddress{User: dev.User, Device: dev.Device},
@@ -432,13 +442,17 @@ func (c *conn) Push(p router.Push) bool {
 		push.Body = &wire.Push_QueueDrained{QueueDrained: &wire.QueueDrained{}}
 	case p.Ephemeral != nil:
 		e := p.Ephemeral
-		push.Body = &wire.Push_Envelope{Envelope: &wire.Envelope{
+		env := &wire.Envelope{
 			Sender:          &wire.DeviceAddress{User: e.From.User, Device: e.From.Device},
 			ClientMessageId: e.ClientID[:],
 			Payload:         e.Payload,
 			ServerTimeMs:    e.Sent.UnixMilli(),
 			Ephemeral:       true,
-		}}
+		}
+		if e.Group != ([16]byte{}) {
+			env.GroupId = e.Group[:]
+		}
+		push.Body = &wire.Push_Envelope{Envelope: env}
 	case p.Message.Kind == store.KindReceipt:
 		m := p.Message
 		push.Body = &wire.Push_Receipt{Receipt: &wire.Receipt{
@@ -449,13 +463,21 @@ func (c *conn) Push(p router.Push) bool {
 		}}
 	default:
 		m := p.Message
-		push.Body = &wire.Push_Envelope{Envelope: &wire.Envelope{
+		env := &wire.Envelope{
 			Seq:             m.Seq,
 			Sender:          &wire.DeviceAddress{User: m.From.User, Device: m.From.Device},
 			ClientMessageId: m.ClientID[:],
 			Payload:         m.Payload,
 			ServerTimeMs:    m.Sent.UnixMilli(),
-		}}
+		}
+		switch m.Kind {
+		case store.KindGroupMessage:
+			env.GroupId = m.Group[:]
+		case store.KindGroupChange:
+			env.GroupId = m.Group[:]
+			env.Kind = wire.EnvelopeKind_ENVELOPE_KIND_GROUP_CHANGE
+		}
+		push.Body = &wire.Push_Envelope{Envelope: env}
 	}
 	ok := c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Push{Push: &push}})
 	if ok && (p.Message != nil || p.Ephemeral != nil) {

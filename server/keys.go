@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/time/rate"
+
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/e2e/xeddsa"
 	"github.com/magpie-im/magpie/router"
@@ -75,6 +77,7 @@ func (c *conn) setKeys(id uint64, req *wire.SetKeysRequest) {
 		k.PreKeys = append(k.PreKeys, store.PreKey{ID: p.GetId(), Key: p.GetPublicKey()})
 	}
 	counts, err := c.s.cfg.Store.SetKeys(context.Background(), c.dev, k, maxStoredPreKeys)
+	c.s.devices.forget(c.dev.User) // a device with keys now gets group messages
 	switch {
 	case errors.Is(err, store.ErrIdentityConflict):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_BAD_REQUEST, "this identity key differs from the account's, which other devices use; a new device must be linked from an existing one", 0)
@@ -101,8 +104,9 @@ func (c *conn) getBundles(id uint64, req *wire.GetBundlesRequest) {
 		return
 	}
 	// Each fetch spends one of the target's one-time prekeys: rate-limit
-	// fetches so that nobody can drain another user's supply quickly.
-	if !c.bundles.Allow() {
+	// fetches of each user so that nobody can drain another user's supply
+	// quickly, and fetches in all.
+	if !c.allowBundle(name) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many key bundle requests; slow down", 2000)
 		return
 	}
@@ -159,4 +163,28 @@ func mismatchErr(mm *store.MismatchError) *wire.Error {
 		Message:  "the recipient's devices changed; update the device list and retry",
 		Mismatch: &wire.MismatchedDevices{Missing: mm.Missing, Extra: mm.Extra, Stale: mm.Stale},
 	}
+}
+
+// maxBundleTargets bounds the per-target limiters a connection keeps.
+const maxBundleTargets = 4096
+
+// allowBundle spends a fetch of target's keys from both budgets: the
+// target's and the connection's. Only the reader goroutine calls it.
+func (c *conn) allowBundle(target string) bool {
+	l := c.bundlesOf[target]
+	if l == nil {
+		if c.bundlesOf == nil || len(c.bundlesOf) >= maxBundleTargets {
+			c.bundlesOf = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(c.s.cfg.BundleTargetRate, c.s.cfg.BundleTargetBurst)
+		c.bundlesOf[target] = l
+	}
+	now := c.s.cfg.Now()
+	if l.TokensAt(now) < 1 {
+		return false
+	}
+	if !c.bundles.AllowN(now, 1) {
+		return false
+	}
+	return l.AllowN(now, 1)
 }

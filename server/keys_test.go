@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -63,7 +64,7 @@ func TestKeyUploadValidation(t *testing.T) {
 }
 
 func TestBundles(t *testing.T) {
-	s := servertest.Start(t, server.Config{})
+	s := servertest.Start(t, server.Config{BundleTargetBurst: 10}) // four fetches of bob
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
 	if _, err := alice.GetBundles(ctx(t), "bob", nil); !errors.Is(err, clientconn.ErrNoKeys) {
@@ -109,7 +110,7 @@ func TestBundles(t *testing.T) {
 }
 
 func TestConcurrentBundleFetchesGetDistinctPreKeys(t *testing.T) {
-	s := servertest.Start(t, server.Config{BundleBurst: 1000})
+	s := servertest.Start(t, server.Config{BundleBurst: 1000, BundleTargetBurst: 1000})
 	bob := s.Register(t, "bob")
 	const n = 30
 	if _, err := bob.SetKeys(ctx(t), servertest.KeysUpload(t, servertest.NewIdentity(t), 5, 1, n)); err != nil {
@@ -208,5 +209,47 @@ func TestPerDeviceSend(t *testing.T) {
 	_ = carol
 	if _, err := alice.SendPerDevice(ctx(t), "carol", clientconn.NewMessageID(), false, nil); !errors.Is(err, clientconn.ErrNoKeys) {
 		t.Fatalf("per-device send to a user without keys: %v", err)
+	}
+}
+
+// Bundle fetches spend the target's one-time prekeys: each connection may
+// fetch one user's keys only a few times, and all users' keys up to a
+// budget (a whole group's worth at once).
+func TestBundleFetchLimits(t *testing.T) {
+	s := servertest.Start(t, server.Config{BundleBurst: 5, BundleRate: 0.001, BundleTargetBurst: 2, BundleTargetRate: 0.001})
+	var targets []string
+	for i := range 6 {
+		name := fmt.Sprintf("target%d", i)
+		u := s.Register(t, name)
+		if _, err := u.SetKeys(ctx(t), servertest.KeysUpload(t, servertest.NewIdentity(t), 5, 1, 10)); err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, name)
+	}
+	f := s.Register(t, "fetcher")
+	limited := func(err error) bool {
+		var se *clientconn.ServerError
+		return errors.Is(err, clientconn.ErrRateLimited) && errors.As(err, &se) && se.RetryAfter > 0
+	}
+	// The same target: twice, then refused, without spending the
+	// connection's budget.
+	for i := range 2 {
+		if _, err := f.GetBundles(ctx(t), targets[0], nil); err != nil {
+			t.Fatalf("fetch %d of one target: %v", i+1, err)
+		}
+	}
+	for range 3 {
+		if _, err := f.GetBundles(ctx(t), targets[0], nil); !limited(err) {
+			t.Fatalf("a third fetch of one target: %v, want a rate limit", err)
+		}
+	}
+	// Other targets until the connection's budget (5, 2 spent) is gone.
+	for _, name := range targets[1:4] {
+		if _, err := f.GetBundles(ctx(t), name, nil); err != nil {
+			t.Fatalf("fetching %s: %v", name, err)
+		}
+	}
+	if _, err := f.GetBundles(ctx(t), targets[4], nil); !limited(err) {
+		t.Fatalf("a fetch over the connection's budget: %v, want a rate limit", err)
 	}
 }

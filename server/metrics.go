@@ -46,10 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ephemeral: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "magpie_ephemeral_total", Help: "Ephemeral envelopes handed to connected devices."}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "magpie_store_commit_seconds", Help: "Latency of one group commit (one sync).",
+			Name: "magpie_store_commit_seconds", Help: "Latency of one batched commit (one sync).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		commitOps: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "magpie_store_commit_ops", Help: "Operations (sends and acks) per group commit.",
+			Name: "magpie_store_commit_ops", Help: "Operations (sends and acks) per batched commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_errors_total", Help: "Error responses by code."}, []string{"code"}),

@@ -53,8 +53,14 @@ type Config struct {
 	RequestBurst int        // (2,000)
 	SignupRate   rate.Limit // registrations per second per remote IP (1 per 10 s)
 	SignupBurst  int        // (5)
-	BundleRate   rate.Limit // key bundle fetches per second per connection (1 per 2 s)
-	BundleBurst  int        // (30)
+	// Key bundle fetches per connection: each spends one of the target's
+	// one-time prekeys. Starting sessions with a new group's members takes
+	// one fetch per member, so the budget for fetches in all is a full
+	// group; what guards a user's prekeys is the budget per target.
+	BundleRate        rate.Limit // fetches per second per connection (5)
+	BundleBurst       int        // (1,100: a 1,024-member group at once)
+	BundleTargetRate  rate.Limit // fetches of one user per second per connection (1 per 20 s)
+	BundleTargetBurst int        // (3)
 
 	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
 	Blobs *blobstore.Store
@@ -114,10 +120,16 @@ func (c *Config) setDefaults() {
 		c.SignupBurst = 5
 	}
 	if c.BundleRate == 0 {
-		c.BundleRate = rate.Every(2 * time.Second)
+		c.BundleRate = 5
 	}
 	if c.BundleBurst == 0 {
-		c.BundleBurst = 30
+		c.BundleBurst = 1100
+	}
+	if c.BundleTargetRate == 0 {
+		c.BundleTargetRate = rate.Every(20 * time.Second)
+	}
+	if c.BundleTargetBurst == 0 {
+		c.BundleTargetBurst = 3
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -131,6 +143,8 @@ type Server struct {
 	router     *router.Router
 	handshakes chan struct{} // semaphore
 	signups    *ipLimiter
+	groups     groups      // verified group states
+	devices    deviceCache // users' devices with keys, for group fan-out
 
 	mu        sync.Mutex
 	closed    bool

@@ -567,7 +567,7 @@ recv:
 	return begin, ackFrames, nil
 }
 
-// waitCommitted polls the server's metrics until its group commits have
+// waitCommitted polls the server's metrics until its batched commits have
 // taken in ackFrames more operations than ops0 (each ack frame is one), and
 // records when: the acks of a drain are committed after the messages have
 // been pushed, and the single writer can lag behind the pushes. It gives
