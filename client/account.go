@@ -153,6 +153,9 @@ func (c *Client) Typing(ctx context.Context, to string, typing bool) error {
 		return fmt.Errorf("%w: not connected", ErrOffline)
 	}
 	return c.withConn(ctx, func(conn *clientconn.Conn) error {
+		if id, ok := groupOf(to); ok {
+			return c.groupTyping(ctx, conn, id, typing)
+		}
 		s, err := c.sesame(ctx, conn)
 		if err != nil {
 			return err

@@ -101,6 +101,7 @@ type Client struct {
 	mu      sync.Mutex
 	account DeviceAddr
 	prefs   prefs
+	states  stateCache // decoded group states (groups.go)
 	eng     engineState
 	subs    map[*Subscription]struct{}
 	closed  bool

@@ -257,7 +257,7 @@ func TestPrekeyRefillAndRotation(t *testing.T) {
 	t.Parallel()
 	var skew atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	s := servertest.Start(t, server.Config{BundleBurst: 1000})
+	s := servertest.Start(t, server.Config{BundleBurst: 1000, BundleTargetBurst: 1000})
 	bob := newUser(t, s.Invite, "bob", client.Options{Now: clock})
 	counts := func() (int, int) {
 		conn := s.Dial(t, client.DeviceKeyForTest(bob))

@@ -25,6 +25,9 @@ const (
 	// EventResync: this subscriber fell behind and missed events; reload
 	// what it shows from the history.
 	EventResync
+	// EventGroup: the group whose conversation is Event.Peer changed
+	// (Client.Group shows it).
+	EventGroup
 )
 
 // Event is something the application should show. The history is the
@@ -33,6 +36,7 @@ type Event struct {
 	Kind     EventKind
 	Message  *Message
 	Peer     string
+	Sender   string // EventTyping in a group: who is typing
 	Typing   bool
 	Status   Status
 	Progress Progress

@@ -5,6 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+
+	"github.com/magpie-im/magpie/content"
+	"github.com/magpie-im/magpie/e2e/curve"
+	"github.com/magpie-im/magpie/e2e/senderkey"
+	"github.com/magpie-im/magpie/internal/clientconn"
 
 	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/link"
@@ -97,4 +103,84 @@ func QueueReadReceiptForTest(ctx context.Context, c *Client, peer string, ids ..
 	err := c.update(ctx, func(t sealedTx) error { return queueReadReceipt(t, peer, raw, c.opts.Now()) })
 	c.kick(workerOutbox)
 	return err
+}
+
+// GroupDecryptForTest tries to decrypt a group message (a Sender Key
+// message from device from) with c's keys, as receiving it would, and
+// keeps nothing: tests use it on ciphertext c was never given.
+func GroupDecryptForTest(ctx context.Context, c *Client, from DeviceAddr, payload []byte) ([]byte, error) {
+	var pt []byte
+	errRollback := errors.New("rollback")
+	err := c.update(ctx, func(t sealedTx) error {
+		d, err := e2e.GroupDecrypt(t, from.User, from.Device, payload)
+		if err != nil {
+			return err
+		}
+		pt = d.Plaintext
+		return errRollback
+	})
+	if errors.Is(err, errRollback) {
+		return pt, nil
+	}
+	return nil, err
+}
+
+// IdentityKeyForTest returns c's identity key pair, for tests that forge
+// what only c could sign.
+func IdentityKeyForTest(ctx context.Context, c *Client) (curve.KeyPair, error) {
+	id, err := c.identity(ctx)
+	if err != nil {
+		return curve.KeyPair{}, err
+	}
+	return id.Key, nil
+}
+
+// GroupEncryptForTest encrypts a text for group id on c's current sender
+// key, as sending would, without sending it: what a member removed since,
+// or a server replaying ciphertext, could put in a queue.
+func GroupEncryptForTest(ctx context.Context, c *Client, id GroupID, text string) ([]byte, error) {
+	var ct []byte
+	err := c.update(ctx, func(t sealedTx) error {
+		rec, _, err := c.loadGroup(t, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil || rec.Dist == nil {
+			return errors.New("no sender key for that group on this device")
+		}
+		b, err := content.EncodeText(text, c.opts.Now())
+		if err == nil {
+			b, err = content.InGroup(b, id)
+		}
+		if err == nil {
+			ct, err = e2e.GroupEncrypt(t, senderkey.DistributionID(rec.Dist), b, rand.Reader)
+		}
+		return err
+	})
+	return ct, err
+}
+
+// SendContentForTest sends an encoded content.Content to user's devices
+// over the 1:1 sessions, as the engine sends what it makes itself.
+func SendContentForTest(ctx context.Context, c *Client, to string, payload []byte) error {
+	return c.withConn(ctx, func(conn *clientconn.Conn) error {
+		s, err := c.sesame(ctx, conn)
+		if err != nil {
+			return err
+		}
+		_, err = s.Send(ctx, to, NewMessageID(), payload, false)
+		return err
+	})
+}
+
+// SenderKeysForTest counts the sender key records c keeps of other
+// devices' chains.
+func SenderKeysForTest(ctx context.Context, c *Client) (int, error) {
+	n := 0
+	err := c.view(ctx, func(t sealedTx) error {
+		keys, err := t.Keys("e2e.senderkey", "")
+		n = len(keys)
+		return err
+	})
+	return n, err
 }

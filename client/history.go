@@ -31,7 +31,7 @@ func addMessage(t sealedTx, r *msgRecord) error {
 	if r.Outgoing {
 		err = t.Put(nsOut, hex.EncodeToString(r.ID), []byte(seqKey(seq)))
 	} else {
-		err = t.Put(nsIn, inKey(r.Peer, r.Device, MessageID(r.ID)), []byte(seqKey(seq)))
+		err = t.Put(nsIn, inKey(r.sender(""), r.Device, MessageID(r.ID)), []byte(seqKey(seq)))
 	}
 	if err != nil {
 		return err
@@ -41,7 +41,7 @@ func addMessage(t sealedTx, r *msgRecord) error {
 		return err
 	}
 	conv.Last = seq
-	if !r.Outgoing && r.State == StateReceived {
+	if !r.Outgoing && !r.Notice && r.State == StateReceived {
 		conv.Unread++
 	}
 	return putJSON(t, nsConv, r.Peer, conv)
@@ -100,12 +100,13 @@ func readSeq(t sealedTx, peer string) (uint64, error) {
 }
 
 // publicMessage is r as the application sees it.
-func publicMessage(t sealedTx, r *msgRecord) (*Message, error) {
+func (c *Client) publicMessage(t sealedTx, r *msgRecord) (*Message, error) {
 	rs, err := readSeq(t, r.Peer)
 	if err != nil {
 		return nil, err
 	}
-	m := r.message(rs)
+	me, _ := c.Account()
+	m := r.message(rs, me.User)
 	return &m, nil
 }
 
@@ -117,7 +118,7 @@ func (c *Client) Message(ctx context.Context, seq uint64) (*Message, error) {
 		if err != nil {
 			return err
 		}
-		m, err = publicMessage(t, r)
+		m, err = c.publicMessage(t, r)
 		return err
 	})
 	return m, err
@@ -145,6 +146,7 @@ func (c *Client) History(ctx context.Context, peer string, q HistoryQuery) (msgs
 	if q.Before != 0 {
 		to = msgKey(peer, q.Before)
 	}
+	me, _ := c.Account()
 	err = c.view(ctx, func(t sealedTx) error {
 		rs, err := readSeq(t, peer)
 		if err != nil {
@@ -163,7 +165,7 @@ func (c *Client) History(ctx context.Context, peer string, q HistoryQuery) (msgs
 				more = true
 				return false, nil
 			}
-			msgs = append(msgs, r.message(rs))
+			msgs = append(msgs, r.message(rs, me.User))
 			return true, nil
 		})
 	})
@@ -181,6 +183,7 @@ func attachmentName(r *msgRecord) string {
 // Conversations lists the conversations, the most recent first.
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	var out []Conversation
+	me, _ := c.Account()
 	err := c.view(ctx, func(t sealedTx) error {
 		kv := t
 		return t.Scan(nsConv, "", "", false, func(peer string, v []byte) (bool, error) {
@@ -193,8 +196,14 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 			if ok, err := getJSON(t, nsMsg, msgKey(peer, conv.Last), &r); err != nil {
 				return false, err
 			} else if ok {
-				m := r.message(conv.ReadSeq)
+				m := r.message(conv.ReadSeq, me.User)
 				cv.Last = &m
+			}
+			if id, ok := groupOf(peer); ok {
+				name, err := groupName(t, id)
+				cv.Group, cv.Name = &id, name
+				out = append(out, cv)
+				return true, err
 			}
 			contact, err := e2e.LoadContact(kv, peer)
 			if err != nil {
@@ -245,15 +254,22 @@ func (c *Client) MarkRead(ctx context.Context, peer string) (int, error) {
 		if conv.ReadSeq >= conv.Last && conv.Unread == 0 {
 			return nil
 		}
-		var ids [][]byte
+		// Receipts go to whoever wrote the messages: the peer, or each
+		// member of a group.
+		ids := map[string][][]byte{}
+		var senders []string
 		err := t.Scan(nsMsg, msgKey(peer, conv.ReadSeq+1), prefixEnd(peer+"/"), false, func(_ string, v []byte) (bool, error) {
 			var r msgRecord
 			if err := jsonRecord(v, &r); err != nil {
 				return true, nil
 			}
-			if !r.Outgoing && r.State == StateReceived {
+			if !r.Outgoing && !r.Notice && r.State == StateReceived {
 				n++
-				ids = append(ids, r.ID)
+				from := r.sender("")
+				if ids[from] == nil {
+					senders = append(senders, from)
+				}
+				ids[from] = append(ids[from], r.ID)
 			}
 			return true, nil
 		})
@@ -267,12 +283,14 @@ func (c *Client) MarkRead(ctx context.Context, peer string) (int, error) {
 		if !sendReceipts {
 			return nil
 		}
-		for len(ids) > 0 {
-			k := min(len(ids), maxReceiptIDs)
-			if err := queueReadReceipt(t, peer, ids[:k], c.opts.Now()); err != nil {
-				return err
+		for _, from := range senders {
+			for list := ids[from]; len(list) > 0; {
+				k := min(len(list), maxReceiptIDs)
+				if err := queueReadReceipt(t, from, list[:k], c.opts.Now()); err != nil {
+					return err
+				}
+				list = list[k:]
 			}
-			ids = ids[k:]
 		}
 		return nil
 	})

@@ -49,9 +49,13 @@ const (
 type Message struct {
 	// Seq is this client's handle for the message: unique in the home,
 	// increasing in the order messages entered the history.
-	Seq      uint64
-	ID       MessageID
-	Peer     string // the conversation: the other user
+	Seq  uint64
+	ID   MessageID
+	Peer string // the conversation: the other user, or a group (GroupID.Peer)
+	// Sender is who wrote it: this account for outgoing messages, the peer
+	// or a group's member for incoming ones; for a notice, whoever changed
+	// the group ("" when nobody did).
+	Sender   string
 	Outgoing bool
 	// FromDevice is the sender's device, for incoming messages.
 	FromDevice uint32
@@ -71,6 +75,16 @@ type Message struct {
 	// Unread is set on incoming messages not yet marked read (MarkRead).
 	Unread     bool
 	Attachment *Attachment
+	// Notice: a line about a group's membership or settings (Text), not a
+	// message anyone wrote.
+	Notice bool
+	// For a message this account sent to a group: how many members it
+	// went to, and which of them have it (a device of theirs) and have read
+	// it: "delivered to 7 of 9, read by 3". State is delivered (read) once
+	// all of them have it (have read it).
+	Recipients  int
+	DeliveredTo []string
+	ReadBy      []string
 }
 
 // TransferState is where an attachment's transfer stands.
@@ -104,9 +118,12 @@ type Attachment struct {
 	Path string
 }
 
-// Conversation is one peer's thread.
+// Conversation is one peer's thread: a user's, or a group's.
 type Conversation struct {
-	Peer   string
+	Peer string
+	// Group is set for a group's conversation, with the group's name.
+	Group  *GroupID
+	Name   string
 	Unread int
 	Last   *Message
 	// Verified: the user compared safety numbers with Peer.
@@ -134,6 +151,25 @@ type msgRecord struct {
 	Err       string       `json:"err,omitempty"`
 	ErrCode   string       `json:"err_code,omitempty"`
 	Transfer  *xferState   `json:"xfer,omitempty"`
+	// Groups: who wrote it (incoming; Peer is the group), whether it is a
+	// notice, and, for what this account sent, how many members it went to
+	// and who has it and has read it.
+	From        string   `json:"from,omitempty"`
+	Notice      bool     `json:"notice,omitempty"`
+	Recipients  int      `json:"rcpt,omitempty"`
+	DeliveredTo []string `json:"delivered_to,omitempty"`
+	ReadBy      []string `json:"read_by,omitempty"`
+}
+
+// sender is who wrote r (me: this account).
+func (r *msgRecord) sender(me string) string {
+	switch {
+	case r.From != "" || r.Notice:
+		return r.From
+	case r.Outgoing:
+		return me
+	}
+	return r.Peer
 }
 
 // xferState is what the history shows of an attachment's transfer.
@@ -180,13 +216,16 @@ func (r *msgRecord) attachment() *content.Attachment {
 	return c.GetAttachment()
 }
 
-// message is the public form of r; readSeq is its conversation's read mark.
-func (r *msgRecord) message(readSeq uint64) Message {
+// message is the public form of r; readSeq is its conversation's read
+// mark, me this account.
+func (r *msgRecord) message(readSeq uint64, me string) Message {
 	m := Message{
-		Seq: r.Seq, ID: MessageID(r.ID), Peer: r.Peer, Outgoing: r.Outgoing, FromDevice: r.Device,
+		Seq: r.Seq, ID: MessageID(r.ID), Peer: r.Peer, Sender: r.sender(me), Outgoing: r.Outgoing, FromDevice: r.Device,
 		Text: r.Text, Composed: msTime(r.Composed), ServerTime: msTime(r.Server), State: r.State,
 		Delivered: msTime(r.Delivered), Read: msTime(r.Read), Err: r.Err, ErrCode: r.ErrCode,
-		Unread: !r.Outgoing && r.Seq > readSeq && r.State != StateUnreadable,
+		Unread:     !r.Outgoing && !r.Notice && r.Seq > readSeq && r.State != StateUnreadable,
+		Notice:     r.Notice,
+		Recipients: r.Recipients, DeliveredTo: r.DeliveredTo, ReadBy: r.ReadBy,
 	}
 	if a := r.attachment(); a != nil {
 		m.Attachment = &Attachment{

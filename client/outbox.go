@@ -45,6 +45,8 @@ type outboxItem struct {
 	Payload   []byte `json:"payload,omitempty"`
 	Tries     int    `json:"tries,omitempty"`
 	NotBefore int64  `json:"not_before,omitempty"` // Unix ms: after a temporary refusal
+	// Sealed is a group message as first encrypted (groupsend.go).
+	Sealed *sealedGroupMessage `json:"sealed,omitempty"`
 }
 
 // SendOption changes how Send queues a message.
@@ -58,10 +60,18 @@ type sendOptions struct{ id MessageID }
 func WithID(id MessageID) SendOption { return func(o *sendOptions) { o.id = id } }
 
 // checkRecipient normalises a user name and refuses to queue for a contact
-// whose verified safety number changed.
+// whose verified safety number changed, or for a group this account cannot
+// send to.
 func (c *Client) checkRecipient(ctx context.Context, to string) (string, error) {
 	if _, ok := c.Account(); !ok {
 		return "", ErrNotRegistered
+	}
+	if strings.HasPrefix(to, groupPeerPrefix) {
+		id, err := ParseGroupID(to)
+		if err != nil {
+			return "", err
+		}
+		return id.Peer(), c.checkGroupSend(ctx, id)
 	}
 	to, err := username.Normalize(to)
 	if err != nil {
@@ -126,7 +136,7 @@ func (c *Client) Send(ctx context.Context, to, text string, opts ...SendOption) 
 				return err
 			}
 		}
-		m, err = publicMessage(t, r)
+		m, err = c.publicMessage(t, r)
 		return err
 	})
 	if err != nil {
@@ -204,7 +214,7 @@ func (c *Client) Outbox(ctx context.Context) ([]Message, error) {
 			if err != nil {
 				return err
 			}
-			m, err := publicMessage(t, r)
+			m, err := c.publicMessage(t, r)
 			if err == nil {
 				out = append(out, *m)
 			}
@@ -439,7 +449,8 @@ func (c *Client) flushOnce(ctx context.Context, conn *clientconn.Conn, own bool)
 			if err := c.deferItem(ctx, &it, now.Add(wait), se); err != nil {
 				return 0, err
 			}
-		case errors.As(err, &se) || errors.Is(err, ErrIdentityChanged) || errors.Is(err, e2e.ErrNoContact):
+		case errors.As(err, &se) || errors.Is(err, ErrIdentityChanged) || errors.Is(err, e2e.ErrNoContact) ||
+			errors.Is(err, ErrNotMember) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrUnknownGroup) || errors.Is(err, ErrGroupRefused):
 			if err := c.failItem(ctx, &it, err); err != nil {
 				return 0, err
 			}
@@ -491,6 +502,18 @@ func (c *Client) sendItem(ctx context.Context, conn *clientconn.Conn, it *outbox
 	})
 	if err != nil {
 		return err
+	}
+	if gid, ok := groupOf(it.Peer); ok {
+		res, recipients, err := c.sendGroupItem(ctx, conn, it, gid, payload)
+		if err != nil {
+			return err
+		}
+		return c.changeItem(ctx, it, func(t sealedTx) error { return t.Delete(nsOutbox, seqKey(it.Seq)) }, func(r *msgRecord) {
+			r.Server, r.Err, r.Recipients = unixMs(res.ServerTime), "", recipients
+			if r.State == StateQueued {
+				r.State = StateSent
+			}
+		})
 	}
 	s, err := c.sesame(ctx, conn)
 	if err != nil {
@@ -569,6 +592,10 @@ func failureCode(err error) string {
 		return "quota"
 	case errors.Is(err, ErrAttachmentDigest), errors.Is(err, attach.ErrTampered):
 		return "tampered"
+	case errors.Is(err, ErrNotMember), errors.Is(err, ErrUnknownGroup):
+		return "not_member"
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrGroupRefused):
+		return "forbidden"
 	}
 	return "refused"
 }

@@ -46,8 +46,18 @@ func (c *Client) handlePush(ctx context.Context, conn *clientconn.Conn, p client
 			return err
 		}
 		return conn.Ack(p.Receipt.Seq)
+	case p.Envelope != nil && p.Envelope.GroupChange:
+		if err := c.receiveGroupChange(ctx, conn, p.Envelope); err != nil {
+			return fmt.Errorf("a change to a group: %w", err)
+		}
+		return conn.Ack(p.Envelope.Seq)
 	case p.Envelope != nil:
 		e := p.Envelope
+		if e.Group != ([16]byte{}) {
+			if err := c.learnGroup(ctx, conn, GroupID(e.Group)); err != nil {
+				return err
+			}
+		}
 		evs, err := c.receiveEnvelope(ctx, e)
 		if err != nil {
 			return fmt.Errorf("storing a message from %s: %w", e.From.User, err)
@@ -77,6 +87,13 @@ func (c *Client) deliveryReceipt(ctx context.Context, rc *clientconn.Receipt) er
 		return err // a transcript's or a receipt's receipt
 	}
 	return c.changeMessage(ctx, seq, func(_ sealedTx, r *msgRecord) error {
+		if _, ok := groupOf(r.Peer); ok {
+			me, _ := c.Account()
+			if rc.Recipient.User == me.User || !groupDelivered(r, rc.Recipient.User, unixMs(rc.Delivered), false) {
+				return errUnchanged
+			}
+			return nil
+		}
 		if r.Peer != rc.Recipient.User || r.Delivered != 0 {
 			return errUnchanged // not to that user, or a repeat
 		}
@@ -127,6 +144,9 @@ func (k *storeErrKV) Keys(ns, prefix string) ([]string, error) {
 // publish once committed, or the error that kept it from being stored.
 func (c *Client) receiveEnvelope(ctx context.Context, e *clientconn.Envelope) ([]Event, error) {
 	from := DeviceAddr(e.From)
+	if e.Group != ([16]byte{}) {
+		return c.receiveGroupMessage(ctx, e)
+	}
 	if !e2e.IsEnvelope(e.Payload) {
 		// Not end-to-end ciphertext: never trusted, never shown as text.
 		return c.storeUnreadable(ctx, e, e2e.ErrUnknownEnvelope)
@@ -202,6 +222,9 @@ func (c *Client) addUnreadable(t sealedTx, e *clientconn.Envelope, why error, ev
 		Err:      "could not be decrypted or read: " + why.Error(),
 		Composed: unixMs(e.ServerTime), Stored: unixMs(c.opts.Now()), Server: unixMs(e.ServerTime),
 	}
+	if e.Group != ([16]byte{}) {
+		r.Peer, r.From = GroupID(e.Group).Peer(), e.From.User
+	}
 	return c.addAndNote(t, r, evs)
 }
 
@@ -210,7 +233,7 @@ func (c *Client) addAndNote(t sealedTx, r *msgRecord, evs *[]Event) error {
 	if err := addMessage(t, r); err != nil {
 		return err
 	}
-	m, err := publicMessage(t, r)
+	m, err := c.publicMessage(t, r)
 	if err != nil {
 		return err
 	}
@@ -271,6 +294,10 @@ func (c *Client) storeContent(t sealedTx, e *clientconn.Envelope, msg *content.C
 		return c.addAndNote(t, r, evs)
 	case msg.GetReceipt() != nil:
 		return c.readReceipt(t, from.User, msg.GetReceipt(), evs)
+	case msg.GetSenderKey() != nil:
+		return c.receiveSenderKey(t, from, msg.GetSenderKey())
+	case msg.GetSenderKeyRequest() != nil:
+		return c.senderKeyRequest(t, from, msg.GetSenderKeyRequest())
 	}
 	return c.addUnreadable(t, e, errors.New("a kind of message this version of Magpie cannot show: update it"), evs)
 }
@@ -286,19 +313,33 @@ func (c *Client) readReceipt(t sealedTx, peer string, rc *content.Receipt, evs *
 		if err != nil {
 			return err
 		}
-		// Only the peer a message went to can say it was read.
-		if r == nil || r.Peer != peer || r.Read != 0 || r.State == StateFailed {
+		if r == nil || r.State == StateFailed {
 			continue
 		}
-		r.Read = now
-		r.State = StateRead
-		if r.Delivered == 0 {
-			r.Delivered = now
+		if _, ok := groupOf(r.Peer); ok {
+			// A member of the group it went to.
+			in, err := c.groupMember(t, r.Peer, peer)
+			if err != nil {
+				return err
+			}
+			if !in || !groupDelivered(r, peer, now, true) {
+				continue
+			}
+		} else {
+			// Only the peer a message went to can say it was read.
+			if r.Peer != peer || r.Read != 0 {
+				continue
+			}
+			r.Read = now
+			r.State = StateRead
+			if r.Delivered == 0 {
+				r.Delivered = now
+			}
 		}
 		if err := putMessage(t, r); err != nil {
 			return err
 		}
-		m, err := publicMessage(t, r)
+		m, err := c.publicMessage(t, r)
 		if err != nil {
 			return err
 		}

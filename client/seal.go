@@ -64,6 +64,9 @@ func (t sealedTx) open(ns, key string, v []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrCorrupt, ns, key, err)
 	}
+	if pt == nil {
+		pt = []byte{} // an empty value is there: nil means no value
+	}
 	return pt, nil
 }
 

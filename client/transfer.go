@@ -117,7 +117,7 @@ func (c *Client) SendFile(ctx context.Context, to string, r io.Reader, name stri
 		if err := putJSON(t, nsTransfer, seqKey(rec.Seq), job); err != nil {
 			return err
 		}
-		m, err = publicMessage(t, rec)
+		m, err = c.publicMessage(t, rec)
 		return err
 	})
 	if err != nil {
@@ -395,7 +395,7 @@ func (c *Client) upload(ctx context.Context, conn *clientconn.Conn, j *transferJ
 		if err := queue(t, &outboxItem{Msg: r.Seq, Peer: r.Peer, ID: r.ID}); err != nil {
 			return err
 		}
-		m, err := publicMessage(t, r)
+		m, err := c.publicMessage(t, r)
 		ev = &Event{Kind: EventUpdate, Message: m}
 		return err
 	})
@@ -670,7 +670,7 @@ func (c *Client) changeMessage(ctx context.Context, seq uint64, fn func(t sealed
 		if err := putMessage(t, r); err != nil {
 			return err
 		}
-		m, err = publicMessage(t, r)
+		m, err = c.publicMessage(t, r)
 		return err
 	})
 	if errors.Is(err, errUnchanged) {
