@@ -107,6 +107,9 @@ type Client struct {
 	closed  bool
 
 	dialNow chan struct{} // capacity 1: reconnect now
+	// expireNow (capacity 1) wakes the expiry loop: a message that will
+	// disappear was stored.
+	expireNow chan struct{}
 }
 
 // prefs are the user's settings.
@@ -249,7 +252,7 @@ func Open(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, st: st, lock: lock, subs: map[*Subscription]struct{}{}, dialNow: make(chan struct{}, 1)}
+	c := &Client{opts: opts, st: st, lock: lock, subs: map[*Subscription]struct{}{}, dialNow: make(chan struct{}, 1), expireNow: make(chan struct{}, 1)}
 	c.eng.init()
 	c.eng.status = Status{State: ConnStopped, Since: opts.Now()}
 	if err := c.load(ctx); err != nil {

@@ -200,6 +200,17 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 		c.setStatus(ConnStopped, nil, false)
 	}()
+	// Disappearing messages go while the engine runs, online or not.
+	expireCtx, stopExpire := context.WithCancel(ctx)
+	expired := make(chan struct{})
+	go func() {
+		defer close(expired)
+		c.expireLoop(expireCtx)
+	}()
+	defer func() {
+		stopExpire()
+		<-expired
+	}()
 	backoff := time.Second
 	for {
 		c.setStatus(ConnConnecting, nil, false)

@@ -124,6 +124,16 @@ func (s *Subscription) send(ev Event) {
 
 // publish sends events to every subscriber.
 func (c *Client) publish(evs ...Event) {
+	for _, ev := range evs {
+		if ev.Kind == EventMessage && ev.Message != nil && !ev.Message.Expires.IsZero() {
+			// Stored (events follow commits): the expiry loop plans
+			// for it.
+			select {
+			case c.expireNow <- struct{}{}:
+			default:
+			}
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s := range c.subs {

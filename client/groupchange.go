@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -393,6 +394,12 @@ func describe(before *group.State, ch *group.Change, me string) string {
 	case group.SetInfo:
 		if before != nil && a.Name != before.Name {
 			return fmt.Sprintf("%s renamed the group %q", author, a.Name)
+		}
+		if before != nil && !bytes.Equal(a.Avatar, before.Avatar) {
+			if a.Avatar == nil {
+				return fmt.Sprintf("%s removed the group's picture", author)
+			}
+			return fmt.Sprintf("%s changed the group's picture", author)
 		}
 		return fmt.Sprintf("%s changed the group's description", author)
 	case group.SetSettings:

@@ -111,9 +111,11 @@ type Group struct {
 	LinkOn       bool
 	LinkApproval bool
 	Link         string
-	Role         string // this account's role; "" when not a member
-	CanSend      bool
-	Seq          uint64 // the log's last change applied here
+	// HasAvatar: the group has a picture (GroupAvatar).
+	HasAvatar bool
+	Role      string // this account's role; "" when not a member
+	CanSend   bool
+	Seq       uint64 // the log's last change applied here
 	// Refused says which change this device refused, if one was: the
 	// group stays as it was before it (ErrGroupRefused).
 	Refused string
@@ -138,6 +140,8 @@ type groupRecord struct {
 	Refused string `json:"refused,omitempty"`
 	Link    string `json:"link,omitempty"` // the link this device made
 	Name    string `json:"name,omitempty"` // for the conversation list
+	// DisappearMs is the group's setting, for each message stored.
+	DisappearMs int64 `json:"disappear_ms,omitempty"`
 }
 
 // stateCache keeps decoded group states: every group message needs its
@@ -194,6 +198,7 @@ func (c *Client) loadGroup(t sealedTx, id GroupID) (*groupRecord, *group.State, 
 // saveGroup writes a group's record and, when it changed, its state.
 func (c *Client) saveGroup(t sealedTx, id GroupID, rec *groupRecord, st *group.State, stateChanged bool) error {
 	rec.Seq, rec.Head, rec.Name = st.Seq, st.Head[:], st.Name
+	rec.DisappearMs = st.Settings.DisappearAfter.Milliseconds()
 	if stateChanged {
 		b, err := st.MarshalBinary()
 		if err != nil {
@@ -231,7 +236,7 @@ func (c *Client) publicGroup(t sealedTx, id GroupID, rec *groupRecord, st *group
 			AdminsOnlySend: st.Settings.AdminsOnlySend, AdminsOnlyEditInfo: st.Settings.AdminsOnlyEditInfo,
 			DisappearAfter: st.Settings.DisappearAfter,
 		},
-		LinkOn: st.LinkKey != nil, LinkApproval: st.LinkApproval,
+		LinkOn: st.LinkKey != nil, LinkApproval: st.LinkApproval, HasAvatar: st.Avatar != nil,
 		Role: roleName(st.Role(me.User)), CanSend: st.CanSend(me.User), Seq: st.Seq, Refused: rec.Refused,
 	}
 	if g.LinkOn {

@@ -1,10 +1,15 @@
 package client_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/content"
 	"github.com/magpie-im/magpie/e2e"
@@ -20,6 +26,7 @@ import (
 	"github.com/magpie-im/magpie/group"
 	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
+	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
 )
 
@@ -584,8 +591,12 @@ func TestGroupMultiDevice(t *testing.T) {
 	if cg, err := carol2.Group(ctx, g.ID); err != nil || cg.Role != client.RoleMember {
 		t.Fatalf("carol2's copy of the group: %+v, %v", cg, err)
 	}
-	// alice1 hears the request before her next message goes out.
-	time.Sleep(300 * time.Millisecond)
+	// alice1 hears the request before her next message goes out: carol2
+	// has sent it once her outbox is empty, and alice1 has it once she
+	// has received what the server holds for her.
+	if err := carol2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := alice1.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -863,4 +874,159 @@ func (m memKV) Keys(ns, prefix string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// A file sent to a group is uploaded once and reaches every member, who
+// each fetch it; the sender sees it delivered to all of them.
+func TestGroupFile(t *testing.T) {
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	alice, asub := onlineUser(t, s.Invite, "alice", client.Options{})
+	_, bsub := onlineUser(t, s.Invite, "bob", client.Options{})
+	_, csub := onlineUser(t, s.Invite, "carol", client.Options{})
+	g, err := alice.CreateGroup(testCtx(t), "Files", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(300 << 10)
+	m := sendFile(t, alice, g.Peer, "minutes.pdf", data, "the minutes")
+	for _, sub := range []*client.Subscription{bsub, csub} {
+		got := waitSaved(t, sub, data)
+		if got.Peer != g.Peer || got.Sender != "alice" || got.Text != "the minutes" || got.Attachment.Name != "minutes.pdf" {
+			t.Fatalf("a member's copy: %+v", got)
+		}
+	}
+	waitState(t, asub, m.Seq, client.StateDelivered)
+}
+
+// In a group whose messages disappear, each message (and the file it
+// brought) is deleted from every device that long after it was stored;
+// the notices stay, and so does what was sent before the setting.
+func TestGroupDisappearingMessages(t *testing.T) {
+	t.Parallel()
+	s := withBlobs(t, blobstore.Options{})
+	alice, asub := onlineUser(t, s.Invite, "alice", client.Options{})
+	bob, bsub := onlineUser(t, s.Invite, "bob", client.Options{})
+	ctx := testCtx(t)
+	g, err := alice.CreateGroup(ctx, "Brief", []string{"bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent(t, alice, g.Peer, "kept")
+	waitGroupMessage(t, bsub, g.Peer, "alice", "kept")
+	const after = 2 * time.Second
+	if err := alice.GroupSetSettings(ctx, g.ID, client.GroupSettings{DisappearAfter: after}); err != nil {
+		t.Fatal(err)
+	}
+	waitGroupChange(t, bob, g.ID, "the timer", func(g *client.Group) bool { return g.Settings.DisappearAfter == after })
+
+	data := randomBytes(10 << 10)
+	text := sent(t, alice, g.Peer, "gone soon")
+	file := sendFile(t, alice, g.Peer, "note.bin", data, "")
+	got := waitGroupMessage(t, bsub, g.Peer, "alice", "gone soon")
+	saved := waitSaved(t, bsub, data)
+	if got.Expires.IsZero() || got.Expires.Sub(got.Composed) > after+5*time.Second {
+		t.Fatalf("bob's copy disappears at %v (composed %v)", got.Expires, got.Composed)
+	}
+	waitState(t, asub, file.Seq, client.StateDelivered)
+	deadline := time.Now().Add(after + 10*time.Second)
+	for {
+		var left []string
+		for _, c := range []*client.Client{alice, bob} {
+			for _, m := range history(t, c, g.Peer) {
+				if !m.Notice {
+					left = append(left, m.Text)
+				}
+			}
+		}
+		if slices.Equal(left, []string{"kept", "kept"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still there %v after the timer: %q", after, left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, seq := range []uint64{text.Seq, file.Seq} {
+		if _, err := alice.Message(ctx, seq); !errors.Is(err, client.ErrNoMessage) {
+			t.Errorf("alice's message %d after it disappeared: %v", seq, err)
+		}
+	}
+	if _, err := bob.Message(ctx, got.Seq); !errors.Is(err, client.ErrNoMessage) {
+		t.Errorf("bob's copy after it disappeared: %v", err)
+	}
+	if _, err := os.Stat(saved.Attachment.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bob's saved file after it disappeared: %v", err)
+	}
+}
+
+// A group's picture is uploaded once, named in the signed log, and
+// fetched and checked by each member; anything that is not an image, or
+// too large, is refused before anything is uploaded.
+func TestGroupAvatar(t *testing.T) {
+	t.Parallel()
+	blobDir := filepath.Join(t.TempDir(), "blobs")
+	blobs, err := blobstore.Open(blobDir, blobstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blobs.Close() })
+	s := servertest.Start(t, server.Config{Blobs: blobs})
+	alice, _ := onlineUser(t, s.Invite, "alice", client.Options{})
+	bob, _ := onlineUser(t, s.Invite, "bob", client.Options{})
+	carol, _ := onlineUser(t, s.Invite, "carol", client.Options{})
+	ctx := testCtx(t)
+	g, err := alice.CreateGroup(ctx, "Pictured", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := alice.GroupAvatar(ctx, g.ID); !errors.Is(err, client.ErrNoAvatar) {
+		t.Fatalf("a new group's picture: %v, want ErrNoAvatar", err)
+	}
+	var img bytes.Buffer
+	if err := png.Encode(&img, image.NewRGBA(image.Rect(0, 0, 64, 64))); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.GroupSetAvatar(ctx, g.ID, bytes.NewReader(img.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	bg := waitGroupChange(t, bob, g.ID, "the picture", func(g *client.Group) bool { return g.HasAvatar })
+	got, mime, err := bob.GroupAvatar(ctx, bg.ID)
+	if err != nil || mime != "image/png" || !bytes.Equal(got, img.Bytes()) {
+		t.Fatalf("bob's copy of the picture: %d bytes, %q, %v", len(got), mime, err)
+	}
+	if h := history(t, bob, g.Peer); h[len(h)-1].Text != "alice changed the group's picture" {
+		t.Errorf("the notice: %q", h[len(h)-1].Text)
+	}
+	// A server that changes the stored picture: carol, who has not
+	// fetched it yet, refuses it.
+	waitGroupChange(t, carol, g.ID, "the picture", func(g *client.Group) bool { return g.HasAvatar })
+	stored, err := filepath.Glob(filepath.Join(blobDir, "complete", "*"))
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("the stored picture: %v %v", stored, err)
+	}
+	b, err := os.ReadFile(stored[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(stored[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := carol.GroupAvatar(ctx, g.ID); !errors.Is(err, client.ErrAttachmentDigest) {
+		t.Errorf("a picture changed on the server: %v, want ErrAttachmentDigest", err)
+	}
+	if err := alice.GroupSetAvatar(ctx, g.ID, strings.NewReader("<html>not an image</html>")); !errors.Is(err, group.ErrMalformed) {
+		t.Errorf("an HTML page as the picture: %v, want group.ErrMalformed", err)
+	}
+	if err := alice.GroupSetAvatar(ctx, g.ID, bytes.NewReader(make([]byte, content.MaxAvatar+1))); !errors.Is(err, client.ErrTooLarge) {
+		t.Errorf("a picture too large: %v, want ErrTooLarge", err)
+	}
+	if err := alice.GroupSetAvatar(ctx, g.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitGroupChange(t, bob, g.ID, "no picture", func(g *client.Group) bool { return !g.HasAvatar })
+	if _, _, err := bob.GroupAvatar(ctx, g.ID); !errors.Is(err, client.ErrNoAvatar) {
+		t.Fatalf("after it was removed: %v, want ErrNoAvatar", err)
+	}
 }

@@ -22,6 +22,9 @@ func addMessage(t sealedTx, r *msgRecord) error {
 		return err
 	}
 	r.Seq = seq
+	if err := setExpiry(t, r); err != nil {
+		return err
+	}
 	if err := putJSON(t, nsMsg, msgKey(r.Peer, seq), r); err != nil {
 		return err
 	}

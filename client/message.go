@@ -85,6 +85,9 @@ type Message struct {
 	Recipients  int
 	DeliveredTo []string
 	ReadBy      []string
+	// Expires is when the message disappears from this device, in a
+	// group whose messages disappear; zero otherwise.
+	Expires time.Time
 }
 
 // TransferState is where an attachment's transfer stands.
@@ -159,6 +162,8 @@ type msgRecord struct {
 	Recipients  int      `json:"rcpt,omitempty"`
 	DeliveredTo []string `json:"delivered_to,omitempty"`
 	ReadBy      []string `json:"read_by,omitempty"`
+	// Expire is when it disappears from this device (Unix ms; 0: never).
+	Expire int64 `json:"expire,omitempty"`
 }
 
 // sender is who wrote r (me: this account).
@@ -226,6 +231,7 @@ func (r *msgRecord) message(readSeq uint64, me string) Message {
 		Unread:     !r.Outgoing && !r.Notice && r.Seq > readSeq && r.State != StateUnreadable,
 		Notice:     r.Notice,
 		Recipients: r.Recipients, DeliveredTo: r.DeliveredTo, ReadBy: r.ReadBy,
+		Expires: msTime(r.Expire),
 	}
 	if a := r.attachment(); a != nil {
 		m.Attachment = &Attachment{

@@ -311,6 +311,11 @@ func deleteQueued(t sealedTx, seq uint64) error {
 
 // deleteMessage removes a message from the history and its indexes.
 func deleteMessage(t sealedTx, r *msgRecord) error {
+	if r.Expire != 0 {
+		if err := t.Delete(nsExpire, expireKey(r.Expire, r.Seq)); err != nil {
+			return err
+		}
+	}
 	for _, d := range [][2]string{{nsMsg, msgKey(r.Peer, r.Seq)}, {nsSeq, seqKey(r.Seq)}, {nsOut, fmt.Sprintf("%x", r.ID)}} {
 		if err := t.Delete(d[0], d[1]); err != nil {
 			return err

@@ -408,8 +408,14 @@ func (c *Client) upload(ctx context.Context, conn *clientconn.Conn, j *transferJ
 }
 
 // deviceCount is how many devices will fetch an attachment sent to user to:
-// theirs with keys, and this account's other devices.
+// theirs with keys, and this account's other devices. For a group it is 0:
+// the server keeps the attachment until it expires, since counting every
+// member's devices would cost a lookup per member, and a member who joins
+// later may fetch it too.
 func (c *Client) deviceCount(ctx context.Context, conn *clientconn.Conn, to string) (int, error) {
+	if _, ok := groupOf(to); ok {
+		return 0, nil
+	}
 	me, _ := c.Account()
 	n := 0
 	for _, user := range []string{to, me.User} {

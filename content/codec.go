@@ -3,6 +3,7 @@ package content
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -144,4 +145,36 @@ func EncodeSenderKey(group [GroupIDSize]byte, distribution []byte) ([]byte, erro
 func EncodeSenderKeyRequest(group [GroupIDSize]byte) []byte {
 	b, _ := proto.Marshal(&Content{Body: &Content_SenderKeyRequest{SenderKeyRequest: &SenderKeyRequest{GroupId: group[:]}}})
 	return b
+}
+
+// MaxAvatar bounds a group's picture (the image, before encryption).
+const MaxAvatar = 512 << 10
+
+// EncodeAvatar encodes where a group's picture is and how to read it: an
+// attachment pointer (blob id, key, digest, sizes, MIME type), which the
+// group's log carries as its opaque avatar field.
+func EncodeAvatar(a *Attachment) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := DecodeAvatar(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// DecodeAvatar parses a group's avatar pointer (untrusted input: any
+// member who may edit the group's info wrote it).
+func DecodeAvatar(b []byte) (*Attachment, error) {
+	var a Attachment
+	if err := proto.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("%w: avatar: %v", ErrMalformed, err)
+	}
+	if len(a.GetBlobId()) != 16 || len(a.GetKey()) != 32 || len(a.GetDigest()) != 32 || a.GetSize() == 0 ||
+		a.GetSize() > MaxAvatar || a.GetBlobSize() < a.GetSize() || a.GetBlobSize() > 2*MaxAvatar ||
+		len(a.GetMime()) > 128 || !strings.HasPrefix(a.GetMime(), "image/") || len(a.GetThumbnail()) > 0 || a.GetCaption() != "" {
+		return nil, fmt.Errorf("%w: an avatar is an image of 1 byte to %d KiB, with a 16-byte blob id, 32-byte key and digest", ErrMalformed, MaxAvatar>>10)
+	}
+	return &a, nil
 }

@@ -168,3 +168,47 @@ func TestGroupFields(t *testing.T) {
 		}
 	}
 }
+
+func validAvatar() *Attachment {
+	return &Attachment{BlobId: make([]byte, 16), Key: make([]byte, 32), Digest: make([]byte, 32), Size: 100, BlobSize: 150, Mime: "image/png"}
+}
+
+func TestAvatar(t *testing.T) {
+	b, err := EncodeAvatar(validAvatar())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := DecodeAvatar(b); err != nil || a.GetSize() != 100 || a.GetMime() != "image/png" {
+		t.Fatalf("DecodeAvatar = %v, %v", a, err)
+	}
+	for name, bad := range map[string]func(*Attachment){
+		"short blob id": func(a *Attachment) { a.BlobId = a.BlobId[:15] },
+		"short key":     func(a *Attachment) { a.Key = a.Key[:31] },
+		"no digest":     func(a *Attachment) { a.Digest = nil },
+		"empty":         func(a *Attachment) { a.Size = 0 },
+		"too large":     func(a *Attachment) { a.Size, a.BlobSize = MaxAvatar+1, MaxAvatar+100 },
+		"blob smaller":  func(a *Attachment) { a.BlobSize = 99 },
+		"not an image":  func(a *Attachment) { a.Mime = "text/html" },
+		"a thumbnail":   func(a *Attachment) { a.Thumbnail = []byte{1} },
+	} {
+		a := validAvatar()
+		bad(a)
+		if _, err := EncodeAvatar(a); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func FuzzDecodeAvatar(f *testing.F) {
+	b, _ := EncodeAvatar(validAvatar())
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := DecodeAvatar(b)
+		if err != nil {
+			return
+		}
+		if len(a.GetKey()) != 32 || len(a.GetDigest()) != 32 || a.GetSize() > MaxAvatar || a.GetSize() == 0 {
+			t.Fatal("a bad avatar accepted")
+		}
+	})
+}
