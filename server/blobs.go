@@ -91,8 +91,11 @@ func (c *conn) download(id uint64, d *wire.DownloadRequest) {
 		return
 	}
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_Download{Download: &wire.DownloadResponse{Data: buf, Size: uint64(size)}}})
-	if off+int64(len(buf)) == size {
-		// This device has it all: one of the fetches the blob waits for.
+	if len(buf) > 0 && off+int64(len(buf)) == size {
+		// This device read the last bytes, so it has it all: one of the
+		// fetches the blob waits for. An empty read at the end is not
+		// one (anyone who knows the id could make it, and delete the
+		// blob before its recipient has it).
 		if err := b.Fetched(blob, fmt.Sprintf("%s/%d", c.dev.User, c.dev.Device)); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
 			c.s.log.Warn("recording an attachment fetch", "blob", blob.Short(), "err", err)
 		}
