@@ -36,12 +36,8 @@ type conn struct {
 	authed  bool
 	sub     *router.Subscription
 	limiter *rate.Limiter
-	bundles *rate.Limiter // key bundle fetches
-	// bundlesOf limits fetches of each target (bounded: cleared when it
-	// holds maxBundleTargets users).
-	bundlesOf map[string]*rate.Limiter
-	sends     chan struct{} // semaphore: sends awaiting commit
-	pending   sync.WaitGroup
+	sends   chan struct{} // semaphore: sends awaiting commit
+	pending sync.WaitGroup
 
 	// raw is the descriptor of a connection that can be parked when idle
 	// (a plain TCP connection: the link reads it without buffering); nil
@@ -93,7 +89,6 @@ func (c *conn) serve() {
 		return
 	}
 	c.limiter = rate.NewLimiter(c.s.cfg.RequestRate, c.s.cfg.RequestBurst)
-	c.bundles = rate.NewLimiter(c.s.cfg.BundleRate, c.s.cfg.BundleBurst)
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
 		c.sub = c.s.router.Attach(c.dev, c)
@@ -298,8 +293,8 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_INVALID, err.Error(), 0)
 		return
 	}
-	if !c.s.signups.allow(c.nc.RemoteAddr(), c.s.cfg.Now()) {
-		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many sign-ups from your address; try again in a minute", 60_000)
+	if !c.s.signups.allow(network(c.nc.RemoteAddr()), c.s.cfg.Now(), 1) {
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many sign-ups from your network; try again in a minute", 60_000)
 		return
 	}
 	dev, err := c.s.cfg.Store.CreateUser(context.Background(), name, c.lc.PeerKey(), c.s.cfg.Now())

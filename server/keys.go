@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"golang.org/x/time/rate"
-
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/e2e/xeddsa"
 	"github.com/magpie-im/magpie/router"
@@ -103,14 +101,12 @@ func (c *conn) getBundles(id uint64, req *wire.GetBundlesRequest) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_INVALID, err.Error(), 0)
 		return
 	}
-	// Each fetch spends one of the target's one-time prekeys: rate-limit
-	// fetches of each user so that nobody can drain another user's supply
-	// quickly, and fetches in all.
-	if !c.allowBundle(name) {
+	oneTime, ok := c.bundleBudget(name)
+	if !ok {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many key bundle requests; slow down", 2000)
 		return
 	}
-	identity, bundles, err := c.s.cfg.Store.Bundles(context.Background(), name, req.GetDevices())
+	identity, bundles, err := c.s.cfg.Store.Bundles(context.Background(), name, req.GetDevices(), oneTime)
 	switch {
 	case errors.Is(err, store.ErrNoKeys):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_NO_KEYS, fmt.Sprintf("%q has not set up end-to-end encryption yet (an old client?)", name), 0)
@@ -165,26 +161,17 @@ func mismatchErr(mm *store.MismatchError) *wire.Error {
 	}
 }
 
-// maxBundleTargets bounds the per-target limiters a connection keeps.
-const maxBundleTargets = 4096
-
-// allowBundle spends a fetch of target's keys from both budgets: the
-// target's and the connection's. Only the reader goroutine calls it.
-func (c *conn) allowBundle(target string) bool {
-	l := c.bundlesOf[target]
-	if l == nil {
-		if c.bundlesOf == nil || len(c.bundlesOf) >= maxBundleTargets {
-			c.bundlesOf = map[string]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(c.s.cfg.BundleTargetRate, c.s.cfg.BundleTargetBurst)
-		c.bundlesOf[target] = l
-	}
+// bundleBudget spends a fetch of target's keys from this account's
+// budget (ok false: over it), and says whether the fetch may spend
+// target's one-time prekeys: only while this account has not had them
+// too often, and target's have not gone to everyone too fast. So nobody
+// can empty a user's one-time prekeys, by reconnecting or with many
+// accounts; past the budgets, bundles carry the last-resort keys.
+func (c *conn) bundleBudget(target string) (oneTime, ok bool) {
 	now := c.s.cfg.Now()
-	if l.TokensAt(now) < 1 {
-		return false
+	if !c.s.bundles.allow(c.dev.User, now, 1) {
+		return false, false
 	}
-	if !c.bundles.AllowN(now, 1) {
-		return false
-	}
-	return l.AllowN(now, 1)
+	oneTime = c.s.bundlePairs.allow(c.dev.User+"\x00"+target, now, 1) && c.s.bundleTargets.allow(target, now, 1)
+	return oneTime, true
 }

@@ -212,44 +212,78 @@ func TestPerDeviceSend(t *testing.T) {
 	}
 }
 
-// Bundle fetches spend the target's one-time prekeys: each connection may
-// fetch one user's keys only a few times, and all users' keys up to a
-// budget (a whole group's worth at once).
+// Bundle fetches spend the target's one-time prekeys, so they are budgeted
+// per account, not per connection: reconnecting refills nothing. An account
+// gets one user's one-time keys a few times and then bundles without them
+// (sessions still start, from the last-resort keys); a user's one-time keys
+// go to everyone together at a bounded rate; and an account's fetches in
+// all are limited (a whole group's worth at once).
 func TestBundleFetchLimits(t *testing.T) {
-	s := servertest.Start(t, server.Config{BundleBurst: 5, BundleRate: 0.001, BundleTargetBurst: 2, BundleTargetRate: 0.001})
-	var targets []string
-	for i := range 6 {
-		name := fmt.Sprintf("target%d", i)
-		u := s.Register(t, name)
+	s := servertest.Start(t, server.Config{
+		BundleBurst: 6, BundleRate: 0.001, BundleTargetBurst: 2, BundleTargetRate: 0.001,
+		BundleTargetAllBurst: 3, BundleTargetAllRate: 0.001,
+	})
+	var targets []*servertest.User
+	for i := range 3 {
+		u := s.Register(t, fmt.Sprintf("target%d", i))
 		if _, err := u.SetKeys(ctx(t), servertest.KeysUpload(t, servertest.NewIdentity(t), 5, 1, 10)); err != nil {
 			t.Fatal(err)
 		}
-		targets = append(targets, name)
+		targets = append(targets, u)
+	}
+	// fetch fetches target's bundle from a new connection of user's
+	// device and reports whether it carried a one-time prekey.
+	fetch := func(user *servertest.User, target string) (oneTime bool, err error) {
+		t.Helper()
+		b, err := s.Reconnect(t, user).GetBundles(ctx(t), target, nil)
+		if err != nil {
+			return false, err
+		}
+		db := b.GetBundles()[0]
+		if db.GetSignedPreKey() == nil || db.GetKyberPreKey() == nil {
+			t.Fatalf("a bundle without its signed keys: %v", db)
+		}
+		return db.GetPreKey() != nil, nil
+	}
+	left := func(u *servertest.User) int {
+		return int(s.Reconnect(t, u).KeyCounts().PreKeys)
 	}
 	f := s.Register(t, "fetcher")
-	limited := func(err error) bool {
-		var se *clientconn.ServerError
-		return errors.Is(err, clientconn.ErrRateLimited) && errors.As(err, &se) && se.RetryAfter > 0
-	}
-	// The same target: twice, then refused, without spending the
-	// connection's budget.
-	for i := range 2 {
-		if _, err := f.GetBundles(ctx(t), targets[0], nil); err != nil {
-			t.Fatalf("fetch %d of one target: %v", i+1, err)
+	// One target, each time on a new connection: one-time keys twice, then
+	// bundles without them, and target0's supply stops going down.
+	for i, want := range []bool{true, true, false, false} {
+		if got, err := fetch(f, "target0"); err != nil || got != want {
+			t.Fatalf("fetch %d of target0: one-time key %v (%v), want %v", i+1, got, err, want)
 		}
 	}
-	for range 3 {
-		if _, err := f.GetBundles(ctx(t), targets[0], nil); !limited(err) {
-			t.Fatalf("a third fetch of one target: %v, want a rate limit", err)
+	if n := left(targets[0]); n != 8 {
+		t.Fatalf("target0 has %d one-time prekeys left, want 8", n)
+	}
+	// Many accounts: target1's one-time keys go to everyone together at
+	// most three times.
+	var oneTime int
+	for i := range 5 {
+		got, err := fetch(s.Register(t, fmt.Sprintf("sybil%d", i)), "target1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got {
+			oneTime++
 		}
 	}
-	// Other targets until the connection's budget (5, 2 spent) is gone.
-	for _, name := range targets[1:4] {
-		if _, err := f.GetBundles(ctx(t), name, nil); err != nil {
-			t.Fatalf("fetching %s: %v", name, err)
+	if n := left(targets[1]); oneTime != 3 || n != 7 {
+		t.Fatalf("five accounts got %d one-time keys of target1 (want 3); it has %d left (want 7)", oneTime, n)
+	}
+	// The fetcher's budget in all (6, 4 spent) runs out, across
+	// connections too.
+	for range 2 {
+		if _, err := fetch(f, "target2"); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if _, err := f.GetBundles(ctx(t), targets[4], nil); !limited(err) {
-		t.Fatalf("a fetch over the connection's budget: %v, want a rate limit", err)
+	_, err := fetch(f, "target2")
+	var se *clientconn.ServerError
+	if !errors.Is(err, clientconn.ErrRateLimited) || !errors.As(err, &se) || se.RetryAfter <= 0 {
+		t.Fatalf("a fetch over the account's budget: %v, want a rate limit with a retry hint", err)
 	}
 }

@@ -51,16 +51,23 @@ type Config struct {
 
 	RequestRate  rate.Limit // requests per second per connection (1,000)
 	RequestBurst int        // (2,000)
-	SignupRate   rate.Limit // registrations per second per remote IP (1 per 10 s)
+	SignupRate   rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
 	SignupBurst  int        // (5)
-	// Key bundle fetches per connection: each spends one of the target's
-	// one-time prekeys. Starting sessions with a new group's members takes
-	// one fetch per member, so the budget for fetches in all is a full
-	// group; what guards a user's prekeys is the budget per target.
-	BundleRate        rate.Limit // fetches per second per connection (5)
-	BundleBurst       int        // (1,100: a 1,024-member group at once)
-	BundleTargetRate  rate.Limit // fetches of one user per second per connection (1 per 20 s)
-	BundleTargetBurst int        // (3)
+	// Key bundle fetches, budgeted per account (not per connection, so
+	// reconnecting does not refill them). Starting sessions with a new
+	// group's members takes one fetch per member, so an account's budget
+	// for fetches in all is a full group. One-time prekeys are what a fetch
+	// spends: an account gets a user's one-time keys only a few times, and
+	// a user's one-time keys go to all requesters together at a bounded
+	// rate. A fetch past either budget is not refused: it gets a bundle
+	// without one-time keys (the last-resort keys), which sessions start
+	// from too.
+	BundleRate           rate.Limit // fetches per second per account (5)
+	BundleBurst          int        // (1,100: a 1,024-member group at once)
+	BundleTargetRate     rate.Limit // one user's one-time keys per second to one account (1 per 20 s)
+	BundleTargetBurst    int        // (3)
+	BundleTargetAllRate  rate.Limit // one user's one-time keys per second to everyone (1)
+	BundleTargetAllBurst int        // (100)
 
 	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
 	Blobs *blobstore.Store
@@ -131,6 +138,12 @@ func (c *Config) setDefaults() {
 	if c.BundleTargetBurst == 0 {
 		c.BundleTargetBurst = 3
 	}
+	if c.BundleTargetAllRate == 0 {
+		c.BundleTargetAllRate = 1
+	}
+	if c.BundleTargetAllBurst == 0 {
+		c.BundleTargetAllBurst = 100
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -142,9 +155,12 @@ type Server struct {
 	log        *slog.Logger
 	router     *router.Router
 	handshakes chan struct{} // semaphore
-	signups    *ipLimiter
-	groups     groups      // verified group states
-	devices    deviceCache // users' devices with keys, for group fan-out
+	signups    *budgets      // by source network
+	// Key bundle budgets: fetches by requesting account, one-time keys by
+	// (requester, target) and by target.
+	bundles, bundlePairs, bundleTargets *budgets
+	groups                              groups      // verified group states
+	devices                             deviceCache // users' devices with keys, for group fan-out
 
 	mu        sync.Mutex
 	closed    bool
@@ -164,12 +180,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		signups:    newIPLimiter(cfg.SignupRate, cfg.SignupBurst),
-		listeners:  make(map[net.Listener]struct{}),
-		conns:      make(map[*conn]struct{}),
+		cfg:           cfg,
+		log:           cfg.Logger,
+		handshakes:    make(chan struct{}, cfg.MaxHandshakes),
+		signups:       newBudgets(cfg.SignupRate, cfg.SignupBurst, defaultBudgetKeys),
+		bundles:       newBudgets(cfg.BundleRate, cfg.BundleBurst, defaultBudgetKeys),
+		bundlePairs:   newBudgets(cfg.BundleTargetRate, cfg.BundleTargetBurst, defaultBudgetKeys),
+		bundleTargets: newBudgets(cfg.BundleTargetAllRate, cfg.BundleTargetAllBurst, defaultBudgetKeys),
+		listeners:     make(map[net.Listener]struct{}),
+		conns:         make(map[*conn]struct{}),
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{
@@ -332,50 +351,4 @@ func (s *Server) Close() error {
 	cancel()
 	s.Shutdown(ctx)
 	return nil
-}
-
-// ipLimiter rate-limits by remote IP, forgetting idle entries so that its
-// memory stays bounded by recent distinct IPs.
-type ipLimiter struct {
-	r     rate.Limit
-	burst int
-	mu    sync.Mutex
-	m     map[string]*ipEntry
-}
-
-type ipEntry struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-const ipLimiterMax = 100_000
-
-func newIPLimiter(r rate.Limit, burst int) *ipLimiter {
-	return &ipLimiter{r: r, burst: burst, m: make(map[string]*ipEntry)}
-}
-
-func (l *ipLimiter) allow(addr net.Addr, now time.Time) bool {
-	ip := addr.String()
-	if ta, ok := addr.(*net.TCPAddr); ok {
-		ip = ta.IP.String()
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.m) >= ipLimiterMax {
-		for k, e := range l.m {
-			if now.Sub(e.seen) > time.Hour {
-				delete(l.m, k)
-			}
-		}
-		if len(l.m) >= ipLimiterMax {
-			return false // under a flood from many addresses, fail closed
-		}
-	}
-	e := l.m[ip]
-	if e == nil {
-		e = &ipEntry{lim: rate.NewLimiter(l.r, l.burst)}
-		l.m[ip] = e
-	}
-	e.seen = now
-	return e.lim.AllowN(now, 1)
 }

@@ -312,12 +312,15 @@ type Store interface {
 	// device may replace it: a reinstall).
 	SetKeys(ctx context.Context, dev DeviceAddr, k Keys, limit int) (KeyCounts, error)
 	// Bundles returns the account's identity key and a bundle for each of
-	// the given devices of user (nil: every device with keys), consuming one
-	// one-time EC prekey and one one-time Kyber prekey per device
-	// atomically: concurrent callers never get the same one-time key.
+	// the given devices of user (nil: every device with keys). With
+	// oneTime, it consumes one one-time EC prekey and one one-time Kyber
+	// prekey per device atomically (concurrent callers never get the same
+	// one-time key); without, the bundle has no EC prekey and the
+	// last-resort Kyber prekey, which sessions can start from too (the
+	// server's answer to a requester over its budget of one-time keys).
 	// ErrNotFound: no such user; ErrNoKeys: a named device has no keys (or
 	// the user has none at all).
-	Bundles(ctx context.Context, user string, devices []uint32) (identity []byte, bundles []Bundle, err error)
+	Bundles(ctx context.Context, user string, devices []uint32, oneTime bool) (identity []byte, bundles []Bundle, err error)
 	// KeyCounts returns how many one-time prekeys dev has left.
 	KeyCounts(ctx context.Context, dev DeviceAddr) (KeyCounts, error)
 

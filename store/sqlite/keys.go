@@ -138,7 +138,7 @@ func (s *Store) KeyCounts(ctx context.Context, dev store.DeviceAddr) (store.KeyC
 // Bundles implements store.Store. It runs on the write connection, the only
 // writer, so taking a one-time key and deleting it cannot interleave with
 // another caller doing the same.
-func (s *Store) Bundles(ctx context.Context, user string, devices []uint32) ([]byte, []store.Bundle, error) {
+func (s *Store) Bundles(ctx context.Context, user string, devices []uint32, oneTime bool) ([]byte, []store.Bundle, error) {
 	if err := s.enter(); err != nil {
 		return nil, nil, err
 	}
@@ -184,17 +184,25 @@ func (s *Store) Bundles(ctx context.Context, user string, devices []uint32) ([]b
 			user, d).Scan(&b.SignedPreKey.ID, &b.SignedPreKey.Key, &b.SignedPreKey.Signature); err != nil {
 			return nil, nil, fmt.Errorf("sqlite: bundles: signed prekey: %w", err)
 		}
-		// A one-time Kyber prekey if one is left, else the last-resort one.
-		err := tx.QueryRowContext(ctx, `DELETE FROM one_time_prekeys
+		// A one-time Kyber prekey if one is left (and asked for), else
+		// the last-resort one.
+		err := sql.ErrNoRows
+		if oneTime {
+			err = tx.QueryRowContext(ctx, `DELETE FROM one_time_prekeys
 			WHERE (user, device, kind, id) = (SELECT user, device, kind, id FROM one_time_prekeys
 				WHERE user = ? AND device = ? AND kind = 2 ORDER BY id LIMIT 1)
 			RETURNING id, key, signature`, user, d).Scan(&b.KyberPreKey.ID, &b.KyberPreKey.Key, &b.KyberPreKey.Signature)
+		}
 		if errors.Is(err, sql.ErrNoRows) {
 			err = tx.QueryRowContext(ctx, `SELECT id, key, signature FROM signed_prekeys WHERE user = ? AND device = ? AND kind = 2`,
 				user, d).Scan(&b.KyberPreKey.ID, &b.KyberPreKey.Key, &b.KyberPreKey.Signature)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("sqlite: bundles: kyber prekey: %w", err)
+		}
+		if !oneTime {
+			bundles = append(bundles, b)
+			continue
 		}
 		var pk store.PreKey
 		err = tx.QueryRowContext(ctx, `DELETE FROM one_time_prekeys

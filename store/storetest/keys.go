@@ -42,10 +42,10 @@ func testKeysAndBundles(t *testing.T, h Harness) {
 	users(t, s, 1, "alice", "bob")
 	addDevice(t, s, "bob", 50)
 
-	if _, _, err := s.Bundles(ctx, "nobody", nil); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.Bundles(ctx, "nobody", nil, true); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Bundles(unknown user) = %v, want ErrNotFound", err)
 	}
-	if _, _, err := s.Bundles(ctx, "bob", nil); !errors.Is(err, store.ErrNoKeys) {
+	if _, _, err := s.Bundles(ctx, "bob", nil, true); !errors.Is(err, store.ErrNoKeys) {
 		t.Fatalf("Bundles(user without keys) = %v, want ErrNoKeys", err)
 	}
 	if _, err := s.SetKeys(ctx, addr("bob", 9), keysFor(9, 1, 1, 1), 1000); !errors.Is(err, store.ErrNotFound) {
@@ -55,7 +55,7 @@ func testKeysAndBundles(t *testing.T, h Harness) {
 		t.Fatalf("counts after upload: %+v", c)
 	}
 	// Device 2 has no keys yet: it is not in the bundle set.
-	id, bs, err := s.Bundles(ctx, "bob", nil)
+	id, bs, err := s.Bundles(ctx, "bob", nil, true)
 	if err != nil || string(id) != "identity-of-account" || len(bs) != 1 || bs[0].Device != 1 || bs[0].RegistrationID != 111 {
 		t.Fatalf("Bundles: %q %+v %v", id, bs, err)
 	}
@@ -66,11 +66,20 @@ func testKeysAndBundles(t *testing.T, h Harness) {
 	if b.PreKey == nil || string(b.PreKey.Key) != "pk-1-1" || string(b.KyberPreKey.Key) != "kpk-1-1" || string(b.KyberPreKey.Signature) != "ksig" {
 		t.Fatalf("one-time keys %+v %+v", b.PreKey, b.KyberPreKey)
 	}
-	if _, _, err := s.Bundles(ctx, "bob", []uint32{2}); !errors.Is(err, store.ErrNoKeys) {
+	// Without one-time keys: the last-resort Kyber key, no EC prekey, and
+	// nothing consumed.
+	_, bs, err = s.Bundles(ctx, "bob", nil, false)
+	if err != nil || len(bs) != 1 || bs[0].PreKey != nil || string(bs[0].KyberPreKey.Key) != "kyber-lr-1" || string(bs[0].SignedPreKey.Key) != "spk-1" {
+		t.Fatalf("a bundle without one-time keys: %+v %v", bs, err)
+	}
+	if c, err := s.KeyCounts(ctx, addr("bob", 1)); err != nil || c != (store.KeyCounts{PreKeys: 1, KyberPreKeys: 1}) {
+		t.Fatalf("KeyCounts after a bundle without one-time keys: %+v %v", c, err)
+	}
+	if _, _, err := s.Bundles(ctx, "bob", []uint32{2}, true); !errors.Is(err, store.ErrNoKeys) {
 		t.Fatalf("Bundles(device without keys) = %v, want ErrNoKeys", err)
 	}
 	setKeys(t, s, addr("bob", 2), keysFor(2, 222, 1, 0))
-	_, bs, err = s.Bundles(ctx, "bob", nil)
+	_, bs, err = s.Bundles(ctx, "bob", nil, true)
 	if err != nil || len(bs) != 2 || bs[1].Device != 2 {
 		t.Fatalf("Bundles after device 2 uploads: %+v %v", bs, err)
 	}
@@ -87,7 +96,7 @@ func testKeysAndBundles(t *testing.T, h Harness) {
 	}
 	// A new signed prekey replaces the old one; the registration id is kept.
 	setKeys(t, s, addr("bob", 1), store.Keys{SignedPreKey: &store.SignedPreKey{ID: 8, Key: []byte("spk-new"), Signature: []byte("s2")}})
-	_, bs, _ = s.Bundles(ctx, "bob", []uint32{1})
+	_, bs, _ = s.Bundles(ctx, "bob", []uint32{1}, true)
 	if bs[0].SignedPreKey.ID != 8 || string(bs[0].SignedPreKey.Key) != "spk-new" || bs[0].RegistrationID != 111 {
 		t.Fatalf("after rotation: %+v", bs[0])
 	}
@@ -111,7 +120,7 @@ func testPreKeysOnce(t *testing.T, h Harness) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, bs, err := s.Bundles(ctx, "bob", nil)
+			_, bs, err := s.Bundles(ctx, "bob", nil, true)
 			if err != nil {
 				t.Errorf("Bundles: %v", err)
 				return
@@ -156,7 +165,7 @@ func testIdentityConflict(t *testing.T, h Harness) {
 	if _, err := s.SetKeys(ctx, addr("bob", 1), third, 1000); !errors.Is(err, store.ErrIdentityConflict) {
 		t.Fatalf("identity replaced under another device: %v", err)
 	}
-	if id, _, _ := s.Bundles(ctx, "bob", nil); string(id) != "another identity" {
+	if id, _, _ := s.Bundles(ctx, "bob", nil, true); string(id) != "another identity" {
 		t.Fatalf("identity now %q", id)
 	}
 }
