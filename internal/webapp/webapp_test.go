@@ -645,3 +645,37 @@ func TestCookieNamedForPort(t *testing.T) {
 		t.Errorf("a's session on b: status %d, want 403", resp.StatusCode)
 	}
 }
+
+// TestAppElementsExist checks that every element app.js looks up by id
+// ($('id')) is in index.html: a typo, or an element renamed on one side
+// only, would otherwise show only as an exception in a browser.
+func TestAppElementsExist(t *testing.T) {
+	js, err := fs.ReadFile(embedded, "assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, err := fs.ReadFile(embedded, "assets/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\sid="([^"]+)"`).FindAllStringSubmatch(string(html), -1) {
+		if ids[m[1]] {
+			t.Errorf("index.html: id %q is used twice", m[1])
+		}
+		ids[m[1]] = true
+	}
+	// And those app.js makes itself.
+	for _, m := range regexp.MustCompile(`\bid: '([^']+)'`).FindAllStringSubmatch(string(js), -1) {
+		ids[m[1]] = true
+	}
+	uses := regexp.MustCompile(`\$\('([^']+)'\)`).FindAllStringSubmatch(string(js), -1)
+	if len(uses) < 50 {
+		t.Fatalf("found only %d $('id') in app.js: has the way it looks elements up changed?", len(uses))
+	}
+	for _, m := range uses {
+		if !ids[m[1]] {
+			t.Errorf("app.js uses $('%s'), and index.html has no element with that id", m[1])
+		}
+	}
+}

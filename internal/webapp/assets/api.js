@@ -93,7 +93,22 @@ export const paths = {
   verify: (name) => `/api/v1/contacts/${enc(name)}/verify`,
   settings: '/api/v1/settings',
   events: '/api/v1/events',
+  groups: '/api/v1/groups',
+  joinGroup: '/api/v1/groups/join',
+  group: (id) => `/api/v1/groups/${enc(id)}`,
+  groupMembers: (id) => `/api/v1/groups/${enc(id)}/members`,
+  groupMember: (id, user) => `/api/v1/groups/${enc(id)}/members/${enc(user)}`,
+  groupLeave: (id) => `/api/v1/groups/${enc(id)}/leave`,
+  groupInfo: (id) => `/api/v1/groups/${enc(id)}/info`,
+  groupSettings: (id) => `/api/v1/groups/${enc(id)}/settings`,
+  groupLink: (id) => `/api/v1/groups/${enc(id)}/link`,
+  groupRequest: (id, user) => `/api/v1/groups/${enc(id)}/requests/${enc(user)}`,
 };
+
+// A group's conversation is "group:" and the group's id (hex).
+export const groupPrefix = 'group:';
+export const isGroup = (peer) => typeof peer === 'string' && peer.startsWith(groupPrefix);
+export const groupID = (peer) => (isGroup(peer) ? peer.slice(groupPrefix.length) : '');
 
 // A random 16-byte id in hex: the idempotency key of a message, so a retried
 // POST never sends it twice.

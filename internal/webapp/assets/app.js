@@ -38,8 +38,37 @@
 //   .progress[data-phase] with .progress-label
 //   #toasts .toast            error messages (.toast-message, .toast-hint)
 //   #fatal                    full-page notice (signed out, not registered)
+//
+// Groups (a group's conversation is li[data-peer="group:HEX"], with class
+// .is-group and .conv-name its name):
+//   #new-group-button         opens #new-group: #new-group-name,
+//                             #new-group-members, #new-group-create,
+//                             #new-group-error
+//   #join-group-button        opens #join-group: #join-group-link,
+//                             #join-group-submit, #join-group-message
+//   #messages .msg.in[data-sender] a member's message, its .sender the name;
+//                             .msg.notice .notice-text a line about the group;
+//                             .msg.out .receipts-button[data-delivered]
+//                             [data-read][data-recipients] "Delivered to N
+//                             of M · Read by K" (click: who)
+//   #composer-blocked         why this account cannot send here (the
+//                             composer is then hidden and disabled)
+//   #group-info-button        opens #group-info: #group-members
+//                             li[data-user][data-role] with buttons
+//                             .make-admin, .make-member, .make-owner,
+//                             .remove, .message; #group-add-input +
+//                             #group-add-button; #group-name,
+//                             #group-description, #group-info-save;
+//                             #group-admins-only-send,
+//                             #group-admins-only-edit-info,
+//                             #group-disappear (select); #group-link-on,
+//                             #group-link-off, #group-link-approval,
+//                             #group-link (input), #group-link-copy;
+//                             #group-requests li[data-user] .approve/.deny;
+//                             #group-leave, then #group-leave-yes;
+//                             #group-info-message (errors)
 
-import { api, ApiError, paths, newMessageID, uploadFile } from './api.js';
+import { api, ApiError, paths, newMessageID, uploadFile, isGroup, groupID } from './api.js';
 import * as fmt from './format.js';
 import { icon } from './icons.js';
 
@@ -110,7 +139,8 @@ const S = {
   gen: 0, // bumps when the view changes, to drop stale answers
   search: null, // { q, peer, oldest, more } while #search shows results
   searchGen: 0,
-  typingIn: new Map(), // peer → timer: they are typing
+  typingIn: new Map(), // peer → Map sender → timer: who is typing there
+  groups: new Map(), // a group's peer → Group (GET /api/v1/groups/{id})
   typingOut: { peer: null, last: 0, active: false },
   progress: new Map(), // seq → { phase, done, total }
   uploads: new Map(), // local id → upload in flight (see sendFiles)
@@ -281,7 +311,7 @@ const scheduleConvReload = debounce(loadConversations, 400);
 function convFor(peer) {
   let c = S.convs.get(peer);
   if (!c) {
-    c = { peer, unread: 0, last: null, verified: false, identity_changed: false };
+    c = { peer, unread: 0, last: null, verified: false, identity_changed: false, group: isGroup(peer) ? groupID(peer) : null, name: '' };
     S.convs.set(peer, c);
   }
   return c;
@@ -313,14 +343,53 @@ function avatar(name, cls) {
   return el;
 }
 
+// A group's avatar: the group icon on the group's colour.
+function groupAvatar(peer, cls) {
+  const el = h('span', { class: `avatar group${cls ? ' ' + cls : ''}`, 'aria-hidden': 'true' }, icon('users'));
+  el.style.setProperty('--hue', String(fmt.hue(peer)));
+  return el;
+}
+
+// The name of a conversation: the user, or the group's name.
+function convName(peer) {
+  if (!isGroup(peer)) return peer;
+  const g = S.groups.get(peer);
+  const c = S.convs.get(peer);
+  return (g && g.name) || (c && c.name) || 'Unnamed group';
+}
+
+function myName() {
+  return S.status ? S.status.user : '';
+}
+
+// Who is typing in a conversation, by name.
+function typers(peer) {
+  const m = S.typingIn.get(peer);
+  return m ? [...m.keys()] : [];
+}
+
+// The line that says who types: "typing…" in a user's conversation, the
+// names in a group's.
+function typingShort(peer) {
+  return isGroup(peer) ? fmt.typingLine(typers(peer)) : 'typing…';
+}
+
 function convItem(c) {
   const last = c.last;
   const typing = S.typingIn.has(c.peer);
+  const group = isGroup(c.peer);
+  const name = convName(c.peer);
   const preview = h('span', { class: `conv-preview${typing ? ' is-typing' : ''}` });
   if (typing) {
-    preview.textContent = 'typing…';
+    preview.textContent = typingShort(c.peer);
   } else if (last) {
-    if (last.outgoing) preview.append(ticks(last, true), 'You: ');
+    if (last.notice) {
+      preview.classList.add('is-notice');
+    } else if (last.outgoing) {
+      preview.append(ticks(last, true), 'You: ');
+    } else if (group && last.sender) {
+      preview.append(`${last.sender}: `);
+    }
     preview.append(fmt.preview(last));
   } else {
     preview.textContent = 'No messages yet';
@@ -329,12 +398,13 @@ function convItem(c) {
   if (c.identity_changed) badges.push(h('span', { class: 'conv-flag changed', title: 'Safety number changed' }, icon('warning')));
   else if (c.verified) badges.push(h('span', { class: 'conv-flag verified', title: 'Verified' }, icon('shieldCheck')));
   const when = last ? fmt.parseTime(last.composed_at) : null;
-  const li = h('li', { class: `conv${c.peer === S.open ? ' active' : ''}${c.unread > 0 ? ' has-unread' : ''}`, dataset: { peer: c.peer } },
+  const li = h('li', { class: `conv${c.peer === S.open ? ' active' : ''}${c.unread > 0 ? ' has-unread' : ''}${group ? ' is-group' : ''}`, dataset: { peer: c.peer } },
     h('button', { class: 'conv-button', type: 'button', 'aria-current': c.peer === S.open ? 'true' : null, on: { click: () => go(c.peer) } },
-      avatar(c.peer),
+      group ? groupAvatar(c.peer) : avatar(c.peer),
       h('span', { class: 'conv-main' },
         h('span', { class: 'conv-top' },
-          h('span', { class: 'conv-name', text: c.peer }), ...badges,
+          group ? h('span', { class: 'sr-only', text: 'Group: ' }) : null,
+          h('span', { class: 'conv-name', text: name }), ...badges,
           h('time', { class: 'conv-time', datetime: last ? last.composed_at : null, title: fmt.full(when), text: fmt.listTime(when) })),
         h('span', { class: 'conv-bottom' },
           preview,
@@ -409,6 +479,7 @@ function closeConversation() {
   document.body.classList.remove('chat-open');
   $('chat-view').hidden = true;
   $('chat-empty').hidden = false;
+  renderComposer();
   renderList();
 }
 
@@ -429,13 +500,14 @@ async function openConversation(peer, { target } = {}) {
   const ta = $('composer');
   ta.value = S.drafts.get(peer) || '';
   autosize();
-  updateSendButton();
-  $('drop-text').textContent = `Drop files to send to ${peer}`;
+  renderComposer();
+  $('drop-text').textContent = `Drop files to send to ${convName(peer)}`;
   renderChatHeader();
   renderBanner();
   renderTyping();
   renderList();
-  if (!isTouch()) ta.focus();
+  if (isGroup(peer)) loadGroup(peer);
+  if (!isTouch() && !ta.disabled) ta.focus();
   await loadMessages(peer, target);
   scheduleMarkRead(true);
 }
@@ -444,13 +516,28 @@ function renderChatHeader() {
   const peer = S.open;
   if (!peer) return;
   const c = convFor(peer);
-  $('chat-peer').textContent = peer;
+  const group = isGroup(peer);
+  $('chat-peer').textContent = convName(peer);
   const av = $('chat-avatar');
-  av.textContent = fmt.initial(peer);
+  if (group) av.replaceChildren(icon('users'));
+  else av.textContent = fmt.initial(peer);
+  av.classList.toggle('group', group);
   av.style.setProperty('--hue', String(fmt.hue(peer)));
   const badge = $('chat-badge');
   badge.replaceChildren();
   badge.title = '';
+  badge.className = 'badge-icon';
+  $('safety-button').hidden = group;
+  $('group-info-button').hidden = !group;
+  if (group) {
+    const sub = $('chat-sub');
+    const typing = S.typingIn.has(peer);
+    sub.classList.toggle('is-typing', typing);
+    sub.textContent = typing ? typingShort(peer) : groupSummary(S.groups.get(peer));
+    sub.title = sub.textContent;
+    return;
+  }
+  $('chat-sub').title = '';
   if (c.identity_changed) {
     badge.append(icon('warning'));
     badge.className = 'badge-icon changed';
@@ -485,7 +572,7 @@ function renderTyping() {
   const peer = S.open;
   const on = !!peer && S.typingIn.has(peer);
   $('typing').hidden = !on;
-  $('typing-text').textContent = on ? `${peer} is typing…` : '';
+  $('typing-text').textContent = on ? fmt.typingLine(typers(peer)) : '';
   if (peer) renderChatHeader();
 }
 
@@ -554,9 +641,10 @@ function historyTop(view) {
   if (view.more || view.loading) {
     return h('div', { class: 'history-top', id: 'history-top' }, h('span', { class: 'spinner' }), 'Loading older messages…');
   }
-  return h('div', { class: 'history-top start', id: 'history-top' },
-    icon('lock'),
-    h('span', { text: `This is the start of your conversation with ${view.peer}. Messages and files are end-to-end encrypted.` }));
+  const text = isGroup(view.peer)
+    ? `This is the start of the group “${convName(view.peer)}”. Messages and files are end-to-end encrypted: only its members can read them.`
+    : `This is the start of your conversation with ${view.peer}. Messages and files are end-to-end encrypted.`;
+  return h('div', { class: 'history-top start', id: 'history-top' }, icon('lock'), h('span', { text }));
 }
 
 // loadOlder prepends the page before the oldest loaded message, keeping what
@@ -611,8 +699,8 @@ function relayout() {
         prev = null;
       }
     }
-    const cont = !!(prev && prev._out === el._out && d && prev._date && d - prev._date < 5 * 60000 &&
-      !prev.classList.contains('has-note'));
+    const cont = !!(prev && prev._out === el._out && prev._sender === el._sender && !prev._notice && !el._notice &&
+      d && prev._date && d - prev._date < 5 * 60000 && !prev.classList.contains('has-note'));
     el.classList.toggle('cont', cont);
     if (prev) prev.classList.toggle('last-of-run', !cont);
     prev = el;
@@ -654,10 +742,23 @@ function ticks(m, small) {
 }
 
 function msgEl(m) {
-  const el = h('div', { class: `msg ${m.outgoing ? 'out' : 'in'}`, dataset: { seq: m.seq } },
-    h('div', { class: 'bubble' }));
+  const el = m.notice
+    ? h('div', { class: 'msg notice', dataset: { seq: m.seq } })
+    : h('div', { class: `msg ${m.outgoing ? 'out' : 'in'}`, dataset: { seq: m.seq } }, h('div', { class: 'bubble' }));
   fillMsg(el, m);
   return el;
+}
+
+// fillNotice shows a line about a group (who joined, left, renamed it), in
+// the middle, not as anyone's bubble.
+function fillNotice(el, m, highlight) {
+  el.classList.add('notice');
+  el.classList.remove('in', 'out');
+  const d = el._date;
+  const text = textEl(m.text || '', highlight);
+  text.className = 'notice-text';
+  el.replaceChildren(h('div', { class: 'notice-line', title: fmt.full(d) }, text,
+    h('time', { class: 'notice-time', datetime: m.composed_at, text: fmt.clock(d) })));
 }
 
 // A signature of what the attachment block shows, so that a progress tick
@@ -671,7 +772,15 @@ function fillMsg(el, m, highlight) {
   el._msg = m;
   el._date = fmt.parseTime(m.composed_at);
   el._out = !!m.outgoing;
+  el._notice = !!m.notice;
+  el._sender = m.outgoing ? '' : m.sender || m.peer;
   el.dataset.state = m.state;
+  if (m.notice) {
+    fillNotice(el, m, highlight);
+    return;
+  }
+  const fromMember = isGroup(m.peer) && !m.outgoing && !!m.sender;
+  if (fromMember) el.dataset.sender = m.sender;
   el.classList.toggle('unreadable', m.state === 'unreadable');
   el.classList.toggle('failed', m.state === 'failed');
   el.classList.toggle('with-attachment', !!m.attachment);
@@ -705,7 +814,66 @@ function fillMsg(el, m, highlight) {
   if (footer) footer.append(meta);
   else bubble.append(meta);
   el._meta = meta;
+  // In a group, whose message it is: first in the bubble (a run of one
+  // sender's bubbles shows it once, see relayout).
+  if (el._senderEl) el._senderEl.remove();
+  el._senderEl = null;
+  if (fromMember) {
+    const who = h('div', { class: 'sender', text: m.sender });
+    who.style.setProperty('--hue', String(fmt.hue(m.sender)));
+    bubble.prepend(who);
+    el._senderEl = who;
+  }
   fillNote(el, m);
+  fillReceipts(el, m);
+}
+
+// fillReceipts puts under this account's message to a group how many
+// members have it and have read it; a click shows who.
+function fillReceipts(el, m) {
+  let box = null;
+  if (m.outgoing && isGroup(m.peer) && m.recipients > 0 && m.state !== 'failed') {
+    const n = m.recipients;
+    const delivered = m.delivered_to || [];
+    const read = m.read_by || [];
+    const summary = `Delivered to ${Math.min(delivered.length, n)} of ${n} · Read by ${Math.min(read.length, n)}`;
+    const who = receiptLists(m);
+    const title = who.map(([label, names]) => `${label}: ${names.join(', ')}`).join('\n');
+    const open = !!el._receiptsOpen;
+    const button = h('button', {
+      class: 'receipts-button', type: 'button', title, 'aria-expanded': open ? 'true' : 'false',
+      dataset: { delivered: delivered.length, read: read.length, recipients: n },
+      on: { click: () => {
+        el._receiptsOpen = !el._receiptsOpen;
+        fillReceipts(el, el._msg);
+      } },
+    }, read.length >= n ? icon('checks') : null, summary);
+    box = h('div', { class: 'msg-receipts' }, button);
+    if (open) {
+      box.append(h('dl', { class: 'receipts-details' },
+        ...who.flatMap(([label, names]) => [h('dt', { text: label }), h('dd', { text: names.join(', ') })])));
+    }
+  }
+  if (el._receipts) el._receipts.remove();
+  if (box) el.append(box);
+  el._receipts = box;
+}
+
+// receiptLists says who has read a message, who has it, and who does not
+// yet (of the group's members now): [[label, names]...], the empty ones
+// left out.
+function receiptLists(m) {
+  const read = m.read_by || [];
+  const delivered = (m.delivered_to || []).filter((u) => !read.includes(u));
+  const g = S.groups.get(m.peer);
+  const me = myName();
+  const waiting = g ? g.members.map((x) => x.user).filter((u) => u !== me && !read.includes(u) && !delivered.includes(u)) : [];
+  const out = [];
+  if (read.length) out.push(['Read by', read]);
+  if (delivered.length) out.push([read.length ? 'Delivered to (not read yet)' : 'Delivered to', delivered]);
+  if (waiting.length && read.length + delivered.length < m.recipients) out.push(['Not delivered yet', waiting]);
+  if (out.length === 0) out.push(['Sent', ['not delivered to anyone yet']]);
+  return out;
 }
 
 // The line under a bubble: why it failed, or that it waits, with actions.
@@ -1020,7 +1188,7 @@ function onNewMessage(m) {
   noteEvent(m);
   upsertMessage(m, true);
   if (!m.outgoing) {
-    setTyping(m.peer, false);
+    if (!m.notice) setTyping(m.peer, m.sender || m.peer, false);
     notify(m);
     if (S.open === m.peer) scheduleMarkRead(true);
   }
@@ -1042,15 +1210,30 @@ function onProgress(p) {
   if (el && el._msg && el._msg.attachment) updateProgress(el, el._msg);
 }
 
-function setTyping(peer, on) {
-  clearTimeout(S.typingIn.get(peer));
-  const was = S.typingIn.has(peer);
-  if (on) S.typingIn.set(peer, setTimeout(() => setTyping(peer, false), 6000));
-  else S.typingIn.delete(peer);
+// setTyping records that sender types (or stopped) in the conversation
+// with peer: the peer themself, or a member of the group.
+function setTyping(peer, sender, on) {
+  let who = S.typingIn.get(peer);
+  const was = !!who && who.has(sender);
+  if (who) clearTimeout(who.get(sender));
+  if (on) {
+    if (!who) S.typingIn.set(peer, (who = new Map()));
+    who.set(sender, setTimeout(() => setTyping(peer, sender, false), 6000));
+  } else if (who) {
+    who.delete(sender);
+    if (who.size === 0) S.typingIn.delete(peer);
+  }
   if (was !== on) {
     if (S.convs.has(peer)) refreshConv(peer);
     if (S.open === peer) renderTyping();
   }
+}
+
+function onTyping(d) {
+  if (!d || !d.peer) return;
+  const sender = d.sender || d.peer;
+  if (sender === myName()) return; // this account, on another device
+  setTyping(d.peer, sender, !!d.typing);
 }
 
 function onIdentity(d) {
@@ -1116,7 +1299,36 @@ function autosize() {
 }
 
 function updateSendButton() {
-  $('send').disabled = !$('composer').value.trim() || !S.open;
+  $('send').disabled = !$('composer').value.trim() || !S.open || !!sendBlock(S.open);
+}
+
+// sendBlock says why this account cannot send to peer ('' if it can): a
+// group it is not a member of, or one where only admins send.
+function sendBlock(peer) {
+  if (!isGroup(peer)) return '';
+  const g = S.groups.get(peer);
+  if (!g) return ''; // not known yet: the engine decides
+  if (!g.role) return 'You can’t send messages to this group because you’re not a member of it.';
+  if (!g.can_send) {
+    return g.settings && g.settings.admins_only_send
+      ? 'Only admins can send messages to this group.'
+      : 'You can’t send messages to this group.';
+  }
+  return '';
+}
+
+// renderComposer shows the composer, or why the open chat has none.
+function renderComposer() {
+  const why = sendBlock(S.open);
+  const ta = $('composer');
+  if (why && document.activeElement === ta) ta.blur();
+  if (why) stopTyping();
+  $('composer-form').hidden = !!why;
+  ta.disabled = !!why;
+  $('file-input').disabled = !!why;
+  $('composer-blocked').hidden = !why;
+  $('composer-blocked-text').textContent = why;
+  updateSendButton();
 }
 
 async function sendText() {
@@ -1124,6 +1336,11 @@ async function sendText() {
   const ta = $('composer');
   const text = ta.value.trim();
   if (!peer) return;
+  const why = sendBlock(peer);
+  if (why) {
+    toast(why, '');
+    return;
+  }
   if (!text) {
     ta.value = '';
     updateSendButton();
@@ -1154,6 +1371,7 @@ async function sendText() {
     } else {
       S.drafts.set(peer, text);
     }
+    if (e instanceof ApiError && isGroup(peer) && (e.code === 'not_member' || e.code === 'forbidden')) loadGroup(peer);
     if (e instanceof ApiError && e.code === 'identity_changed') {
       convFor(peer).identity_changed = true;
       refreshConv(peer);
@@ -1226,6 +1444,11 @@ function stopTyping() {
 function sendFiles(files) {
   const peer = S.open;
   if (!peer || !files || files.length === 0) return;
+  const why = sendBlock(peer);
+  if (why) {
+    toast(why, '');
+    return;
+  }
   let caption = '';
   const ta = $('composer');
   if (files.length === 1 && ta.value.trim()) {
@@ -1601,6 +1824,536 @@ async function setReadReceipts() {
   }
 }
 
+// ---------------------------------------------------------------- groups
+
+// groupSummary is the line under a group's name: its members.
+function groupSummary(g) {
+  if (!g) return 'Group · end-to-end encrypted';
+  if (!g.role) return 'You are not a member of this group';
+  const me = myName();
+  const others = g.members.map((m) => m.user).filter((u) => u !== me);
+  return fmt.nameList(['You', ...others], 6);
+}
+
+function roleWord(role) {
+  return { owner: 'Owner', admin: 'Admin', member: 'Member' }[role] || '';
+}
+
+// loadGroup asks the engine for a group as this device knows it now.
+async function loadGroup(peer) {
+  try {
+    const g = await api('GET', paths.group(groupID(peer)));
+    setGroup(g);
+    return g;
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'no_session') signedOut();
+    // Otherwise the page keeps what it knew; the next event tries again.
+    return null;
+  }
+}
+
+// setGroup keeps a group the engine answered with and redraws what shows
+// it. An answer older than what the page has (a lower seq) is dropped.
+function setGroup(g) {
+  if (!g || !g.peer) return;
+  const old = S.groups.get(g.peer);
+  if (old && g.seq < old.seq) return;
+  S.groups.set(g.peer, g);
+  const c = S.convs.get(g.peer);
+  if (c && c.name !== g.name) {
+    c.name = g.name;
+    refreshConv(g.peer);
+  }
+  if (S.open === g.peer) {
+    renderChatHeader();
+    renderComposer();
+    $('drop-text').textContent = `Drop files to send to ${convName(g.peer)}`;
+  }
+  if (infoPeer === g.peer) renderGroupInfo();
+}
+
+// onGroupEvent: a group changed (members, roles, name, settings, link).
+function onGroupEvent(d) {
+  if (!d || !d.peer) return;
+  scheduleConvReload();
+  if (S.open === d.peer || infoPeer === d.peer) loadGroup(d.peer);
+  else S.groups.delete(d.peer); // loaded again when it is opened
+}
+
+function fieldMessage(el, message, hint, isError) {
+  el.replaceChildren(...messageParts(message, hint));
+  el.classList.toggle('error', !!isError);
+  el.classList.toggle('ok', !isError);
+  el.hidden = false;
+}
+
+// ------------------------------------------------ new group, join a group
+
+function openNewGroup() {
+  $('new-group-error').hidden = true;
+  $('new-group-name').value = '';
+  $('new-group-members').value = '';
+  $('new-group').showModal();
+  $('new-group-name').focus();
+}
+
+async function createGroup(e) {
+  e.preventDefault();
+  const err = $('new-group-error');
+  const name = $('new-group-name').value.trim();
+  if (!name) {
+    fieldMessage(err, 'Give the group a name.', '', true);
+    $('new-group-name').focus();
+    return;
+  }
+  const { names, error } = fmt.parseUsernames($('new-group-members').value);
+  if (error) {
+    fieldMessage(err, error, '', true);
+    $('new-group-members').focus();
+    return;
+  }
+  err.hidden = true;
+  const button = $('new-group-create');
+  button.disabled = true;
+  try {
+    const g = await api('POST', paths.groups, { name, members: names.filter((u) => u !== myName()) });
+    setGroup(g);
+    const c = convFor(g.peer);
+    c.name = g.name;
+    moveToTop(g.peer);
+    $('new-group').close();
+    go(g.peer);
+    scheduleConvReload();
+  } catch (ex) {
+    if (ex instanceof ApiError && ex.code === 'no_session') signedOut();
+    fieldMessage(err, ex.message, ex.hint, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function openJoinGroup() {
+  $('join-group-message').hidden = true;
+  $('join-group-link').value = '';
+  $('join-group').showModal();
+  $('join-group-link').focus();
+}
+
+async function joinGroup(e) {
+  e.preventDefault();
+  const msg = $('join-group-message');
+  const link = $('join-group-link').value.trim();
+  if (!link) {
+    fieldMessage(msg, 'Paste the group’s join link.', '', true);
+    return;
+  }
+  msg.hidden = true;
+  const button = $('join-group-submit');
+  button.disabled = true;
+  try {
+    const g = await api('POST', paths.joinGroup, { link });
+    setGroup(g);
+    scheduleConvReload();
+    if (g.role) {
+      convFor(g.peer).name = g.name;
+      moveToTop(g.peer);
+      $('join-group').close();
+      go(g.peer);
+      toast(`You joined “${g.name}”.`, '', 'info');
+    } else {
+      fieldMessage(msg, `You asked to join “${g.name}”.`,
+        'An admin of the group decides. The group shows up in your conversations once they let you in.', false);
+    }
+  } catch (ex) {
+    if (ex instanceof ApiError && ex.code === 'no_session') signedOut();
+    fieldMessage(msg, ex.message, ex.hint, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ------------------------------------------------ the group info panel
+
+let infoPeer = null; // the group #group-info shows
+let infoDirty = false; // its name or description were edited, not saved
+
+// What this account may do in group g (the rules of package group; the
+// engine checks them again).
+function groupRights(g) {
+  const me = myName();
+  const role = g.role;
+  const admin = role === 'owner' || role === 'admin';
+  return {
+    member: !!role,
+    admin,
+    owner: role === 'owner',
+    editInfo: !!role && (admin || !(g.settings && g.settings.admins_only_edit_info)),
+    remove: (m) => m.user !== me && m.role !== 'owner' && (role === 'owner' || (role === 'admin' && m.role === 'member')),
+    promote: (m) => admin && m.role === 'member',
+    demote: (m) => role === 'owner' && m.role === 'admin',
+    crown: (m) => role === 'owner' && m.user !== me,
+  };
+}
+
+function openGroupInfo(peer) {
+  if (!isGroup(peer)) return;
+  infoPeer = peer;
+  infoDirty = false;
+  $('group-info-message').hidden = true;
+  $('group-leave-confirm').hidden = true;
+  $('group-add-input').value = '';
+  renderGroupInfo();
+  const d = $('group-info');
+  if (!d.open) d.showModal();
+  loadGroup(peer);
+}
+
+function infoMessage(message, hint, isError) {
+  fieldMessage($('group-info-message'), message, hint, isError);
+}
+
+// groupChange makes a change to the shown group and shows the group the
+// engine answers with (or why it refused).
+async function groupChange(method, path, body, busy) {
+  const peer = infoPeer;
+  if (busy) busy.disabled = true;
+  $('group-info-message').hidden = true;
+  try {
+    const r = await api(method, path, body);
+    setGroup(r.group || r);
+    return r;
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'no_session') signedOut();
+    if (infoPeer === peer) infoMessage(e.message, e.hint, true);
+    else showError(e);
+    loadGroup(peer);
+    return null;
+  } finally {
+    if (busy && busy.isConnected) busy.disabled = false;
+  }
+}
+
+function renderGroupInfo() {
+  const peer = infoPeer;
+  if (!peer) return;
+  const g = S.groups.get(peer);
+  const d = $('group-info');
+  $('group-info-title').textContent = g ? g.name || 'Unnamed group' : convName(peer);
+  d.classList.toggle('loading', !g);
+  $('group-info-loading').hidden = !!g;
+  if (!g) return;
+  const rights = groupRights(g);
+  const refused = $('group-refused');
+  refused.hidden = !g.refused;
+  refused.textContent = g.refused ? `This device refused a change to the group: ${g.refused}` : '';
+
+  // About.
+  const count = g.members.length;
+  const you = g.role ? `You are ${g.role === 'owner' ? 'the owner' : g.role === 'admin' ? 'an admin' : 'a member'}` : 'You are not a member';
+  const facts = [`${count} member${count === 1 ? '' : 's'}`, you];
+  if (g.settings && g.settings.disappear_after_s > 0) facts.push(`messages disappear after ${fmt.span(g.settings.disappear_after_s)}`);
+  $('group-about').replaceChildren(
+    groupAvatar(peer, 'large'),
+    h('div', { class: 'group-about-text' },
+      h('div', { class: 'group-about-name', text: g.name || 'Unnamed group' }),
+      h('div', { class: 'muted small', text: facts.join(' · ') }),
+      g.description ? h('p', { class: 'group-about-description', dir: 'auto', text: g.description }) : null));
+  const form = $('group-info-form');
+  form.hidden = !rights.editInfo;
+  $('group-info-locked').hidden = rights.editInfo || !rights.member;
+  if (rights.editInfo && !infoDirty && !form.contains(document.activeElement)) {
+    $('group-name').value = g.name;
+    $('group-description').value = g.description;
+  }
+  updateInfoSave();
+
+  // Members.
+  const ul = $('group-members');
+  const focused = document.activeElement && document.activeElement.closest('#group-members li');
+  const focusUser = focused ? focused.dataset.user : null;
+  const focusClass = focusUser && document.activeElement.classList.contains('button') ? document.activeElement.classList[0] : null;
+  // Drawn again only when it changed: a button is not swapped under the
+  // pointer, nor the list read out again, for nothing.
+  const sig = JSON.stringify([g.id, g.role, g.members]);
+  if (ul.dataset.sig !== sig) {
+    ul.dataset.sig = sig;
+    ul.replaceChildren(...g.members.map((m) => memberItem(g, m, rights)));
+  }
+  if (focusUser && !ul.contains(document.activeElement)) {
+    const li = ul.querySelector(`li[data-user="${CSS.escape(focusUser)}"]`);
+    const b = li && (li.querySelector(`button.${focusClass}`) || li.querySelector('button'));
+    if (b) b.focus();
+  }
+  $('group-add-form').hidden = !rights.admin;
+
+  // Requests to join.
+  const requests = g.requests || [];
+  $('group-requests-section').hidden = requests.length === 0 || !rights.admin;
+  const rl = $('group-requests');
+  const rsig = JSON.stringify([g.id, requests]);
+  if (rl.dataset.sig !== rsig) {
+    rl.dataset.sig = rsig;
+    rl.replaceChildren(...requests.map((u) => requestItem(g, u)));
+  }
+
+  // Settings.
+  const st = g.settings || {};
+  for (const [id, key] of [['group-admins-only-send', 'admins_only_send'], ['group-admins-only-edit-info', 'admins_only_edit_info']]) {
+    const box = $(id);
+    box.checked = !!st[key];
+    box.disabled = !rights.admin;
+  }
+  const sel = $('group-disappear');
+  const choices = [0, 3600, 8 * 3600, 86400, 7 * 86400, 28 * 86400, 90 * 86400];
+  const now = st.disappear_after_s || 0;
+  if (!choices.includes(now)) choices.push(now);
+  choices.sort((a, b) => a - b);
+  sel.replaceChildren(...choices.map((v) => h('option', { value: String(v), text: fmt.span(v), selected: v === now })));
+  sel.value = String(now);
+  sel.disabled = !rights.admin;
+  $('group-settings-locked').hidden = rights.admin || !rights.member;
+
+  // The join link.
+  let status;
+  if (!g.link_on) status = 'Off: people join only when an admin adds them.';
+  else status = g.link_approval ? 'On: an admin approves each person who joins with the link.' : 'On: anyone who has the link joins.';
+  if (g.link_on && !g.link && rights.admin) status += ' The link was made on another device; make a new one to see it here (the old one then stops working).';
+  $('group-link-status').textContent = status;
+  $('group-link-row').hidden = !(g.link_on && g.link);
+  if ($('group-link').value !== (g.link || '')) $('group-link').value = g.link || '';
+  $('group-link-controls').hidden = !rights.admin;
+  if (g.link_on) $('group-link-approval').checked = !!g.link_approval;
+  $('group-link-on').replaceChildren(icon('link'), g.link_on ? 'Make a new link' : 'Create link');
+  $('group-link-off').hidden = !g.link_on;
+
+  // Leaving.
+  const leave = $('group-leave');
+  const note = $('group-leave-note');
+  const stuck = rights.owner && count > 1;
+  leave.hidden = !rights.member || !$('group-leave-confirm').hidden;
+  leave.disabled = stuck;
+  note.hidden = !stuck && rights.member;
+  note.textContent = !rights.member ? 'You are not a member of this group.'
+    : stuck ? 'You are the owner: make another member the owner before you leave.' : '';
+  if (!rights.member) $('group-leave-confirm').hidden = true;
+}
+
+function memberItem(g, m, rights) {
+  const me = myName();
+  const self = m.user === me;
+  const actions = [];
+  const id = g.id;
+  if (!self) {
+    actions.push(h('button', { class: 'message icon-button small', type: 'button', title: `Message ${m.user}`, 'aria-label': `Message ${m.user}`,
+      on: { click: () => {
+        $('group-info').close();
+        go(m.user);
+      } } }, icon('chat')));
+  }
+  if (rights.promote(m)) {
+    actions.push(h('button', { class: 'make-admin button small', type: 'button', text: 'Make admin', 'aria-label': `Make ${m.user} an admin`,
+      on: { click: (e) => groupChange('PUT', paths.groupMember(id, m.user), { role: 'admin' }, e.currentTarget) } }));
+  }
+  if (rights.demote(m)) {
+    actions.push(h('button', { class: 'make-member button small', type: 'button', text: 'Make member', 'aria-label': `Make ${m.user} a member, not an admin`,
+      on: { click: (e) => groupChange('PUT', paths.groupMember(id, m.user), { role: 'member' }, e.currentTarget) } }));
+  }
+  if (rights.crown(m)) {
+    actions.push(confirmButton('make-owner', 'Make owner', `Make ${m.user} the owner (you become an admin)`, 'Confirm: make owner',
+      (b) => groupChange('PUT', paths.groupMember(id, m.user), { role: 'owner' }, b)));
+  }
+  if (rights.remove(m)) {
+    actions.push(h('button', { class: 'remove button small danger', type: 'button', text: 'Remove', 'aria-label': `Remove ${m.user} from the group`,
+      on: { click: (e) => groupChange('DELETE', paths.groupMember(id, m.user), undefined, e.currentTarget) } }));
+  }
+  const flags = [];
+  if (m.role === 'owner' || m.role === 'admin') flags.push(h('span', { class: `role-badge ${m.role}`, text: roleWord(m.role) }));
+  if (m.key_changed) {
+    flags.push(h('button', { class: 'link-button key-changed', type: 'button', title: `${m.user}'s safety number changed: check it`,
+      on: { click: () => openSafety(m.user) } }, icon('warning'), 'Safety number changed'));
+  }
+  return h('li', { class: 'member', dataset: { user: m.user, role: m.role } },
+    avatar(m.user, 'small'),
+    h('span', { class: 'member-main' },
+      h('span', { class: 'member-name', text: self ? `${m.user} (you)` : m.user }), ...flags),
+    actions.length ? h('span', { class: 'member-actions' }, ...actions) : null);
+}
+
+// requestItem is a request to join, with its approve and deny buttons.
+function requestItem(g, u) {
+  return h('li', { class: 'member', dataset: { user: u } },
+    avatar(u, 'small'),
+    h('span', { class: 'member-main' }, h('span', { class: 'member-name', text: u })),
+    h('span', { class: 'member-actions' },
+      h('button', { class: 'approve button small primary', type: 'button', text: 'Approve', 'aria-label': `Let ${u} join`,
+        on: { click: (e) => groupChange('POST', paths.groupRequest(g.id, u), { approve: true }, e.currentTarget) } }),
+      h('button', { class: 'deny button small ghost', type: 'button', text: 'Deny', 'aria-label': `Turn ${u} down`,
+        on: { click: (e) => groupChange('POST', paths.groupRequest(g.id, u), { approve: false }, e.currentTarget) } })));
+}
+
+// confirmButton asks for a second click before it acts.
+function confirmButton(cls, label, aria, confirmLabel, act) {
+  let armed = null;
+  const b = h('button', { class: `${cls} button small`, type: 'button', text: label, 'aria-label': aria,
+    on: { click: () => {
+      if (!armed) {
+        b.textContent = confirmLabel;
+        b.classList.add('confirming');
+        armed = setTimeout(() => {
+          armed = null;
+          b.textContent = label;
+          b.classList.remove('confirming');
+        }, 5000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      act(b);
+    } } });
+  return b;
+}
+
+function updateInfoSave() {
+  const g = S.groups.get(infoPeer);
+  const name = $('group-name').value.trim();
+  const desc = $('group-description').value.trim();
+  $('group-info-save').disabled = !g || !name || (name === g.name && desc === g.description);
+}
+
+async function saveGroupInfo(e) {
+  e.preventDefault();
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  const name = $('group-name').value.trim();
+  const description = $('group-description').value.trim();
+  if (!name) {
+    infoMessage('A group needs a name.', '', true);
+    return;
+  }
+  const body = {};
+  if (name !== g.name) body.name = name;
+  if (description !== g.description) body.description = description;
+  if (Object.keys(body).length === 0) return;
+  const r = await groupChange('PUT', paths.groupInfo(g.id), body, $('group-info-save'));
+  if (r) {
+    infoDirty = false;
+    renderGroupInfo();
+    infoMessage('Saved.', '', false);
+  }
+}
+
+async function addMembers(e) {
+  e.preventDefault();
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  const input = $('group-add-input');
+  const { names, error } = fmt.parseUsernames(input.value);
+  if (error) {
+    infoMessage(error, '', true);
+    return;
+  }
+  const have = new Set(g.members.map((m) => m.user));
+  const users = names.filter((u) => !have.has(u));
+  if (users.length === 0) {
+    infoMessage(names.length ? `${fmt.nameList(names)} ${names.length === 1 ? 'is' : 'are'} already in the group.` : 'Type the usernames to add.', '', true);
+    return;
+  }
+  const r = await groupChange('POST', paths.groupMembers(g.id), { users }, $('group-add-button'));
+  if (r) input.value = '';
+}
+
+async function changeSetting(key, value, el) {
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  const r = await groupChange('PUT', paths.groupSettings(g.id), { [key]: value }, el);
+  if (!r) renderGroupInfo(); // back to what the group has
+}
+
+async function setLink(on) {
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  const r = await groupChange('POST', paths.groupLink(g.id), { on, approval: $('group-link-approval').checked }, on ? $('group-link-on') : $('group-link-off'));
+  if (r && on && r.link) {
+    const now = S.groups.get(r.group.peer);
+    if (now && !now.link) {
+      now.link = r.link;
+      renderGroupInfo();
+    }
+    infoMessage('A new join link is ready: copy it and share it with the people you want in the group.', 'Anyone who has it can join. An earlier link no longer works.', false);
+  }
+}
+
+async function copyLink() {
+  const input = $('group-link');
+  const text = input.value;
+  if (!text) return;
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    // No clipboard permission: copy the selection the old way.
+    input.focus();
+    input.select();
+    try {
+      ok = document.execCommand('copy');
+    } catch {
+      ok = false;
+    }
+  }
+  if (ok) infoMessage('Link copied.', '', false);
+  else infoMessage('This browser did not let the page copy the link.', 'It is selected: press Ctrl+C (⌘C on a Mac) to copy it.', true);
+}
+
+async function leaveGroup() {
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  const r = await groupChange('POST', paths.groupLeave(g.id), undefined, $('group-leave-yes'));
+  if (r) {
+    $('group-info').close();
+    toast(`You left “${g.name}”.`, 'You no longer get its messages.', 'info');
+  }
+}
+
+function bindGroups() {
+  $('new-group-button').addEventListener('click', openNewGroup);
+  $('new-group-form').addEventListener('submit', createGroup);
+  $('join-group-button').addEventListener('click', openJoinGroup);
+  $('join-group-form').addEventListener('submit', joinGroup);
+  $('group-info-button').addEventListener('click', () => openGroupInfo(S.open));
+  $('group-info').addEventListener('close', () => {
+    infoPeer = null;
+  });
+  $('group-info-form').addEventListener('submit', saveGroupInfo);
+  for (const id of ['group-name', 'group-description']) {
+    $(id).addEventListener('input', () => {
+      infoDirty = true;
+      updateInfoSave();
+    });
+  }
+  $('group-add-form').addEventListener('submit', addMembers);
+  $('group-admins-only-send').addEventListener('change', (e) => changeSetting('admins_only_send', e.target.checked, e.target));
+  $('group-admins-only-edit-info').addEventListener('change', (e) => changeSetting('admins_only_edit_info', e.target.checked, e.target));
+  $('group-disappear').addEventListener('change', (e) => changeSetting('disappear_after_s', Number(e.target.value), e.target));
+  $('group-link-on').addEventListener('click', () => setLink(true));
+  $('group-link-off').addEventListener('click', () => setLink(false));
+  $('group-link-copy').addEventListener('click', copyLink);
+  $('group-link').addEventListener('focus', (e) => e.target.select());
+  $('group-leave').addEventListener('click', () => {
+    const g = S.groups.get(infoPeer);
+    $('group-leave-question').textContent = `Leave “${g ? g.name : 'this group'}”? You will no longer get its messages; an admin can add you back.`;
+    $('group-leave-confirm').hidden = false;
+    $('group-leave').hidden = true;
+    $('group-leave-no').focus();
+  });
+  $('group-leave-no').addEventListener('click', () => {
+    $('group-leave-confirm').hidden = true;
+    $('group-leave').hidden = false;
+    $('group-leave').focus();
+  });
+  $('group-leave-yes').addEventListener('click', leaveGroup);
+}
+
 // ---------------------------------------------------------------- notifications
 
 function renderBell() {
@@ -1644,9 +2397,12 @@ async function bellClicked() {
 function notify(m) {
   if (!('Notification' in window) || Notification.permission !== 'granted' || !S.notify) return;
   if (visible() && S.open === m.peer) return;
+  if (m.notice) return;
+  const group = isGroup(m.peer);
+  const line = fmt.preview(m) || 'New message';
   try {
-    const n = new Notification(S.previews ? m.peer : 'Magpie', {
-      body: S.previews ? fmt.preview(m) || 'New message' : 'New message',
+    const n = new Notification(S.previews ? convName(m.peer) : 'Magpie', {
+      body: S.previews ? (group && m.sender ? `${m.sender}: ${line}` : line) : 'New message',
       tag: `magpie-${m.peer}`,
       icon: 'icon.svg',
     });
@@ -1710,9 +2466,10 @@ function connectEvents() {
   on('message', onNewMessage);
   on('update', onUpdate);
   on('progress', onProgress);
-  on('typing', (d) => d && d.peer && setTyping(d.peer, !!d.typing));
+  on('typing', onTyping);
   on('identity', onIdentity);
   on('read', onRead);
+  on('group', onGroupEvent);
   on('resync', reloadAll);
 }
 
@@ -1824,13 +2581,13 @@ function bind() {
   let depth = 0;
   const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes('Files');
   view.addEventListener('dragenter', (e) => {
-    if (!hasFiles(e) || !S.open) return;
+    if (!hasFiles(e) || !S.open || sendBlock(S.open)) return;
     e.preventDefault();
     depth++;
     overlay.hidden = false;
   });
   view.addEventListener('dragover', (e) => {
-    if (!hasFiles(e) || !S.open) return;
+    if (!hasFiles(e) || !S.open || sendBlock(S.open)) return;
     e.preventDefault();
     e.dataTransfer.dropEffect = 'copy';
   });
@@ -1891,6 +2648,7 @@ function bind() {
     localStorage.setItem('magpie.previews', S.previews ? 'on' : 'off');
   });
   $('notify-button').addEventListener('click', bellClicked);
+  bindGroups();
 
   for (const d of document.querySelectorAll('dialog')) {
     for (const b of d.querySelectorAll('.sheet-close')) b.addEventListener('click', () => d.close());

@@ -136,3 +136,51 @@ export function checkUsername(raw) {
   if (name.endsWith('_')) return { name, error: 'A username does not end with an underscore.' };
   return { name };
 }
+
+// Usernames typed in one box, separated by commas, semicolons or spaces:
+// { names } (checked, lower case, each once), or { error } about the first
+// that is not a username.
+export function parseUsernames(raw) {
+  const names = [];
+  for (const part of (raw || '').split(/[\s,;]+/)) {
+    if (!part) continue;
+    const { name, error } = checkUsername(part);
+    if (error) return { error: `“${part}”: ${error}` };
+    if (!names.includes(name)) names.push(name);
+  }
+  return { names };
+}
+
+// "alice", "alice and bob", "alice, bob and carol"; past max names, "alice,
+// bob and 3 others".
+export function nameList(names, max = 4) {
+  const shown = names.slice(0, names.length > max ? max - 1 : max);
+  const rest = names.length - shown.length;
+  const parts = rest > 0 ? [...shown, `${rest} other${rest === 1 ? '' : 's'}`] : shown;
+  if (parts.length <= 1) return parts.join('');
+  return `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]}`;
+}
+
+// Who is typing: "alice is typing…", "alice and bob are typing…", "4 people
+// are typing…".
+export function typingLine(names) {
+  if (!names || names.length === 0) return '';
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length <= 3) return `${nameList(names)} are typing…`;
+  return `${names.length} people are typing…`;
+}
+
+// A span of seconds in words, for disappearing messages: "Off" for 0, else
+// "1 hour", "8 hours", "1 day", "4 weeks", "90 days"...
+export function span(seconds) {
+  const s = Math.max(0, Math.round(seconds || 0));
+  if (s === 0) return 'Off';
+  const units = [[7 * 86400, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+  for (const [n, word] of units) {
+    if (s % n === 0 && (word !== 'week' || s / n <= 8)) {
+      const v = s / n;
+      return `${v} ${word}${v === 1 ? '' : 's'}`;
+    }
+  }
+  return `${s} seconds`;
+}
