@@ -252,15 +252,23 @@ func groupDelivered(r *msgRecord, user string, at int64, read bool) bool {
 	if read && r.Read == 0 {
 		r.Read = at
 	}
+	groupState(r)
+	return true
+}
+
+// groupState moves a group message this account sent to delivered (read)
+// once every member it went to has it (has read it). Receipts can arrive
+// before the send's answer says how many members it went to: the answer
+// calls this too.
+func groupState(r *msgRecord) {
 	all := r.Recipients > 0
 	switch {
-	case r.State == StateFailed:
+	case r.State == StateFailed || r.State == StateQueued || r.State == StateUploading:
 	case all && len(r.ReadBy) >= r.Recipients:
 		r.State = StateRead
 	case all && len(r.DeliveredTo) >= r.Recipients && r.State != StateRead:
 		r.State = StateDelivered
 	}
-	return true
 }
 
 // groupMember reports whether user is in the group of conversation peer.

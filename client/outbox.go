@@ -518,6 +518,7 @@ func (c *Client) sendItem(ctx context.Context, conn *clientconn.Conn, it *outbox
 			if r.State == StateQueued {
 				r.State = StateSent
 			}
+			groupState(r)
 		})
 	}
 	s, err := c.sesame(ctx, conn)
