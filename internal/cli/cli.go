@@ -66,14 +66,18 @@ Set up a client:    magpie init --invite 'magpie://…'   (the line serve prints
 Talk:               magpie app            (a web app in your browser)
                     magpie send bob "hello"
                     magpie inbox          (or: magpie listen)
+Groups:             magpie group create Harbour bob carol
+                    magpie send Harbour "hello"
+                    magpie group --help   (add, remove, roles, links…)
 
 Client state lives in --home (or $MAGPIE_HOME), so several clients can run
 side by side on one machine. One engine at a time keeps a home connected;
 every command uses the running one, or runs it while it works.
 
-Exit codes: 0 done, 1 failed, 2 wrong usage, 3 not found, 4 queued (the
-message waits in the outbox and will be sent), 130 interrupted. With
---json, every command prints one JSON object per line, errors included:
+Exit codes: 0 done, 1 failed, 2 wrong usage, 3 not found (a user, a
+group, a message), 4 queued (the message waits in the outbox and will be
+sent), 130 interrupted. With --json, every command prints one JSON object
+per line, errors included:
 {"error": {"code": "…", "message": "…", "hint": "…"}}.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -97,6 +101,7 @@ message waits in the outbox and will be sent), 130 interrupted. With
 		inboxCmd(g),
 		listenCmd(g),
 		historyCmd(g),
+		groupCmd(g),
 		appCmd(g),
 		whoamiCmd(g),
 		settingsCmd(g),
@@ -191,7 +196,7 @@ func (g *globals) fail(err error) int {
 		code, exit = "usage", ExitUsage
 	case code == "empty_message":
 		exit = ExitUsage
-	case code == "unknown_user" || code == "not_found":
+	case code == "unknown_user" || code == "unknown_group" || code == "not_found":
 		exit = ExitNotFound
 	case code == "interrupted":
 		exit = ExitInterrupted

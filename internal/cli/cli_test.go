@@ -42,6 +42,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{&engine.APIError{Code: engine.CodeUnknownUser}, ExitNotFound},
 		{&engine.APIError{Code: engine.CodeNotFound}, ExitNotFound},
+		{&engine.APIError{Code: engine.CodeUnknownGroup}, ExitNotFound},
+		{&engine.APIError{Code: engine.CodeForbidden}, ExitFailure},
 		{&engine.APIError{Code: engine.CodeEmptyMessage}, ExitUsage},
 		{usageError{errors.New("x")}, ExitUsage},
 		{queuedError{errors.New("queued")}, ExitQueued},

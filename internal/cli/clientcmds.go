@@ -201,13 +201,15 @@ func lookupCmd(g *globals) *cobra.Command {
 }
 
 func sendCmd(g *globals) *cobra.Command {
-	var file, caption, id string
+	var file, caption, id, grp string
 	var wait time.Duration
 	c := &cobra.Command{
-		Use:   "send NAME [TEXT] [--file PATH]",
-		Short: "Send a text message or a file",
+		Use:   "send NAME|--group G [TEXT] [--file PATH]",
+		Short: "Send a text message or a file to a user or a group",
 		Long: `Send TEXT, or the file at --file (a photo, video, voice note or any
-document), to every device of user NAME.
+document), to every device of user NAME, or to every member of a group
+(NAME is then the group's name, its id, or group:ID). With --group G,
+G is only ever a group, even when a user has the same name.
 
 The message goes into this client's outbox first, so it is never lost, and
 then to the server. The command returns once the server has stored it
@@ -222,16 +224,36 @@ as text, resumably: interrupted, the upload goes on where it stopped, even
 after a restart.`,
 		Example: `  magpie send bob "See you at 6"
   magpie send bob --file ~/photos/harbour.jpg --caption "the harbour at dawn"
-  magpie send bob "report attached" --id 5f0e…   # a script's idempotency key`,
+  magpie send bob "report attached" --id 5f0e…   # a script's idempotency key
+  magpie send Harbour "Boats at 6"                 # a group
+  magpie send --group Harbour --file tides.pdf`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if file == "" {
-				return exactArgs(2)(cmd, args)
+			n := 2
+			if file != "" {
+				n--
 			}
-			return exactArgs(1)(cmd, args)
+			if grp != "" {
+				n--
+			}
+			return exactArgs(n)(cmd, args)
 		},
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
 			ctx := cmd.Context()
-			to := args[0]
+			var to, peer, label string
+			if grp != "" {
+				to = grp
+				found, err := findGroup(ctx, s, grp)
+				if err != nil {
+					return err
+				}
+				peer, label = found.Peer, found.Name
+			} else {
+				to, args = args[0], args[1:]
+				var err error
+				if peer, label, err = resolvePeer(ctx, s, to); err != nil {
+					return err
+				}
+			}
 			var m engine.Message
 			var err error
 			if file != "" {
@@ -239,9 +261,9 @@ after a restart.`,
 				if aerr != nil {
 					return aerr
 				}
-				m, err = s.SendFile(ctx, to, path, caption)
+				m, err = s.SendFile(ctx, peer, path, caption)
 			} else {
-				m, err = s.Send(ctx, engine.SendRequest{To: to, Text: args[1], ID: id})
+				m, err = s.Send(ctx, engine.SendRequest{To: peer, Text: args[0], ID: id})
 			}
 			if err != nil {
 				return withPeer(err, to)
@@ -250,10 +272,11 @@ after a restart.`,
 			if err != nil {
 				return withPeer(err, to)
 			}
-			return g.reportSent(m)
+			return withPeer(g.reportSent(m, label), to)
 		}),
 	}
 	c.Flags().StringVar(&file, "file", "", "send this file as an attachment")
+	c.Flags().StringVar(&grp, "group", "", "send to this group (its name, id or group:ID) instead of NAME")
 	c.Flags().StringVar(&caption, "caption", "", "text to go with --file")
 	c.Flags().StringVar(&id, "id", "", "the message id (32 hex digits): sending again with the same id never sends twice")
 	c.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the server (or, for a file, for the upload to move on) before leaving the message queued")
@@ -325,14 +348,15 @@ func pending(m engine.Message) bool {
 }
 
 // reportSent prints where a sent message stands: sent (exit 0), queued
-// (exit 4), or failed.
-func (g *globals) reportSent(m engine.Message) error {
+// (exit 4), or failed. label names the conversation: the user, or the
+// group's name.
+func (g *globals) reportSent(m engine.Message, label string) error {
 	status := "sent"
 	switch client.MessageState(m.State) {
 	case client.StateQueued, client.StateUploading:
 		status = "queued"
 	case client.StateFailed:
-		return withPeer(&engine.APIError{Code: m.ErrorCode, Message: m.Error}, m.Peer)
+		return &engine.APIError{Code: m.ErrorCode, Message: m.Error}
 	}
 	if g.json {
 		if err := g.printJSON(map[string]any{"status": status, "message": m}); err != nil {
@@ -344,9 +368,9 @@ func (g *globals) reportSent(m engine.Message) error {
 			why = "the server did not answer in time"
 		}
 		fmt.Fprintf(g.stdout, "Queued for %s (%s).\nIt goes out by itself, once, when Magpie is connected again: right away while %s or %s runs, otherwise with the next command. See %s.\n",
-			m.Peer, why, g.magpie("listen"), g.magpie("app"), g.magpie("outbox"))
+			label, why, g.magpie("listen"), g.magpie("app"), g.magpie("outbox"))
 	} else {
-		fmt.Fprintf(g.stdout, "Sent to %s at %s [%d]\n", m.Peer, m.ServerTime.Local().Format(time.TimeOnly), m.Seq)
+		fmt.Fprintf(g.stdout, "Sent to %s at %s [%d]\n", label, m.ServerTime.Local().Format(time.TimeOnly), m.Seq)
 	}
 	if status == "queued" {
 		return queuedError{errors.New("queued")}
@@ -388,6 +412,7 @@ by itself, once. 'magpie outbox cancel SEQ' removes one that has not left.`,
 			if err != nil {
 				return err
 			}
+			names := &groupNames{ctx: cmd.Context(), s: s.Remote, m: map[string]string{}}
 			for i := range ms {
 				if g.json {
 					if err := g.printJSON(ms[i]); err != nil {
@@ -399,7 +424,7 @@ by itself, once. 'magpie outbox cancel SEQ' removes one that has not left.`,
 				if ms[i].Error != "" {
 					why = "  (" + ms[i].Error + ")"
 				}
-				fmt.Fprintf(g.stdout, "[%d] %s  -> %-12s %s  %s%s\n", ms[i].Seq, ms[i].ComposedAt.Local().Format(time.DateTime), ms[i].Peer, summary(&ms[i]), ms[i].State, why)
+				fmt.Fprintf(g.stdout, "[%d] %s  -> %-12s %s  %s%s\n", ms[i].Seq, ms[i].ComposedAt.Local().Format(time.DateTime), names.label(ms[i].Peer), summary(&ms[i]), ms[i].State, why)
 			}
 			if !g.json && len(ms) == 0 {
 				fmt.Fprintln(g.stdout, "The outbox is empty: everything was sent.")
@@ -415,20 +440,32 @@ func typingCmd(g *globals) *cobra.Command {
 	var stopped bool
 	c := &cobra.Command{
 		Use:   "typing NAME",
-		Short: "Tell NAME you are typing (never stored)",
+		Short: "Tell NAME (a user or a group) you are typing (never stored)",
 		Long: `Send a typing indicator: an ephemeral envelope that reaches only the
-devices of NAME that are connected now, and is never stored.`,
+devices of NAME that are connected now, and is never stored. NAME may be a
+group (its name, its id, or group:ID): its members who are connected see
+it once they hold your key (after your first message to the group).`,
 		Example: `  magpie typing bob
-  magpie typing bob --stopped`,
+  magpie typing bob --stopped
+  magpie typing Harbour`,
 		Args: exactArgs(1),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
-			if err := s.Typing(cmd.Context(), args[0], !stopped); err != nil {
+			ctx := cmd.Context()
+			peer, label, err := resolvePeer(ctx, s, args[0])
+			if err != nil {
+				return err
+			}
+			if err := s.Typing(ctx, peer, !stopped); err != nil {
 				return withPeer(err, args[0])
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"to": args[0], "typing": !stopped})
+				return g.printJSON(map[string]any{"to": peer, "typing": !stopped})
 			}
-			fmt.Fprintf(g.stdout, "Told %s's connected devices.\n", args[0])
+			if isGroupPeer(peer) {
+				fmt.Fprintf(g.stdout, "Told the connected members of %s.\n", label)
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "Told %s's connected devices.\n", label)
 			return nil
 		}),
 	}

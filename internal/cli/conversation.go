@@ -52,13 +52,25 @@ func snippet(m *engine.Message) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// printMessage shows one message of the history.
-func (g *globals) printMessage(m *engine.Message) error {
+// printMessage shows one message of the history. label, when not "",
+// names the group a group's message is in (where several conversations
+// are shown together).
+func (g *globals) printMessage(m *engine.Message, label string) error {
 	if g.json {
 		return g.printJSON(m)
 	}
 	ts := m.ComposedAt.Local().Format(time.DateTime)
+	where := ""
+	if label != "" {
+		where = "[" + label + "] "
+	}
 	switch {
+	case isGroupPeer(m.Peer) && m.Notice:
+		fmt.Fprintf(g.stdout, "%s  %s* %s\n", ts, where, m.Text)
+	case isGroupPeer(m.Peer) && m.Outgoing:
+		fmt.Fprintf(g.stdout, "%s  %s%s: %s  [%s]\n", ts, where, m.Sender, summary(m), groupState(m))
+	case isGroupPeer(m.Peer):
+		fmt.Fprintf(g.stdout, "%s  %s%s: %s\n", ts, where, m.Sender, summary(m))
 	case m.Outgoing:
 		fmt.Fprintf(g.stdout, "%s  -> %s: %s  [%s]\n", ts, m.Peer, summary(m), m.State)
 	default:
@@ -75,6 +87,18 @@ func (g *globals) printMessage(m *engine.Message) error {
 		}
 	}
 	return nil
+}
+
+// groupState is where a message this account sent to a group stands: its
+// state, and how many of the members have it and have read it.
+func groupState(m *engine.Message) string {
+	switch client.MessageState(m.State) {
+	case client.StateSent, client.StateDelivered, client.StateRead:
+		if m.Recipients > 0 {
+			return fmt.Sprintf("%s: %d of %d have it, %d read", m.State, len(m.DeliveredTo), m.Recipients, len(m.ReadBy))
+		}
+	}
+	return m.State
 }
 
 func inboxCmd(g *globals) *cobra.Command {
@@ -127,10 +151,14 @@ so nothing is lost to a crash, a full disk or Ctrl-C.`,
 				if err != nil {
 					return err
 				}
+				label := ""
+				if cv.Group != nil {
+					label = cv.Name
+				}
 				for i := range msgs {
 					if msgs[i].Unread {
 						b.done(msgs[i].Seq)
-						if err := g.printMessage(&msgs[i]); err != nil {
+						if err := g.printMessage(&msgs[i], label); err != nil {
 							return err
 						}
 						n++
@@ -170,8 +198,13 @@ func historyCmd(g *globals) *cobra.Command {
 		Long: `Without NAME: the conversations, most recent first, with how many
 messages are unread. With NAME: the last messages with NAME, oldest first,
 each with its state (queued, sent, delivered, read, failed); showing them
-marks them read.`,
-		Example: "  magpie history\n  magpie history bob --limit 20\n  magpie history bob --search harbour\n  magpie history bob --before 120   # older than message 120",
+marks them read.
+
+NAME is a user or a group (its name, its id, or group:ID). In a group,
+each message says who wrote it ("bob: hi"), the group's changes are lines
+that start with "*", and your own messages say how many members have them
+and have read them.`,
+		Example: "  magpie history\n  magpie history bob --limit 20\n  magpie history bob --search harbour\n  magpie history bob --before 120   # older than message 120\n  magpie history Harbour",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
 			ctx := cmd.Context()
@@ -195,24 +228,32 @@ marks them read.`,
 					if cv.Unread > 0 {
 						unread = fmt.Sprintf(" (%d unread)", cv.Unread)
 					}
-					fmt.Fprintf(g.stdout, "%-12s%s  %s\n", cv.Peer, unread, last)
+					name := cv.Peer
+					if cv.Group != nil {
+						name = cv.Name + " (group)"
+					}
+					fmt.Fprintf(g.stdout, "%-12s%s  %s\n", name, unread, last)
 				}
 				return nil
 			}
-			msgs, more, err := s.History(ctx, args[0], before, limit, search)
+			peer, _, err := resolvePeer(ctx, s, args[0])
+			if err != nil {
+				return err
+			}
+			msgs, more, err := s.History(ctx, peer, before, limit, search)
 			if err != nil {
 				return withPeer(err, args[0])
 			}
 			if !g.json && more && len(msgs) > 0 {
-				fmt.Fprintf(g.stdout, "(older: %s)\n", g.magpie(fmt.Sprintf("history %s --before %d", args[0], msgs[0].Seq)))
+				fmt.Fprintf(g.stdout, "(older: %s)\n", g.magpie(fmt.Sprintf("history %s --before %d", shellQuote(args[0]), msgs[0].Seq)))
 			}
 			for i := range msgs {
-				if err := g.printMessage(&msgs[i]); err != nil {
+				if err := g.printMessage(&msgs[i], ""); err != nil {
 					return err
 				}
 			}
 			if search == "" {
-				g.markRead(ctx, s, args[0])
+				g.markRead(ctx, s, peer)
 			}
 			return nil
 		}),
@@ -235,7 +276,8 @@ func listenCmd(g *globals) *cobra.Command {
 		Use:   "listen",
 		Short: "Stay connected and show messages as they arrive",
 		Long: `Stay connected, printing messages, receipts (delivered, read), typing
-indicators and the connection's state as they happen. Received attachments
+indicators, groups' changes and the connection's state as they happen. A
+group's lines start with its name: "[Harbour] bob: hi". Received attachments
 are saved (into --downloads, default downloads/ in the client's home).
 While it runs, other commands on the same home use its connection. Stop
 with Ctrl-C.`,
@@ -281,8 +323,9 @@ func (g *globals) follow(ctx context.Context, downloads string, keepalive time.D
 			fmt.Fprintf(g.stdout, "Listening as %s (Ctrl-C to stop)\n", st.User)
 		}
 		first = false
+		names := &groupNames{ctx: ctx, s: s.Remote, m: map[string]string{}}
 		for ev := range evs {
-			g.printEvent(ev, shown)
+			g.printEvent(ev, shown, names)
 		}
 		owned := s.Engine != nil
 		s.Close()
@@ -298,10 +341,43 @@ func (g *globals) follow(ctx context.Context, downloads string, keepalive time.D
 	}
 }
 
+// groupNames names groups for listen's lines, asking the engine once per
+// group (and again after the group changed: it may have been renamed).
+type groupNames struct {
+	ctx context.Context
+	s   *engine.Remote
+	m   map[string]string // peer → name
+}
+
+// label is what to call a conversation: the user, or the group's name.
+func (n *groupNames) label(peer string) string {
+	if !isGroupPeer(peer) {
+		return peer
+	}
+	if name, ok := n.m[peer]; ok {
+		return name
+	}
+	name := peer
+	if grp, err := n.s.Group(n.ctx, peer); err == nil {
+		name = grp.Name
+	}
+	n.m[peer] = name
+	return name
+}
+
+// who is who a message is from or to, for a receipt's line: the user, or
+// the group's name.
+func (n *groupNames) who(m *engine.Message) string {
+	if isGroupPeer(m.Peer) && !m.Outgoing {
+		return m.Sender + " in " + n.label(m.Peer)
+	}
+	return n.label(m.Peer)
+}
+
 // printEvent shows one event as a line (or a JSON object). shown tracks
 // what was said of each message (and, at 0, of the connection), so an
 // update is printed only when it says something new.
-func (g *globals) printEvent(ev engine.Event, shown map[uint64]string) {
+func (g *globals) printEvent(ev engine.Event, shown map[uint64]string, names *groupNames) {
 	if g.json {
 		var data map[string]any
 		if json.Unmarshal(ev.Data, &data) != nil {
@@ -330,7 +406,16 @@ func (g *globals) printEvent(ev engine.Event, shown map[uint64]string) {
 		if !ok {
 			return
 		}
-		shown[m.Seq] = m.State + attState(&m)
+		shown[m.Seq] = m.State + attState(&m) + receiptCounts(&m)
+		if isGroupPeer(m.Peer) {
+			ts, where := m.ComposedAt.Local().Format(time.DateTime), names.label(m.Peer)
+			if m.Notice {
+				fmt.Fprintf(g.stdout, "%s  [%s] * %s\n", ts, where, m.Text)
+			} else {
+				fmt.Fprintf(g.stdout, "%s  [%s] %s: %s\n", ts, where, m.Sender, summary(&m))
+			}
+			return
+		}
 		if m.Outgoing {
 			fmt.Fprintf(g.stdout, "%s  (you) -> %s: %s\n", m.ComposedAt.Local().Format(time.DateTime), m.Peer, summary(&m))
 			return
@@ -341,22 +426,42 @@ func (g *globals) printEvent(ev engine.Event, shown map[uint64]string) {
 		if !ok {
 			return
 		}
-		now := m.State + attState(&m)
+		now := m.State + attState(&m) + receiptCounts(&m)
 		if shown[m.Seq] == now {
 			return
 		}
 		shown[m.Seq] = now
-		g.printUpdate(&m)
+		g.printUpdate(&m, names)
 	case "typing":
 		p, ok := decodeEvent[engine.PeerEvent](ev, "typing")
-		if ok && p.Typing != nil && *p.Typing {
-			fmt.Fprintf(g.stdout, "%s is typing…\n", p.Peer)
+		if !ok || p.Typing == nil || !*p.Typing {
+			return
+		}
+		if isGroupPeer(p.Peer) {
+			fmt.Fprintf(g.stdout, "%s is typing in %s…\n", p.Sender, names.label(p.Peer))
+			return
+		}
+		fmt.Fprintf(g.stdout, "%s is typing…\n", p.Peer)
+	case "group":
+		// What changed arrives as notices (message events); the name may
+		// be new.
+		if p, ok := decodeEvent[engine.PeerEvent](ev, "group"); ok {
+			delete(names.m, p.Peer)
 		}
 	case "identity":
 		if p, ok := decodeEvent[engine.PeerEvent](ev, "identity"); ok {
 			fmt.Fprintf(g.stdout, "! %s's safety number changed (a new phone, or someone in the middle). Compare it: %s\n", p.Peer, g.magpie("verify "+p.Peer))
 		}
 	}
+}
+
+// receiptCounts is, for a message sent to a group, how many members have
+// it and have read it: an update that changes them says something new.
+func receiptCounts(m *engine.Message) string {
+	if m.Recipients == 0 {
+		return ""
+	}
+	return fmt.Sprintf("/%d/%d", len(m.DeliveredTo), len(m.ReadBy))
 }
 
 func attState(m *engine.Message) string {
@@ -367,18 +472,32 @@ func attState(m *engine.Message) string {
 }
 
 // printUpdate says what changed about a message.
-func (g *globals) printUpdate(m *engine.Message) {
+func (g *globals) printUpdate(m *engine.Message, names *groupNames) {
 	ts := time.Now().Format(time.DateTime)
 	if a := m.Attachment; a != nil && !m.Outgoing {
 		switch client.TransferState(a.State) {
 		case client.TransferSaved:
-			fmt.Fprintf(g.stdout, "%s  saved %s from %s to %s\n", ts, a.Name, m.Peer, a.Path)
+			fmt.Fprintf(g.stdout, "%s  saved %s from %s to %s\n", ts, a.Name, names.who(m), a.Path)
 		case client.TransferFailed:
-			fmt.Fprintf(g.stdout, "%s  could not save %s from %s: %s\n", ts, a.Name, m.Peer, a.Error)
+			fmt.Fprintf(g.stdout, "%s  could not save %s from %s: %s\n", ts, a.Name, names.who(m), a.Error)
 		}
 		return
 	}
 	if !m.Outgoing {
+		return
+	}
+	if isGroupPeer(m.Peer) {
+		where := names.label(m.Peer)
+		switch client.MessageState(m.State) {
+		case client.StateSent, client.StateDelivered, client.StateRead:
+			fmt.Fprintf(g.stdout, "%s  ✓ [%s] %s: %s\n", ts, where, groupState(m), snippet(m))
+		case client.StateFailed:
+			fmt.Fprintf(g.stdout, "%s  ✗ not sent to %s: %s: %s\n", ts, where, snippet(m), m.Error)
+		case client.StateQueued:
+			if m.Error != "" {
+				fmt.Fprintf(g.stdout, "%s  … %s: %s\n", ts, snippet(m), m.Error)
+			}
+		}
 		return
 	}
 	switch client.MessageState(m.State) {

@@ -43,9 +43,25 @@ func (g *globals) hint(err error) string {
 	peer := "NAME"
 	var ap aboutPeer
 	if errors.As(err, &ap) {
-		peer = ap.peer
+		peer = shellQuote(ap.peer)
+	}
+	group := "G"
+	var ag aboutGroup
+	switch {
+	case errors.As(err, &ag):
+		group = shellQuote(ag.group)
+	case peer != "NAME":
+		group = peer
 	}
 	switch errorCode(err) {
+	case engine.CodeUnknownGroup:
+		return "see your groups: " + g.magpie("group list") + "; name one by its name or its id"
+	case engine.CodeNotMember:
+		return "see who is in the group: " + g.magpie("group show "+group)
+	case engine.CodeForbidden:
+		return "that takes an admin of the group (or its owner); " + g.magpie("group show "+group) + " lists them"
+	case engine.CodeGroupRefused:
+		return "this client stopped following the group: the server sent a change that did not verify (" + g.magpie("group show "+group) + " says which)"
 	case engine.CodeNotInitialized:
 		return "set up this client first: " + g.magpie("init --invite 'magpie://…'") + " (the invite is the line `magpie serve` prints)"
 	case engine.CodeNotRegistered:

@@ -52,6 +52,17 @@ type Message struct {
 	ErrorCode   string      `json:"error_code"`
 	Unread      bool        `json:"unread"`
 	Attachment  *Attachment `json:"attachment"`
+	// Groups: who wrote it, whether it is a notice (a line about the
+	// group, written by nobody), and, for a message this account sent to
+	// a group, how many members it went to and who has it and has read it.
+	Sender      string   `json:"sender"`
+	Notice      bool     `json:"notice"`
+	Recipients  int      `json:"recipients"`
+	DeliveredTo []string `json:"delivered_to"`
+	ReadBy      []string `json:"read_by"`
+	// ExpiresAt is when the message disappears from this device (a group
+	// whose messages disappear); null otherwise.
+	ExpiresAt Time `json:"expires_at"`
 }
 
 // Attachment is a client.Attachment.
@@ -76,6 +87,8 @@ func apiMessage(m *client.Message) Message {
 		Seq: m.Seq, ID: m.ID.String(), Peer: m.Peer, Outgoing: m.Outgoing, FromDevice: m.FromDevice,
 		Text: m.Text, ComposedAt: Time{m.Composed}, ServerTime: Time{m.ServerTime}, State: string(m.State),
 		DeliveredAt: Time{m.Delivered}, ReadAt: Time{m.Read}, Error: m.Err, ErrorCode: m.ErrCode, Unread: m.Unread,
+		Sender: m.Sender, Notice: m.Notice, Recipients: m.Recipients,
+		DeliveredTo: nonNil(m.DeliveredTo), ReadBy: nonNil(m.ReadBy), ExpiresAt: Time{m.Expires},
 	}
 	if a := m.Attachment; a != nil {
 		out.Attachment = &Attachment{
@@ -85,6 +98,14 @@ func apiMessage(m *client.Message) Message {
 		}
 	}
 	return out
+}
+
+// nonNil is ss, or an empty list: the API's lists are never null.
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 func apiMessages(ms []client.Message) []Message {
@@ -102,6 +123,81 @@ type Conversation struct {
 	Last            *Message `json:"last"`
 	Verified        bool     `json:"verified"`
 	IdentityChanged bool     `json:"identity_changed"`
+	// Group is the group's id (hex) for a group's conversation, else nil;
+	// Name is the group's name.
+	Group *string `json:"group"`
+	Name  string  `json:"name"`
+}
+
+// Group is a client.Group.
+type Group struct {
+	ID           string        `json:"id"`
+	Peer         string        `json:"peer"`
+	Name         string        `json:"name"`
+	Description  string        `json:"description"`
+	Members      []GroupMember `json:"members"`
+	Requests     []string      `json:"requests"`
+	Settings     GroupSettings `json:"settings"`
+	LinkOn       bool          `json:"link_on"`
+	LinkApproval bool          `json:"link_approval"`
+	Link         string        `json:"link"`
+	HasAvatar    bool          `json:"has_avatar"`
+	Role         string        `json:"role"`
+	CanSend      bool          `json:"can_send"`
+	Seq          uint64        `json:"seq"`
+	Refused      string        `json:"refused"`
+}
+
+// GroupMember is a member of a group.
+type GroupMember struct {
+	User       string `json:"user"`
+	Role       string `json:"role"`
+	KeyChanged bool   `json:"key_changed"`
+}
+
+// GroupSettings are a group's settings.
+type GroupSettings struct {
+	AdminsOnlySend     bool  `json:"admins_only_send"`
+	AdminsOnlyEditInfo bool  `json:"admins_only_edit_info"`
+	DisappearAfterS    int64 `json:"disappear_after_s"`
+}
+
+func apiGroup(g *client.Group) Group {
+	out := Group{
+		ID: g.ID.String(), Peer: g.Peer, Name: g.Name, Description: g.Description,
+		Members: make([]GroupMember, 0, len(g.Members)), Requests: nonNil(g.Requests),
+		Settings: GroupSettings{
+			AdminsOnlySend: g.Settings.AdminsOnlySend, AdminsOnlyEditInfo: g.Settings.AdminsOnlyEditInfo,
+			DisappearAfterS: int64(g.Settings.DisappearAfter / time.Second),
+		},
+		LinkOn: g.LinkOn, LinkApproval: g.LinkApproval, Link: g.Link, HasAvatar: g.HasAvatar, Role: g.Role, CanSend: g.CanSend,
+		Seq: g.Seq, Refused: g.Refused,
+	}
+	for _, m := range g.Members {
+		out.Members = append(out.Members, GroupMember{User: m.User, Role: m.Role, KeyChanged: m.KeyChanged})
+	}
+	return out
+}
+
+// GroupInfo changes a group's name and description; a field left out
+// keeps its value.
+type GroupInfo struct {
+	Name        *string `json:"name,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+// GroupSettingsChange changes a group's settings; a field left out keeps
+// its value.
+type GroupSettingsChange struct {
+	AdminsOnlySend     *bool  `json:"admins_only_send,omitempty"`
+	AdminsOnlyEditInfo *bool  `json:"admins_only_edit_info,omitempty"`
+	DisappearAfterS    *int64 `json:"disappear_after_s,omitempty"`
+}
+
+// GroupLink is a group's new join link, and the group.
+type GroupLink struct {
+	Link  string `json:"link"`
+	Group Group  `json:"group"`
 }
 
 // Status is the engine's state and this client's identity.
@@ -128,10 +224,12 @@ type Progress struct {
 	Total int64  `json:"total"`
 }
 
-// PeerEvent is the data of typing, identity and read events.
+// PeerEvent is the data of typing, identity, read and group events.
 type PeerEvent struct {
 	Peer   string `json:"peer"`
 	Typing *bool  `json:"typing,omitempty"`
+	// Sender is who is typing: the peer, or a member of the group.
+	Sender string `json:"sender,omitempty"`
 }
 
 // Contact is what the server says of a user.

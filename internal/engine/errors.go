@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/group"
 	"github.com/magpie-im/magpie/username"
 )
 
@@ -36,6 +37,10 @@ const (
 	CodeInternal          = "internal"
 	CodeEngineBusy        = "engine_busy"
 	CodeRefused           = "refused"
+	CodeUnknownGroup      = "unknown_group"
+	CodeNotMember         = "not_member"
+	CodeForbidden         = "forbidden"
+	CodeGroupRefused      = "group_refused"
 )
 
 // APIError is an error the engine answered with: an HTTP status, a
@@ -68,6 +73,25 @@ func classify(err error) (code string, status int) {
 		return CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, client.ErrUnknownUser):
 		return CodeUnknownUser, http.StatusNotFound
+	case errors.Is(err, client.ErrNoAvatar):
+		return CodeNotFound, http.StatusNotFound
+	case errors.Is(err, client.ErrUnknownGroup):
+		return CodeUnknownGroup, http.StatusNotFound
+	case errors.Is(err, client.ErrGroupRefused):
+		return CodeGroupRefused, http.StatusConflict
+	case errors.Is(err, client.ErrNotMember):
+		// Before ErrForbidden: not being a member is also not being allowed.
+		return CodeNotMember, http.StatusForbidden
+	case errors.Is(err, client.ErrForbidden):
+		return CodeForbidden, http.StatusForbidden
+	case errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrNoChange):
+		// A name too long, a role that is none, a link mistyped; adding
+		// a member again, taking a role they have.
+		return CodeBadRequest, http.StatusBadRequest
+	case errors.Is(err, group.ErrTooManyMembers):
+		return CodeTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, group.ErrTooManyRequests):
+		return CodeRateLimited, http.StatusTooManyRequests
 	case errors.Is(err, client.ErrNoMessage), errors.Is(err, client.ErrNotSaved):
 		return CodeNotFound, http.StatusNotFound
 	case errors.Is(err, client.ErrEmptyMessage):

@@ -79,12 +79,17 @@ func (e *Engine) eventData(r *http.Request, ev client.Event) (string, any) {
 		}
 		return "progress", Progress{Seq: ev.Progress.Seq, Phase: phase, Done: ev.Progress.Done, Total: ev.Progress.Total}
 	case client.EventTyping:
-		typing := ev.Typing
-		return "typing", PeerEvent{Peer: ev.Peer, Typing: &typing}
+		typing, sender := ev.Typing, ev.Sender
+		if sender == "" {
+			sender = ev.Peer // a user's conversation: the user types
+		}
+		return "typing", PeerEvent{Peer: ev.Peer, Typing: &typing, Sender: sender}
 	case client.EventIdentityChanged:
 		return "identity", PeerEvent{Peer: ev.Peer}
 	case client.EventRead:
 		return "read", PeerEvent{Peer: ev.Peer}
+	case client.EventGroup:
+		return "group", PeerEvent{Peer: ev.Peer}
 	case client.EventResync:
 		return "resync", struct{}{}
 	}

@@ -18,6 +18,7 @@ import (
 	"rsc.io/qr"
 
 	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/group"
 )
 
 // maxJSONBody bounds a JSON request.
@@ -57,6 +58,20 @@ func newAPI(e *Engine, local bool) http.Handler {
 		"POST /api/v1/sync":                         a.sync,
 		"GET /api/v1/endpoints":                     a.endpoints,
 		"POST /api/v1/probe":                        a.probe,
+		"GET /api/v1/groups":                        a.groups,
+		"POST /api/v1/groups":                       a.createGroup,
+		"POST /api/v1/groups/join":                  a.joinGroup,
+		"GET /api/v1/groups/{id}":                   a.group,
+		"POST /api/v1/groups/{id}/members":          a.groupAdd,
+		"DELETE /api/v1/groups/{id}/members/{user}": a.groupRemove,
+		"PUT /api/v1/groups/{id}/members/{user}":    a.groupSetRole,
+		"POST /api/v1/groups/{id}/leave":            a.groupLeave,
+		"PUT /api/v1/groups/{id}/info":              a.groupSetInfo,
+		"PUT /api/v1/groups/{id}/settings":          a.groupSetSettings,
+		"POST /api/v1/groups/{id}/link":             a.groupLink,
+		"POST /api/v1/groups/{id}/requests/{user}":  a.groupApprove,
+		"PUT /api/v1/groups/{id}/avatar":            a.groupSetAvatar,
+		"DELETE /api/v1/groups/{id}/avatar":         a.groupSetAvatar,
 		"POST /api/v1/register":                     a.localOnly(a.register),
 		"POST /api/v1/relays":                       a.localOnly(a.addRelay),
 		"POST /api/v1/app":                          a.localOnly(a.openApp),
@@ -68,6 +83,7 @@ func newAPI(e *Engine, local bool) http.Handler {
 	a.mux.HandleFunc("GET /api/v1/contacts/{name}/safety.svg", a.safetySVG)
 	a.mux.HandleFunc("GET /api/v1/files/{seq}", a.file)
 	a.mux.HandleFunc("GET /api/v1/files/{seq}/thumbnail", a.thumbnail)
+	a.mux.HandleFunc("GET /api/v1/groups/{id}/avatar", a.groupAvatar)
 	a.mux.HandleFunc("GET /api/v1/events", a.events)
 	return a.mux
 }
@@ -128,6 +144,37 @@ func pathSeq(r *http.Request) (uint64, error) {
 	return seq, nil
 }
 
+// groupPeerPrefix starts a group's conversation (client.GroupID.Peer).
+const groupPeerPrefix = "group:"
+
+// pathPeer is the {peer} of a conversation's URL: a user, or a group's
+// conversation ("group:" and its id, whose hex may be in either case).
+func (a *api) pathPeer(r *http.Request) (string, error) {
+	p := r.PathValue("peer")
+	if !strings.HasPrefix(p, groupPeerPrefix) {
+		return p, nil
+	}
+	id, err := client.ParseGroupID(p)
+	if err != nil {
+		return "", err
+	}
+	return id.Peer(), nil
+}
+
+// knownGroup fails with unknown_group when peer is a group's conversation
+// that this device does not know. A known group's conversation is seldom
+// empty (it starts with the notice of the group's creation), so the
+// handlers ask only when they found nothing: looking a group up reads
+// each of its members' contacts.
+func (a *api) knownGroup(ctx context.Context, peer string) error {
+	id, err := client.ParseGroupID(peer)
+	if !strings.HasPrefix(peer, groupPeerPrefix) || err != nil {
+		return nil
+	}
+	_, err = a.e.c.Group(ctx, id)
+	return err
+}
+
 func (a *api) status(w http.ResponseWriter, r *http.Request) (any, error) {
 	return a.e.status(r.Context())
 }
@@ -139,7 +186,11 @@ func (a *api) conversations(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	out := make([]Conversation, 0, len(cs))
 	for _, c := range cs {
-		cv := Conversation{Peer: c.Peer, Unread: c.Unread, Verified: c.Verified, IdentityChanged: c.IdentityChanged}
+		cv := Conversation{Peer: c.Peer, Unread: c.Unread, Verified: c.Verified, IdentityChanged: c.IdentityChanged, Name: c.Name}
+		if c.Group != nil {
+			id := c.Group.String()
+			cv.Group = &id
+		}
 		if c.Last != nil {
 			m := apiMessage(c.Last)
 			cv.Last = &m
@@ -168,16 +219,35 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		q.Limit = min(n, maxPage)
 	}
-	msgs, more, err := a.e.c.History(r.Context(), r.PathValue("peer"), q)
+	peer, err := a.pathPeer(r)
 	if err != nil {
 		return nil, err
+	}
+	msgs, more, err := a.e.c.History(r.Context(), peer, q)
+	if err != nil {
+		return nil, err
+	}
+	if len(msgs) == 0 && q.Before == 0 && q.Search == "" {
+		if err := a.knownGroup(r.Context(), peer); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]any{"messages": apiMessages(msgs), "more": more}, nil
 }
 
 func (a *api) markRead(w http.ResponseWriter, r *http.Request) (any, error) {
-	n, err := a.e.c.MarkRead(r.Context(), r.PathValue("peer"))
-	return map[string]int{"read": n}, err
+	peer, err := a.pathPeer(r)
+	if err != nil {
+		return nil, err
+	}
+	n, err := a.e.c.MarkRead(r.Context(), peer)
+	if err == nil && n == 0 {
+		err = a.knownGroup(r.Context(), peer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"read": n}, nil
 }
 
 func (a *api) typing(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -187,7 +257,11 @@ func (a *api) typing(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	return map[string]bool{"ok": true}, a.e.c.Typing(r.Context(), r.PathValue("peer"), req.Typing)
+	peer, err := a.pathPeer(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]bool{"ok": true}, a.e.c.Typing(r.Context(), peer, req.Typing)
 }
 
 func (a *api) send(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -442,6 +516,183 @@ func (a *api) probe(w http.ResponseWriter, r *http.Request) (any, error) {
 	return map[string]any{"results": out}, nil
 }
 
+// pathGroup is the {id} of a group's URL: its id in hex, or its
+// conversation's peer ("group:" and the id).
+func pathGroup(r *http.Request) (client.GroupID, error) {
+	return client.ParseGroupID(r.PathValue("id"))
+}
+
+// pathUser is the {user} of a group member's URL.
+func pathUser(r *http.Request) string { return r.PathValue("user") }
+
+func (a *api) groups(w http.ResponseWriter, r *http.Request) (any, error) {
+	gs, err := a.e.c.Groups(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Group, 0, len(gs))
+	for i := range gs {
+		out = append(out, apiGroup(&gs[i]))
+	}
+	return map[string]any{"groups": out}, nil
+}
+
+func (a *api) group(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathGroup(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.groupNow(r.Context(), id)
+}
+
+// groupNow is the group as this device knows it now.
+func (a *api) groupNow(ctx context.Context, id client.GroupID) (Group, error) {
+	g, err := a.e.c.Group(ctx, id)
+	if err != nil {
+		return Group{}, err
+	}
+	return apiGroup(g), nil
+}
+
+func (a *api) createGroup(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		Name    string   `json:"name"`
+		Members []string `json:"members"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	g, err := a.e.c.CreateGroup(r.Context(), req.Name, req.Members)
+	if err != nil {
+		return nil, err
+	}
+	return created{apiGroup(g)}, nil
+}
+
+func (a *api) joinGroup(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		Link string `json:"link"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	g, err := a.e.c.JoinGroup(r.Context(), req.Link)
+	if err != nil {
+		return nil, err
+	}
+	return apiGroup(g), nil
+}
+
+// changeGroup decodes the request's body into req (unless nil), makes a
+// change to the group of the URL, and answers with the group afterwards.
+func (a *api) changeGroup(r *http.Request, req any, change func(context.Context, client.GroupID) error) (Group, error) {
+	id, err := pathGroup(r)
+	if err != nil {
+		return Group{}, err
+	}
+	if req != nil {
+		if err := decode(r, req); err != nil {
+			return Group{}, err
+		}
+	}
+	if err := change(r.Context(), id); err != nil {
+		return Group{}, err
+	}
+	return a.groupNow(r.Context(), id)
+}
+
+func (a *api) groupAdd(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		Users []string `json:"users"`
+	}
+	return a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		return a.e.c.GroupAdd(ctx, id, req.Users...)
+	})
+}
+
+func (a *api) groupRemove(w http.ResponseWriter, r *http.Request) (any, error) {
+	return a.changeGroup(r, nil, func(ctx context.Context, id client.GroupID) error {
+		return a.e.c.GroupRemove(ctx, id, pathUser(r))
+	})
+}
+
+func (a *api) groupSetRole(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		Role string `json:"role"`
+	}
+	return a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		return a.e.c.GroupSetRole(ctx, id, pathUser(r), req.Role)
+	})
+}
+
+func (a *api) groupLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	return a.changeGroup(r, nil, a.e.c.GroupLeave)
+}
+
+func (a *api) groupSetInfo(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req GroupInfo
+	return a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		if req.Name == nil && req.Description == nil {
+			return badRequest("give the group's new name, its description, or both")
+		}
+		// Merged with the newest state, not this device's copy, which may
+		// lag behind a change another member just made.
+		return a.e.c.GroupEditInfo(ctx, id, req.Name, req.Description)
+	})
+}
+
+func (a *api) groupSetSettings(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req GroupSettingsChange
+	return a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		if req.AdminsOnlySend == nil && req.AdminsOnlyEditInfo == nil && req.DisappearAfterS == nil {
+			return badRequest("give at least one setting to change")
+		}
+		if v := req.DisappearAfterS; v != nil && (*v < 0 || *v > int64(group.MaxDisappearAfter/time.Second)) {
+			return badRequest("disappear_after_s is a number of seconds from 0 (for ever) to %d, not %d", int64(group.MaxDisappearAfter/time.Second), *v)
+		}
+		return a.e.c.GroupEditSettings(ctx, id, func(s *client.GroupSettings) {
+			if req.AdminsOnlySend != nil {
+				s.AdminsOnlySend = *req.AdminsOnlySend
+			}
+			if req.AdminsOnlyEditInfo != nil {
+				s.AdminsOnlyEditInfo = *req.AdminsOnlyEditInfo
+			}
+			if req.DisappearAfterS != nil {
+				s.DisappearAfter = time.Duration(*req.DisappearAfterS) * time.Second
+			}
+		})
+	})
+}
+
+func (a *api) groupLink(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		On       *bool `json:"on"` // left out: on (a new link)
+		Approval bool  `json:"approval"`
+	}
+	var link string
+	g, err := a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		var err error
+		link, err = a.e.c.GroupLink(ctx, id, req.On == nil || *req.On, req.Approval)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return GroupLink{Link: link, Group: g}, nil
+}
+
+func (a *api) groupApprove(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		Approve *bool `json:"approve"`
+	}
+	return a.changeGroup(r, &req, func(ctx context.Context, id client.GroupID) error {
+		if req.Approve == nil {
+			return badRequest(`say {"approve": true} to let them in, or false to turn them down`)
+		}
+		return a.e.c.GroupApprove(ctx, id, pathUser(r), *req.Approve)
+	})
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (a *api) register(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -506,4 +757,57 @@ func (a *api) thumbnail(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "image/jpeg")
 	w.Write(b)
+}
+
+// groupAvatar serves a group's picture, fetched from the server the first
+// time.
+func (a *api) groupAvatar(w http.ResponseWriter, r *http.Request) {
+	id, err := pathGroup(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	img, ct, err := a.e.c.GroupAvatar(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Another user chose it: never a page of this origin.
+	w.Header().Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	w.Header().Set("Cache-Control", "private, no-cache")
+	w.Write(img)
+}
+
+// groupSetAvatar sets a group's picture from the request's body (an image,
+// or, from the magpie command, {"path": …}), or removes it (DELETE).
+func (a *api) groupSetAvatar(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathGroup(r)
+	if err != nil {
+		return nil, err
+	}
+	var img io.Reader
+	if r.Method == http.MethodPut {
+		img = http.MaxBytesReader(w, r.Body, client.MaxAvatarBody)
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
+			if !a.local {
+				return nil, refused("pictures are set by path only through the magpie command")
+			}
+			var req FileRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			f, err := os.Open(req.Path)
+			if err != nil {
+				return nil, badRequest("%v", err)
+			}
+			defer f.Close()
+			img = f
+		}
+	}
+	if err := a.e.c.GroupSetAvatar(r.Context(), id, img); err != nil {
+		return nil, err
+	}
+	return a.groupNow(r.Context(), id)
 }

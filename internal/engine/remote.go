@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/username"
 )
 
 // Remote is a Go client of an engine's local API, over its Unix socket.
@@ -230,6 +231,177 @@ func (r *Remote) Probe(ctx context.Context, timeout time.Duration) ([]ProbeResul
 		Results []ProbeResult `json:"results"`
 	}
 	return out.Results, r.do(ctx, http.MethodPost, "/api/v1/probe", map[string]int64{"timeout_ms": timeout.Milliseconds()}, &out)
+}
+
+// Groups lists the groups this device knows (those it left too), by
+// name.
+func (r *Remote) Groups(ctx context.Context) ([]Group, error) {
+	var out struct {
+		Groups []Group `json:"groups"`
+	}
+	return out.Groups, r.do(ctx, http.MethodGet, "/api/v1/groups", nil, &out)
+}
+
+// CreateGroup creates a group with this account as its owner.
+func (r *Remote) CreateGroup(ctx context.Context, name string, members []string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPost, "/api/v1/groups", map[string]any{"name": name, "members": members}, &g)
+}
+
+// groupPath is the URL of group id (hex, or "group:" and hex), with rest
+// after it.
+func groupPath(id, rest string) string {
+	return "/api/v1/groups/" + url.PathEscape(id) + rest
+}
+
+// Group returns group id (hex, or its conversation's peer).
+func (r *Remote) Group(ctx context.Context, id string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodGet, groupPath(id, ""), nil, &g)
+}
+
+// GroupAdd adds users to a group and returns the group.
+func (r *Remote) GroupAdd(ctx context.Context, id string, users ...string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPost, groupPath(id, "/members"), map[string][]string{"users": users}, &g)
+}
+
+// GroupRemove removes a member.
+func (r *Remote) GroupRemove(ctx context.Context, id, user string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodDelete, groupPath(id, "/members/"+url.PathEscape(user)), nil, &g)
+}
+
+// GroupSetRole gives a member a role: client.RoleAdmin, RoleMember, or
+// RoleOwner (hands the group over).
+func (r *Remote) GroupSetRole(ctx context.Context, id, user, role string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPut, groupPath(id, "/members/"+url.PathEscape(user)), map[string]string{"role": role}, &g)
+}
+
+// GroupLeave leaves a group.
+func (r *Remote) GroupLeave(ctx context.Context, id string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPost, groupPath(id, "/leave"), nil, &g)
+}
+
+// GroupSetInfo renames a group or changes its description.
+func (r *Remote) GroupSetInfo(ctx context.Context, id string, info GroupInfo) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPut, groupPath(id, "/info"), info, &g)
+}
+
+// GroupSetSettings changes a group's settings.
+func (r *Remote) GroupSetSettings(ctx context.Context, id string, s GroupSettingsChange) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPut, groupPath(id, "/settings"), s, &g)
+}
+
+// GroupLink makes a new join link for a group (an earlier one stops
+// working), or with on false turns links off.
+func (r *Remote) GroupLink(ctx context.Context, id string, on, approval bool) (GroupLink, error) {
+	var l GroupLink
+	return l, r.do(ctx, http.MethodPost, groupPath(id, "/link"), map[string]bool{"on": on, "approval": approval}, &l)
+}
+
+// GroupSetAvatar sets a group's picture to the image at path, or with path
+// "" removes it.
+func (r *Remote) GroupSetAvatar(ctx context.Context, id, path string) (Group, error) {
+	var g Group
+	if path == "" {
+		return g, r.do(ctx, http.MethodDelete, groupPath(id, "/avatar"), nil, &g)
+	}
+	return g, r.do(ctx, http.MethodPut, groupPath(id, "/avatar"), FileRequest{Path: path}, &g)
+}
+
+// JoinGroup joins a group with its link (or asks to, when an admin
+// approves joins).
+func (r *Remote) JoinGroup(ctx context.Context, link string) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPost, "/api/v1/groups/join", map[string]string{"link": link}, &g)
+}
+
+// GroupApprove lets user in, or with approve false turns them down.
+func (r *Remote) GroupApprove(ctx context.Context, id, user string, approve bool) (Group, error) {
+	var g Group
+	return g, r.do(ctx, http.MethodPost, groupPath(id, "/requests/"+url.PathEscape(user)), map[string]bool{"approve": approve}, &g)
+}
+
+// FindGroup finds a group by what a person typed: its id (hex), its
+// conversation's peer ("group:" and the id), or its name when exactly one
+// known group has it (compared exactly, else ignoring case).
+func (r *Remote) FindGroup(ctx context.Context, s string) (Group, error) {
+	if _, err := client.ParseGroupID(s); err == nil {
+		return r.Group(ctx, s)
+	}
+	gs, err := r.Groups(ctx)
+	if err != nil {
+		return Group{}, err
+	}
+	return groupNamed(gs, s)
+}
+
+// groupNamed is the one group of gs named name: compared exactly, else
+// ignoring case.
+func groupNamed(gs []Group, name string) (Group, error) {
+	var found []Group
+	for _, eq := range []func(a, b string) bool{func(a, b string) bool { return a == b }, strings.EqualFold} {
+		for _, g := range gs {
+			if eq(g.Name, name) {
+				found = append(found, g)
+			}
+		}
+		if len(found) > 0 {
+			break
+		}
+	}
+	switch len(found) {
+	case 0:
+		return Group{}, &APIError{Status: http.StatusNotFound, Code: CodeUnknownGroup,
+			Message: fmt.Sprintf("no group named %q here (nor is it a group's id)", name)}
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, 0, len(found))
+	for _, g := range found {
+		ids = append(ids, g.ID)
+	}
+	return Group{}, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+		Message: fmt.Sprintf("%d groups are named %q; name one by its id: %s", len(found), name, strings.Join(ids, ", "))}
+}
+
+// FindPeer finds a conversation by what a person typed: a group (as
+// FindGroup does), or else a user. A name that is both a group's and that
+// of a user this account talks to is refused as ambiguous.
+func (r *Remote) FindPeer(ctx context.Context, s string) (string, error) {
+	if _, err := client.ParseGroupID(s); err == nil {
+		g, err := r.Group(ctx, s)
+		return g.Peer, err
+	}
+	gs, err := r.Groups(ctx)
+	if err != nil {
+		return "", err
+	}
+	g, err := groupNamed(gs, s)
+	if CodeOf(err) == CodeUnknownGroup {
+		return s, nil // a user
+	}
+	if err != nil {
+		return "", err
+	}
+	if u, err := username.Normalize(s); err == nil {
+		convs, err := r.Conversations(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, c := range convs {
+			if c.Peer == u {
+				return "", &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+					Message: fmt.Sprintf("%q is a group's name and a user's: name the group by its id (%s)", s, g.ID)}
+			}
+		}
+	}
+	return g.Peer, nil
 }
 
 // App starts the web app (if needed) and returns a login URL.
