@@ -27,6 +27,10 @@ import (
 // default), so a member who joins later than that sees no picture until
 // an admin sets one again.
 
+// MaxAvatarBody bounds a request that carries a group's picture: a little
+// more than the largest picture, so that one too large is refused as such.
+const MaxAvatarBody = content.MaxAvatar + 1
+
 // ErrNoAvatar: the group has no picture, or its blob is gone from the
 // server and this device never fetched it.
 var ErrNoAvatar = errors.New("this group has no picture")

@@ -531,6 +531,37 @@ func (c *Client) GroupSetSettings(ctx context.Context, id GroupID, s GroupSettin
 	}})))
 }
 
+// GroupEditInfo changes a group's name, its description, or both (nil
+// keeps a value as it is in the group's newest state, which this device
+// fetches first: a change another member made meanwhile is not undone).
+func (c *Client) GroupEditInfo(ctx context.Context, id GroupID, name, description *string) error {
+	return c.changeGroup(ctx, id, c.propose(func(st *group.State, _ string, _ curve.KeyPair) (group.Action, error) {
+		a := group.SetInfo{Name: st.Name, Description: st.Description, Avatar: st.Avatar}
+		if name != nil {
+			a.Name = *name
+		}
+		if description != nil {
+			a.Description = *description
+		}
+		return a, nil
+	}))
+}
+
+// GroupEditSettings changes some of a group's settings: edit gets them as
+// they are in the group's newest state (fetched first, so a change
+// another admin made meanwhile is not undone) and changes what it means
+// to.
+func (c *Client) GroupEditSettings(ctx context.Context, id GroupID, edit func(*GroupSettings)) error {
+	return c.changeGroup(ctx, id, c.propose(func(st *group.State, _ string, _ curve.KeyPair) (group.Action, error) {
+		s := GroupSettings{AdminsOnlySend: st.Settings.AdminsOnlySend, AdminsOnlyEditInfo: st.Settings.AdminsOnlyEditInfo,
+			DisappearAfter: st.Settings.DisappearAfter}
+		edit(&s)
+		return group.SetSettings{Settings: group.Settings{
+			AdminsOnlySend: s.AdminsOnlySend, AdminsOnlyEditInfo: s.AdminsOnlyEditInfo, DisappearAfter: s.DisappearAfter,
+		}}, nil
+	}))
+}
+
 // GroupLink makes a new join link for a group and returns its text (an
 // earlier link stops working), or turns links off (on false, and ""
 // returned). approval: an admin approves each join. Whoever holds the link
