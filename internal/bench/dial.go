@@ -17,11 +17,12 @@ import (
 	"github.com/magpie-im/magpie/transport"
 )
 
-// The server allows a few sign-ups per remote IP (a burst of 5, then one
-// per 10 s). Against a server on loopback, the tool spreads its
-// connections over source addresses in 127.0.0.0/8 (all of which are
-// local on Linux), signupsPerIP connections per address, so that every user
-// can register; this also multiplies the ephemeral ports available.
+// The server allows a few sign-ups per source network (a /24: a burst of
+// 5, then one per 10 s). Against a server on loopback, the tool spreads
+// its connections over source addresses in 127.0.0.0/8 (all of which are
+// local on Linux), each in a /24 of its own, signupsPerIP connections per
+// address, so that every user can register; this also multiplies the
+// ephemeral ports available.
 const signupsPerIP = 5
 
 // loopbackServer reports whether every address of inv is on loopback.
@@ -54,9 +55,9 @@ func newSourcePlan(inv invite.Invite) sourcePlan {
 	if !loopbackServer(inv) {
 		return sourcePlan{}
 	}
-	// 127.1.0.0 to 127.239.255.255: clear of 127.0.0.x and of the
-	// broadcast address.
-	return sourcePlan{on: true, base: 1<<16 + mrand.IntN(238<<16)}
+	// One address in each /24 from 127.1.0.0/24 to 127.239.255.0/24:
+	// clear of 127.0.0.x and of the broadcast address.
+	return sourcePlan{on: true, base: 1<<8 + mrand.IntN(238<<8)}
 }
 
 // ip is the source address for connection i, nil for the default.
@@ -65,7 +66,7 @@ func (p sourcePlan) ip(i int) net.IP {
 		return nil
 	}
 	n := p.base + i/signupsPerIP
-	return net.IPv4(127, byte(n>>16), byte(n>>8), byte(n))
+	return net.IPv4(127, byte(n>>8), byte(n), 1)
 }
 
 // dialOptions returns the options for connection i.

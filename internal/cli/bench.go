@@ -40,6 +40,8 @@ func benchCmd(g *globals) *cobra.Command {
                          plotted as SVG
   magpie bench ceiling   the highest chat rate the server sustains, and
                          with --baseline the raw relay's and their ratio
+  magpie bench group     groups: one upload fanned out to every member,
+                         latency to the last member, CPU and bytes per copy
 
 Every scenario registers throw-away users named bench_<random>_<n> on the
 server. Against a server on loopback the tool spreads its connections over
@@ -56,7 +58,7 @@ One process holds at most about 15,000 connections (the open-files limit is
 20,000); hold spreads larger runs over worker processes (--workers).
 chat --plot and the --json reports carry a per-second timeline.`,
 	}
-	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g), benchCeilingCmd(g))
+	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g), benchCeilingCmd(g), benchGroupCmd(g))
 	return c
 }
 
