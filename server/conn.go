@@ -29,6 +29,8 @@ type conn struct {
 	nc       net.Conn
 	lc       *link.Conn
 	accepted time.Time
+	network  string      // source network (budgets, connection caps)
+	unreg    *time.Timer // closes an unregistered connection at RegisterTimeout
 
 	// Set by the reader goroutine only (at handshake or registration); read
 	// by it too, so it needs no lock.
@@ -92,6 +94,10 @@ func (c *conn) serve() {
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
 		c.sub = c.s.router.Attach(c.dev, c)
+	} else {
+		// Connections that never register would otherwise be kept for
+		// as long as they ping.
+		c.unreg = time.AfterFunc(c.s.cfg.RegisterTimeout, c.close)
 	}
 	c.raw = c.parkable()
 	c.run(false)
@@ -109,6 +115,9 @@ func (c *conn) run(readable bool) {
 
 // finish ends a connection whose reader has stopped.
 func (c *conn) finish(err error) {
+	if c.unreg != nil {
+		c.unreg.Stop()
+	}
 	if c.sub != nil {
 		c.sub.Detach()
 	}
@@ -311,6 +320,9 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 		return
 	}
 	c.dev, c.authed = dev.DeviceAddr, true
+	if c.unreg != nil {
+		c.unreg.Stop()
+	}
 	c.sub = c.s.router.Attach(c.dev, c)
 	c.s.devices.forget(dev.User)
 	c.s.log.Info("registered", "user", dev.User)

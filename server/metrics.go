@@ -15,6 +15,7 @@ type Metrics struct {
 	connections      prometheus.Gauge
 	parkedConns      prometheus.Gauge
 	handshakes       *prometheus.CounterVec
+	refusedConns     *prometheus.CounterVec
 	handshakeSeconds prometheus.Histogram
 	messagesIn       prometheus.Counter
 	messagesOut      prometheus.Counter
@@ -36,6 +37,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "magpie_connections_parked", Help: "Open connections parked while idle: no goroutine until bytes arrive."}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_handshakes_total", Help: "Link handshakes by result (ok, rejected: probes, replays, wrong keys, timeouts)."}, []string{"result"}),
+		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "magpie_connections_refused_total", Help: "Connections closed at accept, by why (connections: the server's cap; network: the source network's; handshakes: too many mid-handshake)."}, []string{"why"}),
 		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "magpie_handshake_seconds", Help: "Time from accept to a completed handshake.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -54,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_errors_total", Help: "Error responses by code."}, []string{"code"}),
 	}
-	reg.MustRegister(m.connections, m.parkedConns, m.handshakes, m.handshakeSeconds, m.messagesIn, m.messagesOut,
+	reg.MustRegister(m.connections, m.parkedConns, m.handshakes, m.refusedConns, m.handshakeSeconds, m.messagesIn, m.messagesOut,
 		m.ephemeral, m.commitSeconds, m.commitOps, m.errors)
 	return m
 }
@@ -89,6 +92,13 @@ func (m *Metrics) handshake(ok bool, d time.Duration) {
 	} else {
 		m.handshakes.WithLabelValues("rejected").Inc()
 	}
+}
+
+func (m *Metrics) refused(why string) {
+	if m == nil {
+		return
+	}
+	m.refusedConns.WithLabelValues(why).Inc()
 }
 
 func (m *Metrics) connected(delta float64) {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -40,7 +41,18 @@ type Config struct {
 	QueueLimit int           // items per device queue (10,000)
 	TTL        time.Duration // undelivered message lifetime (30 days)
 
-	MaxHandshakes    int // connections allowed to be mid-handshake at once (4,096)
+	MaxHandshakes int // connections allowed to be mid-handshake at once (4,096)
+	// MaxConns bounds open connections in all (default: the process's
+	// open-file limit less 1,024 kept for the store, blobs and
+	// listeners); MaxConnsPerNetwork bounds those from one source network,
+	// a /24 or /56 (1,000: a campus behind one address fits, one machine
+	// with a block of addresses cannot take the server's descriptors).
+	// Connections over either are closed at once.
+	MaxConns           int
+	MaxConnsPerNetwork int
+	// RegisterTimeout: a device that is not registered must register this
+	// soon after its handshake, or its connection is closed (60 s).
+	RegisterTimeout  time.Duration
 	MaxOutbox        int // bytes queued for a client that is not reading before it is dropped (8 MiB)
 	MaxInflightSends int // sends per connection awaiting commit (256)
 
@@ -105,6 +117,15 @@ func (c *Config) setDefaults() {
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 4096
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = defaultMaxConns()
+	}
+	if c.MaxConnsPerNetwork == 0 {
+		c.MaxConnsPerNetwork = 1000
+	}
+	if c.RegisterTimeout == 0 {
+		c.RegisterTimeout = time.Minute
+	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 8 << 20
 	}
@@ -167,6 +188,7 @@ type Server struct {
 	poller    *netpoll.Poller // parks idle connections; nil until Serve, or if unsupported
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	byNetwork map[string]int // open connections by source network
 	connWG    sync.WaitGroup
 }
 
@@ -189,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 		bundleTargets: newBudgets(cfg.BundleTargetAllRate, cfg.BundleTargetAllBurst, defaultBudgetKeys),
 		listeners:     make(map[net.Listener]struct{}),
 		conns:         make(map[*conn]struct{}),
+		byNetwork:     make(map[string]int),
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{
@@ -253,20 +276,26 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("server: accept: %w", err)
 		}
 		backoff = 0
+		c := &conn{s: s, nc: nc, accepted: time.Now(), network: network(nc.RemoteAddr())}
+		if why := s.admit(c); why != "" {
+			if why == "closed" {
+				nc.Close()
+				return ErrServerClosed
+			}
+			s.log.Debug("connection refused", "remote", nc.RemoteAddr(), "why", why)
+			s.cfg.Metrics.refused(why)
+			nc.Close()
+			continue
+		}
 		select {
 		case s.handshakes <- struct{}{}:
 		default:
 			// Overloaded with half-open connections (or a probe flood).
 			s.log.Warn("too many handshakes in progress; dropping connection", "remote", nc.RemoteAddr())
+			s.cfg.Metrics.refused("handshakes")
 			nc.Close()
+			s.untrack(c)
 			continue
-		}
-		c := &conn{s: s, nc: nc, accepted: time.Now()}
-		c.idle.L = &c.mu
-		if !s.track(c) {
-			<-s.handshakes
-			nc.Close()
-			return ErrServerClosed
 		}
 		go c.serve()
 	}
@@ -278,22 +307,45 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) track(c *conn) bool {
+// admit tracks a new connection, or says why it is refused: the server is
+// closed, or holds as many connections as it may, in all or from the
+// connection's network.
+func (s *Server) admit(c *conn) (why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	switch {
+	case s.closed:
+		return "closed"
+	case len(s.conns) >= s.cfg.MaxConns:
+		return "connections"
+	case s.byNetwork[c.network] >= s.cfg.MaxConnsPerNetwork:
+		return "network"
 	}
+	c.idle.L = &c.mu
 	s.conns[c] = struct{}{}
+	s.byNetwork[c.network]++
 	s.connWG.Add(1)
-	return true
+	return ""
 }
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.byNetwork[c.network]--; s.byNetwork[c.network] <= 0 {
+		delete(s.byNetwork, c.network)
+	}
 	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// defaultMaxConns is the open-file limit less what the server needs
+// besides connections.
+func defaultMaxConns() int {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return max(int(l.Cur)-1024, 64)
 }
 
 // Shutdown stops accepting, stops reading new requests, lets sends already

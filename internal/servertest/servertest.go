@@ -55,6 +55,9 @@ func Start(t testing.TB, cfg server.Config) *Server {
 	if cfg.SignupBurst == 0 {
 		cfg.SignupBurst = 1000 // tests register many users from one address
 	}
+	if cfg.MaxConnsPerNetwork == 0 {
+		cfg.MaxConnsPerNetwork = 100_000 // and connect them from it
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
