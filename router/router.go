@@ -452,15 +452,25 @@ type Subscription struct {
 // Ack removes acknowledged items from the device's queue (durably, in the
 // next batched commit) and reopens the push window.
 func (s *Subscription) Ack(seqs []uint64) error {
+	// Only what this subscription pushed and has not had acknowledged
+	// reaches the store: a client acknowledges what it was pushed, on the
+	// connection it came on (anything left over is pushed again on the
+	// next one), so the rest (repeats, made-up seqs) would only be a
+	// flood of store work that slows every other user's sends.
+	var known []uint64
 	s.mu.Lock()
 	for _, q := range seqs {
 		if n, ok := s.inflight[q]; ok {
 			delete(s.inflight, q)
 			s.inflightBytes -= n
+			known = append(known, q)
 		}
 	}
 	s.mu.Unlock()
-	a := &store.Ack{Device: s.dev, Seqs: seqs, Expires: s.r.cfg.Now().Add(s.r.cfg.TTL)}
+	if len(known) == 0 {
+		return nil
+	}
+	a := &store.Ack{Device: s.dev, Seqs: known, Expires: s.r.cfg.Now().Add(s.r.cfg.TTL)}
 	if !s.r.submit(op{ack: a, ackFrom: s}) {
 		return ErrClosed
 	}

@@ -477,3 +477,48 @@ func TestReceiptAndMessageInOneBatch(t *testing.T) {
 		t.Fatalf("alice's pushes have seqs %v, want two, increasing", got)
 	}
 }
+
+// ackCounter counts the acknowledged seqs that reach the store.
+type ackCounter struct {
+	store.Store
+	seqs atomic.Int64
+}
+
+func (a *ackCounter) Commit(ctx context.Context, b *store.Batch) error {
+	for _, ack := range b.Acks {
+		a.seqs.Add(int64(len(ack.Seqs)))
+	}
+	return a.Store.Commit(ctx, b)
+}
+
+// Only acks of what the subscription pushed and has not had acknowledged
+// reach the store: a flood of made-up or repeated seqs costs it nothing.
+func TestAcksOfUnpushedItemsSkipTheStore(t *testing.T) {
+	counter := &ackCounter{}
+	r := setup(t, router.Config{}, func(s store.Store) store.Store { counter.Store = s; return counter })
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	send(t, r, []byte("x"))
+	seqs := mb.waitFor(t, 1)
+	flood := make([]uint64, 4096)
+	for i := range flood {
+		flood[i] = uint64(1_000_000 + i)
+	}
+	for range 50 {
+		if err := sub.Ack(flood); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 { // the real one, and then repeats of it
+		if err := sub.Ack(append([]uint64{seqs[0]}, flood[:100]...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Operations commit in the order submitted: once a later send has
+	// committed, so has every ack before it.
+	send(t, r, []byte("y"))
+	if n := counter.seqs.Load(); n != 1 {
+		t.Fatalf("%d acknowledged seqs reached the store, want 1 (the one pushed)", n)
+	}
+}
