@@ -9,6 +9,7 @@ import (
 	"github.com/magpie-im/magpie/content"
 	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/e2e/senderkey"
+	"github.com/magpie-im/magpie/group"
 	"github.com/magpie-im/magpie/internal/clientconn"
 )
 
@@ -21,24 +22,30 @@ import (
 // until the chain changes, its ciphertext, however often it is tried; a
 // sender key sent twice (a crash before it was noted) is harmless.
 
+// maySend says why user may not send to group id (whose record and state
+// loading returned err), or nil.
+func maySend(id GroupID, rec *groupRecord, st *group.State, user string, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case rec == nil:
+		return fmt.Errorf("%w: %s", ErrUnknownGroup, id)
+	case rec.Refused != "":
+		return fmt.Errorf("%w: %s", ErrGroupRefused, rec.Refused)
+	case st.Role(user) == 0:
+		return fmt.Errorf("%w: you are no longer in %q", ErrNotMember, st.Name)
+	case !st.CanSend(user):
+		return fmt.Errorf("%w: only the admins of %q may send to it", ErrForbidden, st.Name)
+	}
+	return nil
+}
+
 // checkGroupSend refuses to queue for a group this account cannot send to.
 func (c *Client) checkGroupSend(ctx context.Context, id GroupID) error {
 	me, _ := c.Account()
 	return c.view(ctx, func(t sealedTx) error {
 		rec, st, err := c.loadGroup(t, id)
-		switch {
-		case err != nil:
-			return err
-		case rec == nil:
-			return fmt.Errorf("%w: %s", ErrUnknownGroup, id)
-		case rec.Refused != "":
-			return fmt.Errorf("%w: %s", ErrGroupRefused, rec.Refused)
-		case st.Role(me.User) == 0:
-			return fmt.Errorf("%w: you are no longer in %q", ErrNotMember, st.Name)
-		case !st.CanSend(me.User):
-			return fmt.Errorf("%w: only the admins of %q may send to it", ErrForbidden, st.Name)
-		}
-		return nil
+		return maySend(id, rec, st, me.User, err)
 	})
 }
 
@@ -91,17 +98,8 @@ func (c *Client) prepareGroupSend(ctx context.Context, id GroupID) (senderkey.Di
 	var members []string
 	err := c.update(ctx, func(t sealedTx) error {
 		rec, st, err := c.loadGroup(t, id)
-		switch {
-		case err != nil:
+		if err := maySend(id, rec, st, me.User, err); err != nil {
 			return err
-		case rec == nil:
-			return fmt.Errorf("%w: %s", ErrUnknownGroup, id)
-		case rec.Refused != "":
-			return fmt.Errorf("%w: %s", ErrGroupRefused, rec.Refused)
-		case st.Role(me.User) == 0:
-			return fmt.Errorf("%w: you are no longer in %q", ErrNotMember, st.Name)
-		case !st.CanSend(me.User):
-			return fmt.Errorf("%w: only the admins of %q may send to it", ErrForbidden, st.Name)
 		}
 		members = groupMembers(st)
 		if rec.Dist != nil {

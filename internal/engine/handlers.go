@@ -284,30 +284,42 @@ func (a *api) send(w http.ResponseWriter, r *http.Request) (any, error) {
 	return created{apiMessage(m)}, nil
 }
 
+// fileBody is what a request carries: its body (at most limit bytes), or,
+// from the magpie command, the file that {"path": …} names (path is then
+// its path). Close closes that file.
+func (a *api) fileBody(w http.ResponseWriter, r *http.Request, limit int64) (body io.Reader, path string, closeFn func(), err error) {
+	closeFn = func() {}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return http.MaxBytesReader(w, r.Body, limit), "", closeFn, nil
+	}
+	if !a.local {
+		return nil, "", closeFn, refused("files are given by path only through the magpie command")
+	}
+	var req FileRequest
+	if err := decode(r, &req); err != nil {
+		return nil, "", closeFn, err
+	}
+	f, err := os.Open(req.Path)
+	if err != nil {
+		return nil, "", closeFn, badRequest("%v", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, "", closeFn, badRequest("%s is not a regular file", req.Path)
+	}
+	return f, req.Path, func() { f.Close() }, nil
+}
+
 func (a *api) sendFile(w http.ResponseWriter, r *http.Request) (any, error) {
 	q := r.URL.Query()
 	to, name := q.Get("to"), q.Get("name")
-	var body io.Reader = http.MaxBytesReader(w, r.Body, MaxFileBody)
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
-		if !a.local {
-			return nil, refused("files are sent by path only through the magpie command")
-		}
-		var req FileRequest
-		if err := decode(r, &req); err != nil {
-			return nil, err
-		}
-		f, err := os.Open(req.Path)
-		if err != nil {
-			return nil, badRequest("%v", err)
-		}
-		defer f.Close()
-		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-			return nil, badRequest("%s is not a regular file", req.Path)
-		}
-		body = f
-		if name == "" {
-			name = filepath.Base(req.Path)
-		}
+	body, path, closeFn, err := a.fileBody(w, r, MaxFileBody)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	if name == "" && path != "" {
+		name = filepath.Base(path)
 	}
 	if to == "" || name == "" {
 		return nil, badRequest("say whom to send the file to (to=) and its name (name=)")
@@ -789,22 +801,12 @@ func (a *api) groupSetAvatar(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	var img io.Reader
 	if r.Method == http.MethodPut {
-		img = http.MaxBytesReader(w, r.Body, client.MaxAvatarBody)
-		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
-			if !a.local {
-				return nil, refused("pictures are set by path only through the magpie command")
-			}
-			var req FileRequest
-			if err := decode(r, &req); err != nil {
-				return nil, err
-			}
-			f, err := os.Open(req.Path)
-			if err != nil {
-				return nil, badRequest("%v", err)
-			}
-			defer f.Close()
-			img = f
+		body, _, closeFn, err := a.fileBody(w, r, client.MaxAvatarBody)
+		if err != nil {
+			return nil, err
 		}
+		defer closeFn()
+		img = body
 	}
 	if err := a.e.c.GroupSetAvatar(r.Context(), id, img); err != nil {
 		return nil, err
