@@ -3,6 +3,7 @@ package server_test
 import (
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +111,77 @@ func TestUnregisteredConnectionsEnd(t *testing.T) {
 	if _, err := idle.Register(ctx(t), "late"); err == nil {
 		t.Fatal("registered on a connection closed for not registering")
 	}
+}
+
+// Requests are budgeted per account and per source network, not only per
+// connection: reconnecting, or adding connections from the same network,
+// does not multiply them; other accounts and networks are not slowed.
+func TestRequestBudgets(t *testing.T) {
+	limited := func(err error) bool {
+		var se *clientconn.ServerError
+		return errors.Is(err, clientconn.ErrRateLimited) && errors.As(err, &se) && se.RetryAfter > 0
+	}
+	t.Run("connection", func(t *testing.T) {
+		s := servertest.Start(t, server.Config{RequestBurst: 5, RequestRate: 0.001})
+		alice := s.Register(t, "alice")
+		for i := range 4 { // the registration was the first
+			if _, err := alice.Ping(ctx(t)); err != nil {
+				t.Fatalf("ping %d: %v", i+1, err)
+			}
+		}
+		if _, err := alice.Ping(ctx(t)); !limited(err) || !strings.Contains(err.Error(), "connection") {
+			t.Fatalf("a request past the connection's budget: %v, want a rate limit naming the connection", err)
+		}
+		if _, err := s.Reconnect(t, alice).Ping(ctx(t)); err != nil {
+			t.Fatalf("a new connection of the account: %v", err)
+		}
+	})
+	t.Run("account", func(t *testing.T) {
+		s := servertest.Start(t, server.Config{RequestBurst: 10, AccountRequestBurst: 15, AccountRequestRate: 0.001})
+		alice := s.Register(t, "alice") // the registration spends no account budget
+		bob := s.Register(t, "bob")
+		for i := range 10 {
+			if _, err := alice.Ping(ctx(t)); err != nil {
+				t.Fatalf("ping %d: %v", i+1, err)
+			}
+		}
+		again := s.Reconnect(t, alice) // a new connection's budget: 10; the account's: 5 left
+		for i := range 5 {
+			if _, err := again.Ping(ctx(t)); err != nil {
+				t.Fatalf("ping %d on a new connection: %v", i+1, err)
+			}
+		}
+		if _, err := again.Ping(ctx(t)); !limited(err) || !strings.Contains(err.Error(), "account") {
+			t.Fatalf("a request past the account's budget: %v, want a rate limit naming the account", err)
+		}
+		if _, err := bob.Ping(ctx(t)); err != nil {
+			t.Fatalf("another account: %v", err)
+		}
+	})
+	t.Run("network", func(t *testing.T) {
+		s := servertest.Start(t, server.Config{NetworkRequestBurst: 12, NetworkRequestRate: 0.001})
+		var conns []*clientconn.Conn
+		for _, src := range []string{"127.0.5.1", "127.0.5.2", "127.0.5.3"} {
+			c, err := dialFrom(t, s, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for i := range 12 {
+			if _, err := conns[i%3].Ping(ctx(t)); err != nil {
+				t.Fatalf("ping %d: %v", i+1, err)
+			}
+		}
+		if _, err := conns[0].Ping(ctx(t)); !limited(err) || !strings.Contains(err.Error(), "network") {
+			t.Fatalf("a request past the network's budget: %v, want a rate limit naming the network", err)
+		}
+		other, err := dialFrom(t, s, "127.0.6.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Ping(ctx(t)); err != nil {
+			t.Fatalf("another network: %v", err)
+		}
+	})
 }

@@ -236,14 +236,30 @@ func (c *conn) readLoop(readable bool) (err error, parked bool) {
 				}
 			}
 		case *wire.ClientFrame_Request:
-			if !c.limiter.Allow() {
+			if why := c.overBudget(); why != "" {
 				retry := uint32(time.Second / time.Millisecond)
-				c.respondErr(body.Request.GetId(), wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many requests; slow down", retry)
+				c.respondErr(body.Request.GetId(), wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many requests "+why+"; slow down", retry)
 				continue
 			}
 			c.handle(body.Request)
 		}
 	}
+}
+
+// overBudget spends a request from the connection's, the account's and
+// the network's budgets, or says which one is spent. Only the reader
+// goroutine calls it.
+func (c *conn) overBudget() string {
+	now := c.s.cfg.Now()
+	switch {
+	case !c.limiter.AllowN(now, 1):
+		return "on this connection"
+	case c.authed && !c.s.accountRequests.allow(c.dev.User, now, 1):
+		return "from your account"
+	case !c.s.networkRequests.allow(c.network, now, 1):
+		return "from your network"
+	}
+	return ""
 }
 
 func (c *conn) handle(req *wire.Request) {

@@ -63,8 +63,16 @@ type Config struct {
 
 	RequestRate  rate.Limit // requests per second per connection (1,000)
 	RequestBurst int        // (2,000)
-	SignupRate   rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
-	SignupBurst  int        // (5)
+	// Requests are budgeted per account and per source network as well,
+	// so that more connections (reconnecting, or from many addresses of
+	// one network) do not multiply them. Rate Inf for RequestRate makes
+	// these Inf too unless set.
+	AccountRequestRate  rate.Limit // per account, all its devices' connections (2,000)
+	AccountRequestBurst int        // (4,000)
+	NetworkRequestRate  rate.Limit // per source network, /24 or /56 (10,000)
+	NetworkRequestBurst int        // (20,000)
+	SignupRate          rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
+	SignupBurst         int        // (5)
 	// Key bundle fetches, budgeted per account (not per connection, so
 	// reconnecting does not refill them). Starting sessions with a new
 	// group's members takes one fetch per member, so an account's budget
@@ -141,6 +149,24 @@ func (c *Config) setDefaults() {
 	if c.RequestBurst == 0 {
 		c.RequestBurst = 2000
 	}
+	if c.AccountRequestRate == 0 {
+		c.AccountRequestRate = 2000
+		if c.RequestRate == rate.Inf {
+			c.AccountRequestRate = rate.Inf
+		}
+	}
+	if c.AccountRequestBurst == 0 {
+		c.AccountRequestBurst = 4000
+	}
+	if c.NetworkRequestRate == 0 {
+		c.NetworkRequestRate = 10_000
+		if c.RequestRate == rate.Inf {
+			c.NetworkRequestRate = rate.Inf
+		}
+	}
+	if c.NetworkRequestBurst == 0 {
+		c.NetworkRequestBurst = 20_000
+	}
 	if c.SignupRate == 0 {
 		c.SignupRate = rate.Every(10 * time.Second)
 	}
@@ -177,6 +203,8 @@ type Server struct {
 	router     *router.Router
 	handshakes chan struct{} // semaphore
 	signups    *budgets      // by source network
+	// Request budgets by account and by source network.
+	accountRequests, networkRequests *budgets
 	// Key bundle budgets: fetches by requesting account, one-time keys by
 	// (requester, target) and by target.
 	bundles, bundlePairs, bundleTargets *budgets
@@ -202,16 +230,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg:           cfg,
-		log:           cfg.Logger,
-		handshakes:    make(chan struct{}, cfg.MaxHandshakes),
-		signups:       newBudgets(cfg.SignupRate, cfg.SignupBurst, defaultBudgetKeys),
-		bundles:       newBudgets(cfg.BundleRate, cfg.BundleBurst, defaultBudgetKeys),
-		bundlePairs:   newBudgets(cfg.BundleTargetRate, cfg.BundleTargetBurst, defaultBudgetKeys),
-		bundleTargets: newBudgets(cfg.BundleTargetAllRate, cfg.BundleTargetAllBurst, defaultBudgetKeys),
-		listeners:     make(map[net.Listener]struct{}),
-		conns:         make(map[*conn]struct{}),
-		byNetwork:     make(map[string]int),
+		cfg:             cfg,
+		log:             cfg.Logger,
+		handshakes:      make(chan struct{}, cfg.MaxHandshakes),
+		signups:         newBudgets(cfg.SignupRate, cfg.SignupBurst, defaultBudgetKeys),
+		accountRequests: newBudgets(cfg.AccountRequestRate, cfg.AccountRequestBurst, defaultBudgetKeys),
+		networkRequests: newBudgets(cfg.NetworkRequestRate, cfg.NetworkRequestBurst, defaultBudgetKeys),
+		bundles:         newBudgets(cfg.BundleRate, cfg.BundleBurst, defaultBudgetKeys),
+		bundlePairs:     newBudgets(cfg.BundleTargetRate, cfg.BundleTargetBurst, defaultBudgetKeys),
+		bundleTargets:   newBudgets(cfg.BundleTargetAllRate, cfg.BundleTargetAllBurst, defaultBudgetKeys),
+		listeners:       make(map[net.Listener]struct{}),
+		conns:           make(map[*conn]struct{}),
+		byNetwork:       make(map[string]int),
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{
