@@ -51,10 +51,16 @@ async function errorFrom(resp) {
   return fallback(resp.status, ctype.includes('html') ? '' : text);
 }
 
-// api('GET', '/api/v1/status') → parsed JSON, or throws ApiError.
+// api('GET', '/api/v1/status') → parsed JSON, or throws ApiError. A body
+// that is a Blob (a File) goes as its bytes, else as JSON.
 export async function api(method, path, body, { signal } = {}) {
   const init = { method, credentials: 'same-origin', cache: 'no-store', signal, headers: {} };
-  if (body !== undefined) {
+  if (body instanceof Blob) {
+    // Raw bytes (a group's picture), never application/json: that would
+    // mean {"path": …} to the engine.
+    init.headers['Content-Type'] = body.type && body.type !== 'application/json' ? body.type : 'application/octet-stream';
+    init.body = body;
+  } else if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -103,6 +109,8 @@ export const paths = {
   groupSettings: (id) => `/api/v1/groups/${enc(id)}/settings`,
   groupLink: (id) => `/api/v1/groups/${enc(id)}/link`,
   groupRequest: (id, user) => `/api/v1/groups/${enc(id)}/requests/${enc(user)}`,
+  // version (the group's seq) makes a new picture a new URL.
+  groupAvatar: (id, version) => `/api/v1/groups/${enc(id)}/avatar${version !== undefined ? '?v=' + enc(version) : ''}`,
 };
 
 // A group's conversation is "group:" and the group's id (hex).

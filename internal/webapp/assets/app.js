@@ -66,7 +66,17 @@
 //                             #group-link (input), #group-link-copy;
 //                             #group-requests li[data-user] .approve/.deny;
 //                             #group-leave, then #group-leave-yes;
-//                             #group-info-message (errors)
+//                             #group-info-message (errors);
+//                             #group-picture-actions: #group-picture-input
+//                             (input type=file), #group-picture-change,
+//                             #group-picture-remove
+//   .avatar.group             a group's avatar: img.group-picture[data-url]
+//                             when it has a picture, else (or when that
+//                             does not load) svg.icon-users
+//   #chat-disappear           "Messages disappear after 1 day" in the chat
+//                             header (hidden when they do not)
+//   .msg .meta .expiry[data-expires] the timer mark of a message that
+//                             disappears (title: when)
 
 import { api, ApiError, paths, newMessageID, uploadFile, isGroup, groupID } from './api.js';
 import * as fmt from './format.js';
@@ -141,6 +151,7 @@ const S = {
   searchGen: 0,
   typingIn: new Map(), // peer → Map sender → timer: who is typing there
   groups: new Map(), // a group's peer → Group (GET /api/v1/groups/{id})
+  pictures: new Map(), // a group picture's URL → { src: object URL, or null when it did not load; wait: promise }
   typingOut: { peer: null, last: 0, active: false },
   progress: new Map(), // seq → { phase, done, total }
   uploads: new Map(), // local id → upload in flight (see sendFiles)
@@ -343,11 +354,87 @@ function avatar(name, cls) {
   return el;
 }
 
-// A group's avatar: the group icon on the group's colour.
+// A group's avatar: its picture, or the group icon on the group's colour.
 function groupAvatar(peer, cls) {
-  const el = h('span', { class: `avatar group${cls ? ' ' + cls : ''}`, 'aria-hidden': 'true' }, icon('users'));
+  const el = h('span', { class: `avatar group${cls ? ' ' + cls : ''}`, 'aria-hidden': 'true' });
   el.style.setProperty('--hue', String(fmt.hue(peer)));
+  fillGroupAvatar(el, peer);
   return el;
+}
+
+// groupPictureURL is the address of group peer's picture (a new one for
+// each version of the group, so a new picture is not an old one from the
+// cache), or '' when it has none.
+function groupPictureURL(peer) {
+  const g = S.groups.get(peer);
+  return g && g.has_avatar ? paths.groupAvatar(g.id, g.seq) : '';
+}
+
+// picture fetches a group's picture once and keeps it as an object URL:
+// the engine serves it with no-cache, and the list, the header and the
+// info panel are drawn again often. The engine drops a picture when the
+// group's changes; asking again for one the page no longer shows could
+// find it gone.
+function picture(url) {
+  let p = S.pictures.get(url);
+  if (!p) {
+    p = { src: undefined, wait: null };
+    p.wait = fetch(url, { credentials: 'same-origin' })
+      .then(async (r) => {
+        const b = r.ok ? await r.blob() : null;
+        p.src = b && b.type.startsWith('image/') ? URL.createObjectURL(b) : null;
+      })
+      .catch(() => {
+        p.src = null;
+      });
+    S.pictures.set(url, p);
+  }
+  return p;
+}
+
+// forgetPicture lets go of a picture the page no longer shows.
+function forgetPicture(url) {
+  const p = S.pictures.get(url);
+  if (!p) return;
+  S.pictures.delete(url);
+  p.wait.then(() => {
+    if (p.src) URL.revokeObjectURL(p.src);
+  });
+}
+
+// fillGroupAvatar shows in el (an .avatar) group peer's picture over the
+// group icon, which shows while it loads and instead of it when it does
+// not load (it expired on the server, say).
+function fillGroupAvatar(el, peer) {
+  const url = groupPictureURL(peer);
+  if (el.dataset.picture === url && el.dataset.peer === peer && el.querySelector('svg.icon-users')) return;
+  // Another group's picture (the header, another chat opened) goes at once.
+  if (!el.querySelector('svg.icon-users') || el.dataset.peer !== peer) el.replaceChildren(icon('users'));
+  el.classList.toggle('has-picture', !!el.querySelector('img.group-picture'));
+  el.dataset.peer = peer;
+  el.dataset.picture = url;
+  const p = url ? picture(url) : null;
+  // A picture on show stays until the next one is ready.
+  const show = () => {
+    if (el.dataset.picture !== url) return; // another was asked for since
+    const old = el.querySelector('img.group-picture');
+    if (!p || !p.src) {
+      if (old) old.remove();
+      el.classList.remove('has-picture');
+      return;
+    }
+    const img = h('img', { class: 'group-picture', alt: '', decoding: 'async', draggable: 'false', dataset: { url } });
+    img.addEventListener('error', () => {
+      img.remove();
+      el.classList.remove('has-picture');
+    });
+    img.src = p.src;
+    if (old) old.replaceWith(img);
+    else el.append(img);
+    el.classList.add('has-picture');
+  };
+  if (!p || p.src !== undefined) show();
+  else p.wait.then(show);
 }
 
 // The name of a conversation: the user, or the group's name.
@@ -519,10 +606,14 @@ function renderChatHeader() {
   const group = isGroup(peer);
   $('chat-peer').textContent = convName(peer);
   const av = $('chat-avatar');
-  if (group) av.replaceChildren(icon('users'));
-  else av.textContent = fmt.initial(peer);
+  if (group) fillGroupAvatar(av, peer);
+  else {
+    av.textContent = fmt.initial(peer);
+    av.classList.remove('has-picture');
+  }
   av.classList.toggle('group', group);
   av.style.setProperty('--hue', String(fmt.hue(peer)));
+  renderDisappear(group ? S.groups.get(peer) : null);
   const badge = $('chat-badge');
   badge.replaceChildren();
   badge.title = '';
@@ -554,6 +645,19 @@ function renderChatHeader() {
   else sub.textContent = c.verified ? 'Verified · end-to-end encrypted' : 'End-to-end encrypted';
   setIcon($('safety-button'), c.identity_changed ? 'shieldAlert' : c.verified ? 'shieldCheck' : 'shield');
   $('safety-button').classList.toggle('alert', !!c.identity_changed);
+}
+
+// renderDisappear says in the chat header how long the group's messages
+// stay, when they disappear.
+function renderDisappear(g) {
+  const chip = $('chat-disappear');
+  const secs = g && g.settings ? g.settings.disappear_after_s || 0 : 0;
+  chip.hidden = secs <= 0;
+  if (secs <= 0) return;
+  const label = `Messages disappear after ${fmt.span(secs)}`;
+  if (chip.title === label) return;
+  chip.title = label;
+  chip.replaceChildren(icon('timer'), h('span', { class: 'sr-only', text: 'Messages disappear after ' }), h('span', { text: fmt.span(secs) }));
 }
 
 function renderBanner() {
@@ -805,7 +909,10 @@ function fillMsg(el, m, highlight) {
   if (text) bubble.append(text);
   el._text = text;
   const d = el._date;
+  const expires = fmt.parseTime(m.expires_at);
+  const gone = expires ? `Disappears on ${fmt.full(expires)}` : '';
   const meta = h('span', { class: 'meta' },
+    expires ? h('span', { class: 'expiry', role: 'img', title: gone, 'aria-label': gone, dataset: { expires: m.expires_at } }, icon('timer')) : null,
     h('time', { datetime: m.composed_at, title: fmt.full(d), text: fmt.clock(d) }),
     m.outgoing ? ticks(m) : null);
   if (el._meta) el._meta.remove();
@@ -1402,15 +1509,21 @@ async function cancelMessage(m) {
     return;
   }
   const v = S.view;
-  if (v && v.peer === m.peer) {
-    const el = v.els.get(m.seq);
-    if (el) el.remove();
-    v.els.delete(m.seq);
-    v.msgs.delete(m.seq);
-    relayout();
-  }
+  if (v && v.peer === m.peer && dropMessage(v, m.seq)) relayout();
   toast('Message cancelled: it was not sent.', '', 'info');
   scheduleConvReload();
+}
+
+// dropMessage takes message seq off view (the engine no longer has it). It
+// reports whether it was there; the caller runs relayout.
+function dropMessage(v, seq) {
+  const el = v.els.get(seq);
+  if (!el) return false;
+  el.remove();
+  v.els.delete(seq);
+  v.msgs.delete(seq);
+  if (v.oldest === seq) v.oldest = v.els.size ? Math.min(...v.els.keys()) : null;
+  return true;
 }
 
 function onComposerInput() {
@@ -1852,15 +1965,32 @@ async function loadGroup(peer) {
   }
 }
 
+// loadGroups asks the engine for every group, for what the list shows of
+// them (their pictures).
+async function loadGroups() {
+  let r;
+  try {
+    r = await api('GET', paths.groups);
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'no_session') signedOut();
+    return;
+  }
+  for (const g of r.groups || []) setGroup(g);
+}
+
+const scheduleGroupsReload = debounce(loadGroups, 400);
+
 // setGroup keeps a group the engine answered with and redraws what shows
 // it. An answer older than what the page has (a lower seq) is dropped.
 function setGroup(g) {
   if (!g || !g.peer) return;
   const old = S.groups.get(g.peer);
   if (old && g.seq < old.seq) return;
+  const oldPicture = groupPictureURL(g.peer);
   S.groups.set(g.peer, g);
   const c = S.convs.get(g.peer);
-  if (c && c.name !== g.name) {
+  const newPicture = groupPictureURL(g.peer);
+  if (c && (c.name !== g.name || oldPicture !== newPicture)) {
     c.name = g.name;
     refreshConv(g.peer);
   }
@@ -1870,6 +2000,7 @@ function setGroup(g) {
     $('drop-text').textContent = `Drop files to send to ${convName(g.peer)}`;
   }
   if (infoPeer === g.peer) renderGroupInfo();
+  if (oldPicture && oldPicture !== newPicture) forgetPicture(oldPicture);
 }
 
 // onGroupEvent: a group changed (members, roles, name, settings, link).
@@ -1877,7 +2008,7 @@ function onGroupEvent(d) {
   if (!d || !d.peer) return;
   scheduleConvReload();
   if (S.open === d.peer || infoPeer === d.peer) loadGroup(d.peer);
-  else S.groups.delete(d.peer); // loaded again when it is opened
+  else scheduleGroupsReload();
 }
 
 function fieldMessage(el, message, hint, isError) {
@@ -2058,6 +2189,10 @@ function renderGroupInfo() {
       h('div', { class: 'group-about-name', text: g.name || 'Unnamed group' }),
       h('div', { class: 'muted small', text: facts.join(' · ') }),
       g.description ? h('p', { class: 'group-about-description', dir: 'auto', text: g.description }) : null));
+  // Its picture: whoever may rename the group may change it.
+  $('group-picture-actions').hidden = !rights.editInfo;
+  $('group-picture-change').replaceChildren(icon('image'), g.has_avatar ? 'Change picture' : 'Add a picture');
+  $('group-picture-remove').hidden = !g.has_avatar;
   const form = $('group-info-form');
   form.hidden = !rights.editInfo;
   $('group-info-locked').hidden = rights.editInfo || !rights.member;
@@ -2242,6 +2377,60 @@ async function saveGroupInfo(e) {
   }
 }
 
+// What a group's picture may be (the engine checks again, by its bytes).
+const pictureTypes = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+const maxPicture = 512 * 1024;
+
+// shrinkPicture makes a picture too large to be a group's a smaller one
+// (at most 512 pixels a side), or null if it cannot.
+async function shrinkPicture(file) {
+  let bmp;
+  try {
+    bmp = await createImageBitmap(file);
+  } catch {
+    return null;
+  }
+  const scale = Math.min(1, 512 / Math.max(bmp.width, bmp.height));
+  const canvas = document.createElement('canvas');
+  canvas.width = Math.max(1, Math.round(bmp.width * scale));
+  canvas.height = Math.max(1, Math.round(bmp.height * scale));
+  canvas.getContext('2d').drawImage(bmp, 0, 0, canvas.width, canvas.height);
+  bmp.close();
+  // WebP keeps transparency; a browser that cannot write it (it gives PNG
+  // instead) writes JPEG.
+  for (const type of ['image/webp', 'image/jpeg']) {
+    const b = await new Promise((resolve) => canvas.toBlob(resolve, type, 0.85));
+    if (b && b.type === type && b.size <= maxPicture) return b;
+  }
+  return null;
+}
+
+async function setGroupPicture(file) {
+  const g = S.groups.get(infoPeer);
+  if (!g || !file) return;
+  if (file.type && !pictureTypes.includes(file.type)) {
+    infoMessage('A group’s picture is a PNG, JPEG, GIF or WebP image.', `${file.name || 'That file'} is not one.`, true);
+    return;
+  }
+  let img = file;
+  if (img.size > maxPicture) {
+    img = await shrinkPicture(file);
+    if (!img) {
+      infoMessage(`That picture is too large (${fmt.size(file.size)}).`, 'A group’s picture is at most 512 KB: pick a smaller one.', true);
+      return;
+    }
+  }
+  const change = groupChange('PUT', paths.groupAvatar(g.id), img, $('group-picture-change'));
+  infoMessage('Uploading the picture…', '', false);
+  if (await change) infoMessage('Picture changed.', 'Everyone in the group sees it.', false);
+}
+
+async function removeGroupPicture() {
+  const g = S.groups.get(infoPeer);
+  if (!g) return;
+  if (await groupChange('DELETE', paths.groupAvatar(g.id), undefined, $('group-picture-remove'))) infoMessage('Picture removed.', '', false);
+}
+
 async function addMembers(e) {
   e.preventDefault();
   const g = S.groups.get(infoPeer);
@@ -2332,6 +2521,13 @@ function bindGroups() {
     });
   }
   $('group-add-form').addEventListener('submit', addMembers);
+  $('group-picture-change').addEventListener('click', () => $('group-picture-input').click());
+  $('group-picture-input').addEventListener('change', (e) => {
+    const file = e.target.files[0];
+    e.target.value = '';
+    setGroupPicture(file);
+  });
+  $('group-picture-remove').addEventListener('click', removeGroupPicture);
   $('group-admins-only-send').addEventListener('change', (e) => changeSetting('admins_only_send', e.target.checked, e.target));
   $('group-admins-only-edit-info').addEventListener('change', (e) => changeSetting('admins_only_edit_info', e.target.checked, e.target));
   $('group-disappear').addEventListener('change', (e) => changeSetting('disappear_after_s', Number(e.target.value), e.target));
@@ -2476,6 +2672,7 @@ function connectEvents() {
 // reloadAll reloads what is shown, after missed events.
 async function reloadAll() {
   loadStatus();
+  loadGroups();
   await loadConversations();
   if (!S.open) return;
   if (S.search) {
@@ -2485,6 +2682,7 @@ async function reloadAll() {
   const v = S.view;
   if (!v || v.loading) return;
   const since = S.serial;
+  const shown = [...v.els.keys()]; // on the page when the request went out
   let r;
   try {
     r = await api('GET', paths.messages(v.peer, { limit: 50 }));
@@ -2500,8 +2698,28 @@ async function reloadAll() {
     loadMessages(v.peer); // a gap: start over
     return;
   }
+  // What the engine no longer has (it disappeared, or was cancelled on
+  // another device) goes from the page too. The answer has every message
+  // from its oldest on (every one, when there are no more); one older
+  // than that has gone if its time to disappear has passed.
+  const have = new Set(got.map((m) => m.seq));
+  const from = r.more && got.length > 0 ? Math.min(...have) : -Infinity;
+  let dropped = false;
+  for (const seq of shown) {
+    const m = v.msgs.get(seq);
+    const gone = seq >= from ? !have.has(seq) : expired(m);
+    if (gone && !changedSince(seq, since)) dropped = dropMessage(v, seq) || dropped;
+  }
+  if (dropped) relayout();
   for (const m of got) upsertMessage(m, false, since);
   scheduleMarkRead();
+}
+
+// expired reports whether message m's time to disappear has passed (one
+// still waiting to be sent stays until it has gone).
+function expired(m) {
+  const at = m && fmt.parseTime(m.expires_at);
+  return !!at && at.getTime() <= Date.now() && m.state !== 'queued' && m.state !== 'uploading';
 }
 
 // ---------------------------------------------------------------- wiring
@@ -2686,7 +2904,7 @@ async function boot() {
   renderBell();
   renderState();
   connectEvents();
-  await Promise.all([loadStatus(), loadConversations()]);
+  await Promise.all([loadStatus(), loadConversations(), loadGroups()]);
   route();
 }
 
