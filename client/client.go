@@ -19,8 +19,10 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,7 @@ import (
 
 	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/flock"
+	"github.com/magpie-im/magpie/internal/vault"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 )
@@ -171,13 +174,30 @@ func openHome(opts *Options, create bool) (*os.File, Store, error) {
 	return lock, st, nil
 }
 
+// ErrVaultCorrupt means the vault header, the clear record that unlocks
+// the client's state, is damaged: no passphrase or key can open the state
+// until it is restored. It wraps ErrCorrupt.
+var ErrVaultCorrupt = fmt.Errorf("%w: its vault header (the record that unlocks it) is corrupted, so no passphrase or key can open it "+
+	"(the passphrase or key given is not the problem): restore the home's %s from a backup, or set up a new home (magpie init) and register again", ErrCorrupt, StoreFileName)
+
+// vaultSum is the checksum kept beside the vault header (in nsMeta), so
+// that a damaged header is told from a wrong passphrase: the header's own
+// check cannot tell them apart.
+func vaultSum(h []byte) []byte {
+	s := sha256.Sum256(append([]byte("magpie vault header sum\x00"), h...))
+	return s[:]
+}
+
 // unlock opens (or, with create, makes) the vault that seals the state.
 func unlock(ctx context.Context, st Store, u Unlocker, create bool) (Sealer, error) {
-	var h []byte
+	var h, sum []byte
 	err := st.View(ctx, func(r ReadTx) error {
 		var err error
 		if h, err = r.Get(nsMeta, "vault"); err == nil && h == nil {
 			h, err = r.Get(nsLegacySettings, "vault_header")
+		}
+		if err == nil {
+			sum, err = r.Get(nsMeta, "vault.sum")
 		}
 		return err
 	})
@@ -186,7 +206,7 @@ func unlock(ctx context.Context, st Store, u Unlocker, create bool) (Sealer, err
 	}
 	switch {
 	case h != nil:
-		return u.Unlock(h)
+		return openVault(ctx, st, u, h, sum)
 	case !create:
 		return nil, ErrNotInitialized
 	}
@@ -194,7 +214,35 @@ func unlock(ctx context.Context, st Store, u Unlocker, create bool) (Sealer, err
 	if err != nil {
 		return nil, err
 	}
-	return sl, st.Update(ctx, func(w Tx) error { return w.Put(nsMeta, "vault", h) })
+	return sl, st.Update(ctx, func(w Tx) error {
+		if err := w.Put(nsMeta, "vault", h); err != nil {
+			return err
+		}
+		return w.Put(nsMeta, "vault.sum", vaultSum(h))
+	})
+}
+
+// openVault unlocks header h, whose stored checksum is sum (nil in homes
+// made before there was one: it is added once the header has opened).
+func openVault(ctx context.Context, st Store, u Unlocker, h, sum []byte) (Sealer, error) {
+	intact := sum != nil && bytes.Equal(sum, vaultSum(h))
+	sl, err := u.Unlock(h)
+	switch {
+	case errors.Is(err, vault.ErrBadHeader):
+		return nil, fmt.Errorf("%w (%w)", ErrVaultCorrupt, err)
+	case err != nil && sum != nil && !intact && (errors.Is(err, vault.ErrWrongPassphrase) || errors.Is(err, vault.ErrWrongKey)):
+		// The header no longer matches its checksum: its check value,
+		// salt or parameters changed, which reads as a wrong secret.
+		return nil, fmt.Errorf("%w (its checksum does not match)", ErrVaultCorrupt)
+	case err != nil:
+		return nil, err
+	case !intact:
+		// It opened, so the header is good: a home from before the
+		// checksum, or a damaged checksum. Record the right one (next
+		// time, if the disk is full now).
+		st.Update(ctx, func(w Tx) error { return w.Put(nsMeta, "vault.sum", vaultSum(h)) })
+	}
+	return sl, nil
 }
 
 // Init prepares opts.Home (and opts.Store) for a new client of the server in

@@ -41,6 +41,19 @@ var (
 	// ErrOffline means the server could not be reached just now; errors
 	// that match it also say why.
 	ErrOffline = errors.New("offline")
+	// ErrNoAnswer means the server accepted the connection but did not
+	// answer the handshake.
+	ErrNoAnswer = clientconn.ErrNoAnswer
+	// ErrServerKey means the server never answered a handshake this client
+	// made with the only key it knows, the invite's, which has never
+	// worked: a Magpie server stays silent to a wrong server key (and to
+	// a clock more than 2 minutes off). It wraps ErrNoAnswer.
+	ErrServerKey = fmt.Errorf("%w: check that the invite's server key is right (or this device's clock)", clientconn.ErrNoAnswer)
+	// ErrInviteTampered means an invite's signed endpoint list does not
+	// verify against its server key.
+	ErrInviteTampered = clientconn.ErrInviteTampered
+	// ErrInviteExpired means every endpoint an invite names has expired.
+	ErrInviteExpired = clientconn.ErrInviteExpired
 )
 
 // engineState is Run's bookkeeping, guarded by Client.mu.
@@ -268,8 +281,23 @@ func (c *Client) dial(ctx context.Context) (*clientconn.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(eps) == 0 {
+		// Init refuses such invites; a home made before it did can still
+		// have one.
+		_, err := clientconn.InviteEndpoints(c.inv, c.opts.Now())
+		if err == nil {
+			err = ErrInviteExpired
+		}
+		return nil, fmt.Errorf("no server address known: %w", err)
+	}
 	conn, e, err := clientconn.DialEndpoints(ctx, c.inv.ServerKey, eps, c.key, c.opts.Dial)
 	if err != nil {
+		if errors.Is(err, clientconn.ErrNoAnswer) && len(c.lastGood(ctx)) == 0 {
+			// Silence, and the invite's key has never worked: the likeliest
+			// cause is the key. (Once it has worked, silence means an
+			// overloaded server or a blocked path.)
+			return nil, fmt.Errorf("%w: %w", ErrServerKey, err)
+		}
 		return nil, err
 	}
 	c.remember(ctx, e)

@@ -155,10 +155,25 @@ func (c *Client) History(ctx context.Context, peer string, q HistoryQuery) (msgs
 		if err != nil {
 			return err
 		}
-		return t.Scan(nsMsg, peer+"/", to, true, func(_ string, v []byte) (bool, error) {
+		// Rows are opened one by one: one that does not decrypt or decode
+		// (a damaged disk block) is reported in its place, and the rest
+		// of the conversation still reads.
+		return t.r.Scan(nsMsg, peer+"/", to, true, func(k string, v []byte) (bool, error) {
 			var r msgRecord
-			if err := jsonRecord(v, &r); err != nil {
-				c.opts.Logger.Warn("skipping an unreadable history record", "err", err)
+			pt, err := t.open(nsMsg, k, v)
+			if err == nil {
+				err = jsonRecord(pt, &r)
+			}
+			if err != nil {
+				c.opts.Logger.Warn("an unreadable history record", "key", k, "err", err)
+				if search != "" {
+					return true, nil
+				}
+				if len(msgs) == q.Limit {
+					more = true
+					return false, nil
+				}
+				msgs = append(msgs, damagedMessage(peer, k))
 				return true, nil
 			}
 			if search != "" && !strings.Contains(strings.ToLower(r.Text+" "+attachmentName(&r)), search) {
@@ -174,6 +189,18 @@ func (c *Client) History(ctx context.Context, peer string, q HistoryQuery) (msgs
 	})
 	slices.Reverse(msgs)
 	return msgs, more, err
+}
+
+// ErrCodeDamaged is the Message.ErrCode of a placeholder for a message
+// whose stored record could not be read.
+const ErrCodeDamaged = "damaged"
+
+// damagedMessage stands in the history for the message stored under key
+// (peer/seq) whose record does not decrypt or decode.
+func damagedMessage(peer, key string) Message {
+	seq, _ := parseSeqKey(strings.TrimPrefix(key, peer+"/"))
+	return Message{Seq: seq, Peer: peer, State: StateUnreadable, ErrCode: ErrCodeDamaged,
+		Err: "this client's stored copy of the message is damaged and cannot be read"}
 }
 
 func attachmentName(r *msgRecord) string {
@@ -196,7 +223,11 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 			}
 			cv := Conversation{Peer: peer, Unread: conv.Unread}
 			var r msgRecord
-			if ok, err := getJSON(t, nsMsg, msgKey(peer, conv.Last), &r); err != nil {
+			if ok, err := getJSON(t, nsMsg, msgKey(peer, conv.Last), &r); errors.Is(err, ErrCorrupt) {
+				c.opts.Logger.Warn("an unreadable history record", "key", msgKey(peer, conv.Last), "err", err)
+				m := damagedMessage(peer, msgKey(peer, conv.Last))
+				cv.Last = &m
+			} else if err != nil {
 				return false, err
 			} else if ok {
 				m := r.message(conv.ReadSeq, me.User)
@@ -261,10 +292,14 @@ func (c *Client) MarkRead(ctx context.Context, peer string) (int, error) {
 		// member of a group.
 		ids := map[string][][]byte{}
 		var senders []string
-		err := t.Scan(nsMsg, msgKey(peer, conv.ReadSeq+1), prefixEnd(peer+"/"), false, func(_ string, v []byte) (bool, error) {
+		err := t.r.Scan(nsMsg, msgKey(peer, conv.ReadSeq+1), prefixEnd(peer+"/"), false, func(k string, v []byte) (bool, error) {
 			var r msgRecord
-			if err := jsonRecord(v, &r); err != nil {
-				return true, nil
+			pt, err := t.open(nsMsg, k, v)
+			if err == nil {
+				err = jsonRecord(pt, &r)
+			}
+			if err != nil {
+				return true, nil // reported by History
 			}
 			if !r.Outgoing && !r.Notice && r.State == StateReceived {
 				n++

@@ -98,10 +98,17 @@ func Parse(s string) (Invite, error) {
 		return Invite{}, fmt.Errorf("%w: the server key is not 32 bytes of base64url; the invite may be cut short", ErrInvalid)
 	}
 	copy(inv.ServerKey[:], key)
+	seenE := false
 	for _, kv := range strings.Split(query, "&") {
 		if v, ok := strings.CutPrefix(kv, "e="); ok {
-			if inv.Endpoints, err = b64.DecodeString(v); err != nil {
-				return Invite{}, fmt.Errorf("%w: the endpoint list is not base64url; the invite may be cut short", ErrInvalid)
+			// An empty or second list is not something a server writes:
+			// dropping or choosing one would hide an edited invite.
+			if seenE {
+				return Invite{}, fmt.Errorf("%w: two endpoint lists; the invite was damaged or tampered with: ask for a new invite", ErrInvalid)
+			}
+			seenE = true
+			if inv.Endpoints, err = b64.DecodeString(v); err != nil || len(inv.Endpoints) == 0 {
+				return Invite{}, fmt.Errorf("%w: the endpoint list is not base64url; the invite may be cut short or damaged: ask for a new invite", ErrInvalid)
 			}
 		}
 	}

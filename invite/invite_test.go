@@ -64,6 +64,11 @@ func TestParseErrors(t *testing.T) {
 		Scheme + key + strings.Repeat("@", 5): "",
 		strings.Repeat("x", MaxLen+1):         "longer than",
 		Scheme + key + "@" + strings.Repeat("h:1,", MaxAddrs) + "h:1": "more than",
+		// An emptied or doubled endpoint list is an edited invite.
+		good + "?e=":                "endpoint list",
+		Scheme + key + "@?e=":       "endpoint list",
+		good + "?e=AAAA&e=AAAA":     "two endpoint lists",
+		good + "?x=1&e=AAAA&e=AAAB": "tampered",
 	}
 	for in, msg := range cases {
 		_, err := Parse(in)

@@ -37,6 +37,9 @@ func summary(m *engine.Message) string {
 		}
 		return s
 	}
+	if m.State == string(client.StateUnreadable) && m.ErrorCode == client.ErrCodeDamaged {
+		return "(a message whose stored copy on this client is damaged)"
+	}
 	if m.State == string(client.StateUnreadable) {
 		return "(a message this client could not decrypt or read)"
 	}
@@ -247,10 +250,18 @@ and have read them.`,
 			if !g.json && more && len(msgs) > 0 {
 				fmt.Fprintf(g.stdout, "(older: %s)\n", g.magpie(fmt.Sprintf("history %s --before %d", shellQuote(args[0]), msgs[0].Seq)))
 			}
+			damaged := 0
 			for i := range msgs {
+				if msgs[i].ErrorCode == client.ErrCodeDamaged {
+					damaged++
+				}
 				if err := g.printMessage(&msgs[i], ""); err != nil {
 					return err
 				}
+			}
+			if damaged > 0 {
+				fmt.Fprintf(g.stderr, "magpie: %d message(s) here could not be read: their stored copy on this client is damaged (the disk, or an edit of %s). The others are shown; a backup of the home has them.\n",
+					damaged, client.StoreFileName)
 			}
 			if search == "" {
 				g.markRead(ctx, s, peer)

@@ -78,6 +78,8 @@ func (g *globals) hint(err error) string {
 		return "look at the number first: " + g.magpie("verify "+peer) + ", compare it with " + peer + ", then confirm"
 	case engine.CodeMismatch:
 		return "the numbers differ: do not confirm; someone may be intercepting your messages with " + peer
+	case engine.CodeServerKey:
+		return "a Magpie server does not answer a wrong server key: compare the fingerprint " + g.magpie("init") + " printed with the server operator's, set this device's clock right, or ask for a new invite and run " + g.magpie("init --invite 'magpie://…'") + " again (it keeps your key and account)"
 	case engine.CodeOffline:
 		return "test the network with " + g.magpie("probe") + "; queued messages wait in " + g.magpie("outbox")
 	case engine.CodeStorageFull:

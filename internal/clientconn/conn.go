@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,13 @@ type DialOptions struct {
 	Link link.Config
 	// AddrTimeout bounds each address tried (10 s).
 	AddrTimeout time.Duration
+	// AnswerTimeout bounds the wait for the server's answer to the
+	// handshake once the transport is connected (4 s). A server answers a
+	// good handshake in milliseconds and never answers one made with the
+	// wrong server key (or a clock more than 2 minutes off): it stays
+	// silent for 10 to 30 s, longer than AddrTimeout. Waiting less than
+	// that lets the client say so (ErrNoAnswer) instead of timing out.
+	AnswerTimeout time.Duration
 	// UserAgent is sent in the hello for server logs.
 	UserAgent string
 	// Dialer opens plain tcp connections (net.Dialer).
@@ -66,6 +74,19 @@ type DialOptions struct {
 // rare; TCP keepalive (transport.ClientKeepAlive) keeps NAT mappings open
 // and notices dead paths in between, at no cost to the server process.
 const DefaultKeepalive = 2 * time.Minute
+
+// ErrNoAnswer: the transport connected but the server never answered the
+// handshake within DialOptions.AnswerTimeout. A Magpie server stays silent
+// to a handshake made with the wrong server key (or a clock more than 2
+// minutes off), so this, unlike a refused connection, points at the invite.
+var ErrNoAnswer = errors.New("the server did not answer the handshake")
+
+// ErrInviteTampered: an invite's signed endpoint list does not verify
+// against the invite's server key: the invite was damaged or edited.
+var ErrInviteTampered = errors.New("the invite is damaged or was tampered with: its endpoint list does not verify against its server key; ask the server's operator for a new invite")
+
+// ErrInviteExpired: every endpoint an invite names has expired.
+var ErrInviteExpired = errors.New("every endpoint this invite names has expired; ask the server's operator for a new invite")
 
 // ErrStalled: the server stopped answering (the path may be black-holed).
 var ErrStalled = errors.New("client: the server stopped answering (the network path may be blocked)")
@@ -158,15 +179,19 @@ func InviteEndpoints(inv invite.Invite, now time.Time) ([]endpoints.Endpoint, er
 	if len(inv.Endpoints) > 0 {
 		var sl wire.SignedEndpointList
 		if err := proto.Unmarshal(inv.Endpoints, &sl); err != nil {
-			return nil, fmt.Errorf("client: the invite's endpoint list: %w", err)
+			return nil, fmt.Errorf("%w (%w: %w)", ErrInviteTampered, endpoints.ErrMalformed, err)
 		}
 		l, err := endpoints.Verify(&sl, inv.ServerKey, now)
 		if err != nil {
-			return nil, fmt.Errorf("client: the invite's endpoint list: %w (ask for a new invite)", err)
+			return nil, fmt.Errorf("%w (%w)", ErrInviteTampered, err)
 		}
 		eps = l.Endpoints
 	}
-	return MergeEndpoints(eps, inv.Addrs), nil
+	eps = MergeEndpoints(eps, inv.Addrs)
+	if len(eps) == 0 {
+		return nil, ErrInviteExpired
+	}
+	return eps, nil
 }
 
 // MergeEndpoints appends plain tcp endpoints for addrs not already listed.
@@ -188,6 +213,9 @@ func MergeEndpoints(eps []endpoints.Endpoint, addrs []string) []endpoints.Endpoi
 func (opts *DialOptions) setDefaults() {
 	if opts.AddrTimeout == 0 {
 		opts.AddrTimeout = 10 * time.Second
+	}
+	if opts.AnswerTimeout == 0 {
+		opts.AnswerTimeout = 4 * time.Second
 	}
 	if opts.Stagger == 0 {
 		opts.Stagger = 250 * time.Millisecond
@@ -322,7 +350,12 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 	}
 	// Cancelling ctx aborts the handshake.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	lc, reply, err := link.Client(nc, key, serverKey, hello, opts.Link)
+	// The link's handshake timeout is how long to wait for an answer.
+	lcfg := opts.Link
+	if a := opts.AnswerTimeout; a > 0 && (lcfg.HandshakeTimeoutMax <= 0 || a < lcfg.HandshakeTimeoutMax) {
+		lcfg.HandshakeTimeoutMax = a
+	}
+	lc, reply, err := link.Client(nc, key, serverKey, hello, lcfg)
 	if !stop() {
 		if lc != nil {
 			lc.Close()
@@ -333,6 +366,11 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 	}
 	if err != nil {
 		nc.Close()
+		if errors.Is(err, link.ErrHandshakeTimeout) && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Connected, and silence until our deadline: not a refusal, not
+			// a reset, but what a server does to a wrong key.
+			return nil, fmt.Errorf("%w within %v: %w", ErrNoAnswer, lcfg.HandshakeTimeoutMax, err)
+		}
 		return nil, err
 	}
 	var sh wire.ServerHello
@@ -896,6 +934,10 @@ func (u *Unreachable) Error() string {
 	for _, err := range u.Errs {
 		var ee endpointError
 		if errors.As(err, &ee) {
+			if errors.Is(ee.err, ErrNoAnswer) {
+				parts = append(parts, ee.endpoint+" connected but got no answer to the handshake")
+				continue
+			}
 			v := verdict(ee.err)
 			if v == VerdictOther {
 				v = ee.err.Error()

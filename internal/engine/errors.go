@@ -28,6 +28,7 @@ const (
 	CodeMismatch          = "mismatch"
 	CodeAlreadySent       = "already_sent"
 	CodeOffline           = "offline"
+	CodeServerKey         = "server_key"
 	CodeStorageFull       = "storage_full"
 	CodeRateLimited       = "rate_limited"
 	CodeNoKeys            = "no_keys"
@@ -108,6 +109,10 @@ func classify(err error) (code string, status int) {
 		return CodeAlreadySent, http.StatusConflict
 	case errors.Is(err, client.ErrStorageFull):
 		return CodeStorageFull, http.StatusInsufficientStorage
+	case errors.Is(err, client.ErrServerKey):
+		// Before ErrOffline, which it comes wrapped in: the server is not
+		// unreachable, it does not answer this key.
+		return CodeServerKey, http.StatusServiceUnavailable
 	case errors.Is(err, client.ErrOffline), errors.Is(err, context.DeadlineExceeded):
 		return CodeOffline, http.StatusServiceUnavailable
 	case errors.Is(err, client.ErrRateLimited):
