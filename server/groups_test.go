@@ -854,8 +854,7 @@ func TestGroupLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tooMany, _, err := group.Create(id, "alice", alice.id, "Big", others, group.Settings{}, time.Now(), rand.Reader)
-	if err == nil {
+	if _, _, err := group.Create(id, "alice", alice.id, "Big", others, group.Settings{}, time.Now(), rand.Reader); err == nil {
 		t.Fatal("a Create of 1,025 was made")
 	}
 	// Made by hand, then: the server refuses it.
@@ -864,7 +863,7 @@ func TestGroupLimits(t *testing.T) {
 	for _, m := range others {
 		wc.GetCreate().Members = append(wc.GetCreate().Members, &group.WireMember{User: m.User, Key: m.Key.Serialize(), Role: group.WireRole(m.Role)})
 	}
-	tooMany = signWire(t, wc, alice.id.Private)
+	tooMany := signWire(t, wc, alice.id.Private)
 	_, err = alice.GroupChange(ctx(t), id, tooMany)
 	wantErr(t, "a Create of 1,025 members", err, clientconn.ErrTooLarge)
 	if err != nil && !strings.Contains(err.Error(), "1024") {

@@ -189,8 +189,7 @@ func TestCLIGroups(t *testing.T) {
 	mustFail(t, []string{"not a member"}, "--home", carol, "group", "approve", "Harbour", "carol")
 	mustContain(t, mustRun(t, "--home", alice, "group", "approve", "Harbour", "carol"), "Let carol into Harbour (3 members).")
 	mustRun(t, "--home", carol, "inbox")
-	var carols []groupJSON
-	carols = decodeLines[groupJSON](t, mustRun(t, "--home", carol, "group", "list", "--json").stdout)
+	carols := decodeLines[groupJSON](t, mustRun(t, "--home", carol, "group", "list", "--json").stdout)
 	if len(carols) != 1 || carols[0].Role != "member" || carols[0].ID != g.ID {
 		t.Fatalf("carol's groups: %+v", carols)
 	}
