@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/wire"
@@ -118,6 +119,8 @@ func (c *conn) blobErr(id uint64, err error) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_DIGEST, "the uploaded bytes do not match the digest; upload again", 0)
 	case errors.Is(err, blobstore.ErrNotFound):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_NOT_FOUND, "no such attachment (it may have expired)", 0)
+	case errors.Is(err, syscall.ENOSPC):
+		c.storageFull(id)
 	default:
 		c.s.log.Error("attachment store", "err", err)
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)

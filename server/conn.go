@@ -391,6 +391,8 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 		switch {
 		case errors.Is(err, router.ErrClosed):
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; retry", 1000)
+		case errors.Is(err, store.ErrStorageFull):
+			c.storageFull(id)
 		case err != nil:
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; the message was not stored; retry", 1000)
 		case e.Err != nil:
@@ -440,10 +442,22 @@ func (c *conn) storeErr(id uint64, user string, err error) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNKNOWN_USER, fmt.Sprintf("no user %q on this server; check the spelling", user), 0)
 	case errors.Is(err, store.ErrQueueFull):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_QUEUE_FULL, fmt.Sprintf("%q has too many undelivered messages; try again after they come online", user), 60_000)
+	case errors.Is(err, store.ErrStorageFull):
+		c.storageFull(id)
 	default:
 		c.s.log.Error("store", "err", err)
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)
 	}
+}
+
+// storageFullRetry is when a client should try again after STORAGE_FULL.
+const storageFullRetry = 10 * time.Second
+
+// storageFull answers a write refused because the server's disk is full:
+// nothing was stored, and the client keeps it and tries again.
+func (c *conn) storageFull(id uint64) {
+	c.s.log.Warn("the disk is full; refusing writes until space returns")
+	c.respondErr(id, wire.ErrorCode_ERROR_CODE_STORAGE_FULL, "the server's disk is full, so nothing new is stored; your message waits on your device and goes when there is space", uint32(storageFullRetry/time.Millisecond))
 }
 
 func (c *conn) respondErr(id uint64, code wire.ErrorCode, msg string, retryMs uint32) {

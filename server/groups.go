@@ -150,6 +150,8 @@ func (c *conn) groupChange(id uint64, req *wire.GroupChangeRequest) {
 		switch {
 		case errors.Is(err, router.ErrClosed):
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; retry", 1000)
+		case errors.Is(err, store.ErrStorageFull):
+			c.storageFull(id)
 		case err != nil:
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; the change was not stored; retry", 1000)
 		case errors.Is(gc.Err, store.ErrConflict):
@@ -293,6 +295,8 @@ func (c *conn) groupSend(id uint64, req *wire.GroupSendRequest) {
 		switch {
 		case errors.Is(err, router.ErrClosed):
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; retry", 1000)
+		case errors.Is(err, store.ErrStorageFull):
+			c.storageFull(id)
 		case err != nil:
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; the message was not stored; retry", 1000)
 		case errors.Is(gs.Err, store.ErrQueueFull):

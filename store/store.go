@@ -25,6 +25,9 @@ var (
 	ErrKeyInUse = errors.New("store: device key already registered")
 	// ErrQueueFull: a recipient device's queue is at its limit.
 	ErrQueueFull = errors.New("store: recipient queue full")
+	// ErrStorageFull: the disk under the store is full; nothing was
+	// written. Retrying once space returns succeeds.
+	ErrStorageFull = errors.New("store: the disk is full")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
 	// ErrMismatchedDevices: per-device payloads do not name exactly the

@@ -136,6 +136,10 @@ const (
 	// A group change the group's rules refuse (the author's role, a bad
 	// signature), or a group send while only admins may send.
 	ErrorCode_ERROR_CODE_FORBIDDEN ErrorCode = 21
+	// The server's disk is full: nothing new is stored until space returns
+	// (retry_after_ms says when to try again); reading and acknowledging
+	// go on.
+	ErrorCode_ERROR_CODE_STORAGE_FULL ErrorCode = 22
 )
 
 // Enum value maps for ErrorCode.
@@ -163,6 +167,7 @@ var (
 		19: "ERROR_CODE_NOT_MEMBER",
 		20: "ERROR_CODE_CONFLICT",
 		21: "ERROR_CODE_FORBIDDEN",
+		22: "ERROR_CODE_STORAGE_FULL",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":         0,
@@ -187,6 +192,7 @@ var (
 		"ERROR_CODE_NOT_MEMBER":          19,
 		"ERROR_CODE_CONFLICT":            20,
 		"ERROR_CODE_FORBIDDEN":           21,
+		"ERROR_CODE_STORAGE_FULL":        22,
 	}
 )
 
@@ -3837,7 +3843,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fQueueDrained*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PROTOCOL_VERSION_1\x10\x01*\xf5\x04\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01*\x92\x05\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -3861,7 +3867,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x14ERROR_CODE_NOT_FOUND\x10\x12\x12\x19\n" +
 	"\x15ERROR_CODE_NOT_MEMBER\x10\x13\x12\x17\n" +
 	"\x13ERROR_CODE_CONFLICT\x10\x14\x12\x18\n" +
-	"\x14ERROR_CODE_FORBIDDEN\x10\x15*I\n" +
+	"\x14ERROR_CODE_FORBIDDEN\x10\x15\x12\x1b\n" +
+	"\x17ERROR_CODE_STORAGE_FULL\x10\x16*I\n" +
 	"\fEnvelopeKind\x12\x19\n" +
 	"\x15ENVELOPE_KIND_MESSAGE\x10\x00\x12\x1e\n" +
 	"\x1aENVELOPE_KIND_GROUP_CHANGE\x10\x01B\"Z github.com/magpie-im/magpie/wireb\x06proto3"

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -157,9 +158,11 @@ func (p *publisher) refreshLocked(now time.Time) error {
 	if hash != f.Published || f.Version == 0 {
 		f.Version = max(f.Version+1, uint64(now.UnixMilli()))
 		f.Published = hash
-		if err := writeEndpointsFile(p.data, f); err != nil {
+		if err := writeEndpointsFile(p.data, f); err != nil && !errors.Is(err, syscall.ENOSPC) {
 			return err
 		}
+		// On a full disk the list is served from memory: its version is
+		// a time, so the next one written is newer still.
 	}
 	signed, err := endpoints.Sign(endpoints.List{Version: f.Version, Issued: now, Endpoints: eps}, curve.PrivateKey(p.key.Private))
 	if err != nil {
@@ -183,7 +186,10 @@ func (p *publisher) refreshLocked(now time.Time) error {
 	if fi, err := os.Stat(filepath.Join(p.data, endpointsFileName)); err == nil {
 		p.mtime = fi.ModTime()
 	}
-	return atomicfile.Write(filepath.Join(p.data, inviteFileName), []byte(p.invite+"\n"), 0o644)
+	if err := atomicfile.Write(filepath.Join(p.data, inviteFileName), []byte(p.invite+"\n"), 0o644); err != nil && !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	return nil // on a full disk, the invite file is written once there is space
 }
 
 func endpointsCmd(g *globals) *cobra.Command {

@@ -84,6 +84,8 @@ func (g *globals) hint(err error) string {
 		return "test the network with " + g.magpie("probe") + "; queued messages wait in " + g.magpie("outbox")
 	case engine.CodeStorageFull:
 		return "free space on the disk that holds the client's home, then try again: nothing is lost meanwhile"
+	case engine.CodeServerFull:
+		return "the server's disk is full: tell its operator; what you send waits on this device and goes once there is space"
 	case engine.CodeEngineBusy:
 		return "answer its prompt, or stop it, then try again"
 	case engine.CodeAlreadySent:

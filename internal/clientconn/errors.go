@@ -18,6 +18,7 @@ var (
 	ErrAlreadyRegistered  = errors.New("device already registered")
 	ErrUnknownUser        = errors.New("unknown user")
 	ErrQueueFull          = errors.New("recipient queue full")
+	ErrServerFull         = errors.New("the server's disk is full")
 	ErrTooLarge           = errors.New("too large")
 	ErrRateLimited        = errors.New("rate limited")
 	ErrUnsupportedVersion = errors.New("unsupported protocol version")
@@ -42,6 +43,7 @@ var codeErrors = map[wire.ErrorCode]error{
 	wire.ErrorCode_ERROR_CODE_ALREADY_REGISTERED:  ErrAlreadyRegistered,
 	wire.ErrorCode_ERROR_CODE_UNKNOWN_USER:        ErrUnknownUser,
 	wire.ErrorCode_ERROR_CODE_QUEUE_FULL:          ErrQueueFull,
+	wire.ErrorCode_ERROR_CODE_STORAGE_FULL:        ErrServerFull,
 	wire.ErrorCode_ERROR_CODE_TOO_LARGE:           ErrTooLarge,
 	wire.ErrorCode_ERROR_CODE_RATE_LIMITED:        ErrRateLimited,
 	wire.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION: ErrUnsupportedVersion,
@@ -85,7 +87,7 @@ func (e *ServerError) Is(target error) bool { return codeErrors[e.Code] == targe
 func (e *ServerError) Temporary() bool {
 	switch e.Code {
 	case wire.ErrorCode_ERROR_CODE_QUEUE_FULL, wire.ErrorCode_ERROR_CODE_RATE_LIMITED,
-		wire.ErrorCode_ERROR_CODE_UNAVAILABLE, wire.ErrorCode_ERROR_CODE_INTERNAL:
+		wire.ErrorCode_ERROR_CODE_UNAVAILABLE, wire.ErrorCode_ERROR_CODE_INTERNAL, wire.ErrorCode_ERROR_CODE_STORAGE_FULL:
 		return true
 	}
 	return false

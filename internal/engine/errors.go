@@ -8,6 +8,7 @@ import (
 
 	"github.com/magpie-im/magpie/client"
 	"github.com/magpie-im/magpie/group"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/username"
 )
 
@@ -30,6 +31,7 @@ const (
 	CodeOffline           = "offline"
 	CodeServerKey         = "server_key"
 	CodeStorageFull       = "storage_full"
+	CodeServerFull        = "server_full"
 	CodeRateLimited       = "rate_limited"
 	CodeNoKeys            = "no_keys"
 	CodeQuota             = "quota"
@@ -109,6 +111,8 @@ func classify(err error) (code string, status int) {
 		return CodeAlreadySent, http.StatusConflict
 	case errors.Is(err, client.ErrStorageFull):
 		return CodeStorageFull, http.StatusInsufficientStorage
+	case errors.Is(err, clientconn.ErrServerFull):
+		return CodeServerFull, http.StatusServiceUnavailable
 	case errors.Is(err, client.ErrServerKey):
 		// Before ErrOffline, which it comes wrapped in: the server is not
 		// unreachable, it does not answer this key.

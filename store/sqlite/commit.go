@@ -31,6 +31,9 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 	defer func() {
 		if err != nil {
 			resetResults(b)
+			if diskFull(err) {
+				err = fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+			}
 		}
 	}()
 

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The server's disk full is a state, not a failure: a send is refused
+// with a clear code and waits on the sender's device, the server keeps
+// serving what it has, it starts on a full disk, and once there is space
+// the waiting message goes through by itself.
+func TestServerDiskFull(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "srv")
+	mounted(t, data, "24m")
+	srv := serveOnFreePort(t, data)
+	alice, bob := newUser(t, srv, "alice"), newUser(t, srv, "bob")
+	mustRun(t, "--home", alice, "send", "bob", "before")
+	filler := fill(t, data, 0)
+
+	r := run(t, "--home", alice, "send", "bob", "on a full disk", "--wait", "3s", "--json")
+	if r.code != 4 || !strings.Contains(r.stdout+r.stderr, "disk is full") {
+		t.Fatalf("a send to a server whose disk is full: exit %d, want 4 (queued) saying the disk is full:\n%s", r.code, r)
+	}
+	// What is stored is still read.
+	mustContain(t, mustRun(t, "--home", bob, "inbox"), "before")
+
+	// It starts on a full disk.
+	srv.signal(syscall.SIGKILL)
+	if _, ok := srv.waitExit(10 * time.Second); !ok {
+		t.Fatal("serve did not exit after SIGKILL")
+	}
+	srv = srv.restart(t)
+
+	// Space returns: the waiting message goes by itself.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	listen := start(t, nil, "--home", alice, "listen")
+	defer listen.kill()
+	deadline := time.Now().Add(40 * time.Second)
+	for !strings.Contains(mustRun(t, "--home", bob, "inbox").stdout, "on a full disk") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the message did not arrive once there was space:\n%s", listen)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
