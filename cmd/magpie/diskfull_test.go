@@ -25,8 +25,20 @@ func TestServerDiskFull(t *testing.T) {
 	if r.code != 4 || !strings.Contains(r.stdout+r.stderr, "disk is full") {
 		t.Fatalf("a send to a server whose disk is full: exit %d, want 4 (queued) saying the disk is full:\n%s", r.code, r)
 	}
-	// What is stored is still read.
+	// What is stored is still read, and acknowledged (in the space the
+	// store keeps for that): alice hears that bob has it.
 	mustContain(t, mustRun(t, "--home", bob, "inbox"), "before")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before := decodeLines[sentState](t, mustRun(t, "--home", alice, "history", "bob", "--json").stdout)
+		if len(before) > 0 && before[0].Text == "before" && before[0].State == "delivered" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's acknowledgement on a full disk never reached alice: %+v", before)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 
 	// It starts on a full disk.
 	srv.signal(syscall.SIGKILL)
@@ -41,11 +53,17 @@ func TestServerDiskFull(t *testing.T) {
 	}
 	listen := start(t, nil, "--home", alice, "listen")
 	defer listen.kill()
-	deadline := time.Now().Add(40 * time.Second)
+	deadline = time.Now().Add(40 * time.Second)
 	for !strings.Contains(mustRun(t, "--home", bob, "inbox").stdout, "on a full disk") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the message did not arrive once there was space:\n%s", listen)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// sentState is what a test reads of a message in history --json.
+type sentState struct {
+	Text  string `json:"text"`
+	State string `json:"state"`
 }

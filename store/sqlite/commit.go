@@ -19,7 +19,12 @@ import (
 //
 // Receipts count toward the recipient's queue length (they occupy the
 // queue) but are queued even when that length is at or above a QueueLimit.
-func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
+//
+// On a full disk the batch's acknowledgements still commit, in the space
+// of the reserve (reserve.go), and its other operations are refused one by
+// one with ErrStorageFull; with no acknowledgements the whole Commit
+// returns ErrStorageFull.
+func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -27,13 +32,44 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) (err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 
+	err := s.commit(ctx, b)
+	if err == nil {
+		s.reserve.restore()
+		return nil
+	}
+	if !diskFull(err) {
+		return err
+	}
+	full := fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	if len(b.Acks) == 0 {
+		return full
+	}
+	s.log.Warn("the disk is full: committing acknowledgements in the reserved space, refusing writes", "err", err)
+	s.reserve.release()
+	if err := s.commit(ctx, &store.Batch{Now: b.Now, Acks: b.Acks}); err != nil {
+		if diskFull(err) {
+			return full
+		}
+		return err
+	}
+	for _, g := range b.GroupChanges {
+		g.Err = store.ErrStorageFull
+	}
+	for _, e := range b.Enqueues {
+		e.Err = store.ErrStorageFull
+	}
+	for _, g := range b.GroupSends {
+		g.Err = store.ErrStorageFull
+	}
+	return nil
+}
+
+// commit is Commit's one transaction.
+func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	resetResults(b)
 	defer func() {
 		if err != nil {
 			resetResults(b)
-			if diskFull(err) {
-				err = fmt.Errorf("%w: %w", store.ErrStorageFull, err)
-			}
 		}
 	}()
 

@@ -42,6 +42,10 @@ type Options struct {
 	// BusyTimeout is how long a connection waits for a lock held by another
 	// process before failing; 0 means 5s.
 	BusyTimeout time.Duration
+	// Reserve is the size of the file kept beside the database so that
+	// acknowledgements commit on a full disk (reserve.go); 0 means 4 MiB,
+	// negative none.
+	Reserve int64
 }
 
 // Store is a store.Store backed by one SQLite database file.
@@ -67,6 +71,8 @@ type Store struct {
 	// left.
 	counts queueCounts
 	wmu    sync.Mutex
+	// reserve is released for acknowledgements when the disk is full.
+	reserve reserve
 	// lock is held open, with an exclusive flock, while the store is open:
 	// the counts are only right if no other process writes the queue.
 	lock *os.File
@@ -129,6 +135,11 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s.lock = lock
+	s.reserve = reserve{path: abs + ".reserve", size: opts.Reserve}
+	if opts.Reserve == 0 {
+		s.reserve.size = defaultReserve
+	}
+	s.reserve.open()
 	return s, nil
 }
 

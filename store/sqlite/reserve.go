@@ -1,0 +1,114 @@
+package sqlite
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A full disk must not stop acknowledgements: they are what frees space
+// (each removes queued items), and a server that cannot take them keeps
+// every queue full for good. The store keeps a reserve file beside the
+// database; when a commit fails for lack of space, it deletes the
+// reserve and commits the batch's acknowledgements alone, refusing its
+// sends item by item (ErrStorageFull). Once there is room again, the
+// reserve is made anew.
+
+// defaultReserve is the reserve's size: a thousand pages of write-ahead
+// log, many times what an acknowledgement batch writes (the log is reused
+// from its start after each checkpoint, and deleted rows' pages are reused
+// by the database).
+const defaultReserve = 4 << 20
+
+// reserveCheckEvery bounds how often a released reserve is looked at.
+const reserveCheckEvery = 10 * time.Second
+
+type reserve struct {
+	path string
+	size int64
+
+	mu      sync.Mutex
+	held    bool      // the file is there, at full size
+	checked time.Time // when making it anew was last tried
+}
+
+// make writes the reserve file if it is missing or short and the disk has
+// room for it and as much again; it reports whether the reserve is held.
+func (r *reserve) make() bool {
+	if r.size <= 0 {
+		return false
+	}
+	if fi, err := os.Stat(r.path); err == nil && fi.Size() == r.size {
+		return true
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(r.dirOf(), &st); err != nil || int64(st.Bavail)*st.Bsize < 2*r.size {
+		return false
+	}
+	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false
+	}
+	// Written, not truncated to size: a sparse file would hold no blocks.
+	_, err = io.CopyN(f, zeros{}, r.size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(r.path)
+		return false
+	}
+	return true
+}
+
+func (r *reserve) dirOf() string {
+	for i := len(r.path) - 1; i >= 0; i-- {
+		if r.path[i] == '/' {
+			return r.path[:i+1]
+		}
+	}
+	return "."
+}
+
+// open makes the reserve if it can (a store opened on a full disk runs
+// without one until there is room).
+func (r *reserve) open() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held = r.make()
+}
+
+// release deletes the reserve, giving its space to the database.
+func (r *reserve) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := os.Remove(r.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	r.held, r.checked = false, time.Now()
+}
+
+// restore makes a released reserve anew once there is room, looking at
+// most every reserveCheckEvery.
+func (r *reserve) restore() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held || r.size <= 0 || time.Since(r.checked) < reserveCheckEvery {
+		return
+	}
+	r.checked = time.Now()
+	r.held = r.make()
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
