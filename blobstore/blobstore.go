@@ -67,6 +67,9 @@ var (
 	ErrBadSize = errors.New("blobstore: invalid size")
 	// ErrQuota: the owner's blobs would exceed Options.Quota.
 	ErrQuota = errors.New("blobstore: quota exceeded")
+	// ErrNoSpace: the disk has less free space than Options.MinFree, kept
+	// for the message store; nothing was written.
+	ErrNoSpace = errors.New("blobstore: the disk is (nearly) full")
 	// ErrTooManyUploads: the owner already has Options.MaxIncomplete
 	// incomplete blobs.
 	ErrTooManyUploads = errors.New("blobstore: too many incomplete uploads")
@@ -128,6 +131,7 @@ const (
 	DefaultIncompleteTTL = 7 * 24 * time.Hour
 	DefaultMaxIncomplete = 32
 	DefaultMaxFetches    = 8192
+	DefaultMinFree       = 64 << 20
 )
 
 // Options configure a Store. Zero (or negative) fields take the defaults.
@@ -138,8 +142,12 @@ type Options struct {
 	IncompleteTTL time.Duration // an incomplete blob is deleted after this long without an Append
 	MaxIncomplete int           // incomplete blobs per owner
 	MaxFetches    int           // total ExpectFetches per blob (bounds its fetch records)
-	Now           func() time.Time
-	Logger        *slog.Logger // recovery and GC problems only; never ids beyond ID.Short, never content
+	// MinFree is the free disk space below which uploads are refused
+	// (ErrNoSpace), left to the message store that shares the disk
+	// (64 MiB; negative: none).
+	MinFree int64
+	Now     func() time.Time
+	Logger  *slog.Logger // recovery and GC problems only; never ids beyond ID.Short, never content
 }
 
 // Cost is what a blob of the given size counts against its owner's quota:
@@ -163,6 +171,11 @@ type Store struct {
 	closed bool
 	blobs  map[ID]*blob
 	owners map[string]*ownerUse
+
+	// free is the disk's free space as last read, at freeAt (space.go).
+	spaceMu sync.Mutex
+	free    int64
+	freeAt  time.Time
 }
 
 type ownerUse struct {
@@ -223,6 +236,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.MaxFetches <= 0 {
 		opts.MaxFetches = DefaultMaxFetches
+	}
+	if opts.MinFree == 0 {
+		opts.MinFree = DefaultMinFree
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -407,6 +423,9 @@ func (s *Store) Create(owner string, size int64) (ID, error) {
 	if size > s.opts.MaxSize {
 		return ID{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, size, s.opts.MaxSize)
 	}
+	if s.lowOnSpace() {
+		return ID{}, ErrNoSpace
+	}
 	cost := Cost(size)
 	now := s.opts.Now()
 	b := &blob{
@@ -555,6 +574,9 @@ func (s *Store) Append(id ID, owner string, offset int64, data []byte) (int64, e
 	}
 	if len(data) == 0 {
 		return b.length, nil
+	}
+	if s.lowOnSpace() {
+		return b.length, ErrNoSpace
 	}
 	if err := s.writeAt(b, offset, data); err != nil {
 		return b.length, err

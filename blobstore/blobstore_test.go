@@ -760,3 +760,24 @@ func BenchmarkAppend64K(b *testing.B) {
 		}
 	}
 }
+
+// Uploads stop while the disk has less free space than MinFree: the
+// message store beside the blobs keeps room to commit.
+func TestUploadsStopWhenTheDiskIsLow(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MinFree: 1 << 62})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Create("alice", 100); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Create on a disk below MinFree: %v, want ErrNoSpace", err)
+	}
+	roomy, err := Open(t.TempDir(), Options{MinFree: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer roomy.Close()
+	if _, err := roomy.Create("alice", 100); err != nil {
+		t.Fatalf("Create with no floor: %v", err)
+	}
+}

@@ -119,7 +119,7 @@ func (c *conn) blobErr(id uint64, err error) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_DIGEST, "the uploaded bytes do not match the digest; upload again", 0)
 	case errors.Is(err, blobstore.ErrNotFound):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_NOT_FOUND, "no such attachment (it may have expired)", 0)
-	case errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, blobstore.ErrNoSpace):
 		c.storageFull(id)
 	default:
 		c.s.log.Error("attachment store", "err", err)

@@ -15,7 +15,7 @@ import (
 // the waiting message goes through by itself.
 func TestServerDiskFull(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "srv")
-	mounted(t, data, "24m")
+	mounted(t, data, "96m")
 	srv := serveOnFreePort(t, data)
 	alice, bob := newUser(t, srv, "alice"), newUser(t, srv, "bob")
 	mustRun(t, "--home", alice, "send", "bob", "before")
@@ -25,8 +25,21 @@ func TestServerDiskFull(t *testing.T) {
 	if r.code != 4 || !strings.Contains(r.stdout+r.stderr, "disk is full") {
 		t.Fatalf("a send to a server whose disk is full: exit %d, want 4 (queued) saying the disk is full:\n%s", r.code, r)
 	}
+	// An upload is refused as fast, with the same words.
+	doc := filepath.Join(t.TempDir(), "minutes.txt")
+	if err := os.WriteFile(doc, make([]byte, 200<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	r = run(t, "--home", alice, "send", "bob", "--file", doc, "--wait", "3s", "--json")
+	if r.code != 4 || !strings.Contains(r.stdout+r.stderr, "disk is full") || time.Since(began) > 20*time.Second {
+		t.Fatalf("an upload to a server whose disk is full: exit %d after %v, want 4 (queued) saying the disk is full:\n%s", r.code, time.Since(began), r)
+	}
+
 	// What is stored is still read, and acknowledged (in the space the
-	// store keeps for that): alice hears that bob has it.
+	// store keeps for that): alice hears that bob has it. His read receipt
+	// is a message like any other, refused while the disk is full, so
+	// "before" is delivered, not read, and alice's message still waits.
 	mustContain(t, mustRun(t, "--home", bob, "inbox"), "before")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -35,7 +48,7 @@ func TestServerDiskFull(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bob's acknowledgement on a full disk never reached alice: %+v", before)
+			t.Fatalf("want bob's acknowledgement on the full disk to reach alice (delivered), and nothing else through: %+v", before)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

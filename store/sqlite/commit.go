@@ -22,8 +22,8 @@ import (
 //
 // On a full disk the batch's acknowledgements still commit, in the space
 // of the reserve (reserve.go), and its other operations are refused one by
-// one with ErrStorageFull; with no acknowledgements the whole Commit
-// returns ErrStorageFull.
+// one with ErrStorageFull (with no acknowledgements the whole Commit
+// returns ErrStorageFull), until there is room for the reserve again.
 func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -32,23 +32,35 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 
-	err := s.commit(ctx, b)
-	if err == nil {
-		s.reserve.restore()
-		return nil
+	if s.reserve.spent() {
+		// Still short of space since the reserve went: keep what is left
+		// for acknowledgements.
+		return s.commitAcks(ctx, b, store.ErrStorageFull)
 	}
-	if !diskFull(err) {
+	err := s.commit(ctx, b)
+	if err == nil || !diskFull(err) {
 		return err
 	}
 	full := fmt.Errorf("%w: %w", store.ErrStorageFull, err)
 	if len(b.Acks) == 0 {
+		return full // the reserve is for acknowledgements
+	}
+	s.log.Warn("the disk is full: committing acknowledgements in the reserved space, refusing writes until there is room", "err", err)
+	s.reserve.release()
+	return s.commitAcks(ctx, b, full)
+}
+
+// commitAcks commits only the batch's acknowledgements and refuses the
+// rest one by one with ErrStorageFull; with no acknowledgements it
+// returns full.
+func (s *Store) commitAcks(ctx context.Context, b *store.Batch, full error) error {
+	resetResults(b)
+	if len(b.Acks) == 0 {
 		return full
 	}
-	s.log.Warn("the disk is full: committing acknowledgements in the reserved space, refusing writes", "err", err)
-	s.reserve.release()
 	if err := s.commit(ctx, &store.Batch{Now: b.Now, Acks: b.Acks}); err != nil {
 		if diskFull(err) {
-			return full
+			return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
 		}
 		return err
 	}

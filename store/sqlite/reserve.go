@@ -30,9 +30,9 @@ type reserve struct {
 	path string
 	size int64
 
-	mu      sync.Mutex
-	held    bool      // the file is there, at full size
-	checked time.Time // when making it anew was last tried
+	mu       sync.Mutex
+	released bool      // deleted for lack of space, not yet made anew
+	checked  time.Time // when making it anew was last tried
 }
 
 // make writes the reserve file if it is missing or short and the disk has
@@ -77,33 +77,40 @@ func (r *reserve) dirOf() string {
 }
 
 // open makes the reserve if it can (a store opened on a full disk runs
-// without one until there is room).
+// without one until its first commit that fails for lack of space).
 func (r *reserve) open() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.held = r.make()
+	r.make()
 }
 
-// release deletes the reserve, giving its space to the database.
+// release deletes the reserve, giving its space to acknowledgements: until
+// it is made anew (spent), writes are refused.
 func (r *reserve) release() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.size <= 0 {
+		return // no reserve: nothing to keep space for
+	}
 	if err := os.Remove(r.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return
 	}
-	r.held, r.checked = false, time.Now()
+	r.released, r.checked = true, time.Now()
 }
 
-// restore makes a released reserve anew once there is room, looking at
-// most every reserveCheckEvery.
-func (r *reserve) restore() {
+// spent reports whether the reserve was released and there is still no
+// room to make it anew (looked at most every reserveCheckEvery).
+func (r *reserve) spent() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.held || r.size <= 0 || time.Since(r.checked) < reserveCheckEvery {
-		return
+	if !r.released {
+		return false
 	}
-	r.checked = time.Now()
-	r.held = r.make()
+	if time.Since(r.checked) >= reserveCheckEvery {
+		r.checked = time.Now()
+		r.released = !r.make()
+	}
+	return r.released
 }
 
 type zeros struct{}
