@@ -45,7 +45,7 @@ func (c *Client) Register(ctx context.Context, name string) (DeviceAddr, error) 
 			d = DeviceAddr(cd)
 			return fmt.Errorf("this device is already registered as %q: %w", d.User, ErrAlreadyRegistered)
 		}
-		cd, err := conn.Register(ctx, name)
+		cd, err := conn.RegisterWithCode(ctx, name, c.inv.SignupCode)
 		if err != nil {
 			return err
 		}

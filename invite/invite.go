@@ -3,13 +3,15 @@
 //
 // Format, one line, safe to paste into chats and QR codes:
 //
-//	magpie://<key>@<addr>[,<addr>...][?e=<endpoints>]
+//	magpie://<key>@<addr>[,<addr>...][?e=<endpoints>][&s=<code>]
 //
 // where <key> is the 32-byte X25519 public key in unpadded base64url, each
 // <addr> is a host:port (IPv6 in brackets) reachable over the plain tcp
 // transport, and <endpoints> is the server's signed endpoint list (package
 // endpoints; a serialized wire.SignedEndpointList in unpadded base64url),
-// which names every transport and address, signed by <key>. Other
+// which names every transport and address, signed by <key>. <code> is a
+// sign-up code (SignupCodeSize bytes in unpadded base64url), which a server
+// that takes new accounts by invitation only asks for at registration. Other
 // parameters are ignored, for later versions. Holding an invite lets a client
 // open an encrypted link to the server; the key in it is what stops a man in
 // the middle, so invites should travel over a channel the user trusts.
@@ -35,6 +37,9 @@ const (
 	MaxAddrs = 32
 )
 
+// SignupCodeSize is the size of a sign-up code.
+const SignupCodeSize = 16
+
 // ErrInvalid is wrapped by every parse failure.
 var ErrInvalid = errors.New("invalid invite")
 
@@ -46,6 +51,9 @@ type Invite struct {
 	// wire.SignedEndpointList), or nil. Parse does not verify it: the
 	// client does, against ServerKey.
 	Endpoints []byte
+	// SignupCode lets its holder open an account on a server that takes
+	// new accounts by invitation only; nil in an invite without one.
+	SignupCode []byte
 }
 
 var b64 = base64.RawURLEncoding
@@ -53,8 +61,13 @@ var b64 = base64.RawURLEncoding
 // String encodes inv in the version 1 format.
 func (inv Invite) String() string {
 	s := Scheme + b64.EncodeToString(inv.ServerKey[:]) + "@" + strings.Join(inv.Addrs, ",")
+	sep := "?"
 	if len(inv.Endpoints) > 0 {
-		s += "?e=" + b64.EncodeToString(inv.Endpoints)
+		s += sep + "e=" + b64.EncodeToString(inv.Endpoints)
+		sep = "&"
+	}
+	if len(inv.SignupCode) > 0 {
+		s += sep + "s=" + b64.EncodeToString(inv.SignupCode)
 	}
 	return s
 }
@@ -100,6 +113,14 @@ func Parse(s string) (Invite, error) {
 	copy(inv.ServerKey[:], key)
 	seenE := false
 	for _, kv := range strings.Split(query, "&") {
+		if v, ok := strings.CutPrefix(kv, "s="); ok {
+			code, err := b64.DecodeString(v)
+			if err != nil || len(code) != SignupCodeSize || inv.SignupCode != nil {
+				return Invite{}, fmt.Errorf("%w: the sign-up code is damaged: ask for a new invite", ErrInvalid)
+			}
+			inv.SignupCode = code
+			continue
+		}
 		if v, ok := strings.CutPrefix(kv, "e="); ok {
 			// An empty or second list is not something a server writes:
 			// dropping or choosing one would hide an edited invite.

@@ -45,6 +45,14 @@ func TestRoundTrip(t *testing.T) {
 	if _, err := Parse(Scheme + strings.TrimPrefix(in.String(), Scheme) + "!!"); err == nil {
 		t.Fatal("corrupt endpoint list accepted")
 	}
+	// A sign-up code, with and without a list.
+	code := []byte("0123456789abcdef")
+	for _, inv := range []Invite{{ServerKey: sampleKey(), Addrs: in.Addrs, SignupCode: code}, {ServerKey: sampleKey(), Addrs: in.Addrs, Endpoints: in.Endpoints, SignupCode: code}} {
+		out, err := Parse(inv.String())
+		if err != nil || string(out.SignupCode) != string(code) || string(out.Endpoints) != string(inv.Endpoints) {
+			t.Fatalf("sign-up code round trip of %q: %+v %v", inv.String(), out, err)
+		}
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -69,6 +77,9 @@ func TestParseErrors(t *testing.T) {
 		Scheme + key + "@?e=":       "endpoint list",
 		good + "?e=AAAA&e=AAAA":     "two endpoint lists",
 		good + "?x=1&e=AAAA&e=AAAB": "tampered",
+		// A sign-up code is 16 bytes, once.
+		good + "?s=AAAA": "sign-up code",
+		good + "?s=MDEyMzQ1Njc4OWFiY2RlZg&s=MDEyMzQ1Njc4OWFiY2RlZg": "sign-up code",
 	}
 	for in, msg := range cases {
 		_, err := Parse(in)

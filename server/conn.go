@@ -318,11 +318,30 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_INVALID, err.Error(), 0)
 		return
 	}
-	if !c.s.signups.allow(network(c.nc.RemoteAddr()), c.s.cfg.Now(), 1) {
+	// By invitation, the codes are the limit (an office may sign up a
+	// whole group at once); otherwise, each network's rate is.
+	if c.s.cfg.SignupCodes == nil && !c.s.signups.allow(network(c.nc.RemoteAddr()), c.s.cfg.Now(), 1) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many sign-ups from your network; try again in a minute", 60_000)
 		return
 	}
+	refund := func() {}
+	if codes := c.s.cfg.SignupCodes; codes != nil {
+		r, ok, err := codes.Take(req.GetSignupCode())
+		switch {
+		case err != nil:
+			c.s.log.Error("sign-up codes", "err", err)
+			c.respondErr(id, wire.ErrorCode_ERROR_CODE_INTERNAL, "server error; try again", 1000)
+			return
+		case !ok:
+			c.respondErr(id, wire.ErrorCode_ERROR_CODE_FORBIDDEN, "this server opens accounts by invitation only, and this invite has no sign-up code, or its code is used up: ask the server's operator for an invite to sign up with (magpie invite --signup)", 0)
+			return
+		}
+		refund = r
+	}
 	dev, err := c.s.cfg.Store.CreateUser(context.Background(), name, c.lc.PeerKey(), c.s.cfg.Now())
+	if err != nil {
+		refund()
+	}
 	switch {
 	case errors.Is(err, store.ErrUserExists):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_USERNAME_TAKEN, fmt.Sprintf("username %q is taken; choose another", name), 0)

@@ -28,6 +28,15 @@ import (
 	"github.com/magpie-im/magpie/wire"
 )
 
+// SignupCodes decides sign-ups on a server that opens accounts by
+// invitation only (internal/signupcodes keeps them in the data directory).
+type SignupCodes interface {
+	// Take spends one use of code: ok is false for a code that is
+	// unknown or used up; refund gives the use back when the account
+	// was not made after all.
+	Take(code []byte) (refund func(), ok bool, err error)
+}
+
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("server: closed")
 
@@ -71,8 +80,12 @@ type Config struct {
 	AccountRequestBurst int        // (4,000)
 	NetworkRequestRate  rate.Limit // per source network, /24 or /56 (10,000)
 	NetworkRequestBurst int        // (20,000)
-	SignupRate          rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
-	SignupBurst         int        // (5)
+	// SignupCodes, when set, makes sign-up by invitation only: a new
+	// account needs a sign-up code (the invite's), of which it spends a
+	// use. Nil: anyone who has the invite may sign up.
+	SignupCodes SignupCodes
+	SignupRate  rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
+	SignupBurst int        // (5)
 	// Key bundle fetches, budgeted per account (not per connection, so
 	// reconnecting does not refill them). Starting sessions with a new
 	// group's members takes one fetch per member, so an account's budget

@@ -26,6 +26,8 @@ const (
 	MaxAckSeqs = 4096
 	// MaxNameLen bounds any username field before the username rules apply.
 	MaxNameLen = 64
+	// SignupCodeSize is the size of an invite's sign-up code (invite.SignupCodeSize).
+	SignupCodeSize = 16
 
 	// Sizes of Signal-format keys as carried on the wire: a type byte then
 	// the key (0x05 ‖ X25519, 0x08 ‖ Kyber1024), and XEdDSA signatures.
@@ -108,6 +110,9 @@ func (r *Request) validate() error {
 	case *Request_Register:
 		if len(body.Register.GetUsername()) > MaxNameLen {
 			return bad(ErrorCode_ERROR_CODE_USERNAME_INVALID, "username longer than %d bytes", MaxNameLen)
+		}
+		if n := len(body.Register.GetSignupCode()); n != 0 && n != SignupCodeSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a sign-up code is %d bytes", SignupCodeSize)
 		}
 	case *Request_Lookup:
 		if len(body.Lookup.GetUsername()) > MaxNameLen {

@@ -1278,8 +1278,11 @@ func (x *MismatchedDevices) GetStale() []uint32 {
 // RegisterRequest creates an account whose first device is the connection's
 // static key.
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// The sign-up code of the invite, for a server that takes new accounts
+	// by invitation only (16 bytes, or empty).
+	SignupCode    []byte `protobuf:"bytes,2,opt,name=signup_code,json=signupCode,proto3" json:"signup_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1319,6 +1322,13 @@ func (x *RegisterRequest) GetUsername() string {
 		return x.Username
 	}
 	return ""
+}
+
+func (x *RegisterRequest) GetSignupCode() []byte {
+	if x != nil {
+		return x.SignupCode
+	}
+	return nil
 }
 
 type RegisterResponse struct {
@@ -3683,9 +3693,11 @@ const file_wire_proto_rawDesc = "" +
 	"\x11MismatchedDevices\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\rR\amissing\x12\x14\n" +
 	"\x05extra\x18\x02 \x03(\rR\x05extra\x12\x14\n" +
-	"\x05stale\x18\x03 \x03(\rR\x05stale\"-\n" +
+	"\x05stale\x18\x03 \x03(\rR\x05stale\"N\n" +
 	"\x0fRegisterRequest\x12\x1a\n" +
-	"\busername\x18\x01 \x01(\tR\busername\"I\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x1f\n" +
+	"\vsignup_code\x18\x02 \x01(\fR\n" +
+	"signupCode\"I\n" +
 	"\x10RegisterResponse\x125\n" +
 	"\x06device\x18\x01 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\x06device\"+\n" +
 	"\rLookupRequest\x12\x1a\n" +

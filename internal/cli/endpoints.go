@@ -21,6 +21,7 @@ import (
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/atomicfile"
+	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/wire"
@@ -315,27 +316,46 @@ to clients whose every known endpoint is blocked.`,
 
 func inviteCmd(g *globals) *cobra.Command {
 	var data string
+	var signup bool
+	var uses int
 	c := &cobra.Command{
-		Use:   "invite",
+		Use:   "invite [--signup [--uses N]]",
 		Short: "Print the server's current invite",
 		Long: `Print the invite a server last published (with its signed endpoint list).
 Give it to users whose every known endpoint is blocked: magpie init --invite
-with it keeps their account and adds the new endpoints.`,
-		Example: "  magpie invite --data /var/lib/magpie",
+with it keeps their account and adds the new endpoints.
+
+With --signup, the invite carries a new sign-up code, good for --uses new
+accounts: what a server run with --signup invite asks for. The code is in
+the invite only (the server keeps its hash); give each person their own.`,
+		Example: "  magpie invite --data /var/lib/magpie\n  magpie invite --data /var/lib/magpie --signup --uses 20   # for a group of 20",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := os.ReadFile(filepath.Join(data, inviteFileName))
 			if err != nil {
 				return fmt.Errorf("no invite yet in %s: start the server once (magpie serve --data %s): %w", data, data, err)
 			}
-			if g.json {
-				return g.printJSON(map[string]string{"invite": strings.TrimSpace(string(b))})
+			text := strings.TrimSpace(string(b))
+			if signup {
+				inv, err := invite.Parse(text)
+				if err != nil {
+					return fmt.Errorf("the invite in %s: %w", data, err)
+				}
+				if inv.SignupCode, err = (signupcodes.Book{Dir: data}).Add(uses); err != nil {
+					return err
+				}
+				text = inv.String()
 			}
-			fmt.Fprint(g.stdout, string(b))
+			if g.json {
+				return g.printJSON(map[string]string{"invite": text})
+			}
+			fmt.Fprintln(g.stdout, text)
 			return nil
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory")
+	c.Flags().BoolVar(&signup, "signup", false, "add a new sign-up code to the invite (for a server run with --signup invite)")
+	c.Flags().IntVar(&uses, "uses", 1, "with --signup: how many accounts the code may open")
 	g.addJSON(c)
 	return c
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store/sqlite"
@@ -44,6 +45,7 @@ func serveCmd(g *globals) *cobra.Command {
 		tlsOpts              tlsOptions
 		maxAttachment, quota int64
 		admin                string
+		signup               string
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -62,8 +64,11 @@ so even kill -9 loses none.`,
   magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if signup != "open" && signup != "invite" {
+				return usageError{fmt.Errorf("--signup is open or invite, not %q", signup)}
+			}
 			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota,
-				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")})
+				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
@@ -81,6 +86,7 @@ so even kill -9 loses none.`,
 	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
 	c.Flags().StringVar(&admin, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
+	c.Flags().StringVar(&signup, "signup", "open", "who may open an account: open (anyone with the invite) or invite (only with a sign-up code: magpie invite --signup)")
 	g.addJSON(c)
 	return c
 }
@@ -91,7 +97,7 @@ type adminOptions struct {
 	explicit bool
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions) error {
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -183,8 +189,12 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	defer blobs.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := server.New(server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
-		Metrics: server.NewMetrics(reg)})
+	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
+		Metrics: server.NewMetrics(reg)}
+	if signup == "invite" {
+		cfg.SignupCodes = signupcodes.Book{Dir: data}
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return err
 	}

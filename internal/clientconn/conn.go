@@ -677,7 +677,13 @@ func (c *Conn) waitReader() {
 // Register creates account name with this connection's key as its first
 // device.
 func (c *Conn) Register(ctx context.Context, name string) (DeviceAddr, error) {
-	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Register{Register: &wire.RegisterRequest{Username: name}}})
+	return c.RegisterWithCode(ctx, name, nil)
+}
+
+// RegisterWithCode is Register with the invite's sign-up code, which a
+// server that opens accounts by invitation only asks for.
+func (c *Conn) RegisterWithCode(ctx context.Context, name string, code []byte) (DeviceAddr, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Register{Register: &wire.RegisterRequest{Username: name, SignupCode: code}}})
 	if err != nil {
 		return DeviceAddr{}, err
 	}
