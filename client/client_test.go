@@ -423,7 +423,7 @@ func TestCancelledMessageIsNeverSent(t *testing.T) {
 // bob's queue has room they follow, in order.
 func TestFullQueueHoldsBackOnlyItsRecipient(t *testing.T) {
 	t.Parallel()
-	s := servertest.Start(t, server.Config{QueueLimit: 3})
+	s := servertest.Start(t, server.Config{QueueLimit: 3, SenderShare: -1}) // one sender fills the queue
 	var skew atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	alice := newUser(t, s.Invite, "alice", client.Options{Now: clock})

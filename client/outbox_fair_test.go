@@ -15,7 +15,7 @@ import (
 // whose queue is full.
 func TestFullRecipientHoldsBackOnlyTheirMessages(t *testing.T) {
 	t.Parallel()
-	s := servertest.Start(t, server.Config{QueueLimit: 2})
+	s := servertest.Start(t, server.Config{QueueLimit: 2, SenderShare: -1}) // one sender fills the queue
 	alice, asub := onlineUser(t, s.Invite, "alice", client.Options{})
 	newUser(t, s.Invite, "bob", client.Options{}) // offline from now on
 	_, csub := onlineUser(t, s.Invite, "carol", client.Options{})

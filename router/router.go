@@ -58,9 +58,13 @@ type Mailbox interface {
 type Config struct {
 	Store      store.Store
 	Logger     *slog.Logger
-	QueueLimit int           // items per device queue (10,000)
-	TTL        time.Duration // how long undelivered items live (30 days)
-	Window     int           // unacknowledged pushes per device (256)
+	QueueLimit int // items per device queue (10,000)
+	// SenderShare is the most items one sender's account may hold in a
+	// device's queue (a quarter of QueueLimit), so that no sender can fill
+	// it and shut the others out; negative: no share.
+	SenderShare int
+	TTL         time.Duration // how long undelivered items live (30 days)
+	Window      int           // unacknowledged pushes per device (256)
 	// WindowBytes bounds the payload bytes pushed and not yet acknowledged
 	// per device (4 MiB), so a connection's send buffer stays bounded
 	// whatever the message sizes: pushes go on while fewer bytes than this
@@ -111,6 +115,9 @@ type op struct {
 func New(cfg Config) *Router {
 	if cfg.QueueLimit == 0 {
 		cfg.QueueLimit = 10_000
+	}
+	if cfg.SenderShare == 0 {
+		cfg.SenderShare = max(cfg.QueueLimit/4, 1)
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = 30 * 24 * time.Hour
@@ -188,7 +195,7 @@ func (r *Router) submit(o op) bool {
 // submitted by one goroutine are committed in submission order.
 func (r *Router) Send(e *store.Enqueue, done func(*store.Enqueue, error)) {
 	e.Expires = r.cfg.Now().Add(r.cfg.TTL)
-	e.QueueLimit = r.cfg.QueueLimit
+	e.QueueLimit, e.SenderShare = r.cfg.QueueLimit, max(r.cfg.SenderShare, 0)
 	if !r.submit(op{enq: e, sendCB: done}) {
 		done(e, ErrClosed)
 	}
@@ -209,7 +216,7 @@ func (r *Router) GroupChange(gc *store.GroupChange, done func(error)) {
 // are set here.
 func (r *Router) GroupSend(gs *store.GroupSend, done func(error)) {
 	gs.Expires = r.cfg.Now().Add(r.cfg.TTL)
-	gs.QueueLimit = r.cfg.QueueLimit
+	gs.QueueLimit, gs.SenderShare = r.cfg.QueueLimit, max(r.cfg.SenderShare, 0)
 	if !r.submit(op{gsend: gs, groupCB: done}) {
 		done(ErrClosed)
 	}

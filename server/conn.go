@@ -461,6 +461,8 @@ func (c *conn) storeErr(id uint64, user string, err error) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNKNOWN_USER, fmt.Sprintf("no user %q on this server; check the spelling", user), 0)
 	case errors.Is(err, store.ErrQueueFull):
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_QUEUE_FULL, fmt.Sprintf("%q has too many undelivered messages; try again after they come online", user), 60_000)
+	case errors.Is(err, store.ErrSenderShare):
+		c.respondErr(id, wire.ErrorCode_ERROR_CODE_QUEUE_FULL, fmt.Sprintf("%q has as many undelivered messages from you as one sender may have waiting; yours go once they read some", user), 60_000)
 	case errors.Is(err, store.ErrStorageFull):
 		c.storageFull(id)
 	default:

@@ -1180,7 +1180,7 @@ func TestGroupSendRules(t *testing.T) {
 // TestGroupSendQueueFull: a member whose queue is full is skipped; a send
 // that reaches nobody for that reason says so.
 func TestGroupSendQueueFull(t *testing.T) {
-	s := servertest.Start(t, server.Config{QueueLimit: 3})
+	s := servertest.Start(t, server.Config{QueueLimit: 3, SenderShare: -1}) // one sender fills the queue
 	alice := newGroupUser(t, s, "alice")
 	bob := newGroupUser(t, s, "bob")
 	carol := newGroupUser(t, s, "carol")

@@ -47,8 +47,12 @@ type Config struct {
 	Logger *slog.Logger
 	Link   link.Config // handshake, idle and write timeouts; message size
 
-	QueueLimit int           // items per device queue (10,000)
-	TTL        time.Duration // undelivered message lifetime (30 days)
+	QueueLimit int // items per device queue (10,000)
+	// SenderShare is the most items one sender's account may hold in a
+	// device's queue (a quarter of QueueLimit; negative: none): past it,
+	// QUEUE_FULL for that sender only.
+	SenderShare int
+	TTL         time.Duration // undelivered message lifetime (30 days)
 
 	MaxHandshakes int // connections allowed to be mid-handshake at once (4,096)
 	// MaxConns bounds open connections in all (default: the process's
@@ -258,11 +262,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{
-		Store:      cfg.Store,
-		Logger:     cfg.Logger,
-		QueueLimit: cfg.QueueLimit,
-		TTL:        cfg.TTL,
-		Now:        cfg.Now,
+		Store:       cfg.Store,
+		Logger:      cfg.Logger,
+		QueueLimit:  cfg.QueueLimit,
+		SenderShare: cfg.SenderShare,
+		TTL:         cfg.TTL,
+		Now:         cfg.Now,
 		// Keep what the router may push to a connection well inside what
 		// its outbox may hold, so that only a client that stops reading
 		// is ever dropped.

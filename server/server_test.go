@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,7 +175,7 @@ func TestDuplicateSuppressed(t *testing.T) {
 }
 
 func TestSendErrors(t *testing.T) {
-	s := servertest.Start(t, server.Config{QueueLimit: 3})
+	s := servertest.Start(t, server.Config{QueueLimit: 3, SenderShare: -1}) // one sender fills the queue
 	alice := s.Register(t, "alice")
 	bob := s.Register(t, "bob")
 	bob.Close()
@@ -435,3 +436,20 @@ func TestGracefulShutdownAnswersAcceptedSends(t *testing.T) {
 }
 
 var bobAddr = store.DeviceAddr{User: "bob", Device: 1}
+
+// One sender may have only its share of a device's queue waiting: past
+// it that sender gets QUEUE_FULL naming the recipient, and others still
+// get through.
+func TestSenderShare(t *testing.T) {
+	s := servertest.Start(t, server.Config{QueueLimit: 8}) // a share of 2
+	alice, bob, carol := s.Register(t, "alice"), s.Register(t, "bob"), s.Register(t, "carol")
+	bob.Close()
+	for i := range 2 {
+		mustSend(t, alice, "bob", clientconn.NewMessageID(), fmt.Sprint(i))
+	}
+	_, err := alice.Send(ctx(t), "bob", clientconn.NewMessageID(), []byte("a third"))
+	if !errors.Is(err, clientconn.ErrQueueFull) || !strings.Contains(err.Error(), `"bob"`) || !strings.Contains(err.Error(), "from you") {
+		t.Fatalf("past alice's share of bob's queue: %v, want QUEUE_FULL naming bob, from you", err)
+	}
+	mustSend(t, carol, "bob", clientconn.NewMessageID(), "carol gets in")
+}

@@ -25,6 +25,9 @@ var (
 	ErrKeyInUse = errors.New("store: device key already registered")
 	// ErrQueueFull: a recipient device's queue is at its limit.
 	ErrQueueFull = errors.New("store: recipient queue full")
+	// ErrSenderShare: a recipient device's queue holds as many of the
+	// sender's items as one sender may (Enqueue.SenderShare).
+	ErrSenderShare = errors.New("store: the recipient holds as many undelivered messages from this sender as one sender may")
 	// ErrStorageFull: the disk under the store is full; nothing was
 	// written. Retrying once space returns succeeds.
 	ErrStorageFull = errors.New("store: the disk is full")
@@ -146,6 +149,10 @@ type Enqueue struct {
 	Devices    []DevicePayload
 	Expires    time.Time
 	QueueLimit int // maximum items per recipient device queue; 0 means no limit
+	// SenderShare is the most items of From's account one recipient device
+	// may hold (0: no share): past it, Err is ErrSenderShare and nothing is
+	// queued. Sends to one's own account are exempt.
+	SenderShare int
 
 	// Results.
 	Err       error     // nil, ErrNotFound (unknown recipient), ErrQueueFull, *MismatchError or ErrNoKeys (no device of To has keys)
@@ -230,6 +237,9 @@ type GroupSend struct {
 	To         []DeviceAddr
 	Expires    time.Time
 	QueueLimit int // per device; 0 means no limit. A device whose queue is full is skipped (listed in Full); the others are queued
+	// SenderShare is the most items of From's account one device may hold
+	// (0: no share); a device holding that many is skipped like a full one.
+	SenderShare int
 
 	// Results.
 	// Err is ErrNotFound if a device of To does not exist, ErrQueueFull

@@ -46,6 +46,7 @@ func serveCmd(g *globals) *cobra.Command {
 		maxAttachment, quota int64
 		admin                string
 		signup               string
+		senderShare          int
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -68,7 +69,7 @@ so even kill -9 loses none.`,
 				return usageError{fmt.Errorf("--signup is open or invite, not %q", signup)}
 			}
 			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota,
-				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup)
+				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup, senderShare)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
@@ -77,6 +78,7 @@ so even kill -9 loses none.`,
 	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|obfs|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
 	c.Flags().StringArrayVar(&advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
 	c.Flags().IntVar(&queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
+	c.Flags().IntVar(&senderShare, "sender-share", 0, "most undelivered messages one sender may have in a device's queue (default: a quarter of --queue-limit; -1: no share)")
 	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
 	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
 	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (needed with a real certificate)")
@@ -97,7 +99,7 @@ type adminOptions struct {
 	explicit bool
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string) error {
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string, senderShare int) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -189,7 +191,7 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	defer blobs.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
+	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
 		Metrics: server.NewMetrics(reg)}
 	if signup == "invite" {
 		cfg.SignupCodes = signupcodes.Book{Dir: data}

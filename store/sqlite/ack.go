@@ -40,6 +40,11 @@ import (
 func (c *committer) ackAll(acks []*store.Ack) error {
 	per := make([][]ackedItem, len(acks))
 	small := make([]int, 0, len(acks))
+	if len(c.senders.n) > 0 {
+		for _, a := range acks {
+			c.senders.forgetDevice(a.Device) // its items go: count again
+		}
+	}
 	for i, a := range acks {
 		if len(a.Seqs) < largeAck {
 			small = append(small, i)

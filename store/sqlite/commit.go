@@ -82,6 +82,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	defer func() {
 		if err != nil {
 			resetResults(b)
+			s.senders = senderCounts{} // counted inside the failed transaction
 		}
 	}()
 
@@ -91,7 +92,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
-	c := committer{ctx: ctx, tx: tx, now: ns(b.Now), prepared: &s.commitStmts, counts: &s.counts, delta: make(map[store.DeviceAddr]int64)}
+	c := committer{ctx: ctx, tx: tx, now: ns(b.Now), prepared: &s.commitStmts, counts: &s.counts, delta: make(map[store.DeviceAddr]int64), senders: &s.senders}
 	for i, g := range b.GroupChanges {
 		if g == nil {
 			return fmt.Errorf("sqlite: commit: group change %d is nil", i)
@@ -128,6 +129,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	s.counts.apply(c.delta)
+	s.senders.applyDelta()
 	return nil
 }
 
@@ -178,6 +180,7 @@ const (
 	stGroupAdvance
 	stGroupExists
 	stGroupLogAppend
+	stSenderCount
 	nStmts
 )
 
@@ -262,6 +265,7 @@ var commitSQL = [nStmts]string{
 	stGroupAdvance:   `UPDATE groups SET seq = ?2, state = ?3 WHERE id = ?1 AND seq = ?2 - 1`,
 	stGroupExists:    `SELECT 1 FROM groups WHERE id = ?`,
 	stGroupLogAppend: `INSERT INTO group_log (group_id, seq, change) VALUES (?, ?, ?)`,
+	stSenderCount:    senderCountSQL,
 }
 
 // committer applies one batch inside one transaction.
@@ -274,6 +278,8 @@ type committer struct {
 
 	counts *queueCounts               // as of the last commit
 	delta  map[store.DeviceAddr]int64 // this transaction's changes to counts
+	// senders is the counted parts of queues by sender (share.go).
+	senders *senderCounts
 	// exists caches deviceExists. No other transaction can remove a device
 	// while this one holds the write lock.
 	exists map[store.DeviceAddr]bool
@@ -429,6 +435,18 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 			}
 		}
 	}
+	if e.SenderShare > 0 && e.To != e.From.User {
+		for _, r := range rcpts {
+			over, err := c.overShare(store.DeviceAddr{User: e.To, Device: r.id}, e.From.User, e.SenderShare)
+			if err != nil {
+				return err
+			}
+			if over {
+				e.Err = store.ErrSenderShare
+				return nil
+			}
+		}
+	}
 
 	queued := make([]store.Message, 0, len(rcpts))
 	for _, r := range rcpts {
@@ -452,6 +470,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 			return err
 		}
 		c.delta[m.To]++
+		c.queuedFrom(m.To, e.From.User)
 		queued = append(queued, m)
 	}
 	e.Sent = fromNS(c.now)

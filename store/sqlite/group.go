@@ -169,10 +169,17 @@ func checkGroupSend(to []store.DeviceAddr) error {
 // writes nothing. A device skipped for a full queue exists: it has items.
 func (c *committer) groupSendClaimed(g *store.GroupSend) error {
 	to := g.To
-	if g.QueueLimit > 0 {
+	if g.QueueLimit > 0 || g.SenderShare > 0 {
 		to = make([]store.DeviceAddr, 0, len(g.To))
 		for _, d := range g.To {
-			if c.queued(d) >= int64(g.QueueLimit) {
+			over := g.QueueLimit > 0 && c.queued(d) >= int64(g.QueueLimit)
+			if !over && g.SenderShare > 0 && d.User != g.From.User {
+				var err error
+				if over, err = c.overShare(d, g.From.User, g.SenderShare); err != nil {
+					return err
+				}
+			}
+			if over {
 				g.Full = append(g.Full, d)
 			} else {
 				to = append(to, d)
@@ -197,6 +204,9 @@ func (c *committer) groupSendClaimed(g *store.GroupSend) error {
 		g.Err = store.ErrQueueFull
 	default:
 		g.Sent, g.Queued = fromNS(c.now), queued
+		for _, m := range queued {
+			c.queuedFrom(m.To, g.From.User)
+		}
 		return nil
 	}
 	return c.releaseClientID(g.From, g.ClientID)

@@ -73,6 +73,9 @@ type Store struct {
 	wmu    sync.Mutex
 	// reserve is released for acknowledgements when the disk is full.
 	reserve reserve
+	// senders is the counted parts of queues by sender (share.go),
+	// guarded by wmu like counts.
+	senders senderCounts
 	// lock is held open, with an exclusive flock, while the store is open:
 	// the counts are only right if no other process writes the queue.
 	lock *os.File
@@ -615,6 +618,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 		return 0, fmt.Errorf("sqlite: expire: commit: %w", err)
 	}
 	s.counts.apply(delta)
+	s.senders = senderCounts{} // items went: count again when needed
 	return int(n), nil
 }
 

@@ -98,6 +98,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"GroupBatchOrder", testGroupBatchOrder},
 		{"GroupDurability", testGroupDurability},
 		{"GroupFailedCommit", testGroupFailedCommit},
+		{"SenderShare", testSenderShare},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
