@@ -49,7 +49,9 @@ func (c *committer) overShare(d store.DeviceAddr, sender string, share int) (boo
 		if c.senders.n == nil {
 			c.senders.n = make(map[senderKey]int64)
 		}
-		c.senders.n[k] = n // as of the transaction's start, like counts
+		// As of now in this transaction (its earlier inserts included);
+		// later ones go to delta; a failed commit forgets it all.
+		c.senders.n[k] = n
 	}
 	return n+c.senders.delta[k] >= int64(share), nil
 }
