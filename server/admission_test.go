@@ -2,8 +2,13 @@ package server_test
 
 import (
 	"errors"
+	"github.com/magpie-im/magpie/link"
+	"github.com/magpie-im/magpie/wire"
+	"google.golang.org/protobuf/proto"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +189,52 @@ func TestRequestBudgets(t *testing.T) {
 			t.Fatalf("another network: %v", err)
 		}
 	})
+}
+
+// Output waiting to be written is budgeted across all connections: when a
+// client that does not read pushes it over, that client (holding the
+// most) is dropped, and one that reads is not.
+func TestUnsentOutputBudget(t *testing.T) {
+	// The kernel takes up to a few MiB of a socket's output before a write
+	// blocks: send more than that (and let the router push it all).
+	s := servertest.Start(t, server.Config{MaxUnsent: 256 << 10, MaxOutbox: 64 << 20})
+	alice := s.Register(t, "alice")
+	carol := s.Register(t, "carol")
+	bob := s.Register(t, "bob")
+	bob.Close()
+	// bob again, as a client that never reads: a small socket buffer,
+	// the handshake, then nothing.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	nc, err := d.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hello, err := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := link.Client(nc, bob.Key, s.Key.Public, hello, link.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 16<<10)
+	for i := range 600 { // ~10 MiB for bob
+		if _, err := alice.Send(ctx(t), "bob", clientconn.NewMessageID(), payload); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	// Dropped: the server closes bob's socket (read what is buffered
+	// until it ends).
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		t.Fatalf("a client that does not read kept its connection with the server's output over budget: %v", err)
+	}
+	mustSend(t, alice, "carol", clientconn.NewMessageID(), "still here")
+	if e := servertest.NextEnvelope(t, carol.Conn, 5*time.Second); string(e.Payload) != "still here" {
+		t.Fatalf("carol got %q", e.Payload)
+	}
 }

@@ -51,6 +51,7 @@ type conn struct {
 	idle    sync.Cond // signalled when writing becomes false
 	outbox  [][]byte
 	queued  int // bytes in outbox
+	held    int // bytes in outbox and in the batch being written (the server's budget)
 	writing bool
 	closed  bool
 
@@ -569,6 +570,18 @@ func (c *conn) enqueue(f *wire.ServerFrame) bool {
 	}
 	c.outbox = append(c.outbox, b)
 	c.queued += len(b)
+	c.held += len(b)
+	if c.s.unsent.Add(int64(len(b))) > c.s.cfg.MaxUnsent {
+		// Over the server's budget for output not yet written: the
+		// connection holding the most (a client not reading) goes.
+		c.mu.Unlock()
+		c.s.shedUnsent()
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return false
+		}
+	}
 	if !c.writing {
 		c.writing = true
 		go c.flush()
@@ -580,7 +593,7 @@ func (c *conn) enqueue(f *wire.ServerFrame) bool {
 func (c *conn) flush() {
 	for {
 		c.mu.Lock()
-		batch := c.outbox
+		batch, n := c.outbox, c.queued
 		c.outbox, c.queued = nil, 0
 		if len(batch) == 0 || c.lc == nil {
 			c.writing = false
@@ -589,7 +602,12 @@ func (c *conn) flush() {
 			return
 		}
 		c.mu.Unlock()
-		if err := c.lc.WriteMessages(batch); err != nil {
+		err := c.lc.WriteMessages(batch)
+		c.mu.Lock()
+		c.held -= n
+		c.mu.Unlock()
+		c.s.unsent.Add(-int64(n))
+		if err != nil {
 			c.close()
 		}
 	}
@@ -637,6 +655,8 @@ func (c *conn) close() {
 		return
 	}
 	c.closed = true
+	c.s.unsent.Add(-int64(c.queued)) // a batch being written is let go by its writer
+	c.held -= c.queued
 	c.outbox, c.queued = nil, 0
 	c.idle.Broadcast()
 	// A parked descriptor leaves the poller before it is closed (see

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,8 +66,13 @@ type Config struct {
 	MaxConnsPerNetwork int
 	// RegisterTimeout: a device that is not registered must register this
 	// soon after its handshake, or its connection is closed (60 s).
-	RegisterTimeout  time.Duration
-	MaxOutbox        int // bytes queued for a client that is not reading before it is dropped (8 MiB)
+	RegisterTimeout time.Duration
+	MaxOutbox       int // bytes queued for a client that is not reading before it is dropped (8 MiB)
+	// MaxUnsent bounds the output waiting to be written to all clients
+	// together (512 MiB): past it, the connection holding the most is
+	// closed first, so that clients that do not read cannot take the
+	// server's memory between them.
+	MaxUnsent        int64
 	MaxInflightSends int // sends per connection awaiting commit (256)
 
 	// ParkIdleAfter: a plain TCP connection that has received nothing for
@@ -154,6 +160,9 @@ func (c *Config) setDefaults() {
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 8 << 20
 	}
+	if c.MaxUnsent == 0 {
+		c.MaxUnsent = 512 << 20
+	}
 	if c.MaxInflightSends == 0 {
 		c.MaxInflightSends = 256
 	}
@@ -234,6 +243,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	byNetwork map[string]int // open connections by source network
+	unsent    atomic.Int64   // output not yet written, all connections (MaxUnsent)
 	connWG    sync.WaitGroup
 }
 
@@ -384,6 +394,26 @@ func (s *Server) untrack(c *conn) {
 	}
 	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// shedUnsent closes the connection holding the most unwritten output.
+func (s *Server) shedUnsent() {
+	s.mu.Lock()
+	var worst *conn
+	most := 0
+	for c := range s.conns {
+		c.mu.Lock()
+		if h := c.held; h > most && !c.closed {
+			worst, most = c, h
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if worst != nil {
+		s.log.Info("output over the server's budget; dropping the connection holding the most", "remote", worst.nc.RemoteAddr().String(), "held", most)
+		s.cfg.Metrics.refused("unsent")
+		worst.close()
+	}
 }
 
 // defaultMaxConns is the open-file limit less what the server needs
