@@ -41,7 +41,8 @@ func rawLink(t *testing.T, s *servertest.Server, key link.KeyPair, cfg link.Conf
 }
 
 // assertSilentClose checks that the server sends nothing on nc and closes
-// it no earlier than the handshake window's minimum.
+// it no earlier than the handshake window's minimum after start, which
+// must be taken before the connection was dialled.
 func assertSilentClose(t *testing.T, nc net.Conn, start time.Time) {
 	t.Helper()
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -118,13 +119,15 @@ func TestProbesGetSilence(t *testing.T) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			t.Run(name, func(t *testing.T) {
+				// Before the dial: the server's window cannot start
+				// earlier, however late this goroutine runs after it.
+				start := time.Now()
 				nc, err := net.Dial("tcp", s.Addr)
 				if err != nil {
 					t.Error(err)
 					return
 				}
 				defer nc.Close()
-				start := time.Now()
 				nc.Write(probe)
 				assertSilentClose(t, nc, start)
 			})
@@ -317,12 +320,12 @@ func TestReplayedFirstMessageGetsSilence(t *testing.T) {
 	flipped[40] ^= 0x80
 	for name, probe := range map[string][]byte{"identical": first, "altered": flipped} {
 		t.Run(name, func(t *testing.T) {
+			start := time.Now() // before the dial, as above
 			nc, err := net.Dial("tcp", s.Addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer nc.Close()
-			start := time.Now()
 			nc.Write(probe)
 			assertSilentClose(t, nc, start)
 		})
