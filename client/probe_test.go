@@ -48,7 +48,10 @@ func TestProbeVerdicts(t *testing.T) {
 		if want := eps[r.Endpoint.Address]; r.Verdict != want {
 			t.Errorf("%s: verdict %s (%v), want %s", r.Endpoint.Address, r.Verdict, r.Err, want)
 		}
-		if r.Verdict == client.VerdictOK && (r.Handshake == 0 || r.RoundTrip == 0 || r.Throughput < 1<<20) {
+		// Ten times the throttled endpoint's rate: a loopback that shares
+		// two cores with the race detector and other suites has measured
+		// 450 KB/s here, while a broken measurement gives 0.
+		if r.Verdict == client.VerdictOK && (r.Handshake == 0 || r.RoundTrip == 0 || r.Throughput < 10*float64(slow.bps.Load())) {
 			t.Errorf("ok endpoint without measurements: %+v", r)
 		}
 	}
