@@ -619,6 +619,14 @@ func TestGroupNothingAcknowledgedWhileStorageFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGroupChange(t, bob, g.ID, "the group", func(*client.Group) bool { return true })
+	// The group shows before its push is acknowledged: wait for the ack,
+	// so that what the server holds below is only what came while full.
+	for deadline := time.Now().Add(eventTimeout); len(queued(t, s, "bob")) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never acknowledged the group's creation: the server holds %d items", len(queued(t, s, "bob")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	st.full.Store(true)
 	var sentMsgs []*client.Message

@@ -20,7 +20,8 @@ import (
 // storeDB opens a home's store beside the client (SQLite allows it).
 func storeDB(t *testing.T, home string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(home, client.StoreFileName))
+	// The client may be writing too (its engine runs): wait for its lock.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(home, client.StoreFileName)+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
