@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/wire"
 	"google.golang.org/protobuf/proto"
@@ -76,6 +77,20 @@ func TestConnectionsPerNetwork(t *testing.T) {
 	}
 	if _, err := c.Register(ctx(t), "honest"); err != nil {
 		t.Fatalf("registering from another network: %v", err)
+	}
+	// Devices with an account do not count: any number may share a
+	// network (a reverse proxy, a relay, a campus).
+	for i := range 3 {
+		c, err := dialFrom(t, s, fmt.Sprintf("127.0.9.%d", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Register(ctx(t), fmt.Sprintf("user%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if closedSoon(rawFrom(t, "127.0.9.200", s.Addr), 200*time.Millisecond) {
+		t.Fatal("registered devices took up their network's share")
 	}
 	held[0].Close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -164,7 +179,16 @@ func TestRequestBudgets(t *testing.T) {
 		}
 	})
 	t.Run("network", func(t *testing.T) {
-		s := servertest.Start(t, server.Config{NetworkRequestBurst: 12, NetworkRequestRate: 0.001})
+		s := servertest.Start(t, server.Config{NetworkRequestBurst: 13, NetworkRequestRate: 0.001})
+		// A device with an account, from the same network (its
+		// registration is the network's first request).
+		member, err := dialFrom(t, s, "127.0.5.9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := member.Register(ctx(t), "member"); err != nil {
+			t.Fatal(err)
+		}
 		var conns []*clientconn.Conn
 		for _, src := range []string{"127.0.5.1", "127.0.5.2", "127.0.5.3"} {
 			c, err := dialFrom(t, s, src)
@@ -180,6 +204,11 @@ func TestRequestBudgets(t *testing.T) {
 		}
 		if _, err := conns[0].Ping(ctx(t)); !limited(err) || !strings.Contains(err.Error(), "network") {
 			t.Fatalf("a request past the network's budget: %v, want a rate limit naming the network", err)
+		}
+		// Devices with an account answer to its budget instead: many may
+		// share an address (a proxy, a relay).
+		if _, err := member.Ping(ctx(t)); err != nil {
+			t.Fatalf("an account's device on a network past its budget: %v", err)
 		}
 		other, err := dialFrom(t, s, "127.0.6.1")
 		if err != nil {

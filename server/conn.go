@@ -29,8 +29,11 @@ type conn struct {
 	nc       net.Conn
 	lc       *link.Conn
 	accepted time.Time
-	network  string      // source network (budgets, connection caps)
-	unreg    *time.Timer // closes an unregistered connection at RegisterTimeout
+	network  string // source network (budgets, connection caps)
+	// unauthCounted: counted toward its network's cap (Server.admit);
+	// guarded by the server's mu.
+	unauthCounted bool
+	unreg         *time.Timer // closes an unregistered connection at RegisterTimeout
 
 	// Set by the reader goroutine only (at handshake or registration); read
 	// by it too, so it needs no lock.
@@ -94,6 +97,7 @@ func (c *conn) serve() {
 	c.limiter = rate.NewLimiter(c.s.cfg.RequestRate, c.s.cfg.RequestBurst)
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
+		c.s.authenticated(c)
 		c.sub = c.s.router.Attach(c.dev, c)
 	} else {
 		// Connections that never register would otherwise be kept for
@@ -257,7 +261,9 @@ func (c *conn) overBudget() string {
 		return "on this connection"
 	case c.authed && !c.s.accountRequests.allow(c.dev.User, now, 1):
 		return "from your account"
-	case !c.s.networkRequests.allow(c.network, now, 1):
+	case !c.authed && !c.s.networkRequests.allow(c.network, now, 1):
+		// Devices with an account have the account's budget; many of
+		// them may share one address (a proxy, a relay).
 		return "from your network"
 	}
 	return ""
@@ -356,6 +362,7 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 		return
 	}
 	c.dev, c.authed = dev.DeviceAddr, true
+	c.s.authenticated(c)
 	if c.unreg != nil {
 		c.unreg.Stop()
 	}

@@ -368,6 +368,12 @@ func (s *Server) isClosed() bool {
 // admit tracks a new connection, or says why it is refused: the server is
 // closed, or holds as many connections as it may, in all or from the
 // connection's network.
+//
+// Only connections with no account yet (mid-handshake, or not registered)
+// count toward their network's cap: a device that authenticates leaves the
+// count (authenticated). An attacker without accounts is held to the cap,
+// while any number of users behind one address (a reverse proxy or CDN in
+// front of a tls+proxy listener, a relay, a campus NAT) are not.
 func (s *Server) admit(c *conn) (why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -382,16 +388,33 @@ func (s *Server) admit(c *conn) (why string) {
 	c.idle.L = &c.mu
 	s.conns[c] = struct{}{}
 	s.byNetwork[c.network]++
+	c.unauthCounted = true
 	s.connWG.Add(1)
 	return ""
+}
+
+// authenticated takes a connection whose device has an account out of its
+// network's count.
+func (s *Server) authenticated(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.uncountLocked(c)
+}
+
+func (s *Server) uncountLocked(c *conn) {
+	if !c.unauthCounted {
+		return
+	}
+	c.unauthCounted = false
+	if s.byNetwork[c.network]--; s.byNetwork[c.network] <= 0 {
+		delete(s.byNetwork, c.network)
+	}
 }
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	if s.byNetwork[c.network]--; s.byNetwork[c.network] <= 0 {
-		delete(s.byNetwork, c.network)
-	}
+	s.uncountLocked(c)
 	s.mu.Unlock()
 	s.connWG.Done()
 }
