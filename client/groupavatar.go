@@ -16,6 +16,7 @@ import (
 	"github.com/magpie-im/magpie/content"
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/group"
+	"github.com/magpie-im/magpie/internal/atomicfile"
 	"github.com/magpie-im/magpie/internal/clientconn"
 )
 
@@ -113,25 +114,8 @@ func (c *Client) avatarPath(digest [32]byte) string {
 
 // cacheAvatar keeps a picture (best effort: it can be fetched again).
 func (c *Client) cacheAvatar(digest [32]byte, img []byte) {
-	dir := filepath.Join(c.opts.Home, filesDir)
-	if os.MkdirAll(dir, 0o700) != nil {
-		return
-	}
-	tmp, err := os.CreateTemp(dir, ".avatar.*.tmp")
-	if err != nil {
-		return
-	}
-	_, err = tmp.Write(img)
-	if err == nil {
-		err = tmp.Close()
-	} else {
-		tmp.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), c.avatarPath(digest))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if os.MkdirAll(filepath.Join(c.opts.Home, filesDir), 0o700) == nil {
+		atomicfile.Write(c.avatarPath(digest), img, 0o600)
 	}
 }
 

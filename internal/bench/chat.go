@@ -434,6 +434,15 @@ func (m *magpieConn) receive(onMsg func([]byte), onReceipt func()) {
 // acknowledges envelopes and receipts in batches, as clients do: whatever
 // has arrived when the push queue runs dry, at most 256 at a time.
 func ackInBatches(c *clientconn.Conn, handle func(clientconn.Push)) {
+	// an error ends the connection, and so this loop
+	batchAcks(c.Pushes(), handle, func(seqs []uint64) { c.Ack(seqs...) })
+}
+
+// batchAcks calls handle for each push until pushes closes, and passes the
+// seqs of envelopes and receipts to ack in batches: whatever has arrived
+// when the channel runs dry, at most 256 at a time. ack must not keep the
+// slice.
+func batchAcks(pushes <-chan clientconn.Push, handle func(clientconn.Push), ack func([]uint64)) {
 	var seqs []uint64
 	take := func(p clientconn.Push) {
 		handle(p)
@@ -444,7 +453,6 @@ func ackInBatches(c *clientconn.Conn, handle func(clientconn.Push)) {
 			seqs = append(seqs, p.Receipt.Seq)
 		}
 	}
-	pushes := c.Pushes()
 	for p := range pushes {
 		take(p)
 	more:
@@ -460,7 +468,7 @@ func ackInBatches(c *clientconn.Conn, handle func(clientconn.Push)) {
 			}
 		}
 		if len(seqs) > 0 {
-			c.Ack(seqs...) // an error ends the connection, and so this loop
+			ack(seqs)
 			seqs = seqs[:0]
 		}
 	}

@@ -519,39 +519,14 @@ func createGroup(ctx context.Context, run string, g int, ms []*groupMember, send
 // messages (timed, then decrypted by a verifying member), receipts and
 // group changes, acknowledged in batches as clients do.
 func (m *groupMember) receive(st *groupState) {
-	var seqs []uint64
-	take := func(p clientconn.Push) {
+	batchAcks(m.c.Pushes(), func(p clientconn.Push) {
 		switch {
 		case p.Envelope != nil:
-			if p.Envelope.Seq != 0 {
-				seqs = append(seqs, p.Envelope.Seq)
-			}
 			m.handle(st, p.Envelope)
 		case p.Receipt != nil:
-			seqs = append(seqs, p.Receipt.Seq)
 			st.receipts.Add(1)
 		}
-	}
-	pushes := m.c.Pushes()
-	for p := range pushes {
-		take(p)
-	more:
-		for len(seqs) < 256 {
-			select {
-			case p, ok := <-pushes:
-				if !ok {
-					break more
-				}
-				take(p)
-			default:
-				break more
-			}
-		}
-		if len(seqs) > 0 {
-			m.ack(seqs)
-			seqs = make([]uint64, 0, 16) // held slices are kept
-		}
-	}
+	}, m.ack) // m.ack copies what it holds
 }
 
 func (m *groupMember) handle(st *groupState, env *clientconn.Envelope) {

@@ -399,23 +399,27 @@ admin). ` + groupRef,
 			return nil
 		},
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
-			ctx := cmd.Context()
-			grp, err := findGroup(ctx, s, args[0])
-			if err != nil {
-				return err
-			}
-			grp, err = s.GroupSetRole(ctx, grp.ID, args[1], args[2])
-			if err != nil {
-				return withGroup(err, args[0])
-			}
-			if args[2] == "owner" {
-				return g.printGroup(grp, "%s now owns %s; you are an admin.", args[1], grp.Name)
-			}
-			return g.printGroup(grp, "%s is now %s of %s.", args[1], map[string]string{"admin": "an admin", "member": "a member"}[args[2]], grp.Name)
+			return g.setRole(cmd.Context(), s, args[0], args[1], args[2])
 		}),
 	}
 	g.addJSON(c)
 	return c
+}
+
+// setRole gives user role in the group named name, and says so.
+func (g *globals) setRole(ctx context.Context, s *engine.Session, name, user, role string) error {
+	grp, err := findGroup(ctx, s, name)
+	if err != nil {
+		return err
+	}
+	grp, err = s.GroupSetRole(ctx, grp.ID, user, role)
+	if err != nil {
+		return withGroup(err, name)
+	}
+	if role == "owner" {
+		return g.printGroup(grp, "%s now owns %s; you are an admin.", user, grp.Name)
+	}
+	return g.printGroup(grp, "%s is now %s of %s.", user, map[string]string{"admin": "an admin", "member": "a member"}[role], grp.Name)
 }
 
 // groupRoleShortcut is promote (to admin) or demote (to member): 'group
@@ -428,16 +432,7 @@ func groupRoleShortcut(g *globals, verb, role, short string) *cobra.Command {
 		Example: "  magpie group " + verb + " Harbour bob",
 		Args:    exactArgs(2),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
-			ctx := cmd.Context()
-			grp, err := findGroup(ctx, s, args[0])
-			if err != nil {
-				return err
-			}
-			grp, err = s.GroupSetRole(ctx, grp.ID, args[1], role)
-			if err != nil {
-				return withGroup(err, args[0])
-			}
-			return g.printGroup(grp, "%s is now %s of %s.", args[1], map[string]string{"admin": "an admin", "member": "a member"}[role], grp.Name)
+			return g.setRole(cmd.Context(), s, args[0], args[1], role)
 		}),
 	}
 	g.addJSON(c)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -45,7 +46,7 @@ func (r *reserve) make() bool {
 		return true
 	}
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(r.dirOf(), &st); err != nil || int64(st.Bavail)*st.Bsize < 2*r.size {
+	if err := syscall.Statfs(filepath.Dir(r.path), &st); err != nil || int64(st.Bavail)*st.Bsize < 2*r.size {
 		return false
 	}
 	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -65,15 +66,6 @@ func (r *reserve) make() bool {
 		return false
 	}
 	return true
-}
-
-func (r *reserve) dirOf() string {
-	for i := len(r.path) - 1; i >= 0; i-- {
-		if r.path[i] == '/' {
-			return r.path[:i+1]
-		}
-	}
-	return "."
 }
 
 // open makes the reserve if it can (a store opened on a full disk runs
