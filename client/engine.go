@@ -61,9 +61,12 @@ type engineState struct {
 	running  bool
 	status   Status
 	live     *clientconn.Conn
-	attempts int           // connection attempts that failed since Open
-	drained  bool          // the live connection has delivered the backlog
-	changed  chan struct{} // closed and replaced on every change
+	attempts int  // connection attempts that failed since Open
+	drained  bool // the live connection has delivered the backlog
+	// A Sync on a live connection asks for a fresh Drained (drainWant) and
+	// waits until the receive loop has handled it (drainSeen).
+	drainWant, drainSeen uint64
+	changed              chan struct{} // closed and replaced on every change
 	// A worker is idle when it is neither busy nor woken: Sync waits for
 	// that. wake is set by kick under the lock, so no moment exists when
 	// a woken worker looks idle.
@@ -337,6 +340,7 @@ func (c *Client) session(ctx context.Context, conn *clientconn.Conn) error {
 	}
 	c.mu.Lock()
 	c.eng.live, c.eng.drained, c.eng.sesame = conn, false, ses
+	c.eng.drainWant, c.eng.drainSeen = 0, 0
 	// Every worker starts with a pass: there may be work from before.
 	for w := range numWorkers {
 		c.eng.wake[w] = true
@@ -346,6 +350,7 @@ func (c *Client) session(ctx context.Context, conn *clientconn.Conn) error {
 	defer func() {
 		c.mu.Lock()
 		c.eng.live, c.eng.drained, c.eng.sesame = nil, false, nil
+		c.eng.drainWant, c.eng.drainSeen = 0, 0
 		c.notifyLocked()
 		c.mu.Unlock()
 	}()
@@ -463,6 +468,7 @@ func (c *Client) Sync(ctx context.Context) error {
 	c.mu.Unlock()
 	if running {
 		c.kickDial() // someone is waiting: do not sit out a backoff
+		c.requestDrain(ctx)
 		return c.waitIdle(ctx, true, workerOutbox, workerUpload, workerDownload)
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -493,6 +499,30 @@ func (c *Client) Sync(ctx context.Context) error {
 	return err
 }
 
+// requestDrain makes the live connection, if any, report again when it has
+// delivered everything queued by now: its first report covered only what
+// was queued when it opened. Without a live connection the next one's first
+// report is fresh enough. A failed request ends that connection, and
+// waitIdle then waits for the next.
+func (c *Client) requestDrain(ctx context.Context) {
+	c.mu.Lock()
+	conn := c.eng.live
+	c.mu.Unlock()
+	if conn == nil {
+		return
+	}
+	tok, err := conn.Drain(ctx)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if c.eng.live == conn {
+		c.eng.drainWant = max(c.eng.drainWant, tok)
+		c.notifyLocked()
+	}
+	c.mu.Unlock()
+}
+
 // Flush waits until the running engine has sent what it can of the
 // outbox: everything, except what the server refused for now. It fails
 // with an error matching ErrOffline if the engine is not connected after an
@@ -513,7 +543,7 @@ func (c *Client) waitIdle(ctx context.Context, drained bool, workers ...int) err
 		e := c.eng
 		changed := c.changedLocked()
 		c.mu.Unlock()
-		idle := e.live != nil && (e.drained || !drained)
+		idle := e.live != nil && (!drained || e.drained && e.drainSeen >= e.drainWant)
 		for _, w := range workers {
 			idle = idle && !e.busy[w] && !e.wake[w]
 		}

@@ -36,6 +36,9 @@ func (c *Client) handlePush(ctx context.Context, conn *clientconn.Conn, p client
 	case p.Drained:
 		c.mu.Lock()
 		c.eng.drained = true
+		if c.eng.live == conn {
+			c.eng.drainSeen = max(c.eng.drainSeen, p.DrainTok)
+		}
 		c.notifyLocked()
 		c.mu.Unlock()
 		return nil

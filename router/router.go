@@ -27,7 +27,8 @@ var ErrClosed = errors.New("router: closed")
 type Push struct {
 	Message   *store.Message   // a queued envelope or receipt; acknowledge by Seq
 	Ephemeral *Ephemeral       // never stored, never acknowledged
-	Drained   bool             // the backlog present at connect time has been pushed
+	Drained   bool             // the backlog present at connect time (or at a Drain) has been pushed
+	DrainTok  uint64           // with Drained: the token of the Drain it answers; 0 at connect
 	KeysLow   *store.KeyCounts // the device should upload more one-time prekeys
 }
 
@@ -450,9 +451,11 @@ type Subscription struct {
 	lastSeq       uint64         // highest Seq pushed on this connection
 	inflight      map[uint64]int // pushed, not yet acknowledged: seq → payload size
 	inflightBytes int
-	dirty         bool // the queue may hold items after lastSeq
-	running       bool // a pump goroutine is active
-	drained       bool // Drained has been pushed
+	dirty         bool   // the queue may hold items after lastSeq
+	running       bool   // a pump goroutine is active
+	drained       bool   // Drained has been pushed
+	drainWant     bool   // a Drain waits for the queue to be pushed out
+	drainTok      uint64 // the token of the newest Drain
 	closed        bool
 }
 
@@ -550,6 +553,16 @@ func (s *Subscription) kick() {
 	}
 }
 
+// Drain asks for another Drained push, carrying tok, once everything queued
+// now has been pushed: how a device that has been online all along learns
+// that it is up to date.
+func (s *Subscription) Drain(tok uint64) {
+	s.mu.Lock()
+	s.drainWant, s.drainTok, s.dirty = true, tok, true
+	s.mu.Unlock()
+	s.kick()
+}
+
 // hasRoom reports whether the window allows another push; s.mu is held.
 func (s *Subscription) hasRoom() bool {
 	return len(s.inflight) < s.r.cfg.Window && (s.inflightBytes < s.r.cfg.WindowBytes || len(s.inflight) == 0)
@@ -603,8 +616,11 @@ func (s *Subscription) pump() {
 		if len(msgs) == limit || n < len(msgs) {
 			s.dirty = true // there may be more
 		}
-		drained := len(msgs) < limit && n == len(msgs) && !s.drained
-		s.drained = s.drained || drained
+		drained := len(msgs) < limit && n == len(msgs) && (!s.drained || s.drainWant)
+		tok := s.drainTok
+		if drained {
+			s.drained, s.drainWant = true, false
+		}
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
@@ -617,7 +633,7 @@ func (s *Subscription) pump() {
 			}
 		}
 		if drained {
-			s.mb.Push(Push{Drained: true})
+			s.mb.Push(Push{Drained: true, DrainTok: tok})
 		}
 	}
 }

@@ -522,3 +522,60 @@ func TestAcksOfUnpushedItemsSkipTheStore(t *testing.T) {
 		t.Fatalf("%d acknowledged seqs reached the store, want 1 (the one pushed)", n)
 	}
 }
+
+// Drain makes the subscription report again, with the token, after pushing
+// what is queued now, including items the router was never told about
+// (here: written to the store behind its back). Without a Drain there is
+// one report, at connect.
+func TestDrainReportsAfterWhatIsQueuedNow(t *testing.T) {
+	var st store.Store
+	r := setup(t, router.Config{}, func(s store.Store) store.Store { st = s; return s })
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	report := func(tok uint64) int { // the index of the Drained push with tok, or -1
+		mb.mu.Lock()
+		defer mb.mu.Unlock()
+		for i, p := range mb.pushes {
+			if p.Drained && p.DrainTok == tok {
+				return i
+			}
+		}
+		return -1
+	}
+	waitReport := func(tok uint64) int {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for report(tok) < 0 {
+			select {
+			case <-mb.changed:
+			case <-deadline:
+				t.Fatalf("no Drained push with token %d", tok)
+			}
+		}
+		return report(tok)
+	}
+	waitReport(0)
+	now := time.Now()
+	e := &store.Enqueue{From: alice, ClientID: [store.ClientIDSize]byte{9}, To: "bob", Payload: []byte("behind its back"), Expires: now.Add(time.Hour)}
+	if err := st.Commit(context.Background(), &store.Batch{Now: now, Enqueues: []*store.Enqueue{e}}); err != nil || e.Err != nil {
+		t.Fatal(err, e.Err)
+	}
+	sub.Drain(7)
+	i := waitReport(7)
+	mb.mu.Lock()
+	pushes := append([]router.Push(nil), mb.pushes...)
+	mb.mu.Unlock()
+	var reports, before int
+	for j, p := range pushes {
+		if p.Drained {
+			reports++
+		}
+		if p.Message != nil && j < i {
+			before++
+		}
+	}
+	if before != 1 || reports != 2 {
+		t.Fatalf("pushes %+v: want the queued item, then the report for Drain 7 (2 reports in all)", pushes)
+	}
+}

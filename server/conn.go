@@ -284,6 +284,9 @@ func (c *conn) handle(req *wire.Request) {
 		c.respond(&wire.Response{Id: id, Body: &wire.Response_Ping{Ping: &wire.PingResponse{
 			ServerTimeMs: c.s.cfg.Now().UnixMilli(), Echo: body.Ping.GetEcho(),
 		}}})
+		if tok := body.Ping.GetDrain(); tok != 0 && c.sub != nil {
+			c.sub.Drain(tok)
+		}
 	case *wire.Request_GetEndpoints:
 		resp := &wire.GetEndpointsResponse{}
 		if c.s.cfg.Endpoints != nil {
@@ -505,7 +508,7 @@ func (c *conn) Push(p router.Push) bool {
 	case p.KeysLow != nil:
 		push.Body = &wire.Push_KeysLow{KeysLow: wireCounts(*p.KeysLow)}
 	case p.Drained:
-		push.Body = &wire.Push_QueueDrained{QueueDrained: &wire.QueueDrained{}}
+		push.Body = &wire.Push_QueueDrained{QueueDrained: &wire.QueueDrained{Drain: p.DrainTok}}
 	case p.Ephemeral != nil:
 		e := p.Ephemeral
 		env := &wire.Envelope{

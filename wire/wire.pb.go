@@ -1775,7 +1775,11 @@ type PingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Echoed back (at most 64 KiB): what `magpie probe` measures round trips
 	// and throughput with.
-	Echo          []byte `protobuf:"bytes,1,opt,name=echo,proto3" json:"echo,omitempty"`
+	Echo []byte `protobuf:"bytes,1,opt,name=echo,proto3" json:"echo,omitempty"`
+	// Non-zero: once everything queued for this device now has been pushed,
+	// push QueueDrained carrying this token. How a device that stays online
+	// learns it is up to date.
+	Drain         uint64 `protobuf:"varint,2,opt,name=drain,proto3" json:"drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1815,6 +1819,13 @@ func (x *PingRequest) GetEcho() []byte {
 		return x.Echo
 	}
 	return nil
+}
+
+func (x *PingRequest) GetDrain() uint64 {
+	if x != nil {
+		return x.Drain
+	}
+	return 0
 }
 
 type PingResponse struct {
@@ -3101,7 +3112,8 @@ type Push_Receipt struct {
 }
 
 type Push_QueueDrained struct {
-	// The backlog that was queued when the connection opened has been sent.
+	// The backlog that was queued when the connection opened (or when a
+	// PingRequest.drain was received) has been sent.
 	QueueDrained *QueueDrained `protobuf:"bytes,3,opt,name=queue_drained,json=queueDrained,proto3,oneof"`
 }
 
@@ -3582,7 +3594,9 @@ func (x *Receipt) GetDeliveredMs() int64 {
 }
 
 type QueueDrained struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The PingRequest.drain this answers; 0 for the one sent at connect.
+	Drain         uint64 `protobuf:"varint,1,opt,name=drain,proto3" json:"drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3615,6 +3629,13 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *QueueDrained) GetDrain() uint64 {
+	if x != nil {
+		return x.Drain
+	}
+	return 0
 }
 
 var File_wire_proto protoreflect.FileDescriptor
@@ -3728,9 +3749,10 @@ const file_wire_proto_rawDesc = "" +
 	"\fSendResponse\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x18\n" +
-	"\adevices\x18\x03 \x01(\rR\adevices\"!\n" +
+	"\adevices\x18\x03 \x01(\rR\adevices\"7\n" +
 	"\vPingRequest\x12\x12\n" +
-	"\x04echo\x18\x01 \x01(\fR\x04echo\"H\n" +
+	"\x04echo\x18\x01 \x01(\fR\x04echo\x12\x14\n" +
+	"\x05drain\x18\x02 \x01(\x04R\x05drain\"H\n" +
 	"\fPingResponse\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\x12\x12\n" +
 	"\x04echo\x18\x02 \x01(\fR\x04echo\"\xce\x01\n" +
@@ -3851,8 +3873,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x11client_message_id\x18\x02 \x01(\fR\x0fclientMessageId\x12;\n" +
 	"\trecipient\x18\x03 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\trecipient\x12!\n" +
-	"\fdelivered_ms\x18\x04 \x01(\x03R\vdeliveredMs\"\x0e\n" +
-	"\fQueueDrained*K\n" +
+	"\fdelivered_ms\x18\x04 \x01(\x03R\vdeliveredMs\"$\n" +
+	"\fQueueDrained\x12\x14\n" +
+	"\x05drain\x18\x01 \x01(\x04R\x05drain*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROTOCOL_VERSION_1\x10\x01*\x92\x05\n" +

@@ -99,6 +99,7 @@ type Conn struct {
 	stall    time.Duration
 	hello    *wire.ServerHello
 	nextID   atomic.Uint64
+	drainTok atomic.Uint64 // the newest Drain token handed out
 	pushes   chan Push
 	done     chan struct{} // closed when readLoop has exited
 	failed   chan struct{} // closed by the first fail
@@ -127,8 +128,11 @@ const maxQueuedEphemeral = 256
 type Push struct {
 	Envelope *Envelope
 	Receipt  *Receipt
-	// Drained: every item queued when the connection opened has been pushed.
-	Drained bool
+	// Drained: every item queued when the connection opened has been
+	// pushed; or, with DrainTok set, every item queued when the Drain with
+	// that token reached the server.
+	Drained  bool
+	DrainTok uint64
 	// KeysLow: this device's one-time prekeys are running low.
 	KeysLow *KeyCounts
 }
@@ -513,7 +517,7 @@ func convertPush(p *wire.Push) (Push, bool) {
 		copy(rc.ID[:], r.GetClientMessageId())
 		return Push{Receipt: rc}, true
 	case *wire.Push_QueueDrained:
-		return Push{Drained: true}, true
+		return Push{Drained: true, DrainTok: b.QueueDrained.GetDrain()}, true
 	case *wire.Push_KeysLow:
 		k := keyCounts(b.KeysLow)
 		return Push{KeysLow: &k}, true
@@ -841,6 +845,18 @@ func (c *Conn) Ping(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.UnixMilli(r.GetPing().GetServerTimeMs()), nil
+}
+
+// Drain asks the server to push Drained again, with the token it returns,
+// once everything queued for this device by now has been pushed: a device
+// that stays connected learns it is up to date without reconnecting.
+// Tokens grow on each call.
+func (c *Conn) Drain(ctx context.Context) (uint64, error) {
+	tok := c.drainTok.Add(1)
+	if _, err := c.do(ctx, &wire.Request{Body: &wire.Request_Ping{Ping: &wire.PingRequest{Drain: tok}}}); err != nil {
+		return 0, err
+	}
+	return tok, nil
 }
 
 // KeyCounts says how many one-time prekeys a device has left on the server.
