@@ -104,14 +104,70 @@ func TestConnectionsPerNetwork(t *testing.T) {
 	}
 }
 
-// The server's own cap: past it, connections are closed at once.
+// The server's own cap: past it, a new connection takes the place of the
+// one that has been mid-handshake longest; when every connection has
+// finished its handshake, new ones are closed at once.
 func TestConnectionsInAll(t *testing.T) {
 	s := servertest.Start(t, server.Config{MaxConns: 2})
-	rawFrom(t, "127.0.2.1", s.Addr)
-	rawFrom(t, "127.0.3.1", s.Addr)
+	oldest := rawFrom(t, "127.0.2.1", s.Addr)
+	time.Sleep(50 * time.Millisecond) // accepted first
+	newer := rawFrom(t, "127.0.3.1", s.Addr)
 	time.Sleep(100 * time.Millisecond)
-	if !closedSoon(rawFrom(t, "127.0.4.1", s.Addr), time.Second) {
-		t.Fatal("a third connection to a server holding its two was kept")
+	c, err := dialFrom(t, s, "127.0.4.1")
+	if err != nil {
+		t.Fatalf("a client connecting to a server full of half-open sockets: %v", err)
+	}
+	if !closedSoon(oldest, time.Second) {
+		t.Fatal("the oldest half-open socket was kept when the server was full")
+	}
+	if closedSoon(newer, 200*time.Millisecond) {
+		t.Fatal("a newer half-open socket was closed too")
+	}
+	if _, err := c.Register(ctx(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	newer.Close()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := dialFrom(t, s, "127.0.5.1"); err != nil {
+		t.Fatal(err)
+	}
+	// Both places are held by finished handshakes now.
+	if !closedSoon(rawFrom(t, "127.0.6.1", s.Addr), time.Second) {
+		t.Fatal("a third connection to a server holding two finished ones was kept")
+	}
+}
+
+// Sockets that never finish their handshake (half-open, slowloris) cannot
+// lock honest clients out: when the places for handshakes are full, the
+// one that has waited longest is closed, and an honest handshake, which
+// takes a round trip, completes.
+func TestOldestHandshakeMakesRoom(t *testing.T) {
+	s := servertest.Start(t, server.Config{MaxHandshakes: 3})
+	var held []net.Conn
+	for i := range 3 {
+		held = append(held, rawFrom(t, fmt.Sprintf("127.0.%d.1", 20+i), s.Addr))
+		time.Sleep(30 * time.Millisecond) // accepted in this order
+	}
+	held[2].Write([]byte{0x16, 0x03}) // slowloris: a trickle of a first message
+	for i := range 3 {
+		c, err := dialFrom(t, s, "127.0.30.1")
+		if err != nil {
+			t.Fatalf("honest client %d while the handshake places are held: %v", i, err)
+		}
+		if _, err := c.Register(ctx(t), fmt.Sprintf("honest%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if !closedSoon(held[i], time.Second) {
+			t.Fatalf("socket %d, the oldest mid-handshake, was kept", i)
+		}
+		for _, later := range held[i+1:] {
+			if closedSoon(later, 100*time.Millisecond) {
+				t.Fatalf("a socket newer than the oldest was closed (client %d)", i)
+			}
+		}
+		// The attacker fills the place again.
+		held = append(held, rawFrom(t, fmt.Sprintf("127.0.%d.1", 23+i), s.Addr))
+		time.Sleep(30 * time.Millisecond)
 	}
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,8 @@ type conn struct {
 	// unauthCounted: counted toward its network's cap (Server.admit);
 	// guarded by the server's mu.
 	unauthCounted bool
-	unreg         *time.Timer // closes an unregistered connection at RegisterTimeout
+	handshaking   *list.Element // its place in Server.handshaking; guarded by the server's mu
+	unreg         *time.Timer   // closes an unregistered connection at RegisterTimeout
 
 	// Set by the reader goroutine only (at handshake or registration); read
 	// by it too, so it needs no lock.
@@ -67,6 +69,9 @@ type conn struct {
 func (c *conn) serve() {
 	var hello *wire.ServerHello
 	lc, err := link.Server(c.nc, c.s.cfg.Key, c.s.cfg.Link, func(peer [32]byte, payload []byte) ([]byte, error) {
+		// The first message is genuine (not a probe, not a replay): the
+		// connection no longer holds a place for handshakes.
+		c.s.handshakeDone(c)
 		var err error
 		hello, err = c.hello(peer, payload)
 		if err != nil {
@@ -74,7 +79,7 @@ func (c *conn) serve() {
 		}
 		return proto.Marshal(hello)
 	})
-	<-c.s.handshakes
+	c.s.handshakeDone(c)
 	c.s.cfg.Metrics.handshake(err == nil, time.Since(c.accepted))
 	if err != nil {
 		// Probes and broken clients look alike; neither is worth more than

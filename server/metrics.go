@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "magpie_handshakes_total", Help: "Link handshakes by result (ok, rejected: probes, replays, wrong keys, timeouts)."}, []string{"result"}),
 		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "magpie_connections_refused_total", Help: "Connections refused at accept or shed, by why (connections: the server's cap; network: the source network's; handshakes: too many mid-handshake; unsent: the most unwritten output when all output is over its budget)."}, []string{"why"}),
+			Name: "magpie_connections_refused_total", Help: "Connections refused at accept or shed, by why (connections: the server's cap; network: the source network's; handshakes: the oldest mid-handshake, closed to make room; unsent: the most unwritten output when all output is over its budget)."}, []string{"why"}),
 		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "magpie_handshake_seconds", Help: "Time from accept to a completed handshake.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),

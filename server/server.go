@@ -9,6 +9,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +56,11 @@ type Config struct {
 	SenderShare int
 	TTL         time.Duration // undelivered message lifetime (30 days)
 
-	MaxHandshakes int // connections allowed to be mid-handshake at once (4,096)
+	// MaxHandshakes bounds connections mid-handshake (half of MaxConns,
+	// at least 4,096). Past it, the
+	// oldest is closed to make room: honest handshakes take a round trip,
+	// so what has waited longest is what is holding a place (accept.go).
+	MaxHandshakes int
 	// MaxConns bounds open connections in all (default: the process's
 	// open-file limit less 1,024 kept for the store, blobs and
 	// listeners); MaxConnsPerNetwork bounds those from one source network,
@@ -145,11 +150,14 @@ func (c *Config) setDefaults() {
 		// Replayed first messages get the probe treatment (link/replay.go).
 		c.Link.Replay = link.NewReplayCache(0)
 	}
-	if c.MaxHandshakes == 0 {
-		c.MaxHandshakes = 4096
-	}
 	if c.MaxConns == 0 {
 		c.MaxConns = defaultMaxConns()
+	}
+	if c.MaxHandshakes == 0 {
+		// Room for an attack's sockets to sit out their handshake deadline
+		// (10–30 s) rather than churn: evicted sockets come straight back,
+		// a connection flood that costs more than holding them.
+		c.MaxHandshakes = max(4096, c.MaxConns/2)
 	}
 	if c.MaxConnsPerNetwork == 0 {
 		c.MaxConnsPerNetwork = 1000
@@ -224,11 +232,13 @@ func (c *Config) setDefaults() {
 
 // Server serves Magpie clients.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	router     *router.Router
-	handshakes chan struct{} // semaphore
-	signups    *budgets      // by source network
+	cfg    Config
+	log    *slog.Logger
+	router *router.Router
+	// handshaking is the connections mid-handshake, oldest first;
+	// guarded by mu.
+	handshaking list.List
+	signups     *budgets // by source network
 	// Request budgets by account and by source network.
 	accountRequests, networkRequests *budgets
 	// Key bundle budgets: fetches by requesting account, one-time keys by
@@ -259,7 +269,6 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:             cfg,
 		log:             cfg.Logger,
-		handshakes:      make(chan struct{}, cfg.MaxHandshakes),
 		signups:         newBudgets(cfg.SignupRate, cfg.SignupBurst, defaultBudgetKeys),
 		accountRequests: newBudgets(cfg.AccountRequestRate, cfg.AccountRequestBurst, defaultBudgetKeys),
 		networkRequests: newBudgets(cfg.NetworkRequestRate, cfg.NetworkRequestBurst, defaultBudgetKeys),
@@ -345,16 +354,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		select {
-		case s.handshakes <- struct{}{}:
-		default:
-			// Overloaded with half-open connections (or a probe flood).
-			s.log.Warn("too many handshakes in progress; dropping connection", "remote", nc.RemoteAddr())
-			s.cfg.Metrics.refused("handshakes")
-			nc.Close()
-			s.untrack(c)
-			continue
-		}
 		go c.serve()
 	}
 }
@@ -363,60 +362,6 @@ func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
-}
-
-// admit tracks a new connection, or says why it is refused: the server is
-// closed, or holds as many connections as it may, in all or from the
-// connection's network.
-//
-// Only connections with no account yet (mid-handshake, or not registered)
-// count toward their network's cap: a device that authenticates leaves the
-// count (authenticated). An attacker without accounts is held to the cap,
-// while any number of users behind one address (a reverse proxy or CDN in
-// front of a tls+proxy listener, a relay, a campus NAT) are not.
-func (s *Server) admit(c *conn) (why string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return "closed"
-	case len(s.conns) >= s.cfg.MaxConns:
-		return "connections"
-	case s.byNetwork[c.network] >= s.cfg.MaxConnsPerNetwork:
-		return "network"
-	}
-	c.idle.L = &c.mu
-	s.conns[c] = struct{}{}
-	s.byNetwork[c.network]++
-	c.unauthCounted = true
-	s.connWG.Add(1)
-	return ""
-}
-
-// authenticated takes a connection whose device has an account out of its
-// network's count.
-func (s *Server) authenticated(c *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.uncountLocked(c)
-}
-
-func (s *Server) uncountLocked(c *conn) {
-	if !c.unauthCounted {
-		return
-	}
-	c.unauthCounted = false
-	if s.byNetwork[c.network]--; s.byNetwork[c.network] <= 0 {
-		delete(s.byNetwork, c.network)
-	}
-}
-
-func (s *Server) untrack(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.uncountLocked(c)
-	s.mu.Unlock()
-	s.connWG.Done()
 }
 
 // shedUnsent closes the connection holding the most unwritten output.

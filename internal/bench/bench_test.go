@@ -152,3 +152,34 @@ func TestHold(t *testing.T) {
 		t.Errorf("report %+v: want 10 connections, none dropped, the server counting 10, and RSS readings", r)
 	}
 }
+
+// With more attacker sockets than the server has places for handshakes,
+// honest clients still connect (the server sheds the oldest) and chat.
+func TestAbuse(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	s := servertest.Start(t, server.Config{Metrics: server.NewMetrics(reg), MaxHandshakes: 8})
+	admin := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := RunAbuse(ctx, s.Invite, AbuseOptions{
+		Admin:    strings.TrimPrefix(admin.URL, "http://"),
+		HalfOpen: 12, Slowloris: 4, Idle: 5, Trickle: 50 * time.Millisecond,
+		Measure: time.Second, HandshakeRate: 20, SendRate: 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", r.Text())
+	a := r.Attacked
+	if a.Handshakes == 0 || a.HandshakesOK != a.Handshakes || a.Sends == 0 || a.SendErrors != 0 || r.IdleDropped != 0 {
+		t.Errorf("attacked: %+v, %d idle dropped: want every honest handshake and send to succeed", a, r.IdleDropped)
+	}
+	if r.Shed == 0 || r.Reopened == 0 || r.AttackersOpenMax == 0 {
+		t.Errorf("report %+v: want the server to have shed attacker sockets, and them reopened", r)
+	}
+	if r.Baseline.Handshakes == 0 || r.Baseline.Sends == 0 || a.ServerRSSMax <= 0 {
+		t.Errorf("report %+v: want a measured baseline and memory readings", r)
+	}
+}

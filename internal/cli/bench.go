@@ -21,7 +21,7 @@ import (
 func benchCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "bench",
-		Short: "Load-test a server: chat, handshake, hold, drain and crash scenarios",
+		Short: "Load-test a server: chat, handshake, hold, drain, crash, group and abuse scenarios",
 		Example: `  magpie bench chat --invite "$(magpie invite --data /var/lib/magpie)" --clients 100 --rate 2000 --compare
   magpie bench handshake --invite "$INVITE" --connections 2000 --concurrency 32
   magpie bench hold --invite "$INVITE" --connections 1000 --admin 127.0.0.1:9465
@@ -42,6 +42,8 @@ func benchCmd(g *globals) *cobra.Command {
                          with --baseline the raw relay's and their ratio
   magpie bench group     groups: one upload fanned out to every member,
                          latency to the last member, CPU and bytes per copy
+  magpie bench abuse     honest clients while attackers hold half-open,
+                         slowloris and idle connections
 
 Every scenario registers throw-away users named bench_<random>_<n> on the
 server. Against a server on loopback the tool spreads its connections over
@@ -58,7 +60,7 @@ One process holds at most about 15,000 connections (the open-files limit is
 20,000); hold spreads larger runs over worker processes (--workers).
 chat --plot and the --json reports carry a per-second timeline.`,
 	}
-	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g), benchCeilingCmd(g), benchGroupCmd(g))
+	c.AddCommand(benchHoldWorkerCmd(g), benchChatCmd(g), benchHandshakeCmd(g), benchHoldCmd(g), benchDrainCmd(g), benchCrashCmd(g), benchCurveCmd(g), benchCeilingCmd(g), benchGroupCmd(g), benchAbuseCmd(g))
 	return c
 }
 
