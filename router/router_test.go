@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -578,4 +579,69 @@ func TestDrainReportsAfterWhatIsQueuedNow(t *testing.T) {
 	if before != 1 || reports != 2 {
 		t.Fatalf("pushes %+v: want the queued item, then the report for Drain 7 (2 reports in all)", pushes)
 	}
+}
+
+// failingStore fails every Commit while fail is set, writing nothing. It
+// fills in the results first, as a store whose final sync failed may have.
+type failingStore struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) Commit(ctx context.Context, b *store.Batch) error {
+	if f.fail.Load() {
+		for i, e := range b.Enqueues {
+			e.Queued = []store.Message{{Seq: uint64(1000 + i), To: bob, From: e.From, Payload: e.Payload, Expires: e.Expires}}
+		}
+		for i, g := range b.GroupSends {
+			g.Queued = []store.Message{{Seq: uint64(2000 + i), To: bob, From: g.From, Payload: g.Payload, Expires: g.Expires}}
+		}
+		return errors.New("disk gone")
+	}
+	return f.Store.Commit(ctx, b)
+}
+
+// A commit that fails is reported to every sender as a failure, never as
+// an acknowledgement, and nothing of it is pushed; once the store works
+// again, the same sends are acknowledged and delivered.
+func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
+	fs := &failingStore{}
+	r := setup(t, router.Config{}, func(s store.Store) store.Store { fs.Store = s; return fs })
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	sendErr := func(id byte) error {
+		done := make(chan error, 1)
+		r.Send(&store.Enqueue{From: alice, ClientID: [16]byte{id}, To: "bob", Payload: []byte("x"), Expires: time.Now().Add(time.Hour)}, func(e *store.Enqueue, err error) {
+			if err == nil {
+				err = e.Err
+			}
+			done <- err
+		})
+		return <-done
+	}
+	groupErr := func() error {
+		done := make(chan error, 1)
+		r.GroupSend(&store.GroupSend{From: alice, ClientID: [16]byte{9}, Group: [16]byte{1}, Payload: []byte("g"), To: []store.DeviceAddr{bob}, Expires: time.Now().Add(time.Hour)}, func(err error) { done <- err })
+		return <-done
+	}
+	fs.fail.Store(true)
+	if err := sendErr(1); err == nil {
+		t.Fatal("a send whose commit failed was acknowledged")
+	}
+	if err := groupErr(); err == nil {
+		t.Fatal("a group send whose commit failed was acknowledged")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := mb.messages(); len(got) != 0 {
+		t.Fatalf("pushed %v from a failed commit", got)
+	}
+	fs.fail.Store(false)
+	if err := sendErr(1); err != nil {
+		t.Fatalf("the same send once the store works: %v", err)
+	}
+	if err := groupErr(); err != nil {
+		t.Fatalf("the same group send once the store works: %v", err)
+	}
+	mb.waitFor(t, 2)
 }

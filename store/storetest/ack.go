@@ -176,3 +176,49 @@ func testAcksOfManyDevices(t *testing.T, h Harness) {
 		t.Errorf("third item at limit 2: Err=%v, want ErrQueueFull (bob's queue length drifted)", e.Err)
 	}
 }
+
+// testLargeAckSameUserOtherDevice: an Ack is matched by device, not by
+// user, however many seqs it names. bob's first device acknowledges, in
+// one large Ack, its own items and those of bob's second device: only its
+// own go, with a receipt each; the second device's stay queued for it. (A
+// store that matched only the user would delete them, and a drain from one
+// device would lose every other device's messages.)
+func testLargeAckSameUserOtherDevice(t *testing.T, h Harness) {
+	s := h.Store
+	users(t, s, 1, "alice", "bob")
+	addDevice(t, s, "bob", 3)
+	exp := t0.Add(day)
+	bob1, bob2 := addr("bob", 1), addr("bob", 2)
+	var own, other []store.Message
+	for i := range 20 {
+		for _, m := range sendOne(t, s, t0, send(addr("alice", 1), 1+i, "bob", "m", exp, 0)) {
+			switch m.To {
+			case bob1:
+				own = append(own, m)
+			case bob2:
+				other = append(other, m)
+			}
+		}
+	}
+	if len(own) != 20 || len(other) != 20 {
+		t.Fatalf("queued %d for bob's first device and %d for his second, want 20 each", len(own), len(other))
+	}
+	// Small and large Acks take different paths in a store; check both.
+	for _, round := range []struct{ own, other []store.Message }{
+		{own[:1], other[:1]}, // small
+		{own[1:], other},     // large
+	} {
+		a := &store.Ack{Device: bob1, Expires: exp}
+		for _, m := range append(append([]store.Message(nil), round.own...), round.other...) {
+			a.Seqs = append(a.Seqs, m.Seq)
+		}
+		commit(t, h.Store, t0, nil, []*store.Ack{a})
+		if len(a.Receipts) != len(round.own) {
+			t.Errorf("an ack of %d own and %d other-device seqs made %d receipts, want %d", len(round.own), len(round.other), len(a.Receipts), len(round.own))
+		}
+		checkMessages(t, "Pending(bob's second device)", pending(t, s, bob2, 0, 100, t0), other)
+	}
+	if got := pending(t, s, bob1, 0, 100, t0); len(got) != 0 {
+		t.Errorf("bob's first device still has %d items after acknowledging all", len(got))
+	}
+}

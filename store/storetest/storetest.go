@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"QueueLimitAnyDeviceFull", testQueueLimitAnyDevice},
 		{"AckCreatesReceipt", testAckReceipt},
 		{"AckOtherDeviceIgnored", testAckOtherDevice},
+		{"LargeAckOfOtherDeviceOfSameUserIgnored", testLargeAckSameUserOtherDevice},
 		{"AckUnknownAndRepeatedSeqs", testAckUnknown},
 		{"AckManySeqs", testAckMany},
 		{"AcksOfManyDevicesInOneBatch", testAcksOfManyDevices},

@@ -3,11 +3,13 @@ package obfs
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -567,5 +569,44 @@ func TestReadAfterCloseIsErrClosed(t *testing.T) {
 	server.Close()
 	if _, err := server.Read(buf); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read after a local close: %v, want net.ErrClosed", err)
+	}
+}
+
+// Someone in the middle who knows the cert (it is in the invite) can make a
+// reply that looks right, marked and MACed, but cannot prove the server's
+// private key: the client refuses it. The genuine server's reply to the
+// same client passes (every other test).
+func TestClientRefusesReplyWithoutKeyProof(t *testing.T) {
+	key, err := GenerateServerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk := newHandshakeKey(key.NodeID, key.Public)
+	for _, auth := range [][authLen]byte{{}, {1, 2, 3}} {
+		client, mitm := net.Pipe()
+		go func() {
+			defer mitm.Close()
+			buf := make([]byte, 8192)
+			if _, err := mitm.Read(buf); err != nil { // the client's hello
+				return
+			}
+			eph, err := newEphemeralKey(crand.Reader)
+			if err != nil {
+				return
+			}
+			mitm.Write(buildServerReply(newRand(), hk, eph, &auth, epochHour(time.Now())))
+			io.Copy(io.Discard, mitm)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := clientHandshake(ctx, client, key.Cert(), time.Now(), -1)
+		cancel()
+		client.Close()
+		if err == nil {
+			c.Close()
+			t.Fatal("the client accepted a reply from someone without the server's key")
+		}
+		if !strings.Contains(err.Error(), "prove its key") {
+			t.Fatalf("error %v, want the server's key proof to fail", err)
+		}
 	}
 }
