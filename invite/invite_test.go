@@ -120,3 +120,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The limits are inclusive: what is at a limit parses, one past it does not
+// (TestParseErrors).
+func TestLimitsAreInclusive(t *testing.T) {
+	key := sampleKey()
+	addrs := make([]string, MaxAddrs)
+	for i := range addrs {
+		addrs[i] = "h:1"
+	}
+	short := len(Invite{ServerKey: key, Addrs: []string{"h:1"}}.String())
+	long := Invite{ServerKey: key, Addrs: []string{strings.Repeat("h", 1+MaxLen-short) + ":1"}} // MaxLen characters
+	if n := len(long.String()); n != MaxLen {
+		t.Fatalf("made an invite of %d characters, want %d", n, MaxLen)
+	}
+	for _, inv := range []Invite{
+		{ServerKey: key, Addrs: addrs},
+		{ServerKey: key, Addrs: []string{"127.0.0.1:1", "127.0.0.1:65535"}},
+		long,
+	} {
+		out, err := Parse(inv.String())
+		if err != nil || len(out.Addrs) != len(inv.Addrs) {
+			t.Errorf("Parse(%.80q) = %+v, %v; want its %d addresses", inv.String(), out, err, len(inv.Addrs))
+		}
+	}
+}
