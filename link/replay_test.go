@@ -63,17 +63,42 @@ func TestReplayCache(t *testing.T) {
 			t.Errorf("%s clock (%v) accepted", name, skew)
 		}
 	}
-	// Generations rotate: a key older than two windows is forgotten, but by
-	// then its timestamp is refused anyway.
-	c := NewReplayCache(time.Second)
-	now := time.Now()
+}
+
+// A key is remembered for as long as its timestamp could still be accepted,
+// across the cache's rotations: replays are refused by the key, at moments
+// when the timestamp alone would pass.
+func TestReplayCacheRemembersAcrossRotation(t *testing.T) {
+	const w = time.Second
+	c := NewReplayCache(w)
+	t0 := time.Now()
+	now := t0
 	c.now = func() time.Time { return now }
-	k := [32]byte{1}
-	if !c.fresh(now, k) || c.fresh(now, k) {
-		t.Fatal("fresh/seen")
+	at := func(d time.Duration) { now = t0.Add(d) }
+	if !c.fresh(t0, [32]byte{9}) { // the first generation starts at t0
+		t.Fatal("a fresh key refused")
 	}
-	now = now.Add(5 * time.Second)
-	if c.fresh(now.Add(-5*time.Second), k) {
-		t.Fatal("a stale timestamp accepted after rotation")
+	k := [32]byte{1}
+	ts := t0.Add(1900 * time.Millisecond) // a client clock 1 s ahead, accepted at 0.9 s
+	at(900 * time.Millisecond)
+	if !c.fresh(ts, k) {
+		t.Fatal("a fresh key with a timestamp within the window refused")
+	}
+	for _, d := range []time.Duration{1100 * time.Millisecond, 2200 * time.Millisecond, 2800 * time.Millisecond} {
+		at(d)
+		if now.Sub(ts) > w || ts.Sub(now) > w {
+			t.Fatalf("at %v the timestamp is out of the window: the replay would be refused anyway", d)
+		}
+		if c.fresh(ts, k) {
+			t.Fatalf("a replay at %v accepted (the generations rotated at 2 s)", d)
+		}
+		if !c.fresh(ts, [32]byte{byte(d / time.Millisecond)}) {
+			t.Fatalf("a fresh key at %v refused", d)
+		}
+	}
+	// Once its timestamp is out of the window, the key may be forgotten.
+	at(5 * time.Second)
+	if c.fresh(ts, k) {
+		t.Fatal("a timestamp 3.1 s old accepted")
 	}
 }

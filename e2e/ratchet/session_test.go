@@ -598,3 +598,34 @@ func TestUnacknowledgedSessionExpires(t *testing.T) {
 		t.Fatalf("Encrypt on a stale unacknowledged session: %v", err)
 	}
 }
+
+// The skipped-key cap counts the keys already kept: a jump onto a chain
+// that holds skipped keys keeps the newest MaxMessageKeys of old and new
+// together, dropping the oldest, and the keys it keeps still decrypt.
+func TestSkippedKeyLimitCountsKeysAlreadyKept(t *testing.T) {
+	p := newPair(t, false)
+	decrypt(t, p.b, &p.bRec, encrypt(t, p.a, &p.aRec, "hi"))
+	decrypt(t, p.a, &p.aRec, encrypt(t, p.b, &p.bRec, "ack"))
+	const first, jump = 1500, 1000
+	var held []sealed
+	for i := range first {
+		held = append(held, encrypt(t, p.a, &p.aRec, msg(i)))
+	}
+	decrypt(t, p.b, &p.bRec, encrypt(t, p.a, &p.aRec, "after 1,500 lost"))
+	skipped := func() int {
+		r := p.bRec.current.receivers
+		return len(r[len(r)-1].skipped)
+	}
+	if n := skipped(); n != first {
+		t.Fatalf("%d skipped keys kept, want %d", n, first)
+	}
+	advance(&p.aRec, jump) // counters first+1 … first+jump are lost too
+	decrypt(t, p.b, &p.bRec, encrypt(t, p.a, &p.aRec, "after 1,000 more"))
+	if n := skipped(); n != MaxMessageKeys {
+		t.Fatalf("%d skipped keys kept after a jump of %d onto %d, want %d", n, jump, first, MaxMessageKeys)
+	}
+	dropped := first + jump - MaxMessageKeys
+	mustFail(t, p.b, &p.bRec, held[dropped-1].typ, held[dropped-1].ct, ErrDuplicateMessage)
+	decrypt(t, p.b, &p.bRec, held[dropped])
+	decrypt(t, p.b, &p.bRec, held[first-1])
+}
