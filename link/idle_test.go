@@ -2,23 +2,23 @@ package link
 
 import (
 	"net"
-	"os"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 )
 
-// TestIdleMemory measures the Go memory an idle established link costs:
-// LINK_MEASURE_IDLE=2000 go test -run TestIdleMemory -v ./link/
+// BenchmarkIdleMemory measures the Go memory an idle established link
+// costs, reported per pair as heap-B/pair (both ends) and stack-B/pair (the
+// server's reader):
+//
+//	go test -run '^$' -bench IdleMemory -benchtime 2000x ./link/
+//
 // Each pair has a server Conn with a goroutine parked in ReadMessage (as the
-// server will run it) and a client Conn with no reader. Kernel socket
-// buffers are not included.
-func TestIdleMemory(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("LINK_MEASURE_IDLE"))
-	if n <= 0 {
-		t.Skip("set LINK_MEASURE_IDLE=<pairs> to measure")
-	}
+// server runs it) and a client Conn with no reader. Kernel socket buffers
+// are not included. b.N is the number of pairs.
+func BenchmarkIdleMemory(b *testing.B) {
+	t := b
+	n := b.N
 	ln := listen(t)
 	measure := func() (heap, stack uint64) {
 		runtime.GC()
@@ -59,8 +59,9 @@ func TestIdleMemory(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	h1, s1 := measure()
-	t.Logf("%d idle pairs, per pair: heap %d B (both ends), reader stack %d B",
-		n, (h1-h0)/uint64(n), (s1-s0)/uint64(n))
+	b.ReportMetric(float64(h1-h0)/float64(n), "heap-B/pair")
+	b.ReportMetric(float64(s1-s0)/float64(n), "stack-B/pair")
+	b.ReportMetric(0, "ns/op")
 	for i := range clis {
 		clis[i].Close()
 		srvs[i].Close()
