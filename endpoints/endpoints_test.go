@@ -3,6 +3,7 @@ package endpoints
 import (
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,5 +91,69 @@ func TestLink(t *testing.T) {
 		if _, err := ParseLink(bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParseLink(%q) = %v", bad, err)
 		}
+	}
+}
+
+// The limits are inclusive: a signed list of exactly MaxSize bytes and
+// MaxEndpoints endpoints verifies, one more of either does not; a link of
+// 4,096 characters parses, 4,097 do not; a link names only what its
+// endpoint has.
+func TestLimitsAreInclusive(t *testing.T) {
+	kp, _ := curve.GenerateKeyPair(rand.Reader)
+	now := time.Now()
+	sized := func(n int) *wire.SignedEndpointList { // a signed list of n bytes
+		t.Helper()
+		for pad := n; pad > 0; pad-- {
+			s, err := Sign(List{Version: 1, Issued: now, Endpoints: []Endpoint{{Transport: "tcp", Address: "h:1", Path: string(make([]byte, pad))}}}, kp.Private)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(s.List) == n {
+				return s
+			}
+		}
+		t.Fatalf("no list of %d bytes", n)
+		return nil
+	}
+	if _, err := Verify(sized(MaxSize), kp.Public, now); err != nil {
+		t.Errorf("a list of MaxSize bytes: %v", err)
+	}
+	if _, err := Verify(sized(MaxSize+1), kp.Public, now); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a list of MaxSize+1 bytes: %v, want ErrMalformed", err)
+	}
+	many := func(n int) *wire.SignedEndpointList {
+		l := List{Version: 1, Issued: now}
+		for i := range n {
+			l.Endpoints = append(l.Endpoints, Endpoint{Transport: "tcp", Address: "h:" + string(rune('0'+i%10))})
+		}
+		s, err := Sign(l, kp.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got, err := Verify(many(MaxEndpoints), kp.Public, now); err != nil || len(got.Endpoints) != MaxEndpoints {
+		t.Errorf("a list of MaxEndpoints endpoints: %d, %v", len(got.Endpoints), err)
+	}
+	if _, err := Verify(many(MaxEndpoints+1), kp.Public, now); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a list of MaxEndpoints+1 endpoints: %v, want ErrMalformed", err)
+	}
+
+	plain := FormatLink(Endpoint{Transport: "tcp", Address: "h:1"})
+	if strings.Contains(plain, "secret") {
+		t.Errorf("a link without a secret names one: %s", plain)
+	}
+	link := func(n int) string { // a link of n characters
+		e := Endpoint{Transport: "tcp", Address: "h:1", Path: "/"}
+		e.Path += strings.Repeat("p", n-len(FormatLink(e)))
+		return FormatLink(e)
+	}
+	if l := link(4096); len(l) != 4096 {
+		t.Fatalf("made a link of %d characters", len(l))
+	} else if _, err := ParseLink(l); err != nil {
+		t.Errorf("a link of 4,096 characters: %v", err)
+	}
+	if _, err := ParseLink(link(4097)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a link of 4,097 characters: %v, want ErrMalformed", err)
 	}
 }
