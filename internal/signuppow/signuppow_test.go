@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/magpie-im/magpie/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -184,3 +186,6 @@ func BenchmarkHash(b *testing.B) {
 		zeroBits(p, i)
 	}
 }
+
+// The wire's size check is this package's size.
+var _ = [1]struct{}{}[wire.PoWChallengeSize-ChallengeSize]
