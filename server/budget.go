@@ -35,6 +35,12 @@ func newBudgets(r rate.Limit, burst, max int) *budgets {
 func (b *budgets) allow(key string, now time.Time, n int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.limiter(key, now).AllowN(now, n)
+}
+
+// limiter is key's bucket, made if it has none (making room if the table
+// is full); b.mu is held.
+func (b *budgets) limiter(key string, now time.Time) *rate.Limiter {
 	l := b.m[key]
 	if l == nil {
 		if len(b.m) >= b.max {
@@ -43,7 +49,7 @@ func (b *budgets) allow(key string, now time.Time, n int) bool {
 		l = rate.NewLimiter(b.r, b.burst)
 		b.m[key] = l
 	}
-	return l.AllowN(now, n)
+	return l
 }
 
 // debt is how far key's budget is spent beyond empty (charge), in
@@ -63,15 +69,7 @@ func (b *budgets) debt(key string, now time.Time) float64 {
 func (b *budgets) charge(key string, now time.Time, most float64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	l := b.m[key]
-	if l == nil {
-		if len(b.m) >= b.max {
-			b.shed(now)
-		}
-		l = rate.NewLimiter(b.r, b.burst)
-		b.m[key] = l
-	}
-	if l.TokensAt(now) > -most {
+	if l := b.limiter(key, now); l.TokensAt(now) > -most {
 		l.ReserveN(now, 1)
 	}
 }

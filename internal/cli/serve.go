@@ -64,7 +64,8 @@ and acknowledged first. A message the server has acknowledged is on disk,
 so even kill -9 loses none.`,
 		Example: `  magpie serve
   magpie serve --data /var/lib/magpie --listen :7443 --listen tls://:443 --advertise chat.example.org:7443
-  magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
+  magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md
+  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if signup != "open" && signup != "invite" && signup != "pow" {
