@@ -145,6 +145,12 @@ func (c *conn) signupChallenge(id uint64) {
 		return
 	}
 	c.challenges++
+	if c.unreg != nil && c.challenges == 1 {
+		// Solving may take longer than RegisterTimeout (a hard puzzle, a
+		// slow phone): the connection may wait for as long as its first
+		// puzzle lasts (later ones do not extend it again).
+		c.unreg.Reset(max(p.cfg.TTL, c.s.cfg.RegisterTimeout))
+	}
 	bits := c.s.powBits(c.network, now)
 	ch := p.issuer.Issue(bits)
 	parsed, _ := signuppow.Parse(ch)

@@ -201,3 +201,29 @@ func TestSignupPoWDifficultyRises(t *testing.T) {
 	}
 	t.Logf("burst: %v; another network: %d", seen, p.Bits)
 }
+
+// A connection that fetched a puzzle may stay unregistered for as long
+// as the puzzle lasts (solving on a slow device may take longer than
+// RegisterTimeout), not longer.
+func TestSignupPoWSolvingKeepsTheConnection(t *testing.T) {
+	cfg := lowPoW
+	cfg.TTL = 3 * time.Second
+	s := servertest.Start(t, server.Config{SignupPoW: &cfg, RegisterTimeout: 300 * time.Millisecond})
+	key := servertest.NewKey(t)
+	c := s.Dial(t, key)
+	ch, _ := challenge(t, c)
+	n := solveFor(t, ch, "slow", key)
+	time.Sleep(time.Second)
+	if _, err := c.RegisterSolved(ctx(t), "slow", nil, ch, n); err != nil {
+		t.Fatalf("registering 1 s after fetching a 3 s puzzle, with a 300 ms RegisterTimeout: %v", err)
+	}
+	idle := s.Dial(t, servertest.NewKey(t))
+	challenge(t, idle)
+	time.Sleep(1500 * time.Millisecond)
+	challenge(t, idle) // does not extend it again
+	select {
+	case <-idle.Done():
+	case <-time.After(2500 * time.Millisecond):
+		t.Fatal("an unregistered connection outlived its first puzzle")
+	}
+}
