@@ -281,6 +281,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.pow = newPoWState(p, cfg.Now)
+		cfg.Metrics.watchPuzzles()
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{

@@ -154,6 +154,7 @@ func (c *conn) signupChallenge(id uint64) {
 	bits := c.s.powBits(c.network, now)
 	ch := p.issuer.Issue(bits)
 	parsed, _ := signuppow.Parse(ch)
+	c.s.cfg.Metrics.puzzle(parsed.Bits)
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_SignupChallenge{SignupChallenge: &wire.SignupChallengeResponse{
 		Challenge: ch, Bits: uint32(parsed.Bits), ExpiresMs: parsed.Expires.UnixMilli(),
 	}}})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/magpie-im/magpie/internal/clientconn"
@@ -157,7 +158,8 @@ func TestSignupPoWChallengeLimits(t *testing.T) {
 // refused for the rate.
 func TestSignupPoWDifficultyRises(t *testing.T) {
 	cfg := server.SignupPoW{MinBits: 4, MaxBits: 12, Rate: rate.Every(time.Hour), Burst: 4}
-	s := servertest.Start(t, server.Config{SignupPoW: &cfg, SignupRate: rate.Every(time.Hour), SignupBurst: 2})
+	reg := prometheus.NewRegistry()
+	s := servertest.Start(t, server.Config{SignupPoW: &cfg, SignupRate: rate.Every(time.Hour), SignupBurst: 2, Metrics: server.NewMetrics(reg)})
 	// A puzzle fetched before the burst, kept to be used after it.
 	early, err := dialFrom(t, s, "127.0.3.1")
 	if err != nil {
@@ -188,6 +190,9 @@ func TestSignupPoWDifficultyRises(t *testing.T) {
 	}
 	if seen[0] != cfg.MinBits || seen[len(seen)-1] != cfg.MaxBits {
 		t.Fatalf("difficulty over a burst of 24: %v; want from %d to %d", seen, cfg.MinBits, cfg.MaxBits)
+	}
+	if got := gather(t, reg, "magpie_signup_puzzle_bits"); got != float64(cfg.MaxBits) {
+		t.Errorf("magpie_signup_puzzle_bits = %v after the burst, want %d", got, cfg.MaxBits)
 	}
 	_, err = early.RegisterSolved(ctx(t), "early", nil, earlyCh, earlyN)
 	refused(t, "a puzzle fetched before the burst", err, "easier")
