@@ -19,8 +19,9 @@ import (
 // harder, for the flooding network first.
 type SignupPoW struct {
 	// Difficulty bounds, in leading zero bits of SHA-256: the expected
-	// work is 2^bits hashes (18: about 20 ms on two cores of a 2025
-	// server; 26: about 5 s; docs/SECURITY.md). Defaults 18 and 26.
+	// work is 2^bits hashes (18: about 22 ms on two idle cores of a
+	// current server; 26: about 6 s; docs/SECURITY.md). Defaults 18 and
+	// 26.
 	MinBits, MaxBits int
 	// Rate and Burst are the server-wide sign-ups that cost MinBits
 	// (1 a minute, 60 at once); past them, each doubling of the excess

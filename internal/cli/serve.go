@@ -100,7 +100,7 @@ so even kill -9 loses none.`,
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
 	c.Flags().StringVar(&signup, "signup", "open", "who may open an account: open (anyone with the invite), invite (only with a sign-up code: magpie invite --signup) or pow (anyone with the invite who solves a puzzle that gets harder as sign-ups come faster)")
 	c.Flags().IntVar(&pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
-	c.Flags().IntVar(&pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 5 s of a server's two cores; more for a phone)")
+	c.Flags().IntVar(&pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	g.addJSON(c)
 	return c
 }
