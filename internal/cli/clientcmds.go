@@ -153,7 +153,11 @@ func registerCmd(g *globals) *cobra.Command {
 
 Usernames: 3 to 32 characters, letters a-z, digits and underscores, starting
 with a letter and not ending with an underscore. Case does not matter
-("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.`,
+("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.
+
+A server run with --signup pow asks each new account to solve a puzzle
+first: register solves it by itself, on every core, and says so (from a
+moment to a minute, more while the server is flooded with sign-ups).`,
 		Example: `  magpie register alice`,
 		Args:    exactArgs(1),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
