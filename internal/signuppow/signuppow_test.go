@@ -116,8 +116,18 @@ func TestSolveCancelled(t *testing.T) {
 	is := NewIssuer(Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := Solve(ctx, is.Issue(MaxBits), "alice", dev); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Solve of a 40-bit puzzle with 20 ms: %v", err)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Solve(ctx, is.Issue(MaxBits), "alice", dev)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Solve of a 40-bit puzzle with 20 ms: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Solve went on 5 s after its context ended")
 	}
 }
 
