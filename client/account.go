@@ -27,6 +27,9 @@ var (
 	ErrTooLarge          = clientconn.ErrTooLarge
 	ErrQuota             = clientconn.ErrQuota
 	ErrQueueFull         = clientconn.ErrQueueFull
+	// ErrPoWRequired: the server's sign-up puzzle was not solved in time
+	// (Register solves it by itself; EventSignupPuzzle says it started).
+	ErrPoWRequired = clientconn.ErrPoWRequired
 )
 
 // Register creates account name with this device as its first device, and
@@ -45,7 +48,10 @@ func (c *Client) Register(ctx context.Context, name string) (DeviceAddr, error) 
 			d = DeviceAddr(cd)
 			return fmt.Errorf("this device is already registered as %q: %w", d.User, ErrAlreadyRegistered)
 		}
-		cd, err := conn.RegisterWithCode(ctx, name, c.inv.SignupCode)
+		cd, err := conn.RegisterWith(ctx, name, clientconn.RegisterOptions{
+			SignupCode: c.inv.SignupCode,
+			OnPuzzle:   func(bits int) { c.publish(Event{Kind: EventSignupPuzzle, PuzzleBits: bits}) },
+		})
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,10 @@ const (
 	// EventGroup: the group whose conversation is Event.Peer changed
 	// (Client.Group shows it).
 	EventGroup
+	// EventSignupPuzzle: Register is solving the server's sign-up puzzle
+	// (a server run with --signup pow), of Event.PuzzleBits bits: expect
+	// 2^bits hashes, from a fraction of a second to a minute.
+	EventSignupPuzzle
 )
 
 // Event is something the application should show. The history is the
@@ -40,6 +44,9 @@ type Event struct {
 	Typing   bool
 	Status   Status
 	Progress Progress
+	// PuzzleBits is the difficulty of the sign-up puzzle being solved
+	// (EventSignupPuzzle).
+	PuzzleBits int
 }
 
 // Progress reports an attachment transfer.

@@ -59,3 +59,32 @@ func TestBudgetsNeverFailClosed(t *testing.T) {
 		t.Fatal("a spent budget was forgotten while refilled ones could go")
 	}
 }
+
+// A pow-mode server's per-network sign-up table, when full, makes the
+// puzzle harder for everyone (the networks it forgets lose their debts)
+// instead of refusing anyone; debts raise one network's puzzle only.
+func TestPoWTableFullGetsHarder(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	cfg := SignupPoW{MinBits: 10, MaxBits: 20, Rate: rate.Inf}
+	cfg.setDefaults()
+	s := &Server{signups: newBudgets(rate.Every(time.Hour), 1, 4), pow: newPoWState(cfg, func() time.Time { return now })}
+	for i := range 4 {
+		s.powCharge(fmt.Sprint("net", i), now)
+	}
+	s.powCharge("net0", now)
+	s.powCharge("net0", now)
+	if got := s.powBits("net0", now); got != cfg.MinBits+2 {
+		t.Errorf("a network two sign-ups past its allowance: %d bits, want %d", got, cfg.MinBits+2)
+	}
+	if got := s.powBits("new", now); got != cfg.MinBits {
+		t.Fatalf("a new network while the table has room: %d bits, want %d", got, cfg.MinBits)
+	}
+	s.powCharge("net4", now) // the table is full: it sheds
+	if got := s.powBits("new", now); got != cfg.MinBits+shedPenalty {
+		t.Errorf("a new network while the table sheds: %d bits, want %d", got, cfg.MinBits+shedPenalty)
+	}
+	later := now.Add(cfg.TTL + time.Second)
+	if got := s.powBits("new", later); got != cfg.MinBits {
+		t.Errorf("a new network a puzzle's lifetime after the table shed: %d bits, want %d", got, cfg.MinBits)
+	}
+}

@@ -36,6 +36,7 @@ type conn struct {
 	unauthCounted bool
 	handshaking   *list.Element // its place in Server.handshaking; guarded by the server's mu
 	unreg         *time.Timer   // closes an unregistered connection at RegisterTimeout
+	challenges    int           // sign-up puzzles fetched (reader goroutine only)
 
 	// Set by the reader goroutine only (at handshake or registration); read
 	// by it too, so it needs no lock.
@@ -278,7 +279,7 @@ func (c *conn) handle(req *wire.Request) {
 	id := req.GetId()
 	if !c.authed {
 		switch req.Body.(type) {
-		case *wire.Request_Register, *wire.Request_Ping, *wire.Request_GetEndpoints:
+		case *wire.Request_Register, *wire.Request_Ping, *wire.Request_GetEndpoints, *wire.Request_SignupChallenge:
 		default:
 			c.respondErr(id, wire.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "this device is not registered; register a username first", 0)
 			return
@@ -302,6 +303,8 @@ func (c *conn) handle(req *wire.Request) {
 		c.respond(&wire.Response{Id: id, Body: &wire.Response_GetEndpoints{GetEndpoints: resp}})
 	case *wire.Request_Register:
 		c.register(id, body.Register)
+	case *wire.Request_SignupChallenge:
+		c.signupChallenge(id)
 	case *wire.Request_Lookup:
 		c.lookup(id, body.Lookup)
 	case *wire.Request_Send:
@@ -334,8 +337,13 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 		return
 	}
 	// By invitation, the codes are the limit (an office may sign up a
-	// whole group at once); otherwise, each network's rate is.
-	if c.s.cfg.SignupCodes == nil && !c.s.signups.allow(network(c.nc.RemoteAddr()), c.s.cfg.Now(), 1) {
+	// whole group at once); by proof of work, the puzzle, which gets
+	// harder with the rate; otherwise, each network's rate is.
+	if c.s.pow != nil {
+		if !c.checkPoW(id, req, name) {
+			return
+		}
+	} else if c.s.cfg.SignupCodes == nil && !c.s.signups.allow(network(c.nc.RemoteAddr()), c.s.cfg.Now(), 1) {
 		c.respondErr(id, wire.ErrorCode_ERROR_CODE_RATE_LIMITED, "too many sign-ups from your network; try again in a minute", 60_000)
 		return
 	}

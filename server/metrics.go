@@ -23,6 +23,7 @@ type Metrics struct {
 	commitSeconds    prometheus.Histogram
 	commitOps        prometheus.Histogram
 	errors           *prometheus.CounterVec
+	puzzleBits       prometheus.Gauge // with --signup pow only
 	reg              prometheus.Registerer
 }
 
@@ -80,7 +81,23 @@ func (m *Metrics) watchQueue(st store.Store) {
 		}))
 }
 
+// watchPuzzles adds the difficulty of sign-up puzzles (--signup pow).
+func (m *Metrics) watchPuzzles() {
+	if m == nil {
+		return
+	}
+	m.puzzleBits = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "magpie_signup_puzzle_bits", Help: "Difficulty (leading zero bits) of the last sign-up puzzle issued: above its floor, sign-ups are coming fast."})
+	m.reg.MustRegister(m.puzzleBits)
+}
+
 // The server calls these; a nil *Metrics records nothing.
+
+func (m *Metrics) puzzle(bits int) {
+	if m != nil && m.puzzleBits != nil {
+		m.puzzleBits.Set(float64(bits))
+	}
+}
 
 func (m *Metrics) handshake(ok bool, d time.Duration) {
 	if m == nil {

@@ -99,6 +99,9 @@ type Config struct {
 	// account needs a sign-up code (the invite's), of which it spends a
 	// use. Nil: anyone who has the invite may sign up.
 	SignupCodes SignupCodes
+	// SignupPoW, when set (and SignupCodes is not), makes sign-up take a
+	// proof of work whose difficulty rises with the sign-up rate.
+	SignupPoW   *SignupPoW
 	SignupRate  rate.Limit // registrations per second per source network, /24 or /56 (1 per 10 s)
 	SignupBurst int        // (5)
 	// Key bundle fetches, budgeted per account (not per connection, so
@@ -238,7 +241,8 @@ type Server struct {
 	// handshaking is the connections mid-handshake, oldest first;
 	// guarded by mu.
 	handshaking list.List
-	signups     *budgets // by source network
+	signups     *budgets  // by source network
+	pow         *powState // nil unless sign-up takes a proof of work
 	// Request budgets by account and by source network.
 	accountRequests, networkRequests *budgets
 	// Key bundle budgets: fetches by requesting account, one-time keys by
@@ -278,6 +282,15 @@ func New(cfg Config) (*Server, error) {
 		listeners:       make(map[net.Listener]struct{}),
 		conns:           make(map[*conn]struct{}),
 		byNetwork:       make(map[string]int),
+	}
+	if cfg.SignupPoW != nil && cfg.SignupCodes == nil {
+		p := *cfg.SignupPoW
+		p.setDefaults()
+		if err := p.check(); err != nil {
+			return nil, err
+		}
+		s.pow = newPoWState(p, cfg.Now)
+		cfg.Metrics.watchPuzzles()
 	}
 	cfg.Metrics.watchQueue(cfg.Store)
 	s.router = router.New(router.Config{

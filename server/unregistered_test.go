@@ -13,7 +13,7 @@ import (
 )
 
 // beforeRegistering is every request a device without an account may make.
-var beforeRegistering = map[protoreflect.Name]bool{"register": true, "ping": true, "get_endpoints": true}
+var beforeRegistering = map[protoreflect.Name]bool{"register": true, "ping": true, "get_endpoints": true, "signup_challenge": true}
 
 // wellFormed is a request of each kind that passes wire's checks, so that
 // what answers it is the server's own.

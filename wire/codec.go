@@ -28,6 +28,9 @@ const (
 	MaxNameLen = 64
 	// SignupCodeSize is the size of an invite's sign-up code (invite.SignupCodeSize).
 	SignupCodeSize = 16
+	// PoWChallengeSize is the size of a sign-up puzzle's challenge
+	// (signuppow.ChallengeSize).
+	PoWChallengeSize = 58
 
 	// Sizes of Signal-format keys as carried on the wire: a type byte then
 	// the key (0x05 ‖ X25519, 0x08 ‖ Kyber1024), and XEdDSA signatures.
@@ -113,6 +116,9 @@ func (r *Request) validate() error {
 		}
 		if n := len(body.Register.GetSignupCode()); n != 0 && n != SignupCodeSize {
 			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a sign-up code is %d bytes", SignupCodeSize)
+		}
+		if n := len(body.Register.GetPowChallenge()); n != 0 && n != PoWChallengeSize {
+			return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "a sign-up puzzle's challenge is %d bytes", PoWChallengeSize)
 		}
 	case *Request_Lookup:
 		if len(body.Lookup.GetUsername()) > MaxNameLen {
@@ -202,6 +208,7 @@ func (r *Request) validate() error {
 		if n := len(g.GetPayload()); n == 0 || n > MaxPayload {
 			return bad(ErrorCode_ERROR_CODE_TOO_LARGE, "payload of %d bytes (1 to %d allowed)", n, MaxPayload)
 		}
+	case *Request_SignupChallenge:
 	default:
 		return bad(ErrorCode_ERROR_CODE_BAD_REQUEST, "has no known body; the client may be newer than the server")
 	}

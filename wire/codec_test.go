@@ -46,6 +46,7 @@ func TestDecodeClientFrame(t *testing.T) {
 		"long recipient": {frame: mustMarshal(t, sendFrame(1, string(make([]byte, MaxNameLen+1)), cid, nil)), code: ErrorCode_ERROR_CODE_USERNAME_INVALID},
 		"empty ack":      {frame: mustMarshal(t, &ClientFrame{Body: &ClientFrame_Ack{Ack: &Ack{}}})},
 		"huge ack":       {frame: mustMarshal(t, &ClientFrame{Body: &ClientFrame_Ack{Ack: &Ack{Seqs: make([]uint64, MaxAckSeqs+1)}}})},
+		"long challenge": {frame: mustMarshal(t, &ClientFrame{Body: &ClientFrame_Request{Request: &Request{Id: 9, Body: &Request_Register{Register: &RegisterRequest{Username: "alice", PowChallenge: make([]byte, PoWChallengeSize+1)}}}}}), code: ErrorCode_ERROR_CODE_BAD_REQUEST},
 		"no body":        {frame: mustMarshal(t, &ClientFrame{Body: &ClientFrame_Request{Request: &Request{Id: 9}}}), code: ErrorCode_ERROR_CODE_BAD_REQUEST},
 	} {
 		_, err := DecodeClientFrame(tc.frame)

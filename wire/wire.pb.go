@@ -140,6 +140,12 @@ const (
 	// (retry_after_ms says when to try again); reading and acknowledging
 	// go on.
 	ErrorCode_ERROR_CODE_STORAGE_FULL ErrorCode = 22
+	// The server opens accounts to whoever solves a puzzle (magpie serve
+	// --signup pow), and the Register carried no solution, or one that is
+	// wrong, expired, already used, or easier than the server now asks
+	// (the message says which): fetch a new challenge with
+	// SignupChallengeRequest, solve it and register again.
+	ErrorCode_ERROR_CODE_POW_REQUIRED ErrorCode = 23
 )
 
 // Enum value maps for ErrorCode.
@@ -168,6 +174,7 @@ var (
 		20: "ERROR_CODE_CONFLICT",
 		21: "ERROR_CODE_FORBIDDEN",
 		22: "ERROR_CODE_STORAGE_FULL",
+		23: "ERROR_CODE_POW_REQUIRED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":         0,
@@ -193,6 +200,7 @@ var (
 		"ERROR_CODE_CONFLICT":            20,
 		"ERROR_CODE_FORBIDDEN":           21,
 		"ERROR_CODE_STORAGE_FULL":        22,
+		"ERROR_CODE_POW_REQUIRED":        23,
 	}
 )
 
@@ -653,6 +661,7 @@ type Request struct {
 	//	*Request_GroupChange
 	//	*Request_GroupLog
 	//	*Request_GroupSend
+	//	*Request_SignupChallenge
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -810,6 +819,15 @@ func (x *Request) GetGroupSend() *GroupSendRequest {
 	return nil
 }
 
+func (x *Request) GetSignupChallenge() *SignupChallengeRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_SignupChallenge); ok {
+			return x.SignupChallenge
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -862,6 +880,10 @@ type Request_GroupSend struct {
 	GroupSend *GroupSendRequest `protobuf:"bytes,21,opt,name=group_send,json=groupSend,proto3,oneof"`
 }
 
+type Request_SignupChallenge struct {
+	SignupChallenge *SignupChallengeRequest `protobuf:"bytes,22,opt,name=signup_challenge,json=signupChallenge,proto3,oneof"`
+}
+
 func (*Request_Register) isRequest_Body() {}
 
 func (*Request_Lookup) isRequest_Body() {}
@@ -886,6 +908,8 @@ func (*Request_GroupLog) isRequest_Body() {}
 
 func (*Request_GroupSend) isRequest_Body() {}
 
+func (*Request_SignupChallenge) isRequest_Body() {}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -905,6 +929,7 @@ type Response struct {
 	//	*Response_GroupChange
 	//	*Response_GroupLog
 	//	*Response_GroupSend
+	//	*Response_SignupChallenge
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1069,6 +1094,15 @@ func (x *Response) GetGroupSend() *SendResponse {
 	return nil
 }
 
+func (x *Response) GetSignupChallenge() *SignupChallengeResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_SignupChallenge); ok {
+			return x.SignupChallenge
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -1121,6 +1155,10 @@ type Response_GroupSend struct {
 	GroupSend *SendResponse `protobuf:"bytes,21,opt,name=group_send,json=groupSend,proto3,oneof"`
 }
 
+type Response_SignupChallenge struct {
+	SignupChallenge *SignupChallengeResponse `protobuf:"bytes,22,opt,name=signup_challenge,json=signupChallenge,proto3,oneof"`
+}
+
 func (*Response_Register) isResponse_Body() {}
 
 func (*Response_Lookup) isResponse_Body() {}
@@ -1144,6 +1182,8 @@ func (*Response_GroupChange) isResponse_Body() {}
 func (*Response_GroupLog) isResponse_Body() {}
 
 func (*Response_GroupSend) isResponse_Body() {}
+
+func (*Response_SignupChallenge) isResponse_Body() {}
 
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1282,7 +1322,13 @@ type RegisterRequest struct {
 	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
 	// The sign-up code of the invite, for a server that takes new accounts
 	// by invitation only (16 bytes, or empty).
-	SignupCode    []byte `protobuf:"bytes,2,opt,name=signup_code,json=signupCode,proto3" json:"signup_code,omitempty"`
+	SignupCode []byte `protobuf:"bytes,2,opt,name=signup_code,json=signupCode,proto3" json:"signup_code,omitempty"`
+	// For a server that asks new accounts for proof of work: a challenge
+	// from SignupChallengeResponse (exactly as received, 58 bytes) and the
+	// counter that solves it for this username and this connection's static
+	// key (docs/PROTOCOL.md, "Sign-up by proof of work").
+	PowChallenge  []byte `protobuf:"bytes,3,opt,name=pow_challenge,json=powChallenge,proto3" json:"pow_challenge,omitempty"`
+	PowCounter    uint64 `protobuf:"fixed64,4,opt,name=pow_counter,json=powCounter,proto3" json:"pow_counter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1331,6 +1377,124 @@ func (x *RegisterRequest) GetSignupCode() []byte {
 	return nil
 }
 
+func (x *RegisterRequest) GetPowChallenge() []byte {
+	if x != nil {
+		return x.PowChallenge
+	}
+	return nil
+}
+
+func (x *RegisterRequest) GetPowCounter() uint64 {
+	if x != nil {
+		return x.PowCounter
+	}
+	return 0
+}
+
+// SignupChallengeRequest asks for a sign-up puzzle. Allowed before
+// registering; a server that does not ask for proof of work answers with
+// an empty response.
+type SignupChallengeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignupChallengeRequest) Reset() {
+	*x = SignupChallengeRequest{}
+	mi := &file_wire_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignupChallengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignupChallengeRequest) ProtoMessage() {}
+
+func (x *SignupChallengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignupChallengeRequest.ProtoReflect.Descriptor instead.
+func (*SignupChallengeRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{10}
+}
+
+type SignupChallengeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque to the client except as docs/PROTOCOL.md describes it; empty
+	// if the server asks for no proof of work.
+	Challenge []byte `protobuf:"bytes,1,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	// Leading zero bits the solution's hash must have (also in challenge).
+	Bits uint32 `protobuf:"varint,2,opt,name=bits,proto3" json:"bits,omitempty"`
+	// When the challenge stops being accepted, Unix milliseconds (also in
+	// challenge).
+	ExpiresMs     int64 `protobuf:"varint,3,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignupChallengeResponse) Reset() {
+	*x = SignupChallengeResponse{}
+	mi := &file_wire_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignupChallengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignupChallengeResponse) ProtoMessage() {}
+
+func (x *SignupChallengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignupChallengeResponse.ProtoReflect.Descriptor instead.
+func (*SignupChallengeResponse) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SignupChallengeResponse) GetChallenge() []byte {
+	if x != nil {
+		return x.Challenge
+	}
+	return nil
+}
+
+func (x *SignupChallengeResponse) GetBits() uint32 {
+	if x != nil {
+		return x.Bits
+	}
+	return 0
+}
+
+func (x *SignupChallengeResponse) GetExpiresMs() int64 {
+	if x != nil {
+		return x.ExpiresMs
+	}
+	return 0
+}
+
 type RegisterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Device        *DeviceAddress         `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
@@ -1340,7 +1504,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1516,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1529,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterResponse) GetDevice() *DeviceAddress {
@@ -1384,7 +1548,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1560,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1573,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LookupRequest) GetUsername() string {
@@ -1432,7 +1596,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1608,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1621,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LookupResponse) GetUsername() string {
@@ -1495,7 +1659,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1671,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1684,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{13}
+	return file_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeviceInfo) GetDevice() uint32 {
@@ -1576,7 +1740,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1752,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1765,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{14}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendRequest) GetRecipient() string {
@@ -1657,7 +1821,7 @@ type DevicePayload struct {
 
 func (x *DevicePayload) Reset() {
 	*x = DevicePayload{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1833,7 @@ func (x *DevicePayload) String() string {
 func (*DevicePayload) ProtoMessage() {}
 
 func (x *DevicePayload) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1846,7 @@ func (x *DevicePayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicePayload.ProtoReflect.Descriptor instead.
 func (*DevicePayload) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DevicePayload) GetDevice() uint32 {
@@ -1722,7 +1886,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1898,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1911,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendResponse) GetServerTimeMs() int64 {
@@ -1786,7 +1950,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1962,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1975,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PingRequest) GetEcho() []byte {
@@ -1838,7 +2002,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2014,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2027,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PingResponse) GetServerTimeMs() int64 {
@@ -1903,7 +2067,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2079,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2092,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadRequest) GetStartSize() uint64 {
@@ -1993,7 +2157,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2169,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2182,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadResponse) GetBlobId() []byte {
@@ -2062,7 +2226,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2238,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2251,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DownloadRequest) GetBlobId() []byte {
@@ -2121,7 +2285,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2297,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2310,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2176,7 +2340,7 @@ type GetEndpointsRequest struct {
 
 func (x *GetEndpointsRequest) Reset() {
 	*x = GetEndpointsRequest{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2352,7 @@ func (x *GetEndpointsRequest) String() string {
 func (*GetEndpointsRequest) ProtoMessage() {}
 
 func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2365,7 @@ func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetEndpointsRequest) GetHaveVersion() uint64 {
@@ -2220,7 +2384,7 @@ type GetEndpointsResponse struct {
 
 func (x *GetEndpointsResponse) Reset() {
 	*x = GetEndpointsResponse{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2396,7 @@ func (x *GetEndpointsResponse) String() string {
 func (*GetEndpointsResponse) ProtoMessage() {}
 
 func (x *GetEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2409,7 @@ func (x *GetEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*GetEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetEndpointsResponse) GetList() *SignedEndpointList {
@@ -2269,7 +2433,7 @@ type EndpointList struct {
 
 func (x *EndpointList) Reset() {
 	*x = EndpointList{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2445,7 @@ func (x *EndpointList) String() string {
 func (*EndpointList) ProtoMessage() {}
 
 func (x *EndpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2458,7 @@ func (x *EndpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointList.ProtoReflect.Descriptor instead.
 func (*EndpointList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EndpointList) GetVersion() uint64 {
@@ -2335,7 +2499,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2511,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2524,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Endpoint) GetTransport() string {
@@ -2436,7 +2600,7 @@ type SignedEndpointList struct {
 
 func (x *SignedEndpointList) Reset() {
 	*x = SignedEndpointList{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2612,7 @@ func (x *SignedEndpointList) String() string {
 func (*SignedEndpointList) ProtoMessage() {}
 
 func (x *SignedEndpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2625,7 @@ func (x *SignedEndpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedEndpointList.ProtoReflect.Descriptor instead.
 func (*SignedEndpointList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SignedEndpointList) GetList() []byte {
@@ -2496,7 +2660,7 @@ type SetKeysRequest struct {
 
 func (x *SetKeysRequest) Reset() {
 	*x = SetKeysRequest{}
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2672,7 @@ func (x *SetKeysRequest) String() string {
 func (*SetKeysRequest) ProtoMessage() {}
 
 func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2685,7 @@ func (x *SetKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysRequest.ProtoReflect.Descriptor instead.
 func (*SetKeysRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{28}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetKeysRequest) GetIdentityKey() []byte {
@@ -2577,7 +2741,7 @@ type SignedPreKey struct {
 
 func (x *SignedPreKey) Reset() {
 	*x = SignedPreKey{}
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2753,7 @@ func (x *SignedPreKey) String() string {
 func (*SignedPreKey) ProtoMessage() {}
 
 func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2766,7 @@ func (x *SignedPreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPreKey.ProtoReflect.Descriptor instead.
 func (*SignedPreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{29}
+	return file_wire_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignedPreKey) GetId() uint32 {
@@ -2636,7 +2800,7 @@ type PreKey struct {
 
 func (x *PreKey) Reset() {
 	*x = PreKey{}
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2812,7 @@ func (x *PreKey) String() string {
 func (*PreKey) ProtoMessage() {}
 
 func (x *PreKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2825,7 @@ func (x *PreKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreKey.ProtoReflect.Descriptor instead.
 func (*PreKey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{30}
+	return file_wire_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PreKey) GetId() uint32 {
@@ -2687,7 +2851,7 @@ type SetKeysResponse struct {
 
 func (x *SetKeysResponse) Reset() {
 	*x = SetKeysResponse{}
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2863,7 @@ func (x *SetKeysResponse) String() string {
 func (*SetKeysResponse) ProtoMessage() {}
 
 func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2876,7 @@ func (x *SetKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeysResponse.ProtoReflect.Descriptor instead.
 func (*SetKeysResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{31}
+	return file_wire_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetKeysResponse) GetKeyCounts() *KeyCounts {
@@ -2732,7 +2896,7 @@ type KeyCounts struct {
 
 func (x *KeyCounts) Reset() {
 	*x = KeyCounts{}
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2908,7 @@ func (x *KeyCounts) String() string {
 func (*KeyCounts) ProtoMessage() {}
 
 func (x *KeyCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2921,7 @@ func (x *KeyCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyCounts.ProtoReflect.Descriptor instead.
 func (*KeyCounts) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{32}
+	return file_wire_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *KeyCounts) GetPreKeys() uint32 {
@@ -2787,7 +2951,7 @@ type GetBundlesRequest struct {
 
 func (x *GetBundlesRequest) Reset() {
 	*x = GetBundlesRequest{}
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2963,7 @@ func (x *GetBundlesRequest) String() string {
 func (*GetBundlesRequest) ProtoMessage() {}
 
 func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2976,7 @@ func (x *GetBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesRequest.ProtoReflect.Descriptor instead.
 func (*GetBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{33}
+	return file_wire_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetBundlesRequest) GetUsername() string {
@@ -2840,7 +3004,7 @@ type GetBundlesResponse struct {
 
 func (x *GetBundlesResponse) Reset() {
 	*x = GetBundlesResponse{}
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3016,7 @@ func (x *GetBundlesResponse) String() string {
 func (*GetBundlesResponse) ProtoMessage() {}
 
 func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3029,7 @@ func (x *GetBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundlesResponse.ProtoReflect.Descriptor instead.
 func (*GetBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{34}
+	return file_wire_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetBundlesResponse) GetUsername() string {
@@ -2904,7 +3068,7 @@ type DeviceBundle struct {
 
 func (x *DeviceBundle) Reset() {
 	*x = DeviceBundle{}
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3080,7 @@ func (x *DeviceBundle) String() string {
 func (*DeviceBundle) ProtoMessage() {}
 
 func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3093,7 @@ func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
 func (*DeviceBundle) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{35}
+	return file_wire_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeviceBundle) GetDevice() uint32 {
@@ -2977,7 +3141,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3153,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3166,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{36}
+	return file_wire_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Ack) GetSeqs() []uint64 {
@@ -3028,7 +3192,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_wire_proto_msgTypes[37]
+	mi := &file_wire_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3204,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[37]
+	mi := &file_wire_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3217,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{37}
+	return file_wire_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Push) GetBody() isPush_Body {
@@ -3152,7 +3316,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_wire_proto_msgTypes[38]
+	mi := &file_wire_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3328,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[38]
+	mi := &file_wire_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3341,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{38}
+	return file_wire_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Envelope) GetSeq() uint64 {
@@ -3250,7 +3414,7 @@ type GroupChangeRequest struct {
 
 func (x *GroupChangeRequest) Reset() {
 	*x = GroupChangeRequest{}
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3426,7 @@ func (x *GroupChangeRequest) String() string {
 func (*GroupChangeRequest) ProtoMessage() {}
 
 func (x *GroupChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3439,7 @@ func (x *GroupChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupChangeRequest.ProtoReflect.Descriptor instead.
 func (*GroupChangeRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{39}
+	return file_wire_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GroupChangeRequest) GetGroupId() []byte {
@@ -3301,7 +3465,7 @@ type GroupChangeResponse struct {
 
 func (x *GroupChangeResponse) Reset() {
 	*x = GroupChangeResponse{}
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3477,7 @@ func (x *GroupChangeResponse) String() string {
 func (*GroupChangeResponse) ProtoMessage() {}
 
 func (x *GroupChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3490,7 @@ func (x *GroupChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupChangeResponse.ProtoReflect.Descriptor instead.
 func (*GroupChangeResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{40}
+	return file_wire_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GroupChangeResponse) GetSeq() uint64 {
@@ -3351,7 +3515,7 @@ type GroupLogRequest struct {
 
 func (x *GroupLogRequest) Reset() {
 	*x = GroupLogRequest{}
-	mi := &file_wire_proto_msgTypes[41]
+	mi := &file_wire_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3527,7 @@ func (x *GroupLogRequest) String() string {
 func (*GroupLogRequest) ProtoMessage() {}
 
 func (x *GroupLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[41]
+	mi := &file_wire_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3540,7 @@ func (x *GroupLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLogRequest.ProtoReflect.Descriptor instead.
 func (*GroupLogRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{41}
+	return file_wire_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GroupLogRequest) GetGroupId() []byte {
@@ -3410,7 +3574,7 @@ type GroupLogResponse struct {
 
 func (x *GroupLogResponse) Reset() {
 	*x = GroupLogResponse{}
-	mi := &file_wire_proto_msgTypes[42]
+	mi := &file_wire_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3422,7 +3586,7 @@ func (x *GroupLogResponse) String() string {
 func (*GroupLogResponse) ProtoMessage() {}
 
 func (x *GroupLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[42]
+	mi := &file_wire_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3435,7 +3599,7 @@ func (x *GroupLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLogResponse.ProtoReflect.Descriptor instead.
 func (*GroupLogResponse) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{42}
+	return file_wire_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GroupLogResponse) GetChanges() [][]byte {
@@ -3467,7 +3631,7 @@ type GroupSendRequest struct {
 
 func (x *GroupSendRequest) Reset() {
 	*x = GroupSendRequest{}
-	mi := &file_wire_proto_msgTypes[43]
+	mi := &file_wire_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3643,7 @@ func (x *GroupSendRequest) String() string {
 func (*GroupSendRequest) ProtoMessage() {}
 
 func (x *GroupSendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[43]
+	mi := &file_wire_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3656,7 @@ func (x *GroupSendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupSendRequest.ProtoReflect.Descriptor instead.
 func (*GroupSendRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{43}
+	return file_wire_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GroupSendRequest) GetGroupId() []byte {
@@ -3537,7 +3701,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_wire_proto_msgTypes[44]
+	mi := &file_wire_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3713,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[44]
+	mi := &file_wire_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3726,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{44}
+	return file_wire_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -3603,7 +3767,7 @@ type QueueDrained struct {
 
 func (x *QueueDrained) Reset() {
 	*x = QueueDrained{}
-	mi := &file_wire_proto_msgTypes[45]
+	mi := &file_wire_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3615,7 +3779,7 @@ func (x *QueueDrained) String() string {
 func (*QueueDrained) ProtoMessage() {}
 
 func (x *QueueDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[45]
+	mi := &file_wire_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3628,7 +3792,7 @@ func (x *QueueDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDrained.ProtoReflect.Descriptor instead.
 func (*QueueDrained) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{45}
+	return file_wire_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *QueueDrained) GetDrain() uint64 {
@@ -3668,7 +3832,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vServerFrame\x126\n" +
 	"\bresponse\x18\x01 \x01(\v2\x18.magpie.wire.v1.ResponseH\x00R\bresponse\x12*\n" +
 	"\x04push\x18\x02 \x01(\v2\x14.magpie.wire.v1.PushH\x00R\x04pushB\x06\n" +
-	"\x04body\"\x92\x06\n" +
+	"\x04body\"\xe7\x06\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
 	"\bregister\x18\n" +
@@ -3685,8 +3849,9 @@ const file_wire_proto_rawDesc = "" +
 	"\fgroup_change\x18\x13 \x01(\v2\".magpie.wire.v1.GroupChangeRequestH\x00R\vgroupChange\x12>\n" +
 	"\tgroup_log\x18\x14 \x01(\v2\x1f.magpie.wire.v1.GroupLogRequestH\x00R\bgroupLog\x12A\n" +
 	"\n" +
-	"group_send\x18\x15 \x01(\v2 .magpie.wire.v1.GroupSendRequestH\x00R\tgroupSendB\x06\n" +
-	"\x04body\"\xc7\x06\n" +
+	"group_send\x18\x15 \x01(\v2 .magpie.wire.v1.GroupSendRequestH\x00R\tgroupSend\x12S\n" +
+	"\x10signup_challenge\x18\x16 \x01(\v2&.magpie.wire.v1.SignupChallengeRequestH\x00R\x0fsignupChallengeB\x06\n" +
+	"\x04body\"\x9d\a\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.magpie.wire.v1.ErrorR\x05error\x12>\n" +
@@ -3704,7 +3869,8 @@ const file_wire_proto_rawDesc = "" +
 	"\fgroup_change\x18\x13 \x01(\v2#.magpie.wire.v1.GroupChangeResponseH\x00R\vgroupChange\x12?\n" +
 	"\tgroup_log\x18\x14 \x01(\v2 .magpie.wire.v1.GroupLogResponseH\x00R\bgroupLog\x12=\n" +
 	"\n" +
-	"group_send\x18\x15 \x01(\v2\x1c.magpie.wire.v1.SendResponseH\x00R\tgroupSendB\x06\n" +
+	"group_send\x18\x15 \x01(\v2\x1c.magpie.wire.v1.SendResponseH\x00R\tgroupSend\x12T\n" +
+	"\x10signup_challenge\x18\x16 \x01(\v2'.magpie.wire.v1.SignupChallengeResponseH\x00R\x0fsignupChallengeB\x06\n" +
 	"\x04body\"\xb5\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.magpie.wire.v1.ErrorCodeR\x04code\x12\x18\n" +
@@ -3714,11 +3880,20 @@ const file_wire_proto_rawDesc = "" +
 	"\x11MismatchedDevices\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\rR\amissing\x12\x14\n" +
 	"\x05extra\x18\x02 \x03(\rR\x05extra\x12\x14\n" +
-	"\x05stale\x18\x03 \x03(\rR\x05stale\"N\n" +
+	"\x05stale\x18\x03 \x03(\rR\x05stale\"\x94\x01\n" +
 	"\x0fRegisterRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1f\n" +
 	"\vsignup_code\x18\x02 \x01(\fR\n" +
-	"signupCode\"I\n" +
+	"signupCode\x12#\n" +
+	"\rpow_challenge\x18\x03 \x01(\fR\fpowChallenge\x12\x1f\n" +
+	"\vpow_counter\x18\x04 \x01(\x06R\n" +
+	"powCounter\"\x18\n" +
+	"\x16SignupChallengeRequest\"j\n" +
+	"\x17SignupChallengeResponse\x12\x1c\n" +
+	"\tchallenge\x18\x01 \x01(\fR\tchallenge\x12\x12\n" +
+	"\x04bits\x18\x02 \x01(\rR\x04bits\x12\x1d\n" +
+	"\n" +
+	"expires_ms\x18\x03 \x01(\x03R\texpiresMs\"I\n" +
 	"\x10RegisterResponse\x125\n" +
 	"\x06device\x18\x01 \x01(\v2\x1d.magpie.wire.v1.DeviceAddressR\x06device\"+\n" +
 	"\rLookupRequest\x12\x1a\n" +
@@ -3878,7 +4053,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x05drain\x18\x01 \x01(\x04R\x05drain*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PROTOCOL_VERSION_1\x10\x01*\x92\x05\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01*\xaf\x05\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -3903,7 +4078,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x15ERROR_CODE_NOT_MEMBER\x10\x13\x12\x17\n" +
 	"\x13ERROR_CODE_CONFLICT\x10\x14\x12\x18\n" +
 	"\x14ERROR_CODE_FORBIDDEN\x10\x15\x12\x1b\n" +
-	"\x17ERROR_CODE_STORAGE_FULL\x10\x16*I\n" +
+	"\x17ERROR_CODE_STORAGE_FULL\x10\x16\x12\x1b\n" +
+	"\x17ERROR_CODE_POW_REQUIRED\x10\x17*I\n" +
 	"\fEnvelopeKind\x12\x19\n" +
 	"\x15ENVELOPE_KIND_MESSAGE\x10\x00\x12\x1e\n" +
 	"\x1aENVELOPE_KIND_GROUP_CHANGE\x10\x01B\"Z github.com/magpie-im/magpie/wireb\x06proto3"
@@ -3921,119 +4097,123 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_wire_proto_goTypes = []any{
-	(ProtocolVersion)(0),         // 0: magpie.wire.v1.ProtocolVersion
-	(ErrorCode)(0),               // 1: magpie.wire.v1.ErrorCode
-	(EnvelopeKind)(0),            // 2: magpie.wire.v1.EnvelopeKind
-	(*ClientHello)(nil),          // 3: magpie.wire.v1.ClientHello
-	(*ServerHello)(nil),          // 4: magpie.wire.v1.ServerHello
-	(*DeviceAddress)(nil),        // 5: magpie.wire.v1.DeviceAddress
-	(*ClientFrame)(nil),          // 6: magpie.wire.v1.ClientFrame
-	(*ServerFrame)(nil),          // 7: magpie.wire.v1.ServerFrame
-	(*Request)(nil),              // 8: magpie.wire.v1.Request
-	(*Response)(nil),             // 9: magpie.wire.v1.Response
-	(*Error)(nil),                // 10: magpie.wire.v1.Error
-	(*MismatchedDevices)(nil),    // 11: magpie.wire.v1.MismatchedDevices
-	(*RegisterRequest)(nil),      // 12: magpie.wire.v1.RegisterRequest
-	(*RegisterResponse)(nil),     // 13: magpie.wire.v1.RegisterResponse
-	(*LookupRequest)(nil),        // 14: magpie.wire.v1.LookupRequest
-	(*LookupResponse)(nil),       // 15: magpie.wire.v1.LookupResponse
-	(*DeviceInfo)(nil),           // 16: magpie.wire.v1.DeviceInfo
-	(*SendRequest)(nil),          // 17: magpie.wire.v1.SendRequest
-	(*DevicePayload)(nil),        // 18: magpie.wire.v1.DevicePayload
-	(*SendResponse)(nil),         // 19: magpie.wire.v1.SendResponse
-	(*PingRequest)(nil),          // 20: magpie.wire.v1.PingRequest
-	(*PingResponse)(nil),         // 21: magpie.wire.v1.PingResponse
-	(*UploadRequest)(nil),        // 22: magpie.wire.v1.UploadRequest
-	(*UploadResponse)(nil),       // 23: magpie.wire.v1.UploadResponse
-	(*DownloadRequest)(nil),      // 24: magpie.wire.v1.DownloadRequest
-	(*DownloadResponse)(nil),     // 25: magpie.wire.v1.DownloadResponse
-	(*GetEndpointsRequest)(nil),  // 26: magpie.wire.v1.GetEndpointsRequest
-	(*GetEndpointsResponse)(nil), // 27: magpie.wire.v1.GetEndpointsResponse
-	(*EndpointList)(nil),         // 28: magpie.wire.v1.EndpointList
-	(*Endpoint)(nil),             // 29: magpie.wire.v1.Endpoint
-	(*SignedEndpointList)(nil),   // 30: magpie.wire.v1.SignedEndpointList
-	(*SetKeysRequest)(nil),       // 31: magpie.wire.v1.SetKeysRequest
-	(*SignedPreKey)(nil),         // 32: magpie.wire.v1.SignedPreKey
-	(*PreKey)(nil),               // 33: magpie.wire.v1.PreKey
-	(*SetKeysResponse)(nil),      // 34: magpie.wire.v1.SetKeysResponse
-	(*KeyCounts)(nil),            // 35: magpie.wire.v1.KeyCounts
-	(*GetBundlesRequest)(nil),    // 36: magpie.wire.v1.GetBundlesRequest
-	(*GetBundlesResponse)(nil),   // 37: magpie.wire.v1.GetBundlesResponse
-	(*DeviceBundle)(nil),         // 38: magpie.wire.v1.DeviceBundle
-	(*Ack)(nil),                  // 39: magpie.wire.v1.Ack
-	(*Push)(nil),                 // 40: magpie.wire.v1.Push
-	(*Envelope)(nil),             // 41: magpie.wire.v1.Envelope
-	(*GroupChangeRequest)(nil),   // 42: magpie.wire.v1.GroupChangeRequest
-	(*GroupChangeResponse)(nil),  // 43: magpie.wire.v1.GroupChangeResponse
-	(*GroupLogRequest)(nil),      // 44: magpie.wire.v1.GroupLogRequest
-	(*GroupLogResponse)(nil),     // 45: magpie.wire.v1.GroupLogResponse
-	(*GroupSendRequest)(nil),     // 46: magpie.wire.v1.GroupSendRequest
-	(*Receipt)(nil),              // 47: magpie.wire.v1.Receipt
-	(*QueueDrained)(nil),         // 48: magpie.wire.v1.QueueDrained
+	(ProtocolVersion)(0),            // 0: magpie.wire.v1.ProtocolVersion
+	(ErrorCode)(0),                  // 1: magpie.wire.v1.ErrorCode
+	(EnvelopeKind)(0),               // 2: magpie.wire.v1.EnvelopeKind
+	(*ClientHello)(nil),             // 3: magpie.wire.v1.ClientHello
+	(*ServerHello)(nil),             // 4: magpie.wire.v1.ServerHello
+	(*DeviceAddress)(nil),           // 5: magpie.wire.v1.DeviceAddress
+	(*ClientFrame)(nil),             // 6: magpie.wire.v1.ClientFrame
+	(*ServerFrame)(nil),             // 7: magpie.wire.v1.ServerFrame
+	(*Request)(nil),                 // 8: magpie.wire.v1.Request
+	(*Response)(nil),                // 9: magpie.wire.v1.Response
+	(*Error)(nil),                   // 10: magpie.wire.v1.Error
+	(*MismatchedDevices)(nil),       // 11: magpie.wire.v1.MismatchedDevices
+	(*RegisterRequest)(nil),         // 12: magpie.wire.v1.RegisterRequest
+	(*SignupChallengeRequest)(nil),  // 13: magpie.wire.v1.SignupChallengeRequest
+	(*SignupChallengeResponse)(nil), // 14: magpie.wire.v1.SignupChallengeResponse
+	(*RegisterResponse)(nil),        // 15: magpie.wire.v1.RegisterResponse
+	(*LookupRequest)(nil),           // 16: magpie.wire.v1.LookupRequest
+	(*LookupResponse)(nil),          // 17: magpie.wire.v1.LookupResponse
+	(*DeviceInfo)(nil),              // 18: magpie.wire.v1.DeviceInfo
+	(*SendRequest)(nil),             // 19: magpie.wire.v1.SendRequest
+	(*DevicePayload)(nil),           // 20: magpie.wire.v1.DevicePayload
+	(*SendResponse)(nil),            // 21: magpie.wire.v1.SendResponse
+	(*PingRequest)(nil),             // 22: magpie.wire.v1.PingRequest
+	(*PingResponse)(nil),            // 23: magpie.wire.v1.PingResponse
+	(*UploadRequest)(nil),           // 24: magpie.wire.v1.UploadRequest
+	(*UploadResponse)(nil),          // 25: magpie.wire.v1.UploadResponse
+	(*DownloadRequest)(nil),         // 26: magpie.wire.v1.DownloadRequest
+	(*DownloadResponse)(nil),        // 27: magpie.wire.v1.DownloadResponse
+	(*GetEndpointsRequest)(nil),     // 28: magpie.wire.v1.GetEndpointsRequest
+	(*GetEndpointsResponse)(nil),    // 29: magpie.wire.v1.GetEndpointsResponse
+	(*EndpointList)(nil),            // 30: magpie.wire.v1.EndpointList
+	(*Endpoint)(nil),                // 31: magpie.wire.v1.Endpoint
+	(*SignedEndpointList)(nil),      // 32: magpie.wire.v1.SignedEndpointList
+	(*SetKeysRequest)(nil),          // 33: magpie.wire.v1.SetKeysRequest
+	(*SignedPreKey)(nil),            // 34: magpie.wire.v1.SignedPreKey
+	(*PreKey)(nil),                  // 35: magpie.wire.v1.PreKey
+	(*SetKeysResponse)(nil),         // 36: magpie.wire.v1.SetKeysResponse
+	(*KeyCounts)(nil),               // 37: magpie.wire.v1.KeyCounts
+	(*GetBundlesRequest)(nil),       // 38: magpie.wire.v1.GetBundlesRequest
+	(*GetBundlesResponse)(nil),      // 39: magpie.wire.v1.GetBundlesResponse
+	(*DeviceBundle)(nil),            // 40: magpie.wire.v1.DeviceBundle
+	(*Ack)(nil),                     // 41: magpie.wire.v1.Ack
+	(*Push)(nil),                    // 42: magpie.wire.v1.Push
+	(*Envelope)(nil),                // 43: magpie.wire.v1.Envelope
+	(*GroupChangeRequest)(nil),      // 44: magpie.wire.v1.GroupChangeRequest
+	(*GroupChangeResponse)(nil),     // 45: magpie.wire.v1.GroupChangeResponse
+	(*GroupLogRequest)(nil),         // 46: magpie.wire.v1.GroupLogRequest
+	(*GroupLogResponse)(nil),        // 47: magpie.wire.v1.GroupLogResponse
+	(*GroupSendRequest)(nil),        // 48: magpie.wire.v1.GroupSendRequest
+	(*Receipt)(nil),                 // 49: magpie.wire.v1.Receipt
+	(*QueueDrained)(nil),            // 50: magpie.wire.v1.QueueDrained
 }
 var file_wire_proto_depIdxs = []int32{
 	5,  // 0: magpie.wire.v1.ServerHello.device:type_name -> magpie.wire.v1.DeviceAddress
 	10, // 1: magpie.wire.v1.ServerHello.error:type_name -> magpie.wire.v1.Error
-	35, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	37, // 2: magpie.wire.v1.ServerHello.key_counts:type_name -> magpie.wire.v1.KeyCounts
 	8,  // 3: magpie.wire.v1.ClientFrame.request:type_name -> magpie.wire.v1.Request
-	39, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
+	41, // 4: magpie.wire.v1.ClientFrame.ack:type_name -> magpie.wire.v1.Ack
 	9,  // 5: magpie.wire.v1.ServerFrame.response:type_name -> magpie.wire.v1.Response
-	40, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
+	42, // 6: magpie.wire.v1.ServerFrame.push:type_name -> magpie.wire.v1.Push
 	12, // 7: magpie.wire.v1.Request.register:type_name -> magpie.wire.v1.RegisterRequest
-	14, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
-	17, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
-	20, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
-	31, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
-	36, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
-	26, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
-	22, // 14: magpie.wire.v1.Request.upload:type_name -> magpie.wire.v1.UploadRequest
-	24, // 15: magpie.wire.v1.Request.download:type_name -> magpie.wire.v1.DownloadRequest
-	42, // 16: magpie.wire.v1.Request.group_change:type_name -> magpie.wire.v1.GroupChangeRequest
-	44, // 17: magpie.wire.v1.Request.group_log:type_name -> magpie.wire.v1.GroupLogRequest
-	46, // 18: magpie.wire.v1.Request.group_send:type_name -> magpie.wire.v1.GroupSendRequest
-	10, // 19: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
-	13, // 20: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
-	15, // 21: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
-	19, // 22: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
-	21, // 23: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
-	34, // 24: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
-	37, // 25: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
-	27, // 26: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
-	23, // 27: magpie.wire.v1.Response.upload:type_name -> magpie.wire.v1.UploadResponse
-	25, // 28: magpie.wire.v1.Response.download:type_name -> magpie.wire.v1.DownloadResponse
-	43, // 29: magpie.wire.v1.Response.group_change:type_name -> magpie.wire.v1.GroupChangeResponse
-	45, // 30: magpie.wire.v1.Response.group_log:type_name -> magpie.wire.v1.GroupLogResponse
-	19, // 31: magpie.wire.v1.Response.group_send:type_name -> magpie.wire.v1.SendResponse
-	1,  // 32: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
-	11, // 33: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
-	5,  // 34: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
-	16, // 35: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
-	18, // 36: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
-	30, // 37: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
-	29, // 38: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
-	32, // 39: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	32, // 40: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	33, // 41: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
-	32, // 42: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
-	35, // 43: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
-	38, // 44: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
-	32, // 45: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	32, // 46: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
-	33, // 47: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
-	41, // 48: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
-	47, // 49: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
-	48, // 50: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
-	35, // 51: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
-	5,  // 52: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
-	2,  // 53: magpie.wire.v1.Envelope.kind:type_name -> magpie.wire.v1.EnvelopeKind
-	5,  // 54: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	16, // 8: magpie.wire.v1.Request.lookup:type_name -> magpie.wire.v1.LookupRequest
+	19, // 9: magpie.wire.v1.Request.send:type_name -> magpie.wire.v1.SendRequest
+	22, // 10: magpie.wire.v1.Request.ping:type_name -> magpie.wire.v1.PingRequest
+	33, // 11: magpie.wire.v1.Request.set_keys:type_name -> magpie.wire.v1.SetKeysRequest
+	38, // 12: magpie.wire.v1.Request.get_bundles:type_name -> magpie.wire.v1.GetBundlesRequest
+	28, // 13: magpie.wire.v1.Request.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsRequest
+	24, // 14: magpie.wire.v1.Request.upload:type_name -> magpie.wire.v1.UploadRequest
+	26, // 15: magpie.wire.v1.Request.download:type_name -> magpie.wire.v1.DownloadRequest
+	44, // 16: magpie.wire.v1.Request.group_change:type_name -> magpie.wire.v1.GroupChangeRequest
+	46, // 17: magpie.wire.v1.Request.group_log:type_name -> magpie.wire.v1.GroupLogRequest
+	48, // 18: magpie.wire.v1.Request.group_send:type_name -> magpie.wire.v1.GroupSendRequest
+	13, // 19: magpie.wire.v1.Request.signup_challenge:type_name -> magpie.wire.v1.SignupChallengeRequest
+	10, // 20: magpie.wire.v1.Response.error:type_name -> magpie.wire.v1.Error
+	15, // 21: magpie.wire.v1.Response.register:type_name -> magpie.wire.v1.RegisterResponse
+	17, // 22: magpie.wire.v1.Response.lookup:type_name -> magpie.wire.v1.LookupResponse
+	21, // 23: magpie.wire.v1.Response.send:type_name -> magpie.wire.v1.SendResponse
+	23, // 24: magpie.wire.v1.Response.ping:type_name -> magpie.wire.v1.PingResponse
+	36, // 25: magpie.wire.v1.Response.set_keys:type_name -> magpie.wire.v1.SetKeysResponse
+	39, // 26: magpie.wire.v1.Response.get_bundles:type_name -> magpie.wire.v1.GetBundlesResponse
+	29, // 27: magpie.wire.v1.Response.get_endpoints:type_name -> magpie.wire.v1.GetEndpointsResponse
+	25, // 28: magpie.wire.v1.Response.upload:type_name -> magpie.wire.v1.UploadResponse
+	27, // 29: magpie.wire.v1.Response.download:type_name -> magpie.wire.v1.DownloadResponse
+	45, // 30: magpie.wire.v1.Response.group_change:type_name -> magpie.wire.v1.GroupChangeResponse
+	47, // 31: magpie.wire.v1.Response.group_log:type_name -> magpie.wire.v1.GroupLogResponse
+	21, // 32: magpie.wire.v1.Response.group_send:type_name -> magpie.wire.v1.SendResponse
+	14, // 33: magpie.wire.v1.Response.signup_challenge:type_name -> magpie.wire.v1.SignupChallengeResponse
+	1,  // 34: magpie.wire.v1.Error.code:type_name -> magpie.wire.v1.ErrorCode
+	11, // 35: magpie.wire.v1.Error.mismatch:type_name -> magpie.wire.v1.MismatchedDevices
+	5,  // 36: magpie.wire.v1.RegisterResponse.device:type_name -> magpie.wire.v1.DeviceAddress
+	18, // 37: magpie.wire.v1.LookupResponse.devices:type_name -> magpie.wire.v1.DeviceInfo
+	20, // 38: magpie.wire.v1.SendRequest.device_payloads:type_name -> magpie.wire.v1.DevicePayload
+	32, // 39: magpie.wire.v1.GetEndpointsResponse.list:type_name -> magpie.wire.v1.SignedEndpointList
+	31, // 40: magpie.wire.v1.EndpointList.endpoints:type_name -> magpie.wire.v1.Endpoint
+	34, // 41: magpie.wire.v1.SetKeysRequest.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	34, // 42: magpie.wire.v1.SetKeysRequest.last_resort_kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	35, // 43: magpie.wire.v1.SetKeysRequest.pre_keys:type_name -> magpie.wire.v1.PreKey
+	34, // 44: magpie.wire.v1.SetKeysRequest.kyber_pre_keys:type_name -> magpie.wire.v1.SignedPreKey
+	37, // 45: magpie.wire.v1.SetKeysResponse.key_counts:type_name -> magpie.wire.v1.KeyCounts
+	40, // 46: magpie.wire.v1.GetBundlesResponse.bundles:type_name -> magpie.wire.v1.DeviceBundle
+	34, // 47: magpie.wire.v1.DeviceBundle.signed_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	34, // 48: magpie.wire.v1.DeviceBundle.kyber_pre_key:type_name -> magpie.wire.v1.SignedPreKey
+	35, // 49: magpie.wire.v1.DeviceBundle.pre_key:type_name -> magpie.wire.v1.PreKey
+	43, // 50: magpie.wire.v1.Push.envelope:type_name -> magpie.wire.v1.Envelope
+	49, // 51: magpie.wire.v1.Push.receipt:type_name -> magpie.wire.v1.Receipt
+	50, // 52: magpie.wire.v1.Push.queue_drained:type_name -> magpie.wire.v1.QueueDrained
+	37, // 53: magpie.wire.v1.Push.keys_low:type_name -> magpie.wire.v1.KeyCounts
+	5,  // 54: magpie.wire.v1.Envelope.sender:type_name -> magpie.wire.v1.DeviceAddress
+	2,  // 55: magpie.wire.v1.Envelope.kind:type_name -> magpie.wire.v1.EnvelopeKind
+	5,  // 56: magpie.wire.v1.Receipt.recipient:type_name -> magpie.wire.v1.DeviceAddress
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -4062,6 +4242,7 @@ func file_wire_proto_init() {
 		(*Request_GroupChange)(nil),
 		(*Request_GroupLog)(nil),
 		(*Request_GroupSend)(nil),
+		(*Request_SignupChallenge)(nil),
 	}
 	file_wire_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Register)(nil),
@@ -4076,8 +4257,9 @@ func file_wire_proto_init() {
 		(*Response_GroupChange)(nil),
 		(*Response_GroupLog)(nil),
 		(*Response_GroupSend)(nil),
+		(*Response_SignupChallenge)(nil),
 	}
-	file_wire_proto_msgTypes[37].OneofWrappers = []any{
+	file_wire_proto_msgTypes[39].OneofWrappers = []any{
 		(*Push_Envelope)(nil),
 		(*Push_Receipt)(nil),
 		(*Push_QueueDrained)(nil),
@@ -4089,7 +4271,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

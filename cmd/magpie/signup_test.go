@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,4 +40,37 @@ func TestSignupByInvitation(t *testing.T) {
 	again := strings.TrimSpace(mustRun(t, "invite", "--data", data, "--signup").stdout)
 	mustFail(t, []string{"taken"}, "--home", home("alice2", again), "register", "alice")
 	mustRun(t, "--home", home("frank", again), "register", "frank")
+}
+
+// A server run with --signup pow opens accounts to whoever solves its
+// puzzle: magpie register solves it without being asked, says so on
+// stderr (not with --json, whose stdout stays one JSON object), and then
+// works like any account.
+func TestSignupByProofOfWork(t *testing.T) {
+	data := t.TempDir()
+	p := start(t, nil, "serve", "--data", data, "--listen", freeAddr(t), "--signup", "pow", "--signup-pow-min", "10", "--signup-pow-max", "14")
+	inv, ok := p.waitLine("magpie://")
+	if !ok {
+		t.Fatalf("serve printed no invite:\n%s", p)
+	}
+	home := func(name string) string {
+		h := filepath.Join(t.TempDir(), name)
+		mustRun(t, "--home", h, "init", "--invite", inv)
+		return h
+	}
+	alice := home("alice")
+	r := mustRun(t, "--home", alice, "register", "alice")
+	if !strings.Contains(r.stderr, "Solving the server's sign-up puzzle (10 bits") || !strings.Contains(r.stdout, "Registered as alice") {
+		t.Fatalf("register on a pow server:\n%s", r)
+	}
+	bob := home("bob")
+	r = mustRun(t, "--home", bob, "register", "bob", "--json")
+	var out struct{ User string }
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.User != "bob" || strings.Contains(r.stderr, "puzzle") {
+		t.Fatalf("register --json on a pow server:\n%s", r)
+	}
+	mustRun(t, "--home", alice, "send", "bob", "hello")
+
+	mustFail(t, []string{"--signup-pow-min", "40"}, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--signup", "pow", "--signup-pow-min", "20", "--signup-pow-max", "41")
+	mustFail(t, []string{"open, invite or pow"}, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--signup", "proof")
 }

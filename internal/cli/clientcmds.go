@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,10 +153,18 @@ func registerCmd(g *globals) *cobra.Command {
 
 Usernames: 3 to 32 characters, letters a-z, digits and underscores, starting
 with a letter and not ending with an underscore. Case does not matter
-("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.`,
+("Alice" is "alice"). A few names (admin, support, magpie, …) are reserved.
+
+A server run with --signup pow asks each new account to solve a puzzle
+first: register solves it by itself, on every core, and says so (from a
+moment to a minute, more while the server is flooded with sign-ups).`,
 		Example: `  magpie register alice`,
 		Args:    exactArgs(1),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, args []string) error {
+			if !g.json {
+				stop := g.tellPuzzle(cmd.Context(), s)
+				defer stop()
+			}
 			st, err := s.Register(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -169,6 +178,28 @@ with a letter and not ending with an underscore. Case does not matter
 	}
 	g.addJSON(c)
 	return c
+}
+
+// tellPuzzle says on stderr when registering starts solving the server's
+// sign-up puzzle (a server run with --signup pow), until stop.
+func (g *globals) tellPuzzle(ctx context.Context, s *engine.Session) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	evs, err := s.Events(ctx)
+	if err != nil {
+		cancel()
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range evs {
+			var p engine.SignupPuzzle
+			if ev.Name == "signup_puzzle" && json.Unmarshal(ev.Data, &p) == nil {
+				fmt.Fprintf(g.stderr, "Solving the server's sign-up puzzle (%d bits: from a moment to a minute)…\n", p.Bits)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func lookupCmd(g *globals) *cobra.Command {

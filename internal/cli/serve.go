@@ -25,6 +25,7 @@ import (
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/signupcodes"
+	"github.com/magpie-im/magpie/internal/signuppow"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store/sqlite"
@@ -47,6 +48,7 @@ func serveCmd(g *globals) *cobra.Command {
 		admin                string
 		signup               string
 		senderShare          int
+		pow                  server.SignupPoW
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -62,14 +64,22 @@ and acknowledged first. A message the server has acknowledged is on disk,
 so even kill -9 loses none.`,
 		Example: `  magpie serve
   magpie serve --data /var/lib/magpie --listen :7443 --listen tls://:443 --advertise chat.example.org:7443
-  magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md`,
+  magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md
+  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if signup != "open" && signup != "invite" {
-				return usageError{fmt.Errorf("--signup is open or invite, not %q", signup)}
+			if signup != "open" && signup != "invite" && signup != "pow" {
+				return usageError{fmt.Errorf("--signup is open, invite or pow, not %q", signup)}
+			}
+			if pow.MinBits < 1 || pow.MaxBits < pow.MinBits || pow.MaxBits > signuppow.MaxBits {
+				return usageError{fmt.Errorf("--signup-pow-min and --signup-pow-max: want 1 ≤ min ≤ max ≤ %d, not %d and %d", signuppow.MaxBits, pow.MinBits, pow.MaxBits)}
+			}
+			var p *server.SignupPoW
+			if signup == "pow" {
+				p = &pow
 			}
 			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota,
-				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup, senderShare)
+				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup, senderShare, p)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
@@ -88,7 +98,9 @@ so even kill -9 loses none.`,
 	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
 	c.Flags().StringVar(&admin, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
 	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
-	c.Flags().StringVar(&signup, "signup", "open", "who may open an account: open (anyone with the invite) or invite (only with a sign-up code: magpie invite --signup)")
+	c.Flags().StringVar(&signup, "signup", "open", "who may open an account: open (anyone with the invite), invite (only with a sign-up code: magpie invite --signup) or pow (anyone with the invite who solves a puzzle that gets harder as sign-ups come faster)")
+	c.Flags().IntVar(&pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
+	c.Flags().IntVar(&pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	g.addJSON(c)
 	return c
 }
@@ -99,7 +111,7 @@ type adminOptions struct {
 	explicit bool
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string, senderShare int) error {
+func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string, senderShare int, pow *server.SignupPoW) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -192,7 +204,7 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
-		Metrics: server.NewMetrics(reg)}
+		Metrics: server.NewMetrics(reg), SignupPoW: pow}
 	if signup == "invite" {
 		cfg.SignupCodes = signupcodes.Book{Dir: data}
 	}

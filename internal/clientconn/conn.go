@@ -17,9 +17,11 @@ import (
 
 	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/signuppow"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/transport"
+	"github.com/magpie-im/magpie/username"
 	"github.com/magpie-im/magpie/wire"
 )
 
@@ -95,6 +97,7 @@ var ErrStalled = errors.New("client: the server stopped answering (the network p
 // typed errors, and a stream of pushes (envelopes, receipts).
 type Conn struct {
 	lc       *link.Conn
+	self     [32]byte     // this device's static public key
 	lastRecv atomic.Int64 // unix nanos of the last message from the server
 	stall    time.Duration
 	hello    *wire.ServerHello
@@ -387,6 +390,7 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 		return nil, serverError(sh.GetError())
 	}
 	c := &Conn{
+		self:    key.Public,
 		stall:   opts.StallTimeout,
 		lc:      lc,
 		hello:   &sh,
@@ -414,6 +418,10 @@ func (c *Conn) Device() (DeviceAddr, bool) {
 	}
 	return *c.device, true
 }
+
+// PublicKey is this device's static public key, which a sign-up puzzle's
+// solution is bound to.
+func (c *Conn) PublicKey() [32]byte { return c.self }
 
 // ServerTime is the server's clock at handshake time.
 func (c *Conn) ServerTime() time.Time { return time.UnixMilli(c.hello.GetServerTimeMs()) }
@@ -681,13 +689,61 @@ func (c *Conn) waitReader() {
 // Register creates account name with this connection's key as its first
 // device.
 func (c *Conn) Register(ctx context.Context, name string) (DeviceAddr, error) {
-	return c.RegisterWithCode(ctx, name, nil)
+	return c.RegisterWith(ctx, name, RegisterOptions{})
 }
 
 // RegisterWithCode is Register with the invite's sign-up code, which a
 // server that opens accounts by invitation only asks for.
 func (c *Conn) RegisterWithCode(ctx context.Context, name string, code []byte) (DeviceAddr, error) {
-	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Register{Register: &wire.RegisterRequest{Username: name, SignupCode: code}}})
+	return c.RegisterWith(ctx, name, RegisterOptions{SignupCode: code})
+}
+
+// RegisterOptions are what a server may ask of a new account.
+type RegisterOptions struct {
+	// SignupCode is the invite's sign-up code, for a server that opens
+	// accounts by invitation only.
+	SignupCode []byte
+	// OnPuzzle, if set, is called when the server asks for a proof of work
+	// and solving its puzzle begins (bits: its difficulty; the expected
+	// work is 2^bits hashes), so that a person can be told why signing up
+	// takes a while.
+	OnPuzzle func(bits int)
+}
+
+// maxPuzzles bounds the puzzles one Register solves: a server whose
+// difficulty rises while a puzzle is being solved may send the client back
+// for a harder one, but not forever.
+const maxPuzzles = 4
+
+// RegisterWith creates account name with this connection's key as its
+// first device. A server that asks for proof of work (ErrPoWRequired) gets
+// it: Register fetches the server's puzzle, solves it on every core (until
+// ctx ends) and registers again.
+func (c *Conn) RegisterWith(ctx context.Context, name string, o RegisterOptions) (DeviceAddr, error) {
+	var (
+		challenge []byte
+		counter   uint64
+	)
+	for range maxPuzzles + 1 {
+		d, err := c.RegisterSolved(ctx, name, o.SignupCode, challenge, counter)
+		if !errors.Is(err, ErrPoWRequired) {
+			return d, err
+		}
+		if challenge, counter, err = c.solvePuzzle(ctx, name, o.OnPuzzle); err != nil {
+			return DeviceAddr{}, err
+		}
+	}
+	return DeviceAddr{}, fmt.Errorf("the server refused %d solved sign-up puzzles (its sign-ups may be under attack); try again later: %w", maxPuzzles, ErrPoWRequired)
+}
+
+// RegisterSolved makes one attempt at registering name, with the invite's
+// sign-up code (or nil) and a solution to the server's sign-up puzzle (or
+// nil and 0): challenge, from SignupChallenge, and the counter that solves
+// it (internal/signuppow).
+func (c *Conn) RegisterSolved(ctx context.Context, name string, code, challenge []byte, counter uint64) (DeviceAddr, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_Register{Register: &wire.RegisterRequest{
+		Username: name, SignupCode: code, PowChallenge: challenge, PowCounter: counter,
+	}}})
 	if err != nil {
 		return DeviceAddr{}, err
 	}
@@ -696,6 +752,41 @@ func (c *Conn) RegisterWithCode(ctx context.Context, name string, code []byte) (
 	c.device = &d
 	c.mu.Unlock()
 	return d, nil
+}
+
+// SignupChallenge fetches a sign-up puzzle: nil if the server asks for
+// none.
+func (c *Conn) SignupChallenge(ctx context.Context) ([]byte, error) {
+	r, err := c.do(ctx, &wire.Request{Body: &wire.Request_SignupChallenge{SignupChallenge: &wire.SignupChallengeRequest{}}})
+	if err != nil {
+		return nil, fmt.Errorf("fetching the sign-up puzzle: %w", err)
+	}
+	return r.GetSignupChallenge().GetChallenge(), nil
+}
+
+// solvePuzzle fetches the server's sign-up puzzle and solves it for name
+// and this connection's key.
+func (c *Conn) solvePuzzle(ctx context.Context, name string, onPuzzle func(int)) ([]byte, uint64, error) {
+	norm, err := username.Normalize(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrUsernameInvalid, err)
+	}
+	ch, err := c.SignupChallenge(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	p, err := signuppow.Parse(ch)
+	if err != nil {
+		return nil, 0, fmt.Errorf("the server asked for proof of work but sent no usable puzzle: %w", err)
+	}
+	if onPuzzle != nil {
+		onPuzzle(p.Bits)
+	}
+	n, err := signuppow.Solve(ctx, ch, norm, c.self)
+	if err != nil {
+		return nil, 0, err
+	}
+	return ch, n, nil
 }
 
 // UserInfo is what Lookup returns.

@@ -33,6 +33,10 @@ var (
 	ErrNotMember          = errors.New("not a member of that group")
 	ErrConflict           = errors.New("the group changed meanwhile")
 	ErrForbidden          = errors.New("the group's rules do not allow that")
+	// ErrPoWRequired: the server asks new accounts for proof of work and
+	// the registration had none, or a wrong, expired or used one
+	// (Conn.RegisterWith solves the server's puzzle by itself).
+	ErrPoWRequired = errors.New("the server asks for a solved sign-up puzzle")
 )
 
 var codeErrors = map[wire.ErrorCode]error{
@@ -58,6 +62,7 @@ var codeErrors = map[wire.ErrorCode]error{
 	wire.ErrorCode_ERROR_CODE_NOT_MEMBER:          ErrNotMember,
 	wire.ErrorCode_ERROR_CODE_CONFLICT:            ErrConflict,
 	wire.ErrorCode_ERROR_CODE_FORBIDDEN:           ErrForbidden,
+	wire.ErrorCode_ERROR_CODE_POW_REQUIRED:        ErrPoWRequired,
 }
 
 // ServerError is an error the server answered with.

@@ -232,6 +232,13 @@ type PeerEvent struct {
 	Sender string `json:"sender,omitempty"`
 }
 
+// SignupPuzzle is the data of a signup_puzzle event: registering is
+// solving the server's sign-up puzzle, of Bits bits (2^Bits hashes
+// expected).
+type SignupPuzzle struct {
+	Bits int `json:"bits"`
+}
+
 // Contact is what the server says of a user.
 type Contact struct {
 	User    string          `json:"user"`

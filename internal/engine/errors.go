@@ -93,7 +93,9 @@ func classify(err error) (code string, status int) {
 		return CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, group.ErrTooManyMembers):
 		return CodeTooLarge, http.StatusRequestEntityTooLarge
-	case errors.Is(err, group.ErrTooManyRequests):
+	case errors.Is(err, group.ErrTooManyRequests), errors.Is(err, client.ErrPoWRequired):
+		// A sign-up puzzle the server kept refusing: its sign-ups are
+		// flooded, and later is better.
 		return CodeRateLimited, http.StatusTooManyRequests
 	case errors.Is(err, client.ErrNoMessage), errors.Is(err, client.ErrNotSaved):
 		return CodeNotFound, http.StatusNotFound

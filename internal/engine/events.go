@@ -90,6 +90,8 @@ func (e *Engine) eventData(r *http.Request, ev client.Event) (string, any) {
 		return "read", PeerEvent{Peer: ev.Peer}
 	case client.EventGroup:
 		return "group", PeerEvent{Peer: ev.Peer}
+	case client.EventSignupPuzzle:
+		return "signup_puzzle", SignupPuzzle{Bits: ev.PuzzleBits}
 	case client.EventResync:
 		return "resync", struct{}{}
 	}
