@@ -28,33 +28,44 @@ var errNotClientHello = errors.New("censor: not a TLS ClientHello")
 // handshake message may be split over several records and the records over
 // several reads. err is set when buf is not a ClientHello.
 func parseClientHelloSNI(buf []byte) (sni string, done bool, err error) {
+	body, done, err := clientHelloBody(buf)
+	if !done || err != nil {
+		return "", done, err
+	}
+	sni, err = clientHelloServerName(body)
+	return sni, err == nil, err
+}
+
+// clientHelloBody reassembles the ClientHello handshake message from the
+// TLS records at the start of buf and returns its body (after the 4-byte
+// handshake header), with done and err as parseClientHelloSNI's.
+func clientHelloBody(buf []byte) (body []byte, done bool, err error) {
 	var hs []byte
 	for {
 		if len(hs) >= tlsHandshakeHeader {
 			if hs[0] != tlsTypeClientHello {
-				return "", false, errNotClientHello
+				return nil, false, errNotClientHello
 			}
 			n := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
 			if n > tlsMaxClientHello {
-				return "", false, errNotClientHello
+				return nil, false, errNotClientHello
 			}
 			if len(hs) >= tlsHandshakeHeader+n {
-				sni, err := clientHelloServerName(hs[tlsHandshakeHeader : tlsHandshakeHeader+n])
-				return sni, err == nil, err
+				return hs[tlsHandshakeHeader : tlsHandshakeHeader+n], true, nil
 			}
 		}
 		if len(buf) < tlsRecordHeader {
-			return "", false, nil
+			return nil, false, nil
 		}
 		if buf[0] != tlsTypeHandshake || buf[1] != 0x03 {
-			return "", false, errNotClientHello
+			return nil, false, errNotClientHello
 		}
 		n := int(buf[3])<<8 | int(buf[4])
 		if n == 0 || n > tlsMaxRecordPayload {
-			return "", false, errNotClientHello
+			return nil, false, errNotClientHello
 		}
 		if len(buf) < tlsRecordHeader+n {
-			return "", false, nil
+			return nil, false, nil
 		}
 		hs = append(hs, buf[tlsRecordHeader:tlsRecordHeader+n]...)
 		buf = buf[tlsRecordHeader+n:]

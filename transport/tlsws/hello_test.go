@@ -228,21 +228,19 @@ func TestClientHelloIsChrome(t *testing.T) {
 	}
 }
 
-func TestNoSNIForIP(t *testing.T) {
+func TestNoSNIForIPRefused(t *testing.T) {
 	ln := serve(t, serverConfig(t))
 	proxy, hellos := captureProxy(t, ln.Addr().String())
+	cfg := clientConfig(t)
+	cfg.ServerName = ""
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, "tcp", proxy, clientConfig(t))
-	if err != nil {
-		t.Fatal(err)
+	if _, err := Dial(ctx, "tcp", proxy, cfg); !errors.Is(err, ErrNoServerName) {
+		t.Fatalf("Dial to an IP address without a server name: %v", err)
 	}
-	c.Close()
-	h, err := parseHello(<-hellos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if slices.Contains(h.extensions, 0) {
-		t.Errorf("SNI %q sent for an IP address", h.sni)
+	select {
+	case h := <-hellos:
+		t.Fatalf("a ClientHello was sent: % x", h[:min(len(h), 64)])
+	case <-time.After(100 * time.Millisecond):
 	}
 }

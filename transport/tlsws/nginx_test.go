@@ -108,7 +108,7 @@ func startNginx(t *testing.T, backend string, c *testCert) string {
 
 func TestBehindNginx(t *testing.T) {
 	c := newCert(t, nil, false)
-	cfg := ServerConfig{BehindProxy: true, Secret: testSecret(4)}
+	cfg := ServerConfig{BehindProxy: true, Secret: testSecret(4), Decoy: GeneratedSite(testSeed)}
 	backend := serve(t, cfg)
 	front := startNginx(t, backend.Addr().String(), c)
 
