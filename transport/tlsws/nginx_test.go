@@ -23,6 +23,13 @@ import (
 // of backend (a BehindProxy listener), configured from
 // testdata/nginx.conf.tmpl, and returns its address.
 func startNginx(t *testing.T, backend string, c *testCert) string {
+	return runNginx(t, "testdata/nginx.conf.tmpl", c, map[string]string{"Backend": backend})
+}
+
+// runNginx runs Debian's nginx configured from the template tmplFile, with
+// c's certificate and key in its directory, and returns its address. The
+// template gets vars plus Dir, Listen and ServerName.
+func runNginx(t *testing.T, tmplFile string, c *testCert, vars map[string]string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -55,7 +62,7 @@ func startNginx(t *testing.T, backend string, c *testCert) string {
 	listen := probe.Addr().String()
 	probe.Close()
 
-	tmpl, err := template.ParseFiles("testdata/nginx.conf.tmpl")
+	tmpl, err := template.ParseFiles(tmplFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +70,11 @@ func startNginx(t *testing.T, backend string, c *testCert) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tmpl.Execute(conf, map[string]string{"Dir": dir, "Listen": listen, "ServerName": testName, "Backend": backend})
+	all := map[string]string{"Dir": dir, "Listen": listen, "ServerName": testName}
+	for k, v := range vars {
+		all[k] = v
+	}
+	err = tmpl.Execute(conf, all)
 	conf.Close()
 	if err != nil {
 		t.Fatal(err)

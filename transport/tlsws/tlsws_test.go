@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -51,6 +52,12 @@ func newCert(t testing.TB, parent *testCert, isCA bool) *testCert {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newCertFor(t, parent, isCA, key)
+}
+
+// newCertFor is newCert with the given key.
+func newCertFor(t testing.TB, parent *testCert, isCA bool, key crypto.Signer) *testCert {
+	t.Helper()
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -73,7 +80,7 @@ func newCert(t testing.TB, parent *testCert, isCA bool) *testCert {
 	if parent != nil {
 		signer, signerCert = parent.tls.PrivateKey, parent.x509
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
