@@ -187,7 +187,7 @@ func buildProbes(cfg CompareConfig) []probe {
 		{name: "random-10000", raw: rnd(10000)},
 		{name: "http-get", raw: get},
 		{name: "tls-junk", raw: junk},
-		{name: "clienthello", raw: goClientHello(host)},
+		{name: "clienthello", raw: goClientHello(&tls.Config{ServerName: host, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})},
 	}
 	for i, fp := range cfg.FirstPackets {
 		if len(fp) == 0 {
@@ -207,13 +207,13 @@ func buildProbes(cfg CompareConfig) []probe {
 	)
 }
 
-// goClientHello returns the first flight of Go's crypto/tls client for
-// host: an ordinary ClientHello that is not the one being looked for.
-func goClientHello(host string) []byte {
+// goClientHello returns the first flight of Go's crypto/tls client with
+// cfg: an ordinary ClientHello that is not the one being looked for.
+func goClientHello(cfg *tls.Config) []byte {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	go tls.Client(a, &tls.Config{ServerName: host, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}).Handshake()
+	go tls.Client(a, cfg).Handshake()
 	buf := make([]byte, 1<<16)
 	b.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, _ := b.Read(buf)

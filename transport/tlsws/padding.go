@@ -38,9 +38,11 @@ const (
 	padMin     = 200
 	padMax     = 1150
 	sizeMemory = 64
-	// The pad of record 1, in bytes of cookie value.
+	// The pad of record 1, in bytes of cookie value: the upgrade request
+	// is about 500 bytes without it, and with it stays inside the first
+	// record (1,186 bytes of plaintext) unless host and path are long.
 	padHTTPMin = 16
-	padHTTPMax = 16 + padMax - padMin
+	padHTTPMax = 576
 )
 
 // sizeDrawer draws record sizes per position, avoiding recent repeats.
