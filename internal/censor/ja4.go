@@ -39,16 +39,9 @@ func JA4(buf []byte) (string, error) {
 	if !done {
 		return "", fmt.Errorf("%w: truncated", errNotClientHello)
 	}
-	s := cryptobyte.String(body)
-	var legacy uint16
-	var random, sessionID, suites, compression, exts cryptobyte.String
-	if !s.ReadUint16(&legacy) || !s.ReadBytes((*[]byte)(&random), 32) ||
-		!s.ReadUint8LengthPrefixed(&sessionID) || !s.ReadUint16LengthPrefixed(&suites) ||
-		!s.ReadUint8LengthPrefixed(&compression) {
-		return "", errNotClientHello
-	}
-	if !s.Empty() && (!s.ReadUint16LengthPrefixed(&exts) || !s.Empty()) {
-		return "", errNotClientHello
+	legacy, suites, exts, err := splitClientHello(body)
+	if err != nil {
+		return "", err
 	}
 	var ciphers, extensions, sigAlgs []uint16
 	for !suites.Empty() {

@@ -75,19 +75,9 @@ func clientHelloBody(buf []byte) (body []byte, done bool, err error) {
 // clientHelloServerName parses a ClientHello body (RFC 8446 §4.1.2) and
 // returns its host_name server name, or "" if there is none.
 func clientHelloServerName(body []byte) (string, error) {
-	s := cryptobyte.String(body)
-	var version uint16
-	var random, sessionID, suites, compression, exts cryptobyte.String
-	if !s.ReadUint16(&version) || !s.ReadBytes((*[]byte)(&random), 32) ||
-		!s.ReadUint8LengthPrefixed(&sessionID) || !s.ReadUint16LengthPrefixed(&suites) ||
-		!s.ReadUint8LengthPrefixed(&compression) {
-		return "", errNotClientHello
-	}
-	if s.Empty() { // no extensions at all
-		return "", nil
-	}
-	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
-		return "", errNotClientHello
+	_, _, exts, err := splitClientHello(body)
+	if err != nil {
+		return "", err
 	}
 	for !exts.Empty() {
 		var typ uint16
@@ -115,6 +105,22 @@ func clientHelloServerName(body []byte) (string, error) {
 		return "", nil
 	}
 	return "", nil
+}
+
+// splitClientHello parses a ClientHello body (RFC 8446 §4.1.2) into its
+// legacy version, cipher suites and extensions (empty if it has none).
+func splitClientHello(body []byte) (version uint16, suites, exts cryptobyte.String, err error) {
+	s := cryptobyte.String(body)
+	var random, sessionID, compression cryptobyte.String
+	if !s.ReadUint16(&version) || !s.ReadBytes((*[]byte)(&random), 32) ||
+		!s.ReadUint8LengthPrefixed(&sessionID) || !s.ReadUint16LengthPrefixed(&suites) ||
+		!s.ReadUint8LengthPrefixed(&compression) {
+		return 0, nil, nil, errNotClientHello
+	}
+	if !s.Empty() && (!s.ReadUint16LengthPrefixed(&exts) || !s.Empty()) {
+		return 0, nil, nil, errNotClientHello
+	}
+	return version, suites, exts, nil
 }
 
 // matchSNI reports which pattern, if any, blocks name. A pattern

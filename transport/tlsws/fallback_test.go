@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -94,11 +93,8 @@ func flip(b []byte, i int) []byte {
 // recordingSite stands in for the fallback web server: it records every
 // byte each connection sends and answers nothing.
 type recordingSite struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns [][]byte
-	wg    sync.WaitGroup
-	got   chan int // index of each connection, once it closed
+	ln  net.Listener
+	got chan []byte // what each connection sent, once it closed
 }
 
 func startRecordingSite(t *testing.T) *recordingSite {
@@ -107,41 +103,10 @@ func startRecordingSite(t *testing.T) *recordingSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &recordingSite{ln: ln, got: make(chan int, 64)}
-	var open []net.Conn
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			i := len(s.conns)
-			s.conns = append(s.conns, nil)
-			open = append(open, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				s.mu.Lock()
-				s.conns[i] = b
-				s.mu.Unlock()
-				s.got <- i
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
+	s := &recordingSite{ln: ln, got: make(chan []byte, 64)}
+	acceptAll(t, ln, func(c net.Conn, _ func(net.Conn)) {
+		b, _ := io.ReadAll(c)
+		s.got <- b
 	})
 	return s
 }
@@ -150,10 +115,8 @@ func startRecordingSite(t *testing.T) *recordingSite {
 func (s *recordingSite) next(t *testing.T) []byte {
 	t.Helper()
 	select {
-	case i := <-s.got:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.conns[i]
+	case b := <-s.got:
+		return b
 	case <-time.After(10 * time.Second):
 		t.Fatal("the fallback saw no connection close")
 		return nil
@@ -210,4 +173,31 @@ func TestUnauthenticatedGoesToFallbackByteForByte(t *testing.T) {
 	if _, err := Dial(ctx, "tcp", ln.Addr().String(), bad); err == nil {
 		t.Fatal("a client with the wrong secret got through")
 	}
+}
+
+// FuzzRouting: what the listener parses before it knows who is calling (a
+// ClientHello from records, its ALPN, its authenticator) never panics on
+// any bytes, and a whole ClientHello is found only inside the buffer.
+func FuzzRouting(f *testing.F) {
+	f.Add(chromeHello)
+	f.Add(chromeHello[:100])
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte{22, 3, 1, 0, 4, 1, 0, 0, 0})
+	v := newHelloVerifier(testSecret(1), 0)
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		msg, done, err := helloMessage(buf)
+		if err != nil && done {
+			t.Fatal("done with an error")
+		}
+		if !done {
+			return
+		}
+		if len(msg) < 4 || len(msg) > len(buf) {
+			t.Fatalf("a %d-byte message from %d bytes", len(msg), len(buf))
+		}
+		offersALPN(msg, "acme-tls/1")
+		if v.check(msg) {
+			t.Fatal("an authenticator forged by the fuzzer")
+		}
+	})
 }

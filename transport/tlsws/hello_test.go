@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,64 +32,33 @@ func captureProxy(t *testing.T, backend string) (addr string, hellos <-chan []by
 		t.Fatal(err)
 	}
 	out := make(chan []byte, 16)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	track := func(c net.Conn) {
-		mu.Lock()
-		open = append(open, c)
-		mu.Unlock()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			track(c)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				hdr := make([]byte, 5)
-				if _, err := io.ReadFull(c, hdr); err != nil {
-					return
-				}
-				rec := make([]byte, 5+int(binary.BigEndian.Uint16(hdr[3:])))
-				copy(rec, hdr)
-				if _, err := io.ReadFull(c, rec[5:]); err != nil {
-					return
-				}
-				out <- rec
-				b, err := net.Dial("tcp", backend)
-				if err != nil {
-					return
-				}
-				track(b)
-				defer b.Close()
-				b.Write(rec)
-				done := make(chan struct{})
-				go func() {
-					io.Copy(c, b)
-					c.Close()
-					close(done)
-				}()
-				io.Copy(b, c)
-				b.Close()
-				<-done
-			}()
+	acceptAll(t, ln, func(c net.Conn, track func(net.Conn)) {
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
+		rec := make([]byte, 5+int(binary.BigEndian.Uint16(hdr[3:])))
+		copy(rec, hdr)
+		if _, err := io.ReadFull(c, rec[5:]); err != nil {
+			return
+		}
+		out <- rec
+		b, err := net.Dial("tcp", backend)
+		if err != nil {
+			return
+		}
+		track(b)
+		defer b.Close()
+		b.Write(rec)
+		done := make(chan struct{})
+		go func() {
+			io.Copy(c, b)
 			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+			close(done)
+		}()
+		io.Copy(b, c)
+		b.Close()
+		<-done
 	})
 	return ln.Addr().String(), out
 }

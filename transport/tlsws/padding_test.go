@@ -25,57 +25,40 @@ func recordProxy(t *testing.T, backend string) (string, <-chan recordSizes) {
 		t.Fatal(err)
 	}
 	out := make(chan recordSizes, 64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	acceptAll(t, ln, func(c net.Conn, track func(net.Conn)) {
+		b, err := net.Dial("tcp", backend)
+		if err != nil {
+			return
+		}
+		track(b)
+		defer b.Close()
+		var finished atomic.Bool
+		var sizes recordSizes
+		var down sync.WaitGroup
+		down.Add(1)
+		go func() {
+			defer down.Done()
+			defer c.Close()
+			copyRecords(c, b, func(typ byte, n int) {
+				if finished.Load() && typ == 23 {
+					sizes.down = append(sizes.down, n)
+				}
+			})
+		}()
+		seen := 0
+		copyRecords(b, c, func(typ byte, n int) {
+			if typ != 23 {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				b, err := net.Dial("tcp", backend)
-				if err != nil {
-					return
-				}
-				defer b.Close()
-				var finished atomic.Bool
-				var sizes recordSizes
-				var down sync.WaitGroup
-				down.Add(1)
-				go func() {
-					defer down.Done()
-					defer c.Close()
-					copyRecords(c, b, func(typ byte, n int) {
-						if finished.Load() && typ == 23 {
-							sizes.down = append(sizes.down, n)
-						}
-					})
-				}()
-				seen := 0
-				copyRecords(b, c, func(typ byte, n int) {
-					if typ != 23 {
-						return
-					}
-					if seen++; seen == 1 {
-						finished.Store(true)
-						return
-					}
-					sizes.up = append(sizes.up, n)
-				})
-				b.Close()
-				down.Wait()
-				out <- sizes
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+			if seen++; seen == 1 {
+				finished.Store(true)
+				return
+			}
+			sizes.up = append(sizes.up, n)
+		})
+		b.Close()
+		down.Wait()
+		out <- sizes
 	})
 	return ln.Addr().String(), out
 }

@@ -118,17 +118,19 @@ func testSecret(b byte) (s [32]byte) {
 	return s
 }
 
-// serve starts Listen with cfg and echoes every accepted connection until
-// the test ends.
-func serve(t testing.TB, cfg ServerConfig) net.Listener {
-	t.Helper()
-	ln, err := Listen("127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+// acceptAll runs handle on every connection ln accepts, each in its own
+// goroutine, until the test ends; then it closes ln and every connection
+// (handle's end closes it too) and waits for the goroutines. handle may
+// register more connections to close with the function it gets.
+func acceptAll(t testing.TB, ln net.Listener, handle func(c net.Conn, track func(net.Conn))) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var conns []net.Conn
+	var open []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		open = append(open, c)
+		mu.Unlock()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -137,26 +139,35 @@ func serve(t testing.TB, cfg ServerConfig) net.Listener {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			track(c)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				io.Copy(c, c)
-				c.Close()
+				defer c.Close()
+				handle(c, track)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
-		for _, c := range conns {
+		for _, c := range open {
 			c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
 	})
+}
+
+// serve starts Listen with cfg and echoes every accepted connection until
+// the test ends.
+func serve(t testing.TB, cfg ServerConfig) net.Listener {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptAll(t, ln, func(c net.Conn, _ func(net.Conn)) { io.Copy(c, c) })
 	return ln
 }
 
