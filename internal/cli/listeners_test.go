@@ -2,13 +2,20 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/magpie-im/magpie/internal/nginxtest"
 	"github.com/magpie-im/magpie/transport/tlsws"
 )
 
@@ -119,4 +126,74 @@ func TestTLSFallbackFlagChecks(t *testing.T) {
 	os.WriteFile(filepath.Join(site, "index.html"), []byte("<p>mine</p>"), 0o644)
 	ln := openTLS(t, "tls://127.0.0.1:0", t.TempDir(), tlsOptions{decoyDir: site, fallback: "127.0.0.1:1"})
 	ln.Close()
+}
+
+// The recommended deployment, through the flags: the operator's
+// certificate, nginx serving the site with it, and a tls:// listener with
+// --tls-fallback to nginx. The Magpie client gets through; a browser gets
+// nginx's site, over h2.
+func TestTLSFallbackToNginx(t *testing.T) {
+	const name = "chat.example.test"
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "site.crt"), filepath.Join(dir, "site.key")
+	if err := ensureSelfSigned(crt, key, name, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(crt)
+	keyPEM, _ := os.ReadFile(key)
+	root := t.TempDir()
+	page := []byte("<p>the operator's own site</p>\n")
+	os.WriteFile(filepath.Join(root, "index.html"), page, 0o644)
+	site := nginxtest.Start(t, "../../transport/tlsws/testdata/nginx-site.conf.tmpl", certPEM, keyPEM, name,
+		map[string]string{"Root": root, "Timeout": "10s"})
+
+	ln := openTLS(t, "tls://127.0.0.1:0", t.TempDir(), tlsOptions{certFile: crt, keyFile: key, fallback: site})
+	if ln.template.SNI != name || ln.template.Cert != "" {
+		t.Fatalf("endpoint SNI %q, pin %q; want the certificate's name and no pin", ln.template.SNI, ln.template.Cert)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	leaf, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf.Leaf)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc := tlsws.ClientConfig{ServerName: ln.template.SNI, RootCAs: pool, Path: ln.template.Path}
+	copy(cc.Secret[:], ln.template.Secret)
+	c, err := tlsws.Dial(ctx, "tcp", ln.Addr().String(), cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	if s == nil {
+		t.Fatal("nothing accepted")
+	}
+	defer s.Close()
+	go c.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("server read %q, %v", buf, err)
+	}
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: name}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.HasPrefix(resp.Header.Get("Server"), "nginx") || !bytes.Equal(body, page) {
+		t.Fatalf("a browser got %s, Server %q, %q; want nginx's site over h2", resp.Proto, resp.Header.Get("Server"), body)
+	}
 }
