@@ -35,6 +35,7 @@ type listener struct {
 	transport string
 	template  endpoints.Endpoint // transport parameters; Address filled per advertised address
 	public    bool               // false behind a proxy: the operator publishes the proxy's address
+	note      string             // what the operator should know about it, for the banner
 }
 
 // tlsOptions are the serve flags for the tls transport.
@@ -98,7 +99,7 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg := tlsws.ServerConfig{Secret: secret, Path: tlsOpts.path, Fallback: tlsOpts.fallback, Decoy: tlsws.GeneratedSite(seed)}
+		cfg := tlsws.ServerConfig{Secret: secret, Path: tlsOpts.path, Fallback: tlsOpts.fallback, SiteSeed: &seed}
 		if tlsOpts.decoyDir != "" {
 			if st, err := os.Stat(tlsOpts.decoyDir); err != nil || !st.IsDir() {
 				return nil, usageError{fmt.Errorf("--tls-decoy-dir %s: not a directory", tlsOpts.decoyDir)}
@@ -147,7 +148,11 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		if err != nil {
 			return nil, wrap(err)
 		}
-		return &listener{Listener: ln, transport: tlsws.Name, template: tmpl, public: !behind}, nil
+		note := ""
+		if !behind && tlsOpts.fallback == "" {
+			note = " (no --tls-fallback: probes meet a generated site on Go's TLS, which can be told from nginx; see docs/TRANSPORTS.md)"
+		}
+		return &listener{Listener: ln, transport: tlsws.Name, template: tmpl, public: !behind, note: note}, nil
 	default:
 		return nil, fmt.Errorf("--listen %s: unknown transport %q (tcp, obfs, tls, tls+proxy)", spec, scheme)
 	}

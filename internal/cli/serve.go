@@ -374,7 +374,7 @@ func (g *globals) printBanner(abs string, lns []*listener, fingerprint string, l
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
 	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
 	for _, ln := range lns {
-		note := ""
+		note := ln.note
 		if !ln.public {
 			note = " (behind a proxy: publish its address with magpie endpoints add)"
 		}

@@ -30,16 +30,65 @@ import (
 // Fallback) every reaction is the real web server's instead, which is the
 // recommended set-up (docs/TRANSPORTS.md).
 func GeneratedSite(seed [32]byte) http.Handler {
-	return newSite(generateFiles(seed))
+	files := generateFiles(seed)
+	r := seeded(seed, "headers")
+	site := newSite(files)
+	if r.IntN(3) > 0 {
+		site.cacheControl = fmt.Sprintf("max-age=%d", []int{300, 600, 3600, 14400, 86400, 604800}[r.IntN(6)])
+	}
+	// Error pages in the site's own look, with its name: nothing in them is
+	// shared with another deployment either.
+	page := files["404.html"].data
+	site.errorBody = func(code int) []byte {
+		if code == http.StatusNotFound {
+			return page
+		}
+		return bytes.Replace(page, []byte(notFoundText), []byte(http.StatusText(code)), -1)
+	}
+	delete(files, "404.html")
+	return site
+}
+
+// notFoundText is the generated error page's heading.
+const notFoundText = "Page not found"
+
+// timeouts are a decoy web server's: how long it waits for a request (the
+// TLS handshake included) and how long it keeps an idle connection.
+type timeouts struct{ header, idle time.Duration }
+
+// siteTimeouts draws a deployment's timeouts from its seed (whole seconds,
+// 10–60 s and 30–180 s), so that no two deployments without a fallback
+// close silent connections at the same moment.
+func siteTimeouts(seed [32]byte) timeouts {
+	r := seeded(seed, "timeouts")
+	return timeouts{
+		header: time.Duration(10+r.IntN(51)) * time.Second,
+		idle:   time.Duration(30+r.IntN(151)) * time.Second,
+	}
 }
 
 // SiteHost returns a host name generated from seed (another label than the
 // site's, so it reveals nothing of it): the cover name serve puts in the
 // self-signed certificate and the endpoint's SNI when the operator sets
 // none.
+//
+// The name is two words from this package's lists, maybe a third or a
+// number, and a top-level domain: millions of combinations, so a censor
+// cannot block them all by SNI without blocking ordinary names too. It is
+// still a name nobody registered: an operator who can, sets a real one
+// (--tls-sni, or a domain and its certificate).
 func SiteHost(seed [32]byte) string {
 	r := seeded(seed, "host")
-	return pick(r, siteAdjectives) + pick(r, siteNouns) + pick(r, []string{".com", ".net", ".org", ".studio", ".co"})
+	name := pick(r, siteAdjectives) + pick(r, siteNouns)
+	switch r.IntN(4) {
+	case 0:
+		name = pick(r, siteAdjectives) + "-" + pick(r, siteNouns)
+	case 1:
+		name += pick(r, hostSuffixes)
+	case 2:
+		name += fmt.Sprint(r.IntN(90) + 10)
+	}
+	return name + pick(r, []string{".com", ".net", ".org", ".studio", ".co", ".shop", ".info", ".site"})
 }
 
 // randomSeed is a fresh seed for a listener given no decoy.
@@ -67,9 +116,20 @@ func capitalize(w string) string { return strings.ToUpper(w[:1]) + w[1:] }
 func pick(r *mrand.Rand, s []string) string { return s[r.IntN(len(s))] }
 
 var (
-	siteAdjectives = []string{"juniper", "copper", "willow", "harbor", "maple", "granite", "saffron", "linden", "amber", "cedar", "north", "riverside", "hollow", "bright", "quiet", "oak", "silver", "meadow", "ember", "tidal"}
-	siteNouns      = []string{"hill", "lane", "works", "studio", "yard", "field", "row", "house", "corner", "bay", "mill", "gate", "bridge", "loft", "garden", "point", "press", "forge", "market", "grove"}
-	siteTrades     = []struct{ trade, things, verb string }{
+	siteAdjectives = []string{"juniper", "copper", "willow", "harbor", "maple", "granite", "saffron", "linden", "amber", "cedar",
+		"north", "riverside", "hollow", "bright", "quiet", "oak", "silver", "meadow", "ember", "tidal",
+		"south", "east", "west", "old", "little", "green", "blue", "red", "golden", "stone",
+		"iron", "birch", "ash", "elm", "pine", "rowan", "hazel", "clover", "thistle", "heather",
+		"misty", "sunny", "windy", "lucky", "honest", "gentle", "humble", "noble", "rustic", "urban",
+		"coastal", "alpine", "valley", "prairie", "orchard", "harvest", "velvet", "indigo", "scarlet", "ivory"}
+	siteNouns = []string{"hill", "lane", "works", "studio", "yard", "field", "row", "house", "corner", "bay",
+		"mill", "gate", "bridge", "loft", "garden", "point", "press", "forge", "market", "grove",
+		"barn", "brook", "cove", "dale", "farm", "ford", "glen", "haven", "hearth", "inlet",
+		"kiln", "ledge", "marsh", "moor", "nook", "pier", "quay", "ridge", "shed", "spring",
+		"square", "street", "terrace", "tower", "wharf", "wood", "acre", "basin", "bench", "cellar",
+		"crossing", "depot", "atelier", "workshop", "pantry", "parlour", "table", "kitchen", "canvas", "thread"}
+	hostSuffixes = []string{"co", "shop", "works", "studio", "online", "store", "crafts", "goods", "hq", "web"}
+	siteTrades   = []struct{ trade, things, verb string }{
 		{"Pottery", "mugs, bowls and serving dishes", "throw and glaze"},
 		{"Bakery", "sourdough, rye and seasonal pastries", "bake"},
 		{"Bicycle Repair", "city bikes, tourers and cargo bikes", "service and rebuild"},
@@ -130,7 +190,9 @@ func generateFiles(seed [32]byte) map[string]siteFile {
 	mod := func() time.Time {
 		return base.Add(time.Duration(r.Int64N(int64(60 * 24 * time.Hour)))).Truncate(time.Second)
 	}
+	sorry := fmt.Sprintf("<h2>%s</h2>\n<p>Sorry, there is nothing at this address. Try the <a href=\"/\">home page</a> or call us at %s.</p>\n", notFoundText, street)
 	return map[string]siteFile{
+		"404.html":     {page(notFoundText+" – "+name, sorry), time.Time{}},
 		"index.html":   {page(name, idx.String()), mod()},
 		"about.html":   {page("About – "+name, about.String()), mod()},
 		"contact.html": {page("Contact – "+name, contact.String()), mod()},
@@ -173,13 +235,15 @@ func newSite(files map[string]siteFile) *staticSite {
 }
 
 type staticSite struct {
-	fsys fs.FS
+	fsys         fs.FS
+	cacheControl string                // if set, on every file
+	errorBody    func(code int) []byte // if nil, a plain page
 }
 
 func (s *staticSite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		errorPage(w, http.StatusMethodNotAllowed)
+		s.errorPage(w, http.StatusMethodNotAllowed)
 		return
 	}
 	p := r.URL.Path
@@ -188,39 +252,46 @@ func (s *staticSite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	name := strings.TrimPrefix(path.Clean("/"+p), "/")
 	if !fs.ValidPath(name) {
-		errorPage(w, http.StatusNotFound)
+		s.errorPage(w, http.StatusNotFound)
 		return
 	}
 	f, err := s.fsys.Open(name)
 	if err != nil {
-		errorPage(w, http.StatusNotFound)
+		s.errorPage(w, http.StatusNotFound)
 		return
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() || st.Size() > 64<<20 {
-		errorPage(w, http.StatusNotFound)
+		s.errorPage(w, http.StatusNotFound)
 		return
 	}
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
 		b, err := io.ReadAll(f)
 		if err != nil {
-			errorPage(w, http.StatusNotFound)
+			s.errorPage(w, http.StatusNotFound)
 			return
 		}
 		rs = bytes.NewReader(b)
+	}
+	if s.cacheControl != "" {
+		w.Header().Set("Cache-Control", s.cacheControl)
 	}
 	// nginx's ETag: hex modification time and size.
 	w.Header().Set("ETag", fmt.Sprintf("%q", fmt.Sprintf("%x-%x", st.ModTime().Unix(), st.Size())))
 	http.ServeContent(w, r, name, st.ModTime(), rs)
 }
 
-func errorPage(w http.ResponseWriter, code int) {
+func (s *staticSite) errorPage(w http.ResponseWriter, code int) {
 	text := fmt.Sprintf("%d %s", code, http.StatusText(code))
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
+	if s.errorBody != nil {
+		w.Write(s.errorBody(code))
+		return
+	}
 	msg := "The requested URL was not found on this server."
 	if code == http.StatusMethodNotAllowed {
 		msg = "The requested method is not allowed for this URL."

@@ -144,7 +144,7 @@ func (l *listener) route(c net.Conn) {
 // routeLocal, without a fallback: Magpie's TLS for an authenticated
 // ClientHello, the decoy's for everything else.
 func (l *listener) routeLocal(c net.Conn) {
-	c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
+	c.SetReadDeadline(time.Now().Add(l.timeouts.header))
 	var buf []byte
 	tmp := make([]byte, 16<<10)
 	for {

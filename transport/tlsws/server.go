@@ -41,9 +41,14 @@ type ServerConfig struct {
 	// server's. If empty, such connections get Decoy over Go's TLS and HTTP.
 	Fallback string
 	// Decoy answers every request that is not an authenticated WebSocket
-	// upgrade (without a Fallback, and behind a proxy); if nil, a site
-	// generated from a random seed (GeneratedSite), new on every Listen.
+	// upgrade (without a Fallback, and behind a proxy); if nil, the site
+	// generated from SiteSeed (GeneratedSite).
 	Decoy http.Handler
+	// SiteSeed is this deployment's seed (kept by the operator, as serve
+	// keeps it in its data directory): it makes the generated decoy site
+	// and the decoy web server's timeouts this deployment's own. If nil, a
+	// random one, new on every Listen.
+	SiteSeed *[32]byte
 	// AuthWindow is the accepted clock difference; DefaultAuthWindow if 0.
 	AuthWindow time.Duration
 	// FallbackDialTimeout bounds the connection to Fallback (default 5 s).
@@ -82,9 +87,14 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 	if path == "" {
 		path = DefaultPath
 	}
+	seed := cfg.SiteSeed
+	if seed == nil {
+		r := randomSeed()
+		seed = &r
+	}
 	decoy := cfg.Decoy
 	if decoy == nil {
-		decoy = GeneratedSite(randomSeed())
+		decoy = GeneratedSite(*seed)
 	}
 
 	tcp, err := net.Listen("tcp", address)
@@ -99,6 +109,7 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 		hello:    newHelloVerifier(cfg.Secret, cfg.AuthWindow),
 		fallback: cfg.Fallback,
 		dialFB:   cfg.FallbackDialTimeout,
+		timeouts: siteTimeouts(*seed),
 		conns:    make(chan net.Conn),
 		closed:   make(chan struct{}),
 		relays:   map[net.Conn]bool{},
@@ -143,8 +154,8 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 	l.decoyLn = newChanListener(tcp.Addr())
 	l.decoySrv = &http.Server{
 		Handler:           decoy,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: l.timeouts.header,
+		IdleTimeout:       l.timeouts.idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
@@ -169,6 +180,7 @@ type listener struct {
 	fallback string
 	dialFB   time.Duration
 	acme     bool
+	timeouts timeouts // the decoy web server's
 
 	magpieTLS, decoyTLS *tls.Config
 	magpieLn, decoyLn   *chanListener

@@ -457,7 +457,7 @@ func checkDecoySite(t *testing.T, hc *http.Client, base string) {
 		if tc.body != nil && !bytes.Equal(body, tc.body) {
 			t.Errorf("%s %s: body differs from the decoy file", tc.method, tc.path)
 		}
-		if tc.status == 404 && !bytes.Contains(body, []byte("404 Not Found")) {
+		if tc.status == 404 && !bytes.Contains(body, []byte(notFoundText)) {
 			t.Errorf("%s %s: body %q", tc.method, tc.path, body)
 		}
 		if got := resp.Header.Get("Content-Type"); got != tc.ctype {
@@ -568,7 +568,7 @@ func TestInvalidAuthenticatorGetsDecoy(t *testing.T) {
 	ln := serve(t, cfg)
 	addr := ln.Addr().String()
 	baseline := upgradeRequest(t, addr, "/ws", "")
-	if baseline.status != 404 || !bytes.Contains(baseline.body, []byte("404 Not Found")) {
+	if baseline.status != 404 || !bytes.Contains(baseline.body, []byte(notFoundText)) {
 		t.Fatalf("unauthenticated upgrade got %d %q", baseline.status, baseline.body)
 	}
 	// Same as a plain GET /ws a browser would make.
