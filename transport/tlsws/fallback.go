@@ -122,23 +122,38 @@ func (l *listener) route(c net.Conn) {
 		}
 	}
 	state.CompareAndSwap(undecided, toFallback)
-	if len(buf) > 0 {
-		if _, err := fb.Write(buf); err != nil && clientErr == nil {
-			clientErr = err
+	l.clientToFallback(c, fb, buf, clientErr)
+	<-fromFB
+	l.finish(c)
+	l.finish(fb)
+}
+
+// clientToFallback forwards what the client already sent (buf), then
+// everything else it sends, to the fallback, and passes on how each end
+// went as the fallback's own kernel would have shown it: the client's FIN
+// or RST to the fallback, and a fallback that is gone (it reset, or closed
+// and then got data) as an RST to the client.
+func (l *listener) clientToFallback(c, fb net.Conn, buf []byte, clientErr error) {
+	tmp := make([]byte, 32<<10)
+	for {
+		if len(buf) > 0 {
+			if _, err := fb.Write(buf); err != nil {
+				resetConn(c)
+				return
+			}
 		}
-	}
-	if clientErr == nil {
-		_, clientErr = io.Copy(fb, c)
+		if clientErr != nil {
+			break
+		}
+		n, err := c.Read(tmp)
+		buf, clientErr = tmp[:n], err
 	}
 	switch {
-	case clientErr == nil || errors.Is(clientErr, io.EOF):
+	case errors.Is(clientErr, io.EOF):
 		closeWrite(fb)
 	case isReset(clientErr):
 		resetConn(fb)
 	}
-	<-fromFB
-	l.finish(c)
-	l.finish(fb)
 }
 
 // routeLocal, without a fallback: Magpie's TLS for an authenticated
