@@ -156,6 +156,27 @@ func (l *listener) clientToFallback(c, fb net.Conn, buf []byte, clientErr error)
 	}
 }
 
+// fallbackGroup returns the key exchange the fallback chooses when offered
+// a post-quantum hybrid and X25519, as Chrome offers them, or false if it
+// could not be asked.
+func fallbackGroup(addr string, timeout time.Duration) (tls.CurveID, bool) {
+	raw, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return 0, false
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(timeout))
+	c := tls.Client(raw, &tls.Config{
+		InsecureSkipVerify: true, // only the key exchange is wanted
+		NextProtos:         []string{"h2", "http/1.1"},
+		CurvePreferences:   []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384},
+	})
+	if err := c.Handshake(); err != nil {
+		return 0, false
+	}
+	return c.ConnectionState().CurveID, true
+}
+
 // routeLocal, without a fallback: Magpie's TLS for an authenticated
 // ClientHello, the decoy's for everything else.
 func (l *listener) routeLocal(c net.Conn) {

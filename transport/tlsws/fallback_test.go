@@ -130,7 +130,13 @@ func TestUnauthenticatedGoesToFallbackByteForByte(t *testing.T) {
 	site := startRecordingSite(t)
 	cfg := serverConfig(t)
 	cfg.Fallback = site.ln.Addr().String()
+	cfg.FallbackDialTimeout = 500 * time.Millisecond
 	ln := serve(t, cfg)
+	// Listen asked the fallback which key exchange it picks (this one
+	// never answers).
+	if got := site.next(t); len(got) == 0 || got[0] != 22 {
+		t.Fatalf("Listen's question to the fallback: % x", got[:min(len(got), 16)])
+	}
 	proxy, hellos := captureProxy(t, ln.Addr().String())
 
 	transporttest.Echo(t, dial(t, proxy, clientConfig(t)), []byte("genuine"))

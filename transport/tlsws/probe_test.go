@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +35,37 @@ func siteRoot(t *testing.T) string {
 // in these tests (nginx's defaults are 60 s and 75 s), so that the
 // comparison sees closes within the prober's timeout.
 const nginxTimeout = "2s"
+
+// serverHelloHeader connects a real Magpie client to addr through a proxy
+// and returns the header of the first record the server sent.
+func serverHelloHeader(t *testing.T, addr string, cc ClientConfig) []byte {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan []byte, 1)
+	acceptAll(t, ln, func(c net.Conn, track func(net.Conn)) {
+		b, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		track(b)
+		go func() {
+			io.Copy(b, c)
+			b.Close()
+		}()
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(b, hdr); err != nil {
+			return
+		}
+		first <- hdr
+		c.Write(hdr)
+		io.Copy(c, b)
+	})
+	transporttest.Echo(t, dial(t, ln.Addr().String(), cc), []byte("still Magpie"))
+	return <-first
+}
 
 // recordGenuineFirstPacket connects a real Magpie client to ln through the
 // censor emulator and returns the first packet the censor recorded.
@@ -96,8 +130,19 @@ func TestIndistinguishableFromNginx(t *testing.T) {
 			t.Errorf("https-h2: %q, want h2 negotiated", r.Suspect.Shape)
 		}
 	}
-	// The genuine client still gets through, beside all that.
-	transporttest.Echo(t, dial(t, ln.Addr().String(), cc), []byte("still Magpie"))
+	// The genuine client still gets through, beside all that; and a passive
+	// observer sees its connection get the ServerHello nginx gives that
+	// ClientHello (the same key exchange, so the same size).
+	got := serverHelloHeader(t, ln.Addr().String(), cc)
+	var nginxHello string
+	for _, r := range rep.Results {
+		if r.Class == "replay-0" {
+			nginxHello, _, _ = strings.Cut(r.Reference.Shape, "\n")
+		}
+	}
+	if want := fmt.Sprintf("record %d %02x%02x %d", got[0], got[1], got[2], int(got[3])<<8|int(got[4])); want != nginxHello {
+		t.Errorf("the genuine connection's ServerHello is %q; nginx answers the same ClientHello with %q", want, nginxHello)
+	}
 
 	// Without the fallback, the listener is a Go web server: the comparison
 	// must see it.

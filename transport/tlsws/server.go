@@ -39,6 +39,8 @@ type ServerConfig struct {
 	// ClientHello does not authenticate, byte for byte from its first byte
 	// (see fallback.go). Then every reaction a prober can see is that
 	// server's. If empty, such connections get Decoy over Go's TLS and HTTP.
+	// Listen makes one TLS connection to it first, to learn the key
+	// exchange it picks (genuine clients get the same).
 	Fallback string
 	// Decoy answers every request that is not an authenticated WebSocket
 	// upgrade (without a Fallback, and behind a proxy); if nil, the site
@@ -149,6 +151,15 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 		l.decoyTLS.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
 		l.decoyTLS.MinVersion = tls.VersionTLS12
 		l.acme = true
+	}
+	if cfg.Fallback != "" {
+		// The key exchange is visible in the ServerHello (and a post-quantum
+		// key share makes it a kilobyte longer): pick what the fallback picks
+		// for a browser, so that genuine connections look like its own.
+		if g, ok := fallbackGroup(cfg.Fallback, l.dialFB); ok {
+			l.magpieTLS.CurvePreferences = []tls.CurveID{g}
+			l.decoyTLS.CurvePreferences = []tls.CurveID{g}
+		}
 	}
 	l.magpieLn = newChanListener(tcp.Addr())
 	l.decoyLn = newChanListener(tcp.Addr())
