@@ -127,11 +127,13 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 	if err := uc.HandshakeContext(ctx); err != nil {
 		return nil, &HandshakeError{Err: err}
 	}
-	if p := uc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
-		// A Magpie server picks http/1.1 for a client it recognised by
-		// its ClientHello; its fallback site, like most, picks h2.
-		return nil, fmt.Errorf("tlsws: the server chose ALPN %q: it did not recognise this client (wrong secret, a clock more than 5 minutes off, or not this Magpie server), or a proxy in front of it has http2 on (WebSocket over HTTP/2 is not implemented)", p)
-	}
+	// A Magpie server that recognised the ClientHello picks the ALPN its
+	// fallback site picks for Chrome (usually h2, which is what observers
+	// would expect), and then speaks HTTP/1.1 all the same: the choice is
+	// encrypted, and only the two ends know. A server that did not
+	// recognise it and picked h2 is the fallback, which then refuses the
+	// HTTP/1.1 request below.
+	alpn := uc.ConnectionState().NegotiatedProtocol
 
 	rt := &upgradeRoundTripper{conn: uc}
 	h := http.Header{}
@@ -158,6 +160,9 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 			// off by more than the window, or something in between is not
 			// the Magpie server.
 			return nil, fmt.Errorf("tlsws: server did not accept the connection (HTTP %d)", resp.StatusCode)
+		}
+		if alpn == "h2" {
+			return nil, fmt.Errorf("tlsws: the server did not recognise this client (wrong secret, a clock more than 5 minutes off, or not this Magpie server), or a proxy in front of it has http2 on (WebSocket over HTTP/2 is not implemented): %w", err)
 		}
 		return nil, fmt.Errorf("tlsws: WebSocket upgrade: %w", err)
 	}

@@ -156,13 +156,14 @@ func (l *listener) clientToFallback(c, fb net.Conn, buf []byte, clientErr error)
 	}
 }
 
-// fallbackGroup returns the key exchange the fallback chooses when offered
-// a post-quantum hybrid and X25519, as Chrome offers them, or false if it
-// could not be asked.
-func fallbackGroup(addr string, timeout time.Duration) (tls.CurveID, bool) {
+// fallbackChoices returns the key exchange the fallback chooses when
+// offered a post-quantum hybrid and X25519, and the ALPN protocol when
+// offered h2 and http/1.1, as Chrome offers them; false if it could not be
+// asked.
+func fallbackChoices(addr string, timeout time.Duration) (tls.CurveID, string, bool) {
 	raw, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
 	defer raw.Close()
 	raw.SetDeadline(time.Now().Add(timeout))
@@ -172,9 +173,10 @@ func fallbackGroup(addr string, timeout time.Duration) (tls.CurveID, bool) {
 		CurvePreferences:   []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384},
 	})
 	if err := c.Handshake(); err != nil {
-		return 0, false
+		return 0, "", false
 	}
-	return c.ConnectionState().CurveID, true
+	st := c.ConnectionState()
+	return st.CurveID, st.NegotiatedProtocol, true
 }
 
 // routeLocal, without a fallback: Magpie's TLS for an authenticated
@@ -210,10 +212,25 @@ func (l *listener) routeLocal(c net.Conn) {
 	l.toDecoy(c, buf)
 }
 
+// toMagpie completes the TLS handshake of a recognised client and hands
+// the connection to the HTTP/1.1 server, as a plain net.Conn: HTTP/1.1 is
+// spoken inside whatever ALPN protocol was picked (net/http would insist on
+// h2 for a *tls.Conn that negotiated it).
 func (l *listener) toMagpie(c net.Conn, buf []byte) {
+	tc := tls.Server(&prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(buf), c)}, l.magpieTLS)
+	c.SetDeadline(time.Now().Add(readHeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		l.finish(c)
+		return
+	}
+	c.SetDeadline(time.Time{})
 	l.untrack(c)
-	l.magpieLn.give(tls.Server(&prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(buf), c)}, l.magpieTLS))
+	l.magpieLn.give(innerConn{tc})
 }
+
+// innerConn is a TLS connection whose handshake is done, as net/http
+// should see it: a plain connection.
+type innerConn struct{ net.Conn }
 
 func (l *listener) toDecoy(c net.Conn, buf []byte) {
 	l.untrack(c)

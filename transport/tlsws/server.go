@@ -126,7 +126,8 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		// Scanners cause endless TLS and protocol errors; they are not news.
 		ErrorLog: log.New(io.Discard, "", 0),
-		// Authenticated clients speak HTTP/1.1 (see the package comment).
+		// Authenticated clients speak HTTP/1.1 whatever ALPN protocol was
+		// picked (toMagpie).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	if cfg.BehindProxy {
@@ -134,11 +135,13 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 		return l, nil
 	}
 
-	// Authenticated connections: Magpie's TLS, HTTP/1.1, no session
-	// tickets (their records would come first after the handshake, with
-	// fixed sizes; see padding.go). In TLS 1.3 the ALPN choice is
-	// encrypted, so only the two ends know it is http/1.1.
-	l.magpieTLS = &tls.Config{NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
+	// Authenticated connections: Magpie's TLS, no session tickets (their
+	// records would come first after the handshake, with fixed sizes; see
+	// padding.go). It picks the ALPN protocol the site would pick, h2 for
+	// Chrome, so that the encrypted extensions have the site's size; HTTP/1.1
+	// is spoken inside whatever was picked (the client knows it was
+	// recognised, and nobody else sees inside).
+	l.magpieTLS = &tls.Config{NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
 	// Everything else without a fallback: the decoy over TLS with h2
 	// offered, as most sites do.
 	l.decoyTLS = &tls.Config{NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
@@ -154,11 +157,16 @@ func Listen(address string, cfg ServerConfig) (net.Listener, error) {
 	}
 	if cfg.Fallback != "" {
 		// The key exchange is visible in the ServerHello (and a post-quantum
-		// key share makes it a kilobyte longer): pick what the fallback picks
-		// for a browser, so that genuine connections look like its own.
-		if g, ok := fallbackGroup(cfg.Fallback, l.dialFB); ok {
+		// key share makes it a kilobyte longer), the ALPN choice in the size
+		// of the encrypted extensions: pick what the fallback picks for a
+		// browser, so that genuine connections look like its own.
+		if g, alpn, ok := fallbackChoices(cfg.Fallback, l.dialFB); ok {
 			l.magpieTLS.CurvePreferences = []tls.CurveID{g}
 			l.decoyTLS.CurvePreferences = []tls.CurveID{g}
+			l.magpieTLS.NextProtos = nil
+			if alpn != "" {
+				l.magpieTLS.NextProtos = []string{alpn}
+			}
 		}
 	}
 	l.magpieLn = newChanListener(tcp.Addr())

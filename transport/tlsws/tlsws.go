@@ -36,8 +36,9 @@
 // anything. The client hides an authenticator in its session id (auth.go:
 // an HMAC under the per-server secret over the whole ClientHello, with a
 // masked timestamp; the client random is a replay-cache nonce). An
-// authenticated ClientHello gets Magpie's TLS, which picks http/1.1 (hidden
-// from observers in TLS 1.3's encrypted extensions). Every other
+// authenticated ClientHello gets Magpie's TLS, with the key exchange and
+// ALPN protocol the fallback picks for Chrome (h2, as a rule; HTTP/1.1 is
+// spoken inside all the same, which TLS 1.3 hides). Every other
 // connection, from its first byte, goes to ServerConfig.Fallback, a real
 // web server with the same certificate, relayed byte for byte with its
 // closes (FIN or RST) passed on as they happen (fallback.go): every
