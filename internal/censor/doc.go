@@ -44,6 +44,19 @@
 // reaction to silence. Censor.FirstPackets records the first packet of
 // every flow that passes through a forward, so tests can replay them.
 //
+// Comparison with a real web server: CompareServers sends a suspect server
+// and a reference (nginx serving the same site and certificate) the same
+// probes in 13 classes plus two per recorded first packet (bare TCP:
+// nothing, random bytes of four lengths, plain HTTP, a junk TLS record, an
+// ordinary ClientHello, replays as is and altered; after a TLS handshake:
+// GET, the h2 preface, a malformed request, nothing, a WebSocket upgrade),
+// at the same time, and reports every class whose reactions differ in the
+// bytes returned (TLS records by their headers, text with Date masked),
+// how the connection ended, or when (beyond a tolerance).
+//
+// Fingerprints: JA4 computes FoxIO's JA4 of a ClientHello, as a censor
+// does to single out clients that are not the browser they claim to be.
+//
 // # Limitations
 //
 // Everything happens on loopback with real sockets, so some things can only

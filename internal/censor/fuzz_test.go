@@ -2,11 +2,13 @@ package censor
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
-// FuzzParseClientHelloSNI: the ClientHello decoder never panics, and once a
-// buffer holds a whole ClientHello, more bytes after it change nothing.
+// FuzzParseClientHelloSNI: the ClientHello decoders (SNI and JA4) never
+// panic, and once a buffer holds a whole ClientHello, more bytes after it
+// change nothing.
 func FuzzParseClientHelloSNI(f *testing.F) {
 	ch := captureClientHello(f, "blocked.example")
 	f.Add(ch)
@@ -23,6 +25,12 @@ func FuzzParseClientHelloSNI(f *testing.F) {
 			sni2, done2, err2 := parseClientHelloSNI(append(bytes.Clone(buf), 0x16, 0x03, 0x01))
 			if sni2 != sni || !done2 || err2 != nil {
 				t.Fatalf("trailing bytes changed the result: %q %v %v", sni2, done2, err2)
+			}
+		}
+		if ja4, jerr := JA4(buf); jerr == nil {
+			// JA4 looks only at whether server_name is there, not into it.
+			if !done && err == nil || len(ja4) != 36 || strings.Count(ja4, "_") != 2 || sni != "" && ja4[3] != 'd' {
+				t.Fatalf("JA4 %q of a ClientHello with SNI %q (done %v)", ja4, sni, done)
 			}
 		}
 	})

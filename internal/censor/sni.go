@@ -28,33 +28,44 @@ var errNotClientHello = errors.New("censor: not a TLS ClientHello")
 // handshake message may be split over several records and the records over
 // several reads. err is set when buf is not a ClientHello.
 func parseClientHelloSNI(buf []byte) (sni string, done bool, err error) {
+	body, done, err := clientHelloBody(buf)
+	if !done || err != nil {
+		return "", done, err
+	}
+	sni, err = clientHelloServerName(body)
+	return sni, err == nil, err
+}
+
+// clientHelloBody reassembles the ClientHello handshake message from the
+// TLS records at the start of buf and returns its body (after the 4-byte
+// handshake header), with done and err as parseClientHelloSNI's.
+func clientHelloBody(buf []byte) (body []byte, done bool, err error) {
 	var hs []byte
 	for {
 		if len(hs) >= tlsHandshakeHeader {
 			if hs[0] != tlsTypeClientHello {
-				return "", false, errNotClientHello
+				return nil, false, errNotClientHello
 			}
 			n := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
 			if n > tlsMaxClientHello {
-				return "", false, errNotClientHello
+				return nil, false, errNotClientHello
 			}
 			if len(hs) >= tlsHandshakeHeader+n {
-				sni, err := clientHelloServerName(hs[tlsHandshakeHeader : tlsHandshakeHeader+n])
-				return sni, err == nil, err
+				return hs[tlsHandshakeHeader : tlsHandshakeHeader+n], true, nil
 			}
 		}
 		if len(buf) < tlsRecordHeader {
-			return "", false, nil
+			return nil, false, nil
 		}
 		if buf[0] != tlsTypeHandshake || buf[1] != 0x03 {
-			return "", false, errNotClientHello
+			return nil, false, errNotClientHello
 		}
 		n := int(buf[3])<<8 | int(buf[4])
 		if n == 0 || n > tlsMaxRecordPayload {
-			return "", false, errNotClientHello
+			return nil, false, errNotClientHello
 		}
 		if len(buf) < tlsRecordHeader+n {
-			return "", false, nil
+			return nil, false, nil
 		}
 		hs = append(hs, buf[tlsRecordHeader:tlsRecordHeader+n]...)
 		buf = buf[tlsRecordHeader+n:]
@@ -64,19 +75,9 @@ func parseClientHelloSNI(buf []byte) (sni string, done bool, err error) {
 // clientHelloServerName parses a ClientHello body (RFC 8446 §4.1.2) and
 // returns its host_name server name, or "" if there is none.
 func clientHelloServerName(body []byte) (string, error) {
-	s := cryptobyte.String(body)
-	var version uint16
-	var random, sessionID, suites, compression, exts cryptobyte.String
-	if !s.ReadUint16(&version) || !s.ReadBytes((*[]byte)(&random), 32) ||
-		!s.ReadUint8LengthPrefixed(&sessionID) || !s.ReadUint16LengthPrefixed(&suites) ||
-		!s.ReadUint8LengthPrefixed(&compression) {
-		return "", errNotClientHello
-	}
-	if s.Empty() { // no extensions at all
-		return "", nil
-	}
-	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
-		return "", errNotClientHello
+	_, _, exts, err := splitClientHello(body)
+	if err != nil {
+		return "", err
 	}
 	for !exts.Empty() {
 		var typ uint16
@@ -104,6 +105,22 @@ func clientHelloServerName(body []byte) (string, error) {
 		return "", nil
 	}
 	return "", nil
+}
+
+// splitClientHello parses a ClientHello body (RFC 8446 §4.1.2) into its
+// legacy version, cipher suites and extensions (empty if it has none).
+func splitClientHello(body []byte) (version uint16, suites, exts cryptobyte.String, err error) {
+	s := cryptobyte.String(body)
+	var random, sessionID, compression cryptobyte.String
+	if !s.ReadUint16(&version) || !s.ReadBytes((*[]byte)(&random), 32) ||
+		!s.ReadUint8LengthPrefixed(&sessionID) || !s.ReadUint16LengthPrefixed(&suites) ||
+		!s.ReadUint8LengthPrefixed(&compression) {
+		return 0, nil, nil, errNotClientHello
+	}
+	if !s.Empty() && (!s.ReadUint16LengthPrefixed(&exts) || !s.Empty()) {
+		return 0, nil, nil, errNotClientHello
+	}
+	return version, suites, exts, nil
 }
 
 // matchSNI reports which pattern, if any, blocks name. A pattern

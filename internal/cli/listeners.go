@@ -35,12 +35,15 @@ type listener struct {
 	transport string
 	template  endpoints.Endpoint // transport parameters; Address filled per advertised address
 	public    bool               // false behind a proxy: the operator publishes the proxy's address
+	note      string             // what the operator should know about it, for the banner
 }
 
 // tlsOptions are the serve flags for the tls transport.
 type tlsOptions struct {
 	certFile, keyFile, sni, path string
 	acmeDomain                   string // certificates from Let's Encrypt (ACME tls-alpn-01) for this name
+	fallback                     string // host:port of the real website unauthenticated connections are handed to
+	decoyDir                     string // static site served without a fallback, instead of the generated one
 }
 
 // openListener opens one --listen value: [transport://]host:port, where transport
@@ -86,9 +89,24 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg := tlsws.ServerConfig{Secret: secret, Path: tlsOpts.path}
-		tmpl := endpoints.Endpoint{Transport: tlsws.Name, Secret: secret[:], SNI: tlsOpts.sni, Path: tlsOpts.path}
 		behind := scheme == tlsws.Name+"+proxy"
+		if behind && tlsOpts.fallback != "" {
+			return nil, usageError{fmt.Errorf("--tls-fallback is for tls:// listeners; behind a proxy (%s), the proxy serves the website", spec)}
+		}
+		// The seed of this deployment's own website and cover name, so that
+		// no two servers without a fallback look alike.
+		seed, err := loadOrCreateSecret(filepath.Join(data, "tls.site"))
+		if err != nil {
+			return nil, err
+		}
+		cfg := tlsws.ServerConfig{Secret: secret, Path: tlsOpts.path, Fallback: tlsOpts.fallback, SiteSeed: &seed}
+		if tlsOpts.decoyDir != "" {
+			if st, err := os.Stat(tlsOpts.decoyDir); err != nil || !st.IsDir() {
+				return nil, usageError{fmt.Errorf("--tls-decoy-dir %s: not a directory", tlsOpts.decoyDir)}
+			}
+			cfg.Decoy = tlsws.DecoyDir(tlsOpts.decoyDir)
+		}
+		tmpl := endpoints.Endpoint{Transport: tlsws.Name, Secret: secret[:], SNI: tlsOpts.sni, Path: tlsOpts.path}
 		switch {
 		case behind:
 			cfg.BehindProxy = true
@@ -106,11 +124,20 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 				tmpl.SNI = tlsOpts.acmeDomain
 			}
 		default:
-			cert, err := loadOrCreateCert(data, tlsOpts.certFile, tlsOpts.keyFile)
+			// Clients always send a server name (a ClientHello without one
+			// is not a browser's): the operator's, else the certificate's,
+			// else this deployment's generated cover name.
+			if tmpl.SNI == "" && tlsOpts.certFile == "" {
+				tmpl.SNI = tlsws.SiteHost(seed)
+			}
+			cert, err := loadOrCreateCert(data, tlsOpts.certFile, tlsOpts.keyFile, tmpl.SNI)
 			if err != nil {
 				return nil, err
 			}
 			cfg.Certificate = cert
+			if tmpl.SNI == "" && len(cert.Leaf.DNSNames) > 0 {
+				tmpl.SNI = cert.Leaf.DNSNames[0]
+			}
 			if tlsOpts.certFile == "" {
 				// A self-signed certificate: clients pin it (the trade-off:
 				// no CA involved, but the pin must travel in the invite).
@@ -121,7 +148,11 @@ func openListener(spec, data string, tlsOpts tlsOptions) (*listener, error) {
 		if err != nil {
 			return nil, wrap(err)
 		}
-		return &listener{Listener: ln, transport: tlsws.Name, template: tmpl, public: !behind}, nil
+		note := ""
+		if !behind && tlsOpts.fallback == "" {
+			note = " (no --tls-fallback: probes meet a generated site on Go's TLS, which can be told from nginx; see docs/TRANSPORTS.md)"
+		}
+		return &listener{Listener: ln, transport: tlsws.Name, template: tmpl, public: !behind, note: note}, nil
 	default:
 		return nil, fmt.Errorf("--listen %s: unknown transport %q (tcp, obfs, tls, tls+proxy)", spec, scheme)
 	}
@@ -153,15 +184,21 @@ func loadOrCreateSecret(path string) ([32]byte, error) {
 	return [32]byte(got), nil
 }
 
+// Self-signed certificates look like a CA's short-lived ones: 90 days,
+// renewed (same key, so the pin stays) once fewer than 30 are left.
+const (
+	selfSignedLife  = 90 * 24 * time.Hour
+	selfSignedRenew = 30 * 24 * time.Hour
+)
+
 // loadOrCreateCert loads the operator's certificate, or a self-signed one
-// kept in the data directory (created on first use).
-func loadOrCreateCert(data, certFile, keyFile string) (*tls.Certificate, error) {
+// for name kept in the data directory: created on first use, and signed
+// again with the same key when it nears its end or names another host.
+func loadOrCreateCert(data, certFile, keyFile, name string) (*tls.Certificate, error) {
 	if certFile == "" {
 		certFile, keyFile = filepath.Join(data, "tls.crt"), filepath.Join(data, "tls.key")
-		if _, err := os.Stat(certFile); errors.Is(err, fs.ErrNotExist) {
-			if err := selfSigned(certFile, keyFile); err != nil {
-				return nil, fmt.Errorf("creating a self-signed certificate: %w", err)
-			}
+		if err := ensureSelfSigned(certFile, keyFile, name, time.Now()); err != nil {
+			return nil, fmt.Errorf("self-signed certificate: %w", err)
 		}
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -171,30 +208,52 @@ func loadOrCreateCert(data, certFile, keyFile string) (*tls.Certificate, error) 
 	return &cert, nil
 }
 
-func selfSigned(certFile, keyFile string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+// ensureSelfSigned makes sure certFile holds a self-signed certificate for
+// name valid well past now, keeping the key in keyFile if there is one.
+func ensureSelfSigned(certFile, keyFile, name string, now time.Time) error {
+	var key *ecdsa.PrivateKey
+	if cert, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		leaf := cert.Leaf
+		if leaf.VerifyHostname(name) == nil && now.Add(selfSignedRenew).Before(leaf.NotAfter) {
+			return nil
+		}
+		k, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
+		if !ok {
+			return fmt.Errorf("%s: not an ECDSA key", keyFile)
+		}
+		key = k
+	} else if _, serr := os.Stat(certFile); !errors.Is(serr, fs.ErrNotExist) {
 		return err
 	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return err
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+			return err
+		}
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	// Issued at a random moment of the last day, as a CA's are at whatever
+	// time the request came.
+	jitter, _ := rand.Int(rand.Reader, big.NewInt(int64(24*time.Hour/time.Second)))
+	notBefore := now.Add(-time.Duration(jitter.Int64()) * time.Second).Truncate(time.Second)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(10, 0, 0),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    notBefore,
+		NotAfter:     notBefore.Add(selfSignedLife),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     []string{name},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		return err
 	}
 	return atomicfile.Write(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)

@@ -91,7 +91,9 @@ It prints a relay link; friends add it with: magpie relays add LINK`,
 	c.Flags().StringVar(&data, "data", "magpie-relay", "relay data directory (its TLS certificate and secret)")
 	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "certificate file (PEM); default: a self-signed one, pinned through the link")
 	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "private key file (PEM)")
-	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "server name clients send")
+	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "server name clients send (default: the certificate's, or a generated cover name)")
+	c.Flags().StringVar(&tlsOpts.fallback, "tls-fallback", "", "host:port of a real HTTPS website with the same certificate that gets every connection that is not a Magpie client")
+	c.Flags().StringVar(&tlsOpts.decoyDir, "tls-decoy-dir", "", "without --tls-fallback: serve this static site instead of the generated one")
 	g.addJSON(c)
 	return c
 }

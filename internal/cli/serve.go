@@ -91,8 +91,10 @@ so even kill -9 loses none.`,
 	c.Flags().IntVar(&senderShare, "sender-share", 0, "most undelivered messages one sender may have in a device's queue (default: a quarter of --queue-limit; -1: no share)")
 	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
 	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
-	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (needed with a real certificate)")
+	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (default: the certificate's, or with the self-signed one a cover name generated for this server)")
 	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
+	c.Flags().StringVar(&tlsOpts.fallback, "tls-fallback", "", "tls transport: host:port of a real HTTPS website with the same certificate (your site, or a local nginx) that gets, byte for byte, every connection that is not a Magpie client; see docs/TRANSPORTS.md")
+	c.Flags().StringVar(&tlsOpts.decoyDir, "tls-decoy-dir", "", "tls transport without --tls-fallback: serve this static site instead of the one generated for this server")
 	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
 	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
 	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
@@ -384,7 +386,7 @@ func (g *globals) printBanner(abs string, lns []*listener, fingerprint string, l
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
 	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
 	for _, ln := range lns {
-		note := ""
+		note := ln.note
 		if !ln.public {
 			note = " (behind a proxy: publish its address with magpie endpoints add)"
 		}

@@ -25,7 +25,7 @@ const (
 // server's clock, either way.
 const DefaultAuthWindow = 5 * time.Minute
 
-// maxNonces bounds the replay cache. Only requests with a valid MAC (that
+// maxNonces bounds a replay cache. Only requests with a valid MAC (that
 // is, from someone holding the secret) add to it, so this is a bound on
 // legitimate connection rate: about 437 connections a second over a 10-minute
 // span. When full, new connections are refused (given the decoy) until
@@ -50,9 +50,9 @@ func makeAuth(secret *[32]byte, path string, now time.Time) string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// verifier checks authenticators and remembers the nonces it accepted.
-type verifier struct {
-	secret [32]byte
+// replayCache remembers the nonces of accepted authenticators for as long
+// as their timestamps stay inside the window, so each is accepted once.
+type replayCache struct {
 	window time.Duration
 	now    func() time.Time
 
@@ -61,11 +61,48 @@ type verifier struct {
 	lastSweep int64
 }
 
-func newVerifier(secret [32]byte, window time.Duration) *verifier {
+func newReplayCache(window time.Duration) *replayCache {
 	if window <= 0 {
 		window = DefaultAuthWindow
 	}
-	return &verifier{secret: secret, window: window, now: time.Now, seen: make(map[[nonceLen]byte]int64)}
+	return &replayCache{window: window, now: time.Now, seen: make(map[[nonceLen]byte]int64)}
+}
+
+// fresh reports whether a timestamp ts (Unix seconds) is inside the window
+// and nonce was never accepted, and if so records nonce. Call it only after
+// the MAC was checked.
+func (c *replayCache) fresh(nonce [nonceLen]byte, ts int64) bool {
+	now := c.now().Unix()
+	win := int64(c.window / time.Second)
+	if ts < now-win || ts > now+win {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now-c.lastSweep >= win/4 || len(c.seen) >= maxNonces {
+		for k, exp := range c.seen {
+			if exp < now {
+				delete(c.seen, k)
+			}
+		}
+		c.lastSweep = now
+	}
+	if _, dup := c.seen[nonce]; dup || len(c.seen) >= maxNonces {
+		return false
+	}
+	// After ts+window the timestamp check refuses it anyway.
+	c.seen[nonce] = ts + win
+	return true
+}
+
+// verifier checks upgrade-request authenticators.
+type verifier struct {
+	secret [32]byte
+	*replayCache
+}
+
+func newVerifier(secret [32]byte, window time.Duration) *verifier {
+	return &verifier{secret: secret, replayCache: newReplayCache(window)}
 }
 
 // check reports whether value is a fresh, valid authenticator for path, and
@@ -83,29 +120,102 @@ func (v *verifier) check(value, path string) bool {
 	if !hmac.Equal(want, b[tsLen+nonceLen:]) {
 		return false
 	}
-	ts := int64(binary.BigEndian.Uint64(b[:tsLen]))
-	now := v.now().Unix()
-	win := int64(v.window / time.Second)
-	if ts < now-win || ts > now+win {
-		return false
-	}
-	var nonce [nonceLen]byte
-	copy(nonce[:], b[tsLen:tsLen+nonceLen])
+	return v.fresh([nonceLen]byte(b[tsLen:tsLen+nonceLen]), int64(binary.BigEndian.Uint64(b[:tsLen])))
+}
 
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if now-v.lastSweep >= win/4 || len(v.seen) >= maxNonces {
-		for k, exp := range v.seen {
-			if exp < now {
-				delete(v.seen, k)
-			}
-		}
-		v.lastSweep = now
+// The ClientHello authenticator. A Magpie client's ClientHello looks like
+// Chrome's, whose legacy_session_id is 32 random bytes (RFC 8446 §4.1.2,
+// middlebox compatibility mode). Magpie's client fills it with
+//
+//	sid[0:4]  = ts ⊕ HMAC-SHA256(secret, maskLabel ‖ random)[0:4]
+//	sid[4:32] = HMAC-SHA256(secret, helloLabel ‖ ts ‖ hello₀)[0:28]
+//
+// where ts is the 4-byte big-endian Unix time, random the ClientHello's
+// 32-byte random and hello₀ the whole ClientHello handshake message with
+// the session id zeroed. To anyone without the secret the field stays 32
+// uniformly random bytes. The MAC covers every other byte of the
+// ClientHello (key shares included), so a prober cannot reuse a genuine
+// session id with a ClientHello of its own, and the random is the nonce of
+// a replay cache, so a replayed ClientHello is not accepted twice. Every
+// ClientHello that fails goes to the fallback web server untouched.
+const (
+	helloMaskLabel = "magpie tlsws hello mask v1\x00"
+	helloAuthLabel = "magpie tlsws hello auth v1\x00"
+	helloSIDOffset = 4 + 2 + 32 + 1 // handshake header, legacy_version, random, session id length
+	helloSIDLen    = 32
+	helloTSLen     = 4
+)
+
+func helloMask(secret *[32]byte, random []byte) []byte {
+	m := hmac.New(sha256.New, secret[:])
+	m.Write([]byte(helloMaskLabel))
+	m.Write(random)
+	return m.Sum(nil)[:helloTSLen]
+}
+
+func helloMAC(secret *[32]byte, ts []byte, zeroed []byte) []byte {
+	m := hmac.New(sha256.New, secret[:])
+	m.Write([]byte(helloAuthLabel))
+	m.Write(ts)
+	m.Write(zeroed)
+	return m.Sum(nil)[:helloSIDLen-helloTSLen]
+}
+
+// helloParts returns the random and the session id of a ClientHello
+// handshake message, or ok false if it has no 32-byte session id.
+func helloParts(msg []byte) (random, sid []byte, ok bool) {
+	if len(msg) < helloSIDOffset+helloSIDLen || msg[0] != 1 || msg[helloSIDOffset-1] != helloSIDLen {
+		return nil, nil, false
 	}
-	if _, dup := v.seen[nonce]; dup || len(v.seen) >= maxNonces {
+	return msg[6:38], msg[helloSIDOffset : helloSIDOffset+helloSIDLen], true
+}
+
+// sealHello writes the authenticator into the session id of msg, a
+// ClientHello handshake message, in place.
+func sealHello(secret *[32]byte, msg []byte, now time.Time) bool {
+	random, sid, ok := helloParts(msg)
+	if !ok {
 		return false
 	}
-	// After ts+window the timestamp check refuses it anyway.
-	v.seen[nonce] = ts + win
+	clear(sid)
+	var ts [helloTSLen]byte
+	binary.BigEndian.PutUint32(ts[:], uint32(now.Unix()))
+	mac := helloMAC(secret, ts[:], msg)
+	mask := helloMask(secret, random)
+	for i := range ts {
+		sid[i] = ts[i] ^ mask[i]
+	}
+	copy(sid[helloTSLen:], mac)
 	return true
+}
+
+// helloVerifier checks ClientHello authenticators.
+type helloVerifier struct {
+	secret [32]byte
+	*replayCache
+}
+
+func newHelloVerifier(secret [32]byte, window time.Duration) *helloVerifier {
+	return &helloVerifier{secret: secret, replayCache: newReplayCache(window)}
+}
+
+// check reports whether msg, a ClientHello handshake message, carries a
+// fresh, valid authenticator, and if so records its random so that it is
+// never accepted again.
+func (v *helloVerifier) check(msg []byte) bool {
+	random, sid, ok := helloParts(msg)
+	if !ok {
+		return false
+	}
+	mask := helloMask(&v.secret, random)
+	var ts [helloTSLen]byte
+	for i := range ts {
+		ts[i] = sid[i] ^ mask[i]
+	}
+	zeroed := append([]byte(nil), msg...)
+	clear(zeroed[helloSIDOffset : helloSIDOffset+helloSIDLen])
+	if !hmac.Equal(helloMAC(&v.secret, ts[:], zeroed), sid[helloTSLen:]) {
+		return false
+	}
+	return v.fresh([nonceLen]byte(random[:nonceLen]), int64(binary.BigEndian.Uint32(ts[:])))
 }

@@ -31,7 +31,11 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 type ClientConfig struct {
 	// ServerName is the SNI name and, without a pin, the name the
 	// certificate is verified for. If empty, the host part of the dialled
-	// address (no SNI is sent for an IP address, as browsers do).
+	// address, which must then be a domain name: a ClientHello without SNI
+	// (JA4 "t13i…") is not what a browser visiting a website sends, so for an
+	// endpoint given as an IP address the operator sets a cover name
+	// (endpoints.Endpoint.SNI, serve --tls-sni) and Dial refuses to go
+	// without one.
 	ServerName string
 	// PinSHA256, if set, is the SHA-256 of the server certificate's
 	// SubjectPublicKeyInfo (SPKIPin); the certificate must match it and its
@@ -49,11 +53,13 @@ type ClientConfig struct {
 	Host string
 }
 
-// clientHello is the browser whose ClientHello the client sends.
-var clientHello = utls.HelloChrome_Auto
+// userAgent matches the Chrome whose ClientHello the client sends
+// (chromeHello; a test checks the version).
+const userAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
 
-// userAgent matches clientHello (Chrome 133 on Windows).
-const userAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/133.0.0.0 Safari/537.36"
+// ErrNoServerName is returned by Dial for an IP address without
+// ClientConfig.ServerName.
+var ErrNoServerName = errors.New("tlsws: no server name to send for an IP address; the operator sets a cover name (serve --tls-sni NAME)")
 
 // Dial connects to a tlsws server at address ("host:port") and returns
 // Magpie's byte stream over the WebSocket. ctx bounds the connection set-up
@@ -66,6 +72,9 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 	sni := cfg.ServerName
 	if sni == "" {
 		sni = host
+	}
+	if net.ParseIP(sni) != nil {
+		return nil, ErrNoServerName
 	}
 	hostHeader := cfg.Host
 	if hostHeader == "" {
@@ -111,13 +120,20 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 			return nil
 		}
 	}
-	uc := utls.UClient(raw, tc, clientHello)
+	uc, err := chromeConn(raw, tc, &cfg.Secret, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	if err := uc.HandshakeContext(ctx); err != nil {
 		return nil, &HandshakeError{Err: err}
 	}
-	if p := uc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
-		return nil, fmt.Errorf("tlsws: server negotiated ALPN %q; only http/1.1 is supported (WebSocket over HTTP/2 is not implemented)", p)
-	}
+	// A Magpie server that recognised the ClientHello picks the ALPN its
+	// fallback site picks for Chrome (usually h2, which is what observers
+	// would expect), and then speaks HTTP/1.1 all the same: the choice is
+	// encrypted, and only the two ends know. A server that did not
+	// recognise it and picked h2 is the fallback, which then refuses the
+	// HTTP/1.1 request below.
+	alpn := uc.ConnectionState().NegotiatedProtocol
 
 	rt := &upgradeRoundTripper{conn: uc}
 	h := http.Header{}
@@ -126,7 +142,9 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Pragma", "no-cache")
 	h.Set("Accept-Language", "en-US,en;q=0.9")
-	h.Set("Cookie", authCookie+"="+makeAuth(&cfg.Secret, path, time.Now()))
+	// The request is the first record after the handshake: a second cookie
+	// of a length drawn for this connection pads it (see padding.go).
+	h.Set("Cookie", authCookie+"="+makeAuth(&cfg.Secret, path, time.Now())+"; "+padCookie())
 	ws, resp, err := websocket.Dial(ctx, "https://"+hostHeader+path, &websocket.DialOptions{
 		HTTPClient:      &http.Client{Transport: rt},
 		HTTPHeader:      h,
@@ -143,6 +161,9 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 			// the Magpie server.
 			return nil, fmt.Errorf("tlsws: server did not accept the connection (HTTP %d)", resp.StatusCode)
 		}
+		if alpn == "h2" {
+			return nil, fmt.Errorf("tlsws: the server did not recognise this client (wrong secret, a clock more than 5 minutes off, or not this Magpie server), or a proxy in front of it has http2 on (WebSocket over HTTP/2 is not implemented): %w", err)
+		}
 		return nil, fmt.Errorf("tlsws: WebSocket upgrade: %w", err)
 	}
 	stop()
@@ -152,7 +173,29 @@ func Dial(ctx context.Context, network, address string, cfg ClientConfig) (net.C
 		return nil, ctx.Err()
 	}
 	ok = true
-	return newWSConn(ws, uc, raw.LocalAddr(), raw.RemoteAddr()), nil
+	return newPadConn(newWSConn(ws, uc, raw.LocalAddr(), raw.RemoteAddr()), &clientSizes), nil
+}
+
+// chromeConn returns a uTLS client on raw whose ClientHello is the captured
+// Chrome's, with the authenticator in its session id (auth.go).
+func chromeConn(raw net.Conn, tc *utls.Config, secret *[32]byte, now time.Time) (*utls.UConn, error) {
+	spec, err := chromeSpec()
+	if err != nil {
+		return nil, err
+	}
+	uc := utls.UClient(raw, tc, utls.HelloCustom)
+	if err := uc.ApplyPreset(spec); err != nil {
+		return nil, fmt.Errorf("tlsws: ClientHello: %w", err)
+	}
+	if err := uc.BuildHandshakeState(); err != nil {
+		return nil, fmt.Errorf("tlsws: ClientHello: %w", err)
+	}
+	hello := uc.HandshakeState.Hello
+	if !sealHello(secret, hello.Raw, now) {
+		return nil, errors.New("tlsws: ClientHello has no 32-byte session id")
+	}
+	hello.SessionId = hello.Raw[helloSIDOffset : helloSIDOffset+helloSIDLen]
+	return uc, nil
 }
 
 // upgradeRoundTripper sends one HTTP/1.1 request over an established TLS

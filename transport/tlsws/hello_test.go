@@ -1,17 +1,26 @@
 package tlsws
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
-	"sync"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/magpie-im/magpie/internal/censor"
 	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
@@ -24,64 +33,33 @@ func captureProxy(t *testing.T, backend string) (addr string, hellos <-chan []by
 		t.Fatal(err)
 	}
 	out := make(chan []byte, 16)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	track := func(c net.Conn) {
-		mu.Lock()
-		open = append(open, c)
-		mu.Unlock()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			track(c)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				hdr := make([]byte, 5)
-				if _, err := io.ReadFull(c, hdr); err != nil {
-					return
-				}
-				rec := make([]byte, 5+int(binary.BigEndian.Uint16(hdr[3:])))
-				copy(rec, hdr)
-				if _, err := io.ReadFull(c, rec[5:]); err != nil {
-					return
-				}
-				out <- rec
-				b, err := net.Dial("tcp", backend)
-				if err != nil {
-					return
-				}
-				track(b)
-				defer b.Close()
-				b.Write(rec)
-				done := make(chan struct{})
-				go func() {
-					io.Copy(c, b)
-					c.Close()
-					close(done)
-				}()
-				io.Copy(b, c)
-				b.Close()
-				<-done
-			}()
+	acceptAll(t, ln, func(c net.Conn, track func(net.Conn)) {
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
+		rec := make([]byte, 5+int(binary.BigEndian.Uint16(hdr[3:])))
+		copy(rec, hdr)
+		if _, err := io.ReadFull(c, rec[5:]); err != nil {
+			return
+		}
+		out <- rec
+		b, err := net.Dial("tcp", backend)
+		if err != nil {
+			return
+		}
+		track(b)
+		defer b.Close()
+		b.Write(rec)
+		done := make(chan struct{})
+		go func() {
+			io.Copy(c, b)
 			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+			close(done)
+		}()
+		io.Copy(b, c)
+		b.Close()
+		<-done
 	})
 	return ln.Addr().String(), out
 }
@@ -169,6 +147,162 @@ func parseHello(rec []byte) (*parsedHello, error) {
 
 func isGREASE(v uint16) bool { return v&0x0f0f == 0x0a0a && v>>8 == v&0xff }
 
+func withoutGREASE(v []uint16) []uint16 {
+	return slices.DeleteFunc(slices.Clone(v), isGREASE)
+}
+
+// chromeFixture is testdata/chrome-*.json: where the captured ClientHello
+// came from and the JA4 it must have.
+type chromeFixture struct {
+	Browser  string `json:"browser"`
+	Captured string `json:"captured"`
+	File     string `json:"file"`
+	JA4      string `json:"ja4"`
+	How      string `json:"how"`
+}
+
+const chromeFixtureJSON = "testdata/chrome-156.json"
+
+func loadChromeFixture(t *testing.T) (chromeFixture, []byte) {
+	t.Helper()
+	var f chromeFixture
+	b, err := os.ReadFile(chromeFixtureJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	hello, err := os.ReadFile(filepath.Join("testdata", f.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hello, chromeHello) {
+		t.Fatalf("%s is not the ClientHello the package embeds", f.File)
+	}
+	return f, hello
+}
+
+// The fixture is what its metadata says: a ClientHello with that JA4, from
+// the Chrome version the client's User-Agent names.
+func TestChromeFixture(t *testing.T) {
+	f, hello := loadChromeFixture(t)
+	ja4, err := censor.JA4(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ja4 != f.JA4 {
+		t.Fatalf("JA4 of %s = %s, metadata says %s", f.File, ja4, f.JA4)
+	}
+	if !strings.HasPrefix(ja4, "t13d") || !strings.Contains(ja4, "h2_") {
+		t.Errorf("fixture JA4 %s: not TLS 1.3 with SNI and h2", ja4)
+	}
+	m := regexp.MustCompile(`Chrom(e|ium) (\d+)\.`).FindStringSubmatch(f.Browser)
+	if m == nil || !strings.Contains(userAgent, "Chrome/"+m[2]+".") {
+		t.Errorf("User-Agent %q does not name the fixture's %q", userAgent, f.Browser)
+	}
+	if _, err := time.Parse("2006-01-02", f.Captured); err != nil {
+		t.Errorf("captured %q: %v", f.Captured, err)
+	}
+}
+
+// TestCaptureChromeClientHello captures what the installed chromium sends
+// (headless, to a local TCP listener) and checks that its JA4 is the
+// fixture's: when Debian's chromium moves on, this fails until the fixture
+// is refreshed. MAGPIE_CAPTURE_CHROME=1 rewrites the fixture instead.
+func TestCaptureChromeClientHello(t *testing.T) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("MAGPIE_REQUIRE_CHROMIUM") == "1" {
+			t.Fatal("chromium not found; install it with: apt-get install -y chromium")
+		}
+		t.Skip("chromium not found (apt-get install -y chromium)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	profile, err := os.MkdirTemp("", "magpie-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+profile, "--host-resolver-rules=MAP "+testName+" 127.0.0.1",
+		fmt.Sprintf("https://%s:%d/", testName, ln.Addr().(*net.TCPAddr).Port))
+	// Its own process group: chromium's helper processes go with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		// Helpers may still be exiting: retry for a while.
+		for deadline := time.Now().Add(5 * time.Second); os.RemoveAll(profile) != nil && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			got <- nil
+			return
+		}
+		rec := make([]byte, 5+int(binary.BigEndian.Uint16(hdr[3:])))
+		copy(rec, hdr)
+		if _, err := io.ReadFull(c, rec[5:]); err != nil {
+			got <- nil
+			return
+		}
+		got <- rec
+	}()
+	var hello []byte
+	select {
+	case hello = <-got:
+	case <-ctx.Done():
+	}
+	ln.Close()
+	if hello == nil {
+		t.Fatal("chromium sent no ClientHello")
+	}
+	ja4, err := censor.JA4(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, _ := exec.Command(bin, "--version").Output()
+	f, _ := loadChromeFixture(t)
+	if os.Getenv("MAGPIE_CAPTURE_CHROME") == "1" {
+		f.Browser = strings.TrimSpace(string(version)) + ", headless"
+		f.Captured = time.Now().UTC().Format("2006-01-02")
+		f.JA4 = ja4
+		if err := os.WriteFile(filepath.Join("testdata", f.File), hello, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.MarshalIndent(f, "", "  ")
+		if err := os.WriteFile(chromeFixtureJSON, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("fixture rewritten: %s, JA4 %s (rename the files and the embed for a new major version; update userAgent)", f.Browser, ja4)
+		return
+	}
+	if ja4 != f.JA4 {
+		t.Fatalf("the installed %s sends JA4 %s; the fixture (%s, %s) has %s: refresh it (docs/TRANSPORTS.md)",
+			strings.TrimSpace(string(version)), ja4, f.Browser, f.Captured, f.JA4)
+	}
+	t.Logf("%s: JA4 %s, as the fixture", strings.TrimSpace(string(version)), ja4)
+}
+
 func TestClientHelloIsChrome(t *testing.T) {
 	ln := serve(t, serverConfig(t))
 	proxy, hellos := captureProxy(t, ln.Addr().String())
@@ -177,9 +311,37 @@ func TestClientHelloIsChrome(t *testing.T) {
 	cfg := clientConfig(t)
 	cfg.ServerName = testName
 	transporttest.Echo(t, dial(t, proxy, cfg), []byte("through the capturing proxy"))
-	ours, err := parseHello(<-hellos)
+	raw := <-hellos
+	ours, err := parseHello(raw)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// The JA4 a censor computes is the captured Chrome's.
+	f, fixture := loadChromeFixture(t)
+	ja4, err := censor.JA4(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ja4 != f.JA4 {
+		t.Errorf("the client's JA4 is %s; %s (captured %s) sends %s", ja4, f.Browser, f.Captured, f.JA4)
+	}
+	t.Logf("client JA4 %s; fixture %s (%s)", ja4, f.JA4, f.Browser)
+	chrome, err := parseHello(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(withoutGREASE(ours.ciphers), withoutGREASE(chrome.ciphers)) {
+		t.Errorf("cipher suites %x, Chrome's %x", ours.ciphers, chrome.ciphers)
+	}
+	// Like Chrome, a new extension order on every connection.
+	transporttest.Echo(t, dial(t, proxy, cfg), []byte("again"))
+	again, err := parseHello(<-hellos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(withoutGREASE(again.extensions), withoutGREASE(ours.extensions)) {
+		t.Errorf("the same extension order twice: %v", ours.extensions)
 	}
 
 	// Go's crypto/tls, for comparison.
@@ -228,21 +390,19 @@ func TestClientHelloIsChrome(t *testing.T) {
 	}
 }
 
-func TestNoSNIForIP(t *testing.T) {
+func TestNoSNIForIPRefused(t *testing.T) {
 	ln := serve(t, serverConfig(t))
 	proxy, hellos := captureProxy(t, ln.Addr().String())
+	cfg := clientConfig(t)
+	cfg.ServerName = ""
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, "tcp", proxy, clientConfig(t))
-	if err != nil {
-		t.Fatal(err)
+	if _, err := Dial(ctx, "tcp", proxy, cfg); !errors.Is(err, ErrNoServerName) {
+		t.Fatalf("Dial to an IP address without a server name: %v", err)
 	}
-	c.Close()
-	h, err := parseHello(<-hellos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if slices.Contains(h.extensions, 0) {
-		t.Errorf("SNI %q sent for an IP address", h.sni)
+	select {
+	case h := <-hellos:
+		t.Fatalf("a ClientHello was sent: % x", h[:min(len(h), 64)])
+	case <-time.After(100 * time.Millisecond):
 	}
 }

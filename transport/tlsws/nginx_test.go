@@ -5,17 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
+	"github.com/magpie-im/magpie/internal/nginxtest"
 	"github.com/magpie-im/magpie/transport/transporttest"
 )
 
@@ -23,92 +18,19 @@ import (
 // of backend (a BehindProxy listener), configured from
 // testdata/nginx.conf.tmpl, and returns its address.
 func startNginx(t *testing.T, backend string, c *testCert) string {
+	return runNginx(t, "testdata/nginx.conf.tmpl", c, map[string]string{"Backend": backend})
+}
+
+// runNginx runs Debian's nginx configured from the template tmplFile, with
+// c's certificate and key, and returns its address.
+func runNginx(t *testing.T, tmplFile string, c *testCert, vars map[string]string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, err2 := os.Stat(p); err2 == nil {
-				bin, err = p, nil
-				break
-			}
-		}
-	}
-	if err != nil {
-		if os.Getenv("MAGPIE_REQUIRE_NGINX") == "1" {
-			t.Fatal("nginx not found; install it with: apt-get install -y nginx")
-		}
-		t.Skip("nginx not found (apt-get install -y nginx); set MAGPIE_REQUIRE_NGINX=1 to make this a failure")
-	}
-
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), c.certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), c.keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A free port: nginx cannot report the one it bound.
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.Addr().String()
-	probe.Close()
-
-	tmpl, err := template.ParseFiles("testdata/nginx.conf.tmpl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := os.Create(filepath.Join(dir, "nginx.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = tmpl.Execute(conf, map[string]string{"Dir": dir, "Listen": listen, "ServerName": testName, "Backend": backend})
-	conf.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf.Name(), "-g", "daemon off;")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", listen, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return listen
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %v\n%s\n%s", err, out.String(), log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s: %s", listen, out.String())
-		}
-	}
+	return nginxtest.Start(t, tmplFile, c.certPEM, c.keyPEM, testName, vars)
 }
 
 func TestBehindNginx(t *testing.T) {
 	c := newCert(t, nil, false)
-	cfg := ServerConfig{BehindProxy: true, Secret: testSecret(4)}
+	cfg := ServerConfig{BehindProxy: true, Secret: testSecret(4), Decoy: GeneratedSite(testSeed)}
 	backend := serve(t, cfg)
 	front := startNginx(t, backend.Addr().String(), c)
 

@@ -1,16 +1,18 @@
 // Package tlsws is Magpie's TLS-shaped transport ("tls" in invites and
 // endpoint lists): to an observer on the network it looks like a browser
 // visiting an ordinary HTTPS website, and to anyone who connects without the
-// server's secret it is that website.
+// server's secret it is that website, ideally a real one (Fallback).
 //
 // # Wire shape
 //
-// The client opens TCP, then TLS with a current Chrome ClientHello produced
-// by uTLS (github.com/refraction-networking/utls, HelloChrome_Auto): Chrome's
-// cipher suites, extensions and their order, GREASE, the post-quantum key
-// share, and ALPN "h2","http/1.1" exactly as Chrome offers it. Go's own
-// crypto/tls ClientHello is distinctive and would be fingerprinted (JA3/JA4)
-// at once, so it is never used by the client.
+// The client opens TCP, then TLS with today's Chrome ClientHello: a uTLS
+// ClientHelloSpec parsed from a ClientHello captured from Chromium
+// (testdata/chrome-156.clienthello, hello.go), with Chrome's cipher
+// suites, extensions (permuted per connection, as Chrome does), GREASE,
+// the post-quantum key share, ML-DSA signature algorithms and ALPN
+// "h2","http/1.1"; its JA4 is the captured browser's. SNI is always sent:
+// the endpoint's name, or an operator's cover name for an IP address.
+// Go's own crypto/tls ClientHello is never used by the client.
 //
 // The certificate is really verified, in one of two ways:
 //   - normal: system roots (or ClientConfig.RootCAs) and the SNI name, for a
@@ -18,61 +20,55 @@
 //   - pinned: ClientConfig.PinSHA256 is the SHA-256 of the leaf
 //     certificate's SubjectPublicKeyInfo (see SPKIPin), carried in the
 //     invite. Chain and name are not checked; the pin is. This serves tests
-//     and set-ups without a domain (self-signed certificate on a bare IP).
+//     and set-ups without a domain (a self-signed certificate).
 //
 // Inside TLS the client sends an HTTP/1.1 WebSocket upgrade (RFC 6455) to
 // ServerConfig.Path (default "/ws"), and Magpie's byte stream then travels in
-// binary WebSocket messages (one message per Write). The link's Noise
+// binary WebSocket messages (one message per Write). The first records each
+// way (the upgrade request, its 101 response, the first 8 messages) are
+// padded to sizes drawn per connection (padding.go). The link's Noise
 // session runs inside unchanged, so TLS is camouflage, not the security
 // boundary.
 //
-// The server offers only "http/1.1" in ALPN, so it negotiates HTTP/1.1 with a
-// browser's ClientHello. Many real sites pick h2 instead; a site that offers
-// h2 to nobody is a little less common, but plenty of servers (nginx without
-// "http2 on", many small hosts) do exactly this, so it is an ordinary shape,
-// not a unique one. Behind a CDN or reverse proxy the proxy's own TLS and
-// ALPN choices are what the censor sees. If a proxy nevertheless selects h2
-// with the client, Dial fails with a clear error: WebSocket over HTTP/2
-// (RFC 8441, extended CONNECT) is future work, and would let the server
-// offer h2 like most large sites.
-//
 // # Active probing
 //
-// Every upgrade request must carry an authenticator: a cookie whose value is
-// base64url(timestamp ‖ nonce ‖ HMAC-SHA256(secret, label ‖ timestamp ‖ nonce
-// ‖ path)), with an 8-byte big-endian Unix time, a 16-byte random nonce and
-// the 32-byte per-server secret from the invite. The server accepts it only
-// within ServerConfig.AuthWindow (default ±5 minutes) of its own clock and
-// only once: nonces are remembered for the whole window. Everything else,
-// whether browsers, scanners, a censor's probes, replays, expired or forged
-// authenticators, or requests that are not well-formed WebSocket upgrades,
-// is handed to the decoy website (ServerConfig.Decoy, by default a small
-// static site embedded in this package), which answers as it would answer
-// any visitor. In particular an unauthenticated request to the WebSocket
-// path gets the decoy's answer for that path (the default site's 404), byte
-// for byte the same as a request that never tried to authenticate.
+// In the direct modes the server reads the ClientHello before it answers
+// anything. The client hides an authenticator in its session id (auth.go:
+// an HMAC under the per-server secret over the whole ClientHello, with a
+// masked timestamp; the client random is a replay-cache nonce). An
+// authenticated ClientHello gets Magpie's TLS, with the key exchange and
+// ALPN protocol the fallback picks for Chrome (h2, as a rule; HTTP/1.1 is
+// spoken inside all the same, which TLS 1.3 hides). Every other
+// connection, from its first byte, goes to ServerConfig.Fallback, a real
+// web server with the same certificate, relayed byte for byte with its
+// closes (FIN or RST) passed on as they happen (fallback.go): every
+// reaction a prober sees is that server's, h2 included. Without a
+// fallback it gets the decoy (by default GeneratedSite, a per-deployment
+// generated site) over Go's TLS with h2 offered.
+//
+// The upgrade request must also carry a cookie authenticator:
+// base64url(timestamp ‖ nonce ‖ HMAC-SHA256(secret, label ‖ timestamp ‖
+// nonce ‖ path)), valid within ServerConfig.AuthWindow (default ±5
+// minutes) and only once. Behind a proxy it is the only check; a request
+// without it gets the decoy's answer for that path.
 //
 // # Server modes
 //
-//   - Direct TLS with ServerConfig.Certificate (self-signed for a bare IP,
-//     pinned by clients; or any certificate).
+//   - Direct TLS with ServerConfig.Certificate (the operator's certificate,
+//     or a self-signed one pinned by clients).
 //   - Direct TLS with ServerConfig.Autocert, an ACME (Let's Encrypt) manager
 //     for the operator's domain. The listener answers TLS-ALPN-01 challenges
-//     itself when it listens on port 443; HTTP-01 needs
-//     Autocert.HTTPHandler(nil) served on port 80 by the operator. This mode
-//     needs the public internet and a domain, so it is wired but not covered
-//     by the tests.
+//     itself (even with a fallback); HTTP-01 needs Autocert.HTTPHandler(nil)
+//     served on port 80 by the operator. This mode needs the public internet
+//     and a domain, so it is wired but not covered by the tests.
 //   - BehindProxy: plain HTTP on the given address (normally loopback) for an
 //     HTTPS reverse proxy or CDN that terminates TLS and forwards WebSocket
-//     upgrades (see testdata/nginx.conf.tmpl for a tested nginx
-//     configuration). This gives the strongest disguise: the proxy's TLS
-//     stack and HTTP behaviour are those of a real, common web server.
+//     upgrades over HTTP/1.1 (testdata/nginx.conf.tmpl is a tested nginx
+//     configuration).
 //
-// In the direct modes the HTTP behaviour the decoy shows is Go net/http's
-// (header casing, error pages for malformed requests, no Server header). A
-// careful prober can tell "a Go web server" from nginx; it still cannot tell
-// a Magpie server from any other site written in Go. Operators who want
-// more put nginx in front (BehindProxy).
+// docs/TRANSPORTS.md has the recommended deployment (a real domain, its
+// ACME certificate, nginx beside Magpie as the fallback) and the
+// comparison with nginx in every probe class.
 package tlsws
 
 import (

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	utls "github.com/refraction-networking/utls"
 	"go.uber.org/goleak"
 
 	"github.com/magpie-im/magpie/transport/transporttest"
@@ -51,6 +52,12 @@ func newCert(t testing.TB, parent *testCert, isCA bool) *testCert {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newCertFor(t, parent, isCA, key)
+}
+
+// newCertFor is newCert with the given key.
+func newCertFor(t testing.TB, parent *testCert, isCA bool, key crypto.Signer) *testCert {
+	t.Helper()
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -73,7 +80,7 @@ func newCert(t testing.TB, parent *testCert, isCA bool) *testCert {
 	if parent != nil {
 		signer, signerCert = parent.tls.PrivateKey, parent.x509
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,17 +118,19 @@ func testSecret(b byte) (s [32]byte) {
 	return s
 }
 
-// serve starts Listen with cfg and echoes every accepted connection until
-// the test ends.
-func serve(t testing.TB, cfg ServerConfig) net.Listener {
-	t.Helper()
-	ln, err := Listen("127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+// acceptAll runs handle on every connection ln accepts, each in its own
+// goroutine, until the test ends; then it closes ln and every connection
+// (handle's end closes it too) and waits for the goroutines. handle may
+// register more connections to close with the function it gets.
+func acceptAll(t testing.TB, ln net.Listener, handle func(c net.Conn, track func(net.Conn))) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var conns []net.Conn
+	var open []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		open = append(open, c)
+		mu.Unlock()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -130,35 +139,47 @@ func serve(t testing.TB, cfg ServerConfig) net.Listener {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			track(c)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				io.Copy(c, c)
-				c.Close()
+				defer c.Close()
+				handle(c, track)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
-		for _, c := range conns {
+		for _, c := range open {
 			c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
 	})
+}
+
+// serve starts Listen with cfg and echoes every accepted connection until
+// the test ends.
+func serve(t testing.TB, cfg ServerConfig) net.Listener {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptAll(t, ln, func(c net.Conn, _ func(net.Conn)) { io.Copy(c, c) })
 	return ln
 }
 
+// testSeed is the seed of the tests' generated decoy site.
+var testSeed = [32]byte{7: 7}
+
 func serverConfig(t testing.TB) ServerConfig {
-	return ServerConfig{Certificate: &cert(t).tls, Secret: testSecret(1)}
+	return ServerConfig{Certificate: &cert(t).tls, Secret: testSecret(1), Decoy: GeneratedSite(testSeed)}
 }
 
 func clientConfig(t testing.TB) ClientConfig {
-	return ClientConfig{PinSHA256: SPKIPin(cert(t).x509), Secret: testSecret(1)}
+	return ClientConfig{ServerName: testName, PinSHA256: SPKIPin(cert(t).x509), Secret: testSecret(1)}
 }
 
 func dial(t testing.TB, addr string, cfg ClientConfig) net.Conn {
@@ -305,8 +326,11 @@ func TestCAVerification(t *testing.T) {
 	good := ClientConfig{ServerName: testName, RootCAs: pool, Secret: testSecret(1)}
 	transporttest.Echo(t, dial(t, ln.Addr().String(), good), []byte("verified by name"))
 
+	// An IP address is never sent as SNI, and nothing goes without one.
 	byIP := ClientConfig{RootCAs: pool, Secret: testSecret(1)}
-	transporttest.Echo(t, dial(t, ln.Addr().String(), byIP), []byte("verified by IP"))
+	if _, err := Dial(context.Background(), "tcp", ln.Addr().String(), byIP); !errors.Is(err, ErrNoServerName) {
+		t.Errorf("Dial to an IP address without a server name: %v", err)
+	}
 
 	wrongName := good
 	wrongName.ServerName = "other.test"
@@ -325,7 +349,7 @@ func TestWrongSecretFailsDial(t *testing.T) {
 	cfg := clientConfig(t)
 	cfg.Secret = testSecret(2)
 	_, err := Dial(context.Background(), "tcp", ln.Addr().String(), cfg)
-	if err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+	if err == nil || !strings.Contains(err.Error(), "did not recognise this client") {
 		t.Fatalf("Dial with the wrong secret: %v", err)
 	}
 }
@@ -383,11 +407,11 @@ func httpsClient(t testing.TB) *http.Client {
 }
 
 func decoyFile(t testing.TB, name string) []byte {
-	b, err := fs.ReadFile(decoyFiles, "decoy/"+name)
-	if err != nil {
-		t.Fatal(err)
+	f, ok := generateFiles(testSeed)[name]
+	if !ok {
+		t.Fatalf("no %s in the generated site", name)
 	}
-	return b
+	return f.data
 }
 
 func TestBrowserGetsDecoy(t *testing.T) {
@@ -433,7 +457,7 @@ func checkDecoySite(t *testing.T, hc *http.Client, base string) {
 		if tc.body != nil && !bytes.Equal(body, tc.body) {
 			t.Errorf("%s %s: body differs from the decoy file", tc.method, tc.path)
 		}
-		if tc.status == 404 && !bytes.Contains(body, []byte("404 Not Found")) {
+		if tc.status == 404 && !bytes.Contains(body, []byte(notFoundText)) {
 			t.Errorf("%s %s: body %q", tc.method, tc.path, body)
 		}
 		if got := resp.Header.Get("Content-Type"); got != tc.ctype {
@@ -467,6 +491,31 @@ func upgradeRequest(t *testing.T, addr, path, cookie string, drop ...string) raw
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	return upgradeOver(t, c, path, cookie, drop...)
+}
+
+// magpieRequest is upgradeRequest over a connection whose ClientHello is
+// Magpie's, authenticated with secret: the server's second check, the
+// cookie, decides.
+func magpieRequest(t *testing.T, addr string, secret [32]byte, path, cookie string, drop ...string) rawResponse {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := &utls.Config{ServerName: testName, InsecureSkipVerify: true}
+	uc, err := chromeConn(raw, tc, &secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := uc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if p := uc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q on an authenticated connection, want h2 as the site picks", p)
+	}
+	return upgradeOver(t, uc, path, cookie, drop...)
 }
 
 func upgradeOver(t *testing.T, c net.Conn, path, cookie string, drop ...string) rawResponse {
@@ -519,7 +568,7 @@ func TestInvalidAuthenticatorGetsDecoy(t *testing.T) {
 	ln := serve(t, cfg)
 	addr := ln.Addr().String()
 	baseline := upgradeRequest(t, addr, "/ws", "")
-	if baseline.status != 404 || !bytes.Contains(baseline.body, []byte("404 Not Found")) {
+	if baseline.status != 404 || !bytes.Contains(baseline.body, []byte(notFoundText)) {
 		t.Fatalf("unauthenticated upgrade got %d %q", baseline.status, baseline.body)
 	}
 	// Same as a plain GET /ws a browser would make.
@@ -537,7 +586,11 @@ func TestInvalidAuthenticatorGetsDecoy(t *testing.T) {
 	other := testSecret(9)
 	now := time.Now()
 	valid := makeAuth(&secret, "/ws", now)
-	if got := upgradeRequest(t, addr, "/ws", valid); got.status != http.StatusSwitchingProtocols {
+	// A valid cookie is not enough: the ClientHello must be Magpie's too.
+	if got := upgradeRequest(t, addr, "/ws", makeAuth(&secret, "/ws", now)); !sameResponse(got, baseline) {
+		t.Fatalf("a valid cookie over a foreign ClientHello got %d, want the decoy's", got.status)
+	}
+	if got := magpieRequest(t, addr, secret, "/ws", valid); got.status != http.StatusSwitchingProtocols {
 		t.Fatalf("a valid authenticator got %d, want 101", got.status)
 	}
 	garbage := strings.Repeat("A", len(valid))
@@ -561,14 +614,14 @@ func TestInvalidAuthenticatorGetsDecoy(t *testing.T) {
 		"no version":    {cookie: makeAuth(&secret, "/ws", now), drop: []string{"Sec-Websocket-Version"}},
 		"no connection": {cookie: makeAuth(&secret, "/ws", now), drop: []string{"Connection"}},
 	} {
-		if got := upgradeRequest(t, addr, "/ws", tc.cookie, tc.drop...); !sameResponse(got, baseline) {
+		if got := magpieRequest(t, addr, secret, "/ws", tc.cookie, tc.drop...); !sameResponse(got, baseline) {
 			t.Errorf("%s: got %d %v %q, want the decoy's %d %v %q", name,
 				got.status, got.header, got.body, baseline.status, baseline.header, baseline.body)
 		}
 	}
 	// Requests that were refused above did not spend their nonces, but a
 	// valid one for a wrong path never works on /ws.
-	if got := upgradeRequest(t, addr, "/other", makeAuth(&secret, "/other", now)); got.status != 404 {
+	if got := magpieRequest(t, addr, secret, "/other", makeAuth(&secret, "/other", now)); got.status != 404 {
 		t.Errorf("authenticated upgrade to a path that is not the WebSocket path: %d", got.status)
 	}
 }
@@ -618,21 +671,26 @@ func TestDecoyDir(t *testing.T) {
 	}
 }
 
-func TestServerNegotiatesHTTP1(t *testing.T) {
+// A visitor offering h2 gets h2, as from most websites, and so does Magpie's
+// client, recognised by its ClientHello, which then speaks HTTP/1.1 inside
+// (magpieRequest checks).
+func TestDecoyNegotiatesH2(t *testing.T) {
 	ln := serve(t, serverConfig(t))
 	pool := x509.NewCertPool()
 	pool.AddCert(cert(t).x509)
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: testName, NextProtos: []string{"h2", "http/1.1"}})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: testName}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + ln.Addr().String() + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	st := c.ConnectionState()
-	if st.NegotiatedProtocol != "http/1.1" {
-		t.Errorf("ALPN = %q, want http/1.1", st.NegotiatedProtocol)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.TLS.Version != tls.VersionTLS13 {
+		t.Errorf("%s over TLS %x, want HTTP/2 over TLS 1.3", resp.Proto, resp.TLS.Version)
 	}
-	if st.Version != tls.VersionTLS13 {
-		t.Errorf("TLS version %x, want 1.3", st.Version)
+	if !bytes.Equal(body, decoyFile(t, "index.html")) {
+		t.Errorf("GET / over h2: %q", body)
 	}
 }
 
