@@ -172,7 +172,7 @@ func (c *Config) setDefaults() {
 		c.MaxOutbox = 8 << 20
 	}
 	if c.MaxUnsent == 0 {
-		c.MaxUnsent = 512 << 20
+		c.MaxUnsent = DefaultMaxUnsent
 	}
 	if c.MaxInflightSends == 0 {
 		c.MaxInflightSends = 256
@@ -232,6 +232,9 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 }
+
+// DefaultMaxUnsent is Config.MaxUnsent's default.
+const DefaultMaxUnsent = 512 << 20
 
 // Server serves Magpie clients.
 type Server struct {

@@ -51,3 +51,37 @@ func TestAdminListener(t *testing.T) {
 	srv.signal(os.Interrupt)
 	srv.waitExit(10 * time.Second)
 }
+
+// --memory-limit sets the Go runtime's soft memory limit (visible in the
+// Go collector's go_gc_gomemlimit_bytes); a limit too small to run in is
+// refused with the flag's name.
+func TestServeMemoryLimit(t *testing.T) {
+	mustFail(t, []string{"--memory-limit", "64 MiB"}, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--memory-limit", "1000")
+	admin := freeAddr(t)
+	srv := start(t, nil, "serve", "--data", t.TempDir(), "--listen", freeAddr(t), "--admin", admin, "--memory-limit", "268435456")
+	if _, ok := srv.waitLine("magpie://"); !ok {
+		t.Fatalf("no invite:\n%s", srv)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "go_gc_gomemlimit_bytes 2.68435456e+08") {
+		t.Errorf("/metrics does not show the 256 MiB limit:\n%s", grepLines(string(b), "gomemlimit"))
+	}
+	srv.signal(os.Interrupt)
+	srv.waitExit(10 * time.Second)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}

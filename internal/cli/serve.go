@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,19 +38,7 @@ import (
 const DefaultPort = 7443
 
 func serveCmd(g *globals) *cobra.Command {
-	var (
-		data                 string
-		listen               []string
-		advertise            []string
-		queueLimit           int
-		ttl                  time.Duration
-		tlsOpts              tlsOptions
-		maxAttachment, quota int64
-		admin                string
-		signup               string
-		senderShare          int
-		pow                  server.SignupPoW
-	)
+	var o serveOptions
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a Magpie server",
@@ -68,43 +57,58 @@ so even kill -9 loses none.`,
   magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if signup != "open" && signup != "invite" && signup != "pow" {
-				return usageError{fmt.Errorf("--signup is open, invite or pow, not %q", signup)}
+			if o.signup != "open" && o.signup != "invite" && o.signup != "pow" {
+				return usageError{fmt.Errorf("--signup is open, invite or pow, not %q", o.signup)}
 			}
-			if pow.MinBits < 1 || pow.MaxBits < pow.MinBits || pow.MaxBits > signuppow.MaxBits {
-				return usageError{fmt.Errorf("--signup-pow-min and --signup-pow-max: want 1 ≤ min ≤ max ≤ %d, not %d and %d", signuppow.MaxBits, pow.MinBits, pow.MaxBits)}
+			if o.pow.MinBits < 1 || o.pow.MaxBits < o.pow.MinBits || o.pow.MaxBits > signuppow.MaxBits {
+				return usageError{fmt.Errorf("--signup-pow-min and --signup-pow-max: want 1 ≤ min ≤ max ≤ %d, not %d and %d", signuppow.MaxBits, o.pow.MinBits, o.pow.MaxBits)}
 			}
-			var p *server.SignupPoW
-			if signup == "pow" {
-				p = &pow
+			if o.memoryLimit < 0 || o.memoryLimit > 0 && o.memoryLimit < 64<<20 {
+				return usageError{fmt.Errorf("--memory-limit is 0 (none) or at least 64 MiB (67108864), not %d", o.memoryLimit)}
 			}
-			return serve(cmd.Context(), g, data, listen, advertise, queueLimit, ttl, tlsOpts, maxAttachment, quota,
-				adminOptions{addr: admin, explicit: cmd.Flags().Changed("admin")}, signup, senderShare, p)
+			o.admin.explicit = cmd.Flags().Changed("admin")
+			return serve(cmd.Context(), g, o)
 		},
 	}
-	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory (store and key)")
+	c.Flags().StringVar(&o.data, "data", "magpie-data", "server data directory (store and key)")
 	// Loopback by default: exposing a server to the network is a decision,
 	// and a public server needs --advertise with its public name anyway.
-	c.Flags().StringArrayVar(&listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|obfs|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
-	c.Flags().StringArrayVar(&advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
-	c.Flags().IntVar(&queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
-	c.Flags().IntVar(&senderShare, "sender-share", 0, "most undelivered messages one sender may have in a device's queue (default: a quarter of --queue-limit; -1: no share)")
-	c.Flags().StringVar(&tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
-	c.Flags().StringVar(&tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
-	c.Flags().StringVar(&tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (default: the certificate's, or with the self-signed one a cover name generated for this server)")
-	c.Flags().StringVar(&tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
-	c.Flags().StringVar(&tlsOpts.fallback, "tls-fallback", "", "tls transport: host:port of a real HTTPS website with the same certificate (your site, or a local nginx) that gets, byte for byte, every connection that is not a Magpie client; see docs/TRANSPORTS.md")
-	c.Flags().StringVar(&tlsOpts.decoyDir, "tls-decoy-dir", "", "tls transport without --tls-fallback: serve this static site instead of the one generated for this server")
-	c.Flags().StringVar(&tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
-	c.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
-	c.Flags().Int64Var(&maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
-	c.Flags().StringVar(&admin, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
-	c.Flags().Int64Var(&quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
-	c.Flags().StringVar(&signup, "signup", "open", "who may open an account: open (anyone with the invite), invite (only with a sign-up code: magpie invite --signup) or pow (anyone with the invite who solves a puzzle that gets harder as sign-ups come faster)")
-	c.Flags().IntVar(&pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
-	c.Flags().IntVar(&pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
+	c.Flags().StringArrayVar(&o.listen, "listen", []string{"127.0.0.1:" + strconv.Itoa(DefaultPort)}, "[tcp|obfs|tls|tls+proxy://]host:port to listen on (repeatable); :7443 is every interface")
+	c.Flags().StringArrayVar(&o.advertise, "advertise", nil, "host:port to put in the invite (repeatable; default: the listen addresses, with this machine's IPs for wildcard hosts)")
+	c.Flags().IntVar(&o.queueLimit, "queue-limit", 10_000, "undelivered messages kept per device")
+	c.Flags().IntVar(&o.senderShare, "sender-share", 0, "most undelivered messages one sender may have in a device's queue (default: a quarter of --queue-limit; -1: no share)")
+	c.Flags().StringVar(&o.tlsOpts.certFile, "tls-cert", "", "tls transport: certificate file (PEM); default: a self-signed one, pinned by clients")
+	c.Flags().StringVar(&o.tlsOpts.keyFile, "tls-key", "", "tls transport: private key file (PEM)")
+	c.Flags().StringVar(&o.tlsOpts.sni, "tls-sni", "", "tls transport: server name clients send (default: the certificate's, or with the self-signed one a cover name generated for this server)")
+	c.Flags().StringVar(&o.tlsOpts.path, "tls-path", tlsws.DefaultPath, "tls transport: WebSocket path")
+	c.Flags().StringVar(&o.tlsOpts.fallback, "tls-fallback", "", "tls transport: host:port of a real HTTPS website with the same certificate (your site, or a local nginx) that gets, byte for byte, every connection that is not a Magpie client; see docs/TRANSPORTS.md")
+	c.Flags().StringVar(&o.tlsOpts.decoyDir, "tls-decoy-dir", "", "tls transport without --tls-fallback: serve this static site instead of the one generated for this server")
+	c.Flags().StringVar(&o.tlsOpts.acmeDomain, "tls-acme", "", "tls transport: get certificates for this domain from Let's Encrypt (needs its DNS pointing here and port 443 open)")
+	c.Flags().DurationVar(&o.ttl, "ttl", 30*24*time.Hour, "how long undelivered messages (and attachments) are kept")
+	c.Flags().Int64Var(&o.maxAttachment, "max-attachment", 2<<30, "largest attachment (file size) in bytes")
+	c.Flags().StringVar(&o.admin.addr, "admin", "127.0.0.1:9465", "admin listener for /metrics (Prometheus) and /debug/pprof; keep it private; empty disables")
+	c.Flags().Int64Var(&o.quota, "attachment-quota", 10<<30, "attachment bytes an account may keep on the server")
+	c.Flags().StringVar(&o.signup, "signup", "open", "who may open an account: open (anyone with the invite), invite (only with a sign-up code: magpie invite --signup) or pow (anyone with the invite who solves a puzzle that gets harder as sign-ups come faster)")
+	c.Flags().IntVar(&o.pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
+	c.Flags().IntVar(&o.pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
+	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
 	g.addJSON(c)
 	return c
+}
+
+// serveOptions are serve's flags.
+type serveOptions struct {
+	data                 string
+	listen, advertise    []string
+	queueLimit           int
+	senderShare          int
+	ttl                  time.Duration
+	tlsOpts              tlsOptions
+	maxAttachment, quota int64
+	admin                adminOptions
+	signup               string
+	pow                  server.SignupPoW
+	memoryLimit          int64
 }
 
 // adminOptions is --admin and whether it was given explicitly.
@@ -113,7 +117,12 @@ type adminOptions struct {
 	explicit bool
 }
 
-func serve(ctx context.Context, g *globals, data string, listen, advertise []string, queueLimit int, ttl time.Duration, tlsOpts tlsOptions, maxAttachment, quota int64, admin adminOptions, signup string, senderShare int, pow *server.SignupPoW) error {
+func serve(ctx context.Context, g *globals, o serveOptions) error {
+	data, listen, advertise, queueLimit, ttl, tlsOpts := o.data, o.listen, o.advertise, o.queueLimit, o.ttl, o.tlsOpts
+	var pow *server.SignupPoW
+	if o.signup == "pow" {
+		pow = &o.pow
+	}
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
@@ -198,16 +207,20 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 	}
 	// --max-attachment is the file's size; the server stores it encrypted,
 	// 16 bytes per 64 KiB larger.
-	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: attach.EncryptedSize(maxAttachment), Quota: quota, TTL: ttl})
+	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: attach.EncryptedSize(o.maxAttachment), Quota: o.quota, TTL: ttl})
 	if err != nil {
 		return fmt.Errorf("attachment store: %w", err)
 	}
 	defer blobs.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
+	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: o.senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
 		Metrics: server.NewMetrics(reg), SignupPoW: pow}
-	if signup == "invite" {
+	if o.memoryLimit > 0 {
+		debug.SetMemoryLimit(o.memoryLimit)
+		cfg.MaxUnsent = min(server.DefaultMaxUnsent, o.memoryLimit/4)
+	}
+	if o.signup == "invite" {
 		cfg.SignupCodes = signupcodes.Book{Dir: data}
 	}
 	srv, err := server.New(cfg)
@@ -215,7 +228,7 @@ func serve(ctx context.Context, g *globals, data string, listen, advertise []str
 		return err
 	}
 	var adminAddr string
-	if admin.addr != "" {
+	if admin := o.admin; admin.addr != "" {
 		stopAdmin, addr, err := serveAdmin(admin.addr, reg, g)
 		switch {
 		case err != nil && admin.explicit:
