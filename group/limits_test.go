@@ -151,6 +151,7 @@ func TestOutOfBoundsChangesAreRefused(t *testing.T) {
 		"a long name":                       SetInfo{Name: strings.Repeat("x", MaxName+1)},
 		"a name over two lines":             SetInfo{Name: "a\nb"},
 		"a name with a control character":   SetInfo{Name: "a\x7fb"},
+		"a name starting with one":          SetInfo{Name: "\x07bell"},
 		"a long description":                SetInfo{Description: strings.Repeat("x", MaxDescription+1)},
 		"a large avatar":                    SetInfo{Avatar: make([]byte, MaxAvatar+1)},
 		"disappearing too late":             SetSettings{Settings: Settings{DisappearAfter: MaxDisappearAfter + time.Second}},

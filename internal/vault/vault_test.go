@@ -136,6 +136,30 @@ func TestEmptyPassphraseRejected(t *testing.T) {
 	if _, _, err := NewFromPassphrase(make([]byte, MaxPassphraseLen+1), testParams); err == nil {
 		t.Fatal("overlong passphrase accepted")
 	}
+	// The limit is inclusive.
+	longest := bytes.Repeat([]byte("p"), MaxPassphraseLen)
+	v, h, err := NewFromPassphrase(longest, testParams)
+	if err != nil {
+		t.Fatalf("a passphrase of MaxPassphraseLen bytes: %v", err)
+	}
+	w, err := OpenWithPassphrase(longest, h)
+	if err != nil {
+		t.Fatalf("opening with a passphrase of MaxPassphraseLen bytes: %v", err)
+	}
+	if got, err := w.Open(nil, v.Seal(nil, []byte("x"))); err != nil || string(got) != "x" {
+		t.Fatalf("the reopened vault does not open what the first sealed: %q %v", got, err)
+	}
+}
+
+// Prompts go to the stderr given (or nowhere, never to a nil writer).
+func TestPromptsGoToTheGivenWriter(t *testing.T) {
+	var buf bytes.Buffer
+	if e := osEnv(nil, &buf); e.stderr != &buf {
+		t.Error("osEnv replaced the stderr it was given")
+	}
+	if e := osEnv(nil, nil); e.stderr == nil {
+		t.Error("osEnv without a stderr left a nil writer")
+	}
 }
 
 func TestBadParamsRejected(t *testing.T) {
