@@ -163,6 +163,32 @@ func TestStealthFirst(t *testing.T) {
 			t.Fatal("the safe mark was not recorded")
 		}
 	}
+	// Marked safe, the listener is listed once, not beside its unmarked
+	// self.
+	type endpoint struct {
+		Transport string `json:"transport"`
+		Safe      bool   `json:"safe"`
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var tcps, safe int
+		for _, e := range decodeLines[endpoint](t, mustRun(t, "--home", alice, "relays", "list", "--json").stdout) {
+			if e.Transport == "tcp" {
+				tcps++
+				if e.Safe {
+					safe++
+				}
+			}
+		}
+		if safe > 0 {
+			if tcps != 1 {
+				t.Fatalf("alice dials %d tcp endpoints, want the safe one alone", tcps)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice never learned that plain tcp is safe")
+		}
+	}
 	bob := newUser(t, srv, "bob") // learns the list in band
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		if got := probed(bob); strings.Join(got, " ") == "obfs tcp" {

@@ -285,6 +285,7 @@ type Endpoint struct {
 	Address   string `json:"address"`
 	Priority  int    `json:"priority"`
 	Key       string `json:"key"`
+	Safe      bool   `json:"safe,omitempty"` // plain tcp the operator (or, for a relay, the user) vouched for
 }
 
 // ProbeResult is what a probe found for one endpoint.

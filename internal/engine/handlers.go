@@ -488,7 +488,7 @@ func (a *api) endpoints(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	out := make([]Endpoint, 0, len(eps))
 	for _, e := range eps {
-		out = append(out, Endpoint{Transport: e.Transport, Address: e.Address, Priority: e.Priority, Key: e.Key()})
+		out = append(out, Endpoint{Transport: e.Transport, Address: e.Address, Priority: e.Priority, Key: e.Key(), Safe: e.Safe})
 	}
 	return map[string]any{"endpoints": out}, nil
 }
