@@ -169,7 +169,8 @@ func TestStealthFirst(t *testing.T) {
 		Transport string `json:"transport"`
 		Safe      bool   `json:"safe"`
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		mustRun(t, "--home", alice, "inbox") // connects, and so refreshes the list
 		var tcps, safe int
 		for _, e := range decodeLines[endpoint](t, mustRun(t, "--home", alice, "relays", "list", "--json").stdout) {
 			if e.Transport == "tcp" {
