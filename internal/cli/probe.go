@@ -16,8 +16,8 @@ func probeCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "probe",
 		Short: "Test every way to reach the server from here",
-		Long: `Test every endpoint and transport this client knows, from where you are:
-TCP connect, transport and Noise handshake, a round trip and throughput.
+		Long: `Test every endpoint and transport this client may dial, from where you
+are: TCP connect, transport and Noise handshake, a round trip and throughput.
 Verdicts use the words network-measurement tools use: ok,
 connection_refused, connection_reset, generic_timeout_error,
 tls_handshake_failed, throttled. Each endpoint gets one connection, the
