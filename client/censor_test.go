@@ -19,9 +19,10 @@ import (
 // TestConversationCarriesOnUnderCensorship runs one server on tcp, obfs and
 // tls, each reachable only through a censor (internal/censor), and checks
 // that under each rule, and under all at once, messages keep flowing both
-// ways within the failover time, and an attachment goes through. It also
-// shows the plain tcp transport caught by the fingerprint rule (so the test
-// can fail), and probes every listener actively.
+// ways within the failover time, and an attachment goes through. Plain
+// tcp, listed first but not marked safe, is never dialled; once the user
+// allows it, the fingerprint rule catches it (so the test can fail). It
+// also probes every listener actively.
 func TestConversationCarriesOnUnderCensorship(t *testing.T) {
 	t.Parallel()
 	s, pub := publishingServer(t, server.Config{
@@ -122,8 +123,30 @@ func TestConversationCarriesOnUnderCensorship(t *testing.T) {
 		t.Logf("%-24s flows %d, forwarded %d, reset %d, black-holed %d", r.name, stats.Flows, stats.Forwarded, stats.Reset, stats.Blackholed)
 	}
 
-	// The plain tcp transport was caught by the fingerprint rule (and by
-	// FET), while obfs was never flagged as fully encrypted traffic.
+	// Stealth first: with obfs and tls offered, and plain tcp not marked
+	// safe, no client ever walked into plain tcp, though it comes first by
+	// priority.
+	for _, ev := range cen.Events() {
+		if ev.Listen == tcpF {
+			t.Fatalf("a client dialled plain tcp (%s: %s)", ev.Verdict, ev.Rule)
+		}
+	}
+	// A user who allows plain tcp gets it, and the fingerprint rule
+	// catches it (so the check above can fail), while obfs was never
+	// flagged as fully encrypted traffic.
+	cen.SetConfig(censor.Config{TCPFingerprint: true})
+	if err := alice.SetPlainTCP(testCtx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := alice.Probe(testCtx(t), client.ProbeOptions{Timeout: 2 * time.Second, EchoBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Endpoint.Address == tcpF && r.Verdict != client.VerdictConnectionReset {
+			t.Fatalf("plain tcp under the fingerprint rule: %s (%v)", r.Verdict, r.Err)
+		}
+	}
 	var fingerprinted, obfsFlagged int
 	for _, ev := range cen.Events() {
 		if ev.Rule == censor.RuleTCPFingerprint && ev.Listen == tcpF {

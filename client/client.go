@@ -53,11 +53,12 @@ type Options struct {
 	DownloadDir string
 	// Dial tunes connections to the server (see DialOptions).
 	Dial DialOptions
-	// Keepalive, if set, is how often an idle connection pings the server;
-	// a path silent for 2.5 pings (at least one ping and a second) is given
-	// up, which is how an idle client notices a black-holed path. Shorter
-	// means faster failover and more pings for the server to answer. The
-	// default (0) is DefaultKeepalive, with TCP keepalive underneath.
+	// Keepalive, if set, is how often (on average, never at a fixed
+	// period) an idle connection pings the server; a path silent for 2.5
+	// pings (at least one ping and a second) is given up, which is how a
+	// client that only receives notices a black-holed path. Shorter means
+	// faster failover and more pings for the server to answer. The default
+	// (0) is DefaultKeepalive, with TCP keepalive underneath.
 	Keepalive time.Duration
 	// Logger gets diagnostics (never message contents); nil discards them.
 	Logger *slog.Logger
@@ -118,6 +119,9 @@ type Client struct {
 // prefs are the user's settings.
 type prefs struct {
 	NoReadReceipts bool `json:"no_read_receipts,omitempty"`
+	// PlainTCP: the user allows plain tcp endpoints the operator did not
+	// mark safe (endpoints.Order).
+	PlainTCP bool `json:"plain_tcp,omitempty"`
 }
 
 func (o *Options) setDefaults() error {
@@ -426,10 +430,15 @@ func (c *Client) ReadReceipts() bool {
 // SetReadReceipts turns read receipts on or off. Off, this client sends
 // none (and still shows the receipts of contacts who send them).
 func (c *Client) SetReadReceipts(ctx context.Context, on bool) error {
+	return c.setPrefs(ctx, func(p *prefs) { p.NoReadReceipts = !on })
+}
+
+// setPrefs changes the user's settings with change and stores them.
+func (c *Client) setPrefs(ctx context.Context, change func(*prefs)) error {
 	c.mu.Lock()
 	p := c.prefs
 	c.mu.Unlock()
-	p.NoReadReceipts = !on
+	change(&p)
 	if err := c.update(ctx, func(t sealedTx) error { return putJSON(t, nsSettings, "prefs", p) }); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -16,6 +17,7 @@ import (
 const (
 	settingEndpoints = "endpoints"     // newest verified wire.SignedEndpointList
 	settingLastGood  = "endpoint_good" // JSON: endpoint key → last successful connection
+	settingBlocked   = "endpoint_bad"  // JSON: endpoint key → last time it was found blocked
 	settingRelays    = "relays"        // JSON: relay links added by the user
 )
 
@@ -70,9 +72,11 @@ func (c *Client) relayLinks(ctx context.Context) ([]string, error) {
 	return links, json.Unmarshal(raw, &links)
 }
 
-// knownEndpoints is everything this client may try, in dial order: the
-// newest verified endpoint list and the invite's addresses, with what worked
-// last first.
+// knownEndpoints is everything this client may try, in dial order
+// (endpoints.Order): the newest verified endpoint list, the invite's
+// addresses and the relays the user added; stealthy ones first, plain tcp
+// only if nothing else is offered, the operator marked it safe or the user
+// allows it; what worked last first, what was found blocked since last.
 func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint64, error) {
 	now := c.opts.Now()
 	var best *endpoints.List
@@ -105,27 +109,65 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 	}
 	for _, l := range links {
 		if e, err := endpoints.ParseLink(l); err == nil {
+			// The user added it: even plain tcp is what they asked for.
+			e.Safe = true
 			eps = append(eps, e)
 		}
 	}
-	return endpoints.Order(eps, c.lastGood(ctx)), version, nil
+	mem := endpoints.Memory{Good: c.lastGood(ctx), Blocked: c.times(ctx, settingBlocked)}
+	return endpoints.Order(eps, mem, c.PlainTCP()), version, nil
 }
 
 func (c *Client) lastGood(ctx context.Context) map[string]time.Time {
+	return c.times(ctx, settingLastGood)
+}
+
+// times reads a setting that maps endpoint keys to times.
+func (c *Client) times(ctx context.Context, name string) map[string]time.Time {
 	m := map[string]time.Time{}
-	if raw, err := c.setting(ctx, settingLastGood); err == nil && raw != nil {
+	if raw, err := c.setting(ctx, name); err == nil && raw != nil {
 		json.Unmarshal(raw, &m)
 	}
 	return m
 }
 
+// stamp records times against endpoint keys in a setting of times.
+func (c *Client) stamp(ctx context.Context, name string, at map[string]time.Time) {
+	m := c.times(ctx, name)
+	maps.Copy(m, at)
+	if b, err := json.Marshal(m); err == nil {
+		c.setSetting(ctx, name, b)
+	}
+}
+
 // remember records that e worked, so it is tried first next time.
 func (c *Client) remember(ctx context.Context, e endpoints.Endpoint) {
-	m := c.lastGood(ctx)
-	m[e.Key()] = c.opts.Now()
-	if b, err := json.Marshal(m); err == nil {
-		c.setSetting(ctx, settingLastGood, b)
-	}
+	c.stamp(ctx, settingLastGood, map[string]time.Time{e.Key(): c.opts.Now()})
+}
+
+// rememberBlocked records that e was found blocked (a connection through it
+// went silent, too slow, or was reset), so it is tried after the others
+// until it works again.
+func (c *Client) rememberBlocked(ctx context.Context, e endpoints.Endpoint) {
+	c.opts.Logger.Info("endpoint found blocked; trying the others first", "endpoint", e.Key())
+	c.stamp(ctx, settingBlocked, map[string]time.Time{e.Key(): c.opts.Now()})
+}
+
+// PlainTCP reports whether the user allows plain tcp endpoints that the
+// operator did not mark safe. Off (the default), a client whose endpoint
+// list offers obfs, tls or a relay never dials plain tcp, whose first
+// packet a censor can fingerprint.
+func (c *Client) PlainTCP() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.prefs.PlainTCP
+}
+
+// SetPlainTCP allows or forbids plain tcp endpoints the operator did not
+// mark safe (for a network known not to censor, or to reach a server
+// whose other listeners are down).
+func (c *Client) SetPlainTCP(ctx context.Context, on bool) error {
+	return c.setPrefs(ctx, func(p *prefs) { p.PlainTCP = on })
 }
 
 // refreshEndpoints asks the server for a newer endpoint list and keeps it if

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/magpie-im/magpie/e2e"
 	"github.com/magpie-im/magpie/internal/clientconn"
+	"github.com/magpie-im/magpie/link"
 )
 
 // ConnState is the engine's connection state.
@@ -31,6 +33,9 @@ type Status struct {
 	State ConnState
 	Err   error // why it is offline
 	Since time.Time
+	// Endpoint is the endpoint the connection goes through when online
+	// (as endpoints.Endpoint.Key: transport://address).
+	Endpoint string
 }
 
 var (
@@ -183,6 +188,9 @@ func (c *Client) setStatus(state ConnState, err error, failed bool) {
 		return
 	}
 	c.eng.status = Status{State: state, Err: err, Since: c.opts.Now()}
+	if state == ConnOnline && c.eng.live != nil {
+		c.eng.status.Endpoint = c.eng.live.Endpoint().Key()
+	}
 	st := c.eng.status
 	c.notifyLocked()
 	c.mu.Unlock()
@@ -228,12 +236,17 @@ func (c *Client) Run(ctx context.Context) error {
 		<-expired
 	}()
 	backoff := time.Second
+	var quick time.Time // the last reconnection without a wait
 	for {
 		c.setStatus(ConnConnecting, nil, false)
 		conn, err := c.dial(ctx)
+		blocked := false
 		if err == nil {
 			backoff = time.Second
 			err = c.session(ctx, conn)
+			if blocked = pathBlocked(err) && ctx.Err() == nil; blocked {
+				c.rememberBlocked(ctx, conn.Endpoint())
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -251,8 +264,13 @@ func (c *Client) Run(ctx context.Context) error {
 			state = ConnStorageFull
 		}
 		c.setStatus(state, fmt.Errorf("%w: %w", ErrOffline, err), true)
-		if errors.Is(err, clientconn.ErrStalled) {
-			continue // the path went silent for the stall timeout already: try the other endpoints now
+		if blocked && time.Since(quick) > quickEvery {
+			// The path went silent, too slow or was reset: the wait was
+			// had (or the censor's reset is no reason to wait); try the
+			// other endpoints now. Once per quickEvery, so that a censor
+			// resetting every new connection meets the backoff.
+			quick = time.Now()
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -262,6 +280,18 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// quickEvery is how often at most Run reconnects at once after a blocked
+// path.
+const quickEvery = 5 * time.Second
+
+// pathBlocked reports whether a connection ended the way a censored path
+// ends it: an answer or a keepalive that did not come in time (a black
+// hole, or a throttle too slow for the conversation), or a reset.
+func pathBlocked(err error) bool {
+	return errors.Is(err, clientconn.ErrStalled) || errors.Is(err, clientconn.ErrTooSlow) || errors.Is(err, link.ErrIdleTimeout) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // fatal reports errors that reconnecting will not mend.

@@ -87,8 +87,11 @@ func ShareIdentityForTest(ctx context.Context, from, c *Client) error {
 }
 
 // ForgetEndpointsForTest drops what the client remembers about which
-// endpoints worked, as a fresh install would.
+// endpoints worked and which were found blocked, as a fresh install would.
 func ForgetEndpointsForTest(ctx context.Context, c *Client) error {
+	if err := c.setSetting(ctx, settingBlocked, []byte("{}")); err != nil {
+		return err
+	}
 	return c.setSetting(ctx, settingLastGood, []byte("{}"))
 }
 

@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"sort"
+	"time"
 
 	"github.com/magpie-im/magpie/internal/clientconn"
 )
@@ -25,11 +25,13 @@ type ProbeOptions = clientconn.ProbeOptions
 // ProbeResult is what Probe found for one endpoint.
 type ProbeResult = clientconn.ProbeResult
 
-// Probe tests every known endpoint from where this client is: TCP connect,
-// transport and Noise handshake, a round trip and throughput. It dials
-// with a throwaway key, so it never disturbs the engine's connection. The
-// results also reorder the endpoints this client tries: working ones,
-// fastest handshake first.
+// Probe tests every known endpoint from where this client is: transport
+// and Noise handshake (timing the TCP connect inside it), a round trip and
+// throughput, over one connection per endpoint and no other. It dials with
+// a throwaway key, so it never disturbs the engine's connection. The
+// results come ranked (clientconn.Rank): working first, stealthy before
+// plain tcp, then fastest. Probe only reports: ReorderByProbe makes the
+// client dial in the order found.
 func (c *Client) Probe(ctx context.Context, opts ProbeOptions) ([]ProbeResult, error) {
 	eps, _, err := c.knownEndpoints(ctx)
 	if err != nil {
@@ -39,15 +41,24 @@ func (c *Client) Probe(ctx context.Context, opts ProbeOptions) ([]ProbeResult, e
 	if err != nil {
 		return nil, err
 	}
-	ok := make([]ProbeResult, 0, len(results))
-	for _, r := range results {
+	clientconn.Rank(results)
+	return results, nil
+}
+
+// ReorderByProbe makes the client dial in the order of ranked probe
+// results (Probe): working endpoints in their rank order, ahead of those
+// the probe found failing or throttled, which count as blocked until they
+// work again. Stealth still comes first (knownEndpoints).
+func (c *Client) ReorderByProbe(ctx context.Context, rs []ProbeResult) {
+	now := c.opts.Now()
+	good, blocked := map[string]time.Time{}, map[string]time.Time{}
+	for i, r := range rs {
 		if r.Verdict == VerdictOK {
-			ok = append(ok, r)
+			good[r.Endpoint.Key()] = now.Add(-time.Duration(i) * time.Millisecond) // the best is the latest
+		} else {
+			blocked[r.Endpoint.Key()] = now
 		}
 	}
-	sort.Slice(ok, func(i, j int) bool { return ok[i].Handshake > ok[j].Handshake })
-	for _, r := range ok { // slowest first: the last remembered is tried first
-		c.remember(ctx, r.Endpoint)
-	}
-	return results, nil
+	c.stamp(ctx, settingLastGood, good)
+	c.stamp(ctx, settingBlocked, blocked)
 }

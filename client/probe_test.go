@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"encoding/base64"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 	"github.com/magpie-im/magpie/transport/obfs"
 )
 
-// Probe tells each kind of blocking apart, measures what works, and puts
-// the working endpoint first.
+// Probe tells each kind of blocking apart and measures what works, over
+// one real connection per endpoint and no empty one; it ranks what it
+// found and changes the dial order only when asked.
 func TestProbeVerdicts(t *testing.T) {
 	t.Parallel()
 	s, pub := publishingServer(t, server.Config{})
@@ -27,7 +29,9 @@ func TestProbeVerdicts(t *testing.T) {
 	}
 	var list []endpoints.Endpoint
 	for a := range eps {
-		list = append(list, tcp(a, 0))
+		e := tcp(a, 0)
+		e.Safe = true // the operator vouches for plain tcp here
+		list = append(list, e)
 	}
 	// A tls endpoint whose certificate does not match the pin.
 	tlsEp := s.TransportEndpoints(t, obfs.Config{})["tls"]
@@ -55,8 +59,65 @@ func TestProbeVerdicts(t *testing.T) {
 			t.Errorf("ok endpoint without measurements: %+v", r)
 		}
 	}
-	// The client now tries the working endpoint first.
-	if order, _ := c.Endpoints(testCtx(t)); order[0].Address != s.Addr {
-		t.Fatalf("after probing, dial order starts with %s", order[0].Address)
+	// Ranked: the working endpoint first.
+	if rs[0].Endpoint.Address != s.Addr {
+		t.Fatalf("ranked first: %s (%s)", rs[0].Endpoint.Address, rs[0].Verdict)
+	}
+	// One connection to each endpoint, the probe itself: none empty.
+	if n := slow.accepted.Load(); n != 1 {
+		t.Fatalf("the probe opened %d connections to an endpoint, want 1", n)
+	}
+	// The probe only reports: the dial order is what it was, until asked.
+	before, _ := c.Endpoints(testCtx(t))
+	if _, err := c.Probe(testCtx(t), client.ProbeOptions{Timeout: 2 * time.Second, EchoBytes: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := c.Endpoints(testCtx(t))
+	if !slices.Equal(keys(before), keys(after)) {
+		t.Fatalf("probing changed the dial order from %v to %v", keys(before), keys(after))
+	}
+	c.ReorderByProbe(testCtx(t), rs)
+	if order, _ := c.Endpoints(testCtx(t)); order[0].Address != s.Addr || order[len(order)-1].Address == s.Addr {
+		t.Fatalf("reordered by the probe: %v", keys(order))
+	}
+}
+
+// Probe ranks stealth first, and leaves out plain tcp the operator did not
+// mark safe: its first packet is what a censor fingerprints.
+func TestProbeRanksStealthFirst(t *testing.T) {
+	t.Parallel()
+	s, pub := publishingServer(t, server.Config{})
+	direct := s.TransportEndpoints(t, obfs.Config{})
+	unsafe := newProxy(t, s.Addr)
+	pub.set(t, tcp(unsafe.Addr(), -1), direct["tcp"], direct["tls"], direct["obfs"])
+	c := newUser(t, pub.invite(t, s), "alice", client.Options{})
+	before := unsafe.accepted.Load()
+	rs, err := c.Probe(testCtx(t), client.ProbeOptions{Timeout: 2 * time.Second, EchoBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		got = append(got, r.Endpoint.Transport+" "+r.Verdict)
+	}
+	if len(rs) != 2 || rs[0].Endpoint.Transport == "tcp" || rs[1].Endpoint.Transport == "tcp" {
+		t.Fatalf("probed %v, want obfs and tls only", got)
+	}
+	if unsafe.accepted.Load() != before {
+		t.Fatal("the probe dialled plain tcp that is not marked safe")
+	}
+	// The user allows plain tcp: it is probed, and ranked after stealth.
+	if err := c.SetPlainTCP(testCtx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err = c.Probe(testCtx(t), client.ProbeOptions{Timeout: 2 * time.Second, EchoBytes: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	for _, r := range rs {
+		got = append(got, r.Endpoint.Transport+" "+r.Verdict)
+	}
+	if len(rs) != 4 || rs[0].Endpoint.Transport == "tcp" || rs[1].Endpoint.Transport == "tcp" || rs[2].Endpoint.Transport != "tcp" {
+		t.Fatalf("probed %v, want obfs and tls, then the two tcp", got)
 	}
 }

@@ -48,7 +48,15 @@ type Endpoint struct {
 	Path      string
 	Priority  int
 	Expires   time.Time // zero: no expiry
+	// Safe: the operator vouches that this plain tcp endpoint is safe to
+	// use (Order leaves plain tcp out otherwise, when anything stealthier
+	// is offered).
+	Safe bool
 }
+
+// Stealthy reports whether e disguises what it carries: every transport
+// but plain tcp, whose first packet a censor can fingerprint.
+func (e Endpoint) Stealthy() bool { return e.Transport != "" && e.Transport != "tcp" }
 
 // Key identifies an endpoint for memory of what worked.
 func (e Endpoint) Key() string { return e.Transport + "://" + e.Address }
@@ -65,7 +73,7 @@ func Sign(l List, key curve.PrivateKey) (*wire.SignedEndpointList, error) {
 	pl := &wire.EndpointList{Version: l.Version, IssuedMs: l.Issued.UnixMilli()}
 	for _, e := range l.Endpoints {
 		we := &wire.Endpoint{Transport: e.Transport, Address: e.Address, Sni: e.SNI, Front: e.Front,
-			Cert: e.Cert, Secret: e.Secret, Path: e.Path, Priority: int32(e.Priority)}
+			Cert: e.Cert, Secret: e.Secret, Path: e.Path, Priority: int32(e.Priority), Safe: e.Safe}
 		if !e.Expires.IsZero() {
 			we.ExpiresMs = e.Expires.UnixMilli()
 		}
@@ -102,7 +110,7 @@ func Verify(s *wire.SignedEndpointList, serverKey [32]byte, now time.Time) (List
 	l := List{Version: pl.GetVersion(), Issued: time.UnixMilli(pl.GetIssuedMs())}
 	for _, we := range pl.GetEndpoints() {
 		e := Endpoint{Transport: we.GetTransport(), Address: we.GetAddress(), SNI: we.GetSni(), Front: we.GetFront(),
-			Cert: we.GetCert(), Secret: we.GetSecret(), Path: we.GetPath(), Priority: int(we.GetPriority())}
+			Cert: we.GetCert(), Secret: we.GetSecret(), Path: we.GetPath(), Priority: int(we.GetPriority()), Safe: we.GetSafe()}
 		if we.GetExpiresMs() != 0 {
 			e.Expires = time.UnixMilli(we.GetExpiresMs())
 			if !now.Before(e.Expires) {
@@ -114,14 +122,54 @@ func Verify(s *wire.SignedEndpointList, serverKey [32]byte, now time.Time) (List
 	return l, nil
 }
 
-// Order sorts endpoints for dialing: those that worked most recently first
-// (lastGood maps Endpoint.Key to the time of the last successful connection),
-// then by priority, keeping the list's order among equals.
-func Order(eps []Endpoint, lastGood map[string]time.Time) []Endpoint {
-	out := slices.Clone(eps)
+// Memory is what a client remembers of its endpoints, by Endpoint.Key:
+// when each last worked, and when each was last found blocked (refused,
+// reset, silent, or too slow for the conversation).
+type Memory struct {
+	Good    map[string]time.Time
+	Blocked map[string]time.Time
+}
+
+// suspect reports whether e was found blocked after it last worked, and
+// since when.
+func (m Memory) suspect(e Endpoint) (time.Time, bool) {
+	b, ok := m.Blocked[e.Key()]
+	return b, ok && b.After(m.Good[e.Key()])
+}
+
+// Order returns the endpoints to dial, in order, stealth first:
+//
+//   - Plain tcp is left out when anything stealthier is offered, unless the
+//     operator marked it Safe or plainTCP (the user asked for it) is set.
+//   - Endpoints found blocked since they last worked go last, the one
+//     found blocked longest ago first, so a path blocked a moment ago is
+//     tried last of all.
+//   - Otherwise stealthy endpoints (obfs, tls, relays) come before plain
+//     tcp, then the most recently working first, then by priority,
+//     keeping the list's order among equals.
+func Order(eps []Endpoint, m Memory, plainTCP bool) []Endpoint {
+	stealthy := slices.ContainsFunc(eps, Endpoint.Stealthy)
+	out := slices.DeleteFunc(slices.Clone(eps), func(e Endpoint) bool {
+		return stealthy && !e.Stealthy() && !e.Safe && !plainTCP
+	})
 	slices.SortStableFunc(out, func(a, b Endpoint) int {
-		ta, tb := lastGood[a.Key()], lastGood[b.Key()]
-		if c := tb.Compare(ta); c != 0 {
+		ba, sa := m.suspect(a)
+		bb, sb := m.suspect(b)
+		switch {
+		case sa != sb:
+			if sa {
+				return 1
+			}
+			return -1
+		case sa:
+			return ba.Compare(bb)
+		case a.Stealthy() != b.Stealthy():
+			if a.Stealthy() {
+				return -1
+			}
+			return 1
+		}
+		if c := m.Good[b.Key()].Compare(m.Good[a.Key()]); c != 0 {
 			return c
 		}
 		return a.Priority - b.Priority

@@ -3,6 +3,7 @@ package endpoints
 import (
 	"crypto/rand"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,14 +57,53 @@ func TestOrder(t *testing.T) {
 		{Transport: "tcp", Address: "a:1", Priority: 1},
 		{Transport: "obfs", Address: "b:1", Priority: 2},
 		{Transport: "tls", Address: "c:1", Priority: 0},
+		{Transport: "tcp", Address: "d:1", Priority: 3, Safe: true},
 	}
-	got := Order(eps, nil)
-	if got[0].Address != "c:1" || got[1].Address != "a:1" {
-		t.Fatalf("by priority: %+v", got)
+	addrs := func(eps []Endpoint) (s []string) {
+		for _, e := range eps {
+			s = append(s, e.Address)
+		}
+		return s
 	}
-	got = Order(eps, map[string]time.Time{"obfs://b:1": time.Now()})
-	if got[0].Address != "b:1" {
-		t.Fatalf("what worked comes first: %+v", got)
+	check := func(what string, got []Endpoint, want ...string) {
+		t.Helper()
+		if !slices.Equal(addrs(got), want) {
+			t.Fatalf("%s: %v, want %v", what, addrs(got), want)
+		}
+	}
+	now := time.Now()
+	// Stealth first, by priority; unsafe plain tcp left out.
+	check("stealth first", Order(eps, Memory{}, false), "c:1", "b:1", "d:1")
+	// Plain tcp that worked last still comes after stealth.
+	check("tcp that worked", Order(eps, Memory{Good: map[string]time.Time{"tcp://d:1": now}}, false), "c:1", "b:1", "d:1")
+	// The user asked for plain tcp: it is there, after stealth.
+	check("plain tcp asked for", Order(eps, Memory{}, true), "c:1", "b:1", "a:1", "d:1")
+	// A list of nothing but plain tcp is used as it is.
+	check("only tcp", Order([]Endpoint{eps[0], eps[3]}, Memory{}, false), "a:1", "d:1")
+	// What worked comes first within its kind.
+	m := Memory{Good: map[string]time.Time{"obfs://b:1": now}, Blocked: map[string]time.Time{}}
+	check("what worked", Order(eps, m, false), "b:1", "c:1", "d:1")
+	// Found blocked after it worked: tried after the others, plain tcp
+	// included.
+	m.Blocked["obfs://b:1"] = now.Add(time.Second)
+	check("blocked since it worked", Order(eps, m, false), "c:1", "d:1", "b:1")
+	// Two suspects: the one blocked longest ago first.
+	m.Blocked["tls://c:1"] = now.Add(2 * time.Second)
+	check("two blocked", Order(eps, m, false), "d:1", "b:1", "c:1")
+	// Working again after the block: no longer suspect.
+	m.Good["tls://c:1"] = now.Add(3 * time.Second)
+	check("worked again", Order(eps, m, false), "c:1", "d:1", "b:1")
+}
+
+func TestSafeIsSigned(t *testing.T) {
+	kp, _ := curve.GenerateKeyPair(rand.Reader)
+	s, err := Sign(List{Version: 1, Endpoints: []Endpoint{{Transport: "tcp", Address: "h:1", Safe: true}, {Transport: "tcp", Address: "h:2"}}}, kp.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Verify(s, kp.Public, time.Now())
+	if err != nil || !l.Endpoints[0].Safe || l.Endpoints[1].Safe {
+		t.Fatalf("safe marks after a round trip: %+v %v", l.Endpoints, err)
 	}
 }
 

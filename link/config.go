@@ -22,8 +22,10 @@ type Config struct {
 	// no limit.
 	IdleTimeout time.Duration
 
-	// KeepaliveInterval makes the link send a ping after this long without
-	// writing anything. 0 = never (the server's usual setting; clients ping).
+	// KeepaliveInterval makes the link send a ping after about this long
+	// without writing anything: each wait is drawn from 3/4 to 5/4 of it,
+	// so that pings keep no fixed period. 0 = never (the server's usual
+	// setting; clients ping).
 	KeepaliveInterval time.Duration
 
 	// PongTimeout: once a ping is sent, ReadMessage fails with

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -78,7 +79,7 @@ func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config
 	if c.keepalive > 0 {
 		// A timer, not a goroutine: an idle connection costs no stack.
 		// Atomic: a short interval can fire before AfterFunc returns.
-		c.ka.Store(time.AfterFunc(c.keepalive, c.sendKeepalive))
+		c.ka.Store(time.AfterFunc(c.keepaliveDelay(), c.sendKeepalive))
 	}
 	return c
 }
@@ -357,7 +358,7 @@ func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
 		c.conn.SetWriteDeadline(time.Time{})
 	}
 	if ka := c.ka.Load(); ka != nil && !c.closed.Load() {
-		ka.Reset(c.keepalive)
+		ka.Reset(c.keepaliveDelay())
 	}
 	return nil
 }
@@ -413,6 +414,13 @@ func (c *Conn) sendControl(typ byte) (locked bool) {
 	return true
 }
 
+// keepaliveDelay draws the wait before the next ping uniformly from 3/4 to
+// 5/4 of the keepalive interval: on average the interval, and never a
+// fixed period a censor could pick out of an idle connection's timing.
+func (c *Conn) keepaliveDelay() time.Duration {
+	return c.keepalive*3/4 + rand.N(c.keepalive/2+1)
+}
+
 // sendKeepalive runs on the keepalive timer (its own short-lived goroutine,
 // only while firing).
 func (c *Conn) sendKeepalive() {
@@ -423,7 +431,7 @@ func (c *Conn) sendKeepalive() {
 		// A writer is active and re-arms the timer when done; re-arm here
 		// too in case it finished between our firing and TryLock.
 		if ka := c.ka.Load(); ka != nil {
-			ka.Reset(c.keepalive)
+			ka.Reset(c.keepaliveDelay())
 		}
 	}
 }

@@ -429,3 +429,26 @@ func TestReadFrameReturnsBetweenFrames(t *testing.T) {
 		}
 	}
 }
+
+// Keepalives keep no fixed period: each wait is drawn anew, around the
+// interval on average and never outside 3/4 to 5/4 of it.
+func TestKeepaliveDelayIsDrawn(t *testing.T) {
+	c := &Conn{keepalive: 2 * time.Second}
+	seen := map[time.Duration]bool{}
+	var sum time.Duration
+	const n = 2000
+	for range n {
+		d := c.keepaliveDelay()
+		if d < c.keepalive*3/4 || d > c.keepalive*5/4 {
+			t.Fatalf("delay %v outside [%v, %v]", d, c.keepalive*3/4, c.keepalive*5/4)
+		}
+		seen[d] = true
+		sum += d
+	}
+	if len(seen) < n/2 {
+		t.Fatalf("only %d distinct delays in %d", len(seen), n)
+	}
+	if mean := sum / n; mean < c.keepalive*95/100 || mean > c.keepalive*105/100 {
+		t.Fatalf("mean delay %v, want about %v", mean, c.keepalive)
+	}
+}

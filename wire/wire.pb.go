@@ -2483,16 +2483,21 @@ func (x *EndpointList) GetEndpoints() []*Endpoint {
 }
 
 type Endpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Transport     string                 `protobuf:"bytes,1,opt,name=transport,proto3" json:"transport,omitempty"`                   // "tcp", "obfs", "tls"
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                       // host:port
-	Sni           string                 `protobuf:"bytes,3,opt,name=sni,proto3" json:"sni,omitempty"`                               // tls: TLS server name
-	Front         string                 `protobuf:"bytes,4,opt,name=front,proto3" json:"front,omitempty"`                           // tls: HTTP Host header (domain fronting), if different
-	Cert          string                 `protobuf:"bytes,5,opt,name=cert,proto3" json:"cert,omitempty"`                             // obfs: server cert; tls: base64url SHA-256 SPKI pin (optional)
-	Secret        []byte                 `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`                         // tls: per-server authenticator secret
-	Path          string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`                             // tls: WebSocket path
-	Priority      int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`                    // lower is tried first
-	ExpiresMs     int64                  `protobuf:"varint,9,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"` // 0: no expiry
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Transport string                 `protobuf:"bytes,1,opt,name=transport,proto3" json:"transport,omitempty"`                   // "tcp", "obfs", "tls"
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                       // host:port
+	Sni       string                 `protobuf:"bytes,3,opt,name=sni,proto3" json:"sni,omitempty"`                               // tls: TLS server name
+	Front     string                 `protobuf:"bytes,4,opt,name=front,proto3" json:"front,omitempty"`                           // tls: HTTP Host header (domain fronting), if different
+	Cert      string                 `protobuf:"bytes,5,opt,name=cert,proto3" json:"cert,omitempty"`                             // obfs: server cert; tls: base64url SHA-256 SPKI pin (optional)
+	Secret    []byte                 `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`                         // tls: per-server authenticator secret
+	Path      string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`                             // tls: WebSocket path
+	Priority  int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`                    // lower is tried first
+	ExpiresMs int64                  `protobuf:"varint,9,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"` // 0: no expiry
+	// tcp: the operator vouches that plain tcp is safe to use from where
+	// this list is given out. Clients use a plain tcp endpoint only when it
+	// says so, when the list offers nothing else, or when the user asks:
+	// plain tcp is blockable by its first packet.
+	Safe          bool `protobuf:"varint,10,opt,name=safe,proto3" json:"safe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2588,6 +2593,13 @@ func (x *Endpoint) GetExpiresMs() int64 {
 		return x.ExpiresMs
 	}
 	return 0
+}
+
+func (x *Endpoint) GetSafe() bool {
+	if x != nil {
+		return x.Safe
+	}
+	return false
 }
 
 type SignedEndpointList struct {
@@ -3959,7 +3971,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fEndpointList\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1b\n" +
 	"\tissued_ms\x18\x02 \x01(\x03R\bissuedMs\x126\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x18.magpie.wire.v1.EndpointR\tendpoints\"\xe5\x01\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x18.magpie.wire.v1.EndpointR\tendpoints\"\xf9\x01\n" +
 	"\bEndpoint\x12\x1c\n" +
 	"\ttransport\x18\x01 \x01(\tR\ttransport\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
@@ -3970,7 +3982,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x04path\x18\a \x01(\tR\x04path\x12\x1a\n" +
 	"\bpriority\x18\b \x01(\x05R\bpriority\x12\x1d\n" +
 	"\n" +
-	"expires_ms\x18\t \x01(\x03R\texpiresMs\"F\n" +
+	"expires_ms\x18\t \x01(\x03R\texpiresMs\x12\x12\n" +
+	"\x04safe\x18\n" +
+	" \x01(\bR\x04safe\"F\n" +
 	"\x12SignedEndpointList\x12\x12\n" +
 	"\x04list\x18\x01 \x01(\fR\x04list\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xef\x02\n" +

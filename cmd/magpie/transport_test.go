@@ -114,3 +114,90 @@ func TestObfsAndRelay(t *testing.T) {
 	}
 	srv.stop(t)
 }
+
+// TestStealthFirst: a server on plain tcp and obfs. Its clients never dial
+// plain tcp, which is not marked safe: probe reports only obfs (ranked,
+// stealthy), until the user allows plain tcp or the operator marks the
+// endpoint safe; and the probe reorders the client only when asked.
+func TestStealthFirst(t *testing.T) {
+	data := t.TempDir()
+	tcpAddr, obfsAddr := freeAddr(t), freeAddr(t)
+	srv, err := startServe(t, data, tcpAddr, "obfs://"+obfsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type probe struct {
+		Transport string `json:"transport"`
+		Address   string `json:"address"`
+		Verdict   string `json:"verdict"`
+		Stealthy  bool   `json:"stealthy"`
+	}
+	probed := func(home string) (got []string) {
+		t.Helper()
+		for _, p := range decodeLines[probe](t, mustRun(t, "--home", home, "probe", "--json", "--timeout", "3s").stdout) {
+			if p.Verdict != "ok" || p.Stealthy != (p.Transport != "tcp") {
+				t.Fatalf("probe: %+v", p)
+			}
+			got = append(got, p.Transport)
+		}
+		return got
+	}
+	alice := newUser(t, srv, "alice")
+	if got := probed(alice); strings.Join(got, " ") != "obfs" {
+		t.Fatalf("probed %v, want obfs only (plain tcp is not marked safe)", got)
+	}
+	if out := mustRun(t, "--home", alice, "probe").stdout; !strings.Contains(out, "probe --reorder") {
+		t.Fatalf("probe without --reorder does not say the order is unchanged:\n%s", out)
+	}
+	mustRun(t, "--home", alice, "settings", "plain-tcp", "on")
+	if got := probed(alice); strings.Join(got, " ") != "obfs tcp" {
+		t.Fatalf("with plain-tcp on, probed %v, want obfs then tcp", got)
+	}
+	// The operator vouches for plain tcp: every client may use it.
+	mustRun(t, "endpoints", "add", "--data", data, "--transport", "tcp", "--address", tcpAddr, "--safe")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if strings.Contains(mustRun(t, "endpoints", "list", "--data", data).stdout, "safe") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the safe mark was not recorded")
+		}
+	}
+	// Marked safe, the listener is listed once, not beside its unmarked
+	// self.
+	type endpoint struct {
+		Transport string `json:"transport"`
+		Safe      bool   `json:"safe"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		mustRun(t, "--home", alice, "inbox") // connects, and so refreshes the list
+		var tcps, safe int
+		for _, e := range decodeLines[endpoint](t, mustRun(t, "--home", alice, "relays", "list", "--json").stdout) {
+			if e.Transport == "tcp" {
+				tcps++
+				if e.Safe {
+					safe++
+				}
+			}
+		}
+		if safe > 0 {
+			if tcps != 1 {
+				t.Fatalf("alice dials %d tcp endpoints, want the safe one alone", tcps)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice never learned that plain tcp is safe")
+		}
+	}
+	bob := newUser(t, srv, "bob") // learns the list in band
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if got := probed(bob); strings.Join(got, " ") == "obfs tcp" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with tcp marked safe, bob probed %v, want obfs then tcp", probed(bob))
+		}
+	}
+	srv.stop(t)
+}

@@ -40,6 +40,10 @@ type AbuseOptions struct {
 	// RSSBudget is the most resident memory the server may use while
 	// attacked (0: not checked).
 	RSSBudget int64
+	// Transport is what the honest and idle clients dial (tcp, obfs or
+	// tls; empty: what a client would choose); the attacker's sockets go
+	// to that endpoint too.
+	Transport string
 	Progress  io.Writer
 }
 
@@ -93,7 +97,7 @@ func RunAbuse(ctx context.Context, inv invite.Invite, o AbuseOptions) (*AbuseRep
 	if _, err := Scrape(ctx, o.Admin); err != nil {
 		return nil, err
 	}
-	t, err := newTarget(inv)
+	t, err := newTarget(inv, o.Transport)
 	if err != nil {
 		return nil, err
 	}
@@ -109,11 +113,11 @@ func RunAbuse(ctx context.Context, inv invite.Invite, o AbuseOptions) (*AbuseRep
 
 	var idleKeys []link.KeyPair
 	if o.Idle > 0 {
-		if idleKeys, err = holdUsers(ctx, inv, HoldOptions{Connections: o.Idle, Keys: o.Keys, SetupConcurrency: 32, Progress: o.Progress}); err != nil {
+		if idleKeys, err = holdUsers(ctx, inv, HoldOptions{Connections: o.Idle, Keys: o.Keys, SetupConcurrency: 32, Transport: o.Transport, Progress: o.Progress}); err != nil {
 			return nil, fmt.Errorf("bench abuse: %w", err)
 		}
 	}
-	pair, err := registerAll(ctx, inv, runID(), 2, 2)
+	pair, err := registerAll(ctx, inv, o.Transport, runID(), 2, 2)
 	if err != nil {
 		return nil, fmt.Errorf("bench abuse: honest users: %w", err)
 	}
@@ -138,7 +142,7 @@ func RunAbuse(ctx context.Context, inv invite.Invite, o AbuseOptions) (*AbuseRep
 	var idleDropped atomic.Int64
 	if o.Idle > 0 {
 		say("connecting %d idle devices…", o.Idle)
-		conns, err := connectAll(ctx, inv, idleKeys, 64, 0)
+		conns, err := connectAll(ctx, inv, o.Transport, idleKeys, 64, 0)
 		if err != nil {
 			return nil, fmt.Errorf("bench abuse: idle connections: %w", err)
 		}

@@ -35,6 +35,9 @@ type ChatOptions struct {
 	Drain time.Duration
 	// SetupConcurrency is how many clients connect at once (default 32).
 	SetupConcurrency int
+	// Transport, if set, is the only transport the clients use (tcp, obfs
+	// or tls); the default dials the invite's endpoints in order.
+	Transport string
 	// E2E makes every client a real end-to-end device (magpie target
 	// only): keys uploaded, a session with its peer set up before the
 	// timed part, every message encrypted and decrypted (e2e.go).
@@ -132,7 +135,7 @@ func RunChat(ctx context.Context, inv invite.Invite, o ChatOptions) (*ChatReport
 	}
 	start := time.Now()
 	run := runID()
-	conns, err := registerAll(ctx, inv, run, o.Clients, o.SetupConcurrency)
+	conns, err := registerAll(ctx, inv, o.Transport, run, o.Clients, o.SetupConcurrency)
 	if err != nil {
 		return nil, fmt.Errorf("bench chat: setting up clients: %w", err)
 	}

@@ -776,7 +776,7 @@ func (cl *crashClient) send(ctx context.Context, k int, intended time.Time, p []
 // them as crash clients, each with its device key and its first
 // connection; on failure it closes every connection.
 func registerCrashClients(ctx context.Context, r *crashRun, run string, n, conc int) ([]*crashClient, error) {
-	conns, keys, err := registerUsers(ctx, r.inv, run, 0, n, conc)
+	conns, keys, err := registerUsers(ctx, r.inv, "", run, 0, n, conc)
 	if err != nil {
 		return nil, err
 	}

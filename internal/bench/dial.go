@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/magpie-im/magpie/endpoints"
@@ -90,15 +91,15 @@ func userName(run string, i int) string { return fmt.Sprintf("bench_%s_%d", run,
 
 // registerAll registers n users with conc dials at a time, closing them all
 // on failure.
-func registerAll(ctx context.Context, inv invite.Invite, run string, n, conc int) ([]*clientconn.Conn, error) {
-	conns, _, err := registerUsers(ctx, inv, run, 0, n, conc)
+func registerAll(ctx context.Context, inv invite.Invite, transport, run string, n, conc int) ([]*clientconn.Conn, error) {
+	conns, _, err := registerUsers(ctx, inv, transport, run, 0, n, conc)
 	return conns, err
 }
 
 // registerUsers is registerAll for users first to first+n-1 that also
 // returns each user's device key, to connect again as the same device
 // (connectAll).
-func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n, conc int) ([]*clientconn.Conn, []link.KeyPair, error) {
+func registerUsers(ctx context.Context, inv invite.Invite, transport, run string, first, n, conc int) ([]*clientconn.Conn, []link.KeyPair, error) {
 	keys := make([]link.KeyPair, n)
 	for i := range keys {
 		k, err := link.GenerateKey(rand.Reader)
@@ -107,8 +108,11 @@ func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n,
 		}
 		keys[i] = k
 	}
-	conns, err := dialAll(ctx, inv, keys, conc, 0, func(c *clientconn.Conn, i int) error {
-		if _, err := c.Register(ctx, userName(run, first+i)); err != nil {
+	conns, err := dialAll(ctx, inv, transport, keys, conc, 0, func(c *clientconn.Conn, i int) error {
+		// With the invite's sign-up code, if it has one: a server that
+		// opens accounts by invitation only takes no other, and counts
+		// no sign-ups per network (tls dials from one address).
+		if _, err := c.RegisterWithCode(ctx, userName(run, first+i), inv.SignupCode); err != nil {
 			return fmt.Errorf("register %s: %w", userName(run, first+i), err)
 		}
 		return nil
@@ -119,8 +123,8 @@ func registerUsers(ctx context.Context, inv invite.Invite, run string, first, n,
 // connectAll connects the devices of keys, already registered, conc at a
 // time.
 // keepalive, if not zero, replaces the client's default ping interval.
-func connectAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration) ([]*clientconn.Conn, error) {
-	return dialAll(ctx, inv, keys, conc, keepalive, func(c *clientconn.Conn, i int) error {
+func connectAll(ctx context.Context, inv invite.Invite, transport string, keys []link.KeyPair, conc int, keepalive time.Duration) ([]*clientconn.Conn, error) {
+	return dialAll(ctx, inv, transport, keys, conc, keepalive, func(c *clientconn.Conn, i int) error {
 		if _, ok := c.Device(); !ok {
 			return errors.New("the server does not know this device")
 		}
@@ -137,10 +141,18 @@ type target struct {
 	eps []endpoints.Endpoint
 }
 
-func newTarget(inv invite.Invite) (target, error) {
+func newTarget(inv invite.Invite, transport string) (target, error) {
 	eps, err := clientconn.InviteEndpoints(inv, time.Now())
 	if err != nil {
 		return target{}, err
+	}
+	if transport != "" {
+		eps = slices.DeleteFunc(eps, func(e endpoints.Endpoint) bool {
+			return e.Transport != transport && !(e.Transport == "" && transport == "tcp")
+		})
+		if len(eps) == 0 {
+			return target{}, fmt.Errorf("the invite offers no %s endpoint: run the server with --listen %s://HOST:PORT and use its current invite (magpie invite)", transport, transport)
+		}
 	}
 	return target{key: inv.ServerKey, eps: eps}, nil
 }
@@ -154,8 +166,8 @@ func (t target) dial(ctx context.Context, key link.KeyPair, opts clientconn.Dial
 // dialAll dials one connection per key, conc at a time, each from its
 // source address (sourcePlan), and runs then on each; on any failure it
 // closes them all and returns the first error.
-func dialAll(ctx context.Context, inv invite.Invite, keys []link.KeyPair, conc int, keepalive time.Duration, then func(c *clientconn.Conn, i int) error) ([]*clientconn.Conn, error) {
-	t, err := newTarget(inv)
+func dialAll(ctx context.Context, inv invite.Invite, transport string, keys []link.KeyPair, conc int, keepalive time.Duration, then func(c *clientconn.Conn, i int) error) ([]*clientconn.Conn, error) {
+	t, err := newTarget(inv, transport)
 	if err != nil {
 		return nil, err
 	}

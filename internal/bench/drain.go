@@ -269,7 +269,7 @@ func RunDrain(ctx context.Context, inv invite.Invite, o DrainOptions) (*DrainRep
 // registerDrainUsers registers the recipient (user 0) and the senders,
 // o.SetupConcurrency at a time, closing them all on failure.
 func registerDrainUsers(ctx context.Context, inv invite.Invite, run string, o DrainOptions) ([]*drainUser, error) {
-	conns, keys, err := registerUsers(ctx, inv, run, 0, 1+o.Senders, o.SetupConcurrency)
+	conns, keys, err := registerUsers(ctx, inv, "", run, 0, 1+o.Senders, o.SetupConcurrency)
 	if err != nil {
 		return nil, err
 	}

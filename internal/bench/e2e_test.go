@@ -61,7 +61,7 @@ func TestE2EChat(t *testing.T) {
 	// Two more users than the e2e ones, without keys: a plain message
 	// between them shows that the check of the server's files below would
 	// see a payload stored in the clear.
-	all, err := registerAll(ctx, s.Invite, run, n+2, 4)
+	all, err := registerAll(ctx, s.Invite, "", run, n+2, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func e2eTwoUsers(t *testing.T) (context.Context, []*clientconn.Conn, []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	run := runID()
-	conns, err := registerAll(ctx, s.Invite, run, 2, 2)
+	conns, err := registerAll(ctx, s.Invite, "", run, 2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

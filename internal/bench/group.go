@@ -339,7 +339,7 @@ func RunGroup(ctx context.Context, inv invite.Invite, o GroupOptions) (*GroupRep
 		}
 	}
 	progress("registering %d users with end-to-end keys", users)
-	conns, err := registerAll(ctx, inv, run, users, o.SetupConcurrency)
+	conns, err := registerAll(ctx, inv, "", run, users, o.SetupConcurrency)
 	if err != nil {
 		return nil, fmt.Errorf("bench group: setting up users: %w", err)
 	}

@@ -19,6 +19,9 @@ import (
 type HandshakeOptions struct {
 	Connections int // handshakes in all
 	Concurrency int // at once (default 64)
+	// Transport, if set, is the only transport dialled (tcp, obfs or
+	// tls); the default dials the invite's endpoints in order.
+	Transport string
 	// Progress, if set, gets one line a second.
 	Progress io.Writer
 }
@@ -53,7 +56,7 @@ func RunHandshake(ctx context.Context, inv invite.Invite, o HandshakeOptions) (*
 		}
 		keys[i] = k
 	}
-	t, err := newTarget(inv)
+	t, err := newTarget(inv, o.Transport)
 	if err != nil {
 		return nil, err
 	}

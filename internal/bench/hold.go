@@ -45,6 +45,9 @@ type HoldOptions struct {
 	WorkerArgv []string
 	// Keepalive replaces the client's default ping interval (2 minutes).
 	Keepalive time.Duration
+	// Transport, if set, is the only transport dialled (tcp, obfs or
+	// tls); the default dials the invite's endpoints in order.
+	Transport string
 	Progress  io.Writer
 }
 
@@ -206,7 +209,7 @@ func RunHold(ctx context.Context, inv invite.Invite, o HoldOptions) (*HoldReport
 		}
 		defer stopHoldWorkers(workers) // on early returns; a no-op after
 	} else {
-		conns, err := connectAll(ctx, inv, keys, o.SetupConcurrency, o.Keepalive)
+		conns, err := connectAll(ctx, inv, o.Transport, keys, o.SetupConcurrency, o.Keepalive)
 		if err != nil {
 			return nil, fmt.Errorf("bench hold: %w", err)
 		}
@@ -308,7 +311,7 @@ func holdUsers(ctx context.Context, inv invite.Invite, o HoldOptions) ([]link.Ke
 	var keys []link.KeyPair
 	for from := 0; from < o.Connections; from += PerProcess {
 		n := min(PerProcess, o.Connections-from)
-		conns, batch, err := registerUsers(ctx, inv, run, from, n, o.SetupConcurrency)
+		conns, batch, err := registerUsers(ctx, inv, o.Transport, run, from, n, o.SetupConcurrency)
 		if err != nil {
 			return nil, err
 		}

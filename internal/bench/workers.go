@@ -46,6 +46,7 @@ type HoldWorkerOptions struct {
 	From, Count      int    // this worker's range of keys
 	SetupConcurrency int
 	Keepalive        time.Duration // 0: the client's default
+	Transport        string        // "": the invite's endpoints in order
 }
 
 // RunHoldWorker is a worker's side: connect its range of users, say so,
@@ -58,7 +59,7 @@ func RunHoldWorker(ctx context.Context, inv invite.Invite, o HoldWorkerOptions, 
 	if o.From < 0 || o.Count <= 0 || o.From+o.Count > len(keys) {
 		return fmt.Errorf("bench hold-worker: keys %d to %d out of range (%s has %d)", o.From, o.From+o.Count, o.Keys, len(keys))
 	}
-	conns, err := connectAll(ctx, inv, keys[o.From:o.From+o.Count], o.SetupConcurrency, o.Keepalive)
+	conns, err := connectAll(ctx, inv, o.Transport, keys[o.From:o.From+o.Count], o.SetupConcurrency, o.Keepalive)
 	if err != nil {
 		return fmt.Errorf("bench hold-worker: %w", err)
 	}
@@ -110,7 +111,7 @@ func startHoldWorkers(ctx context.Context, argv []string, inv invite.Invite, o H
 			"--invite", inv.String(), "--keys", o.Keys,
 			"--from", strconv.Itoa(from), "--count", strconv.Itoa(count),
 			"--setup-concurrency", strconv.Itoa(max(1, o.SetupConcurrency/workers)),
-			"--keepalive", o.Keepalive.String())
+			"--keepalive", o.Keepalive.String(), "--transport", o.Transport)
 		cmd := exec.CommandContext(ctx, argv[0], args...)
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()

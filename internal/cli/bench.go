@@ -64,6 +64,12 @@ chat --plot and the --json reports carry a per-second timeline.`,
 	return c
 }
 
+// transportFlag is --transport, for the scenarios that dial one transport
+// of the invite's.
+func transportFlag(c *cobra.Command, t *string) {
+	c.Flags().StringVar(t, "transport", "", "dial only this transport's endpoints: tcp, obfs or tls (default: the invite's endpoints in order); for tls against a loopback server, see docs/BENCHMARKS.md on sign-ups")
+}
+
 func parseInvite(s string) (invite.Invite, error) {
 	if s == "" {
 		return invite.Invite{}, errors.New("--invite is required (the line magpie serve prints)")
@@ -197,6 +203,7 @@ encrypts: with --e2e the ratios include the cost of encryption).`,
 	f := c.Flags()
 	f.StringVar(&inv, "invite", "", "the server's invite (magpie://…)")
 	f.IntVar(&o.Clients, "clients", 100, "users, paired at random")
+	transportFlag(c, &o.Transport)
 	f.Float64Var(&o.Rate, "rate", 1000, "messages per second, all clients together")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	f.IntVar(&o.Size, "size", 1024, "payload bytes (at least 16)")
@@ -267,6 +274,7 @@ Reports handshakes per second and their latency.`,
 	f.StringVar(&inv, "invite", "", "the server's invite (magpie://…)")
 	f.IntVar(&o.Connections, "connections", 1000, "handshakes in all")
 	f.IntVar(&o.Concurrency, "concurrency", 64, "handshakes at once")
+	transportFlag(c, &o.Transport)
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)
 	return c
@@ -316,6 +324,7 @@ this command (--workers sets how many).`,
 	f.DurationVar(&o.Settle, "settle", 2*time.Second, "pause after connecting before reading memory")
 	f.StringVar(&o.Keys, "keys", "", "file of users' device keys: reused if it exists (no sign-ups), else written")
 	f.DurationVar(&o.Keepalive, "keepalive", 0, "client ping interval (default: the client's own, 2m)")
+	transportFlag(c, &o.Transport)
 	f.IntVar(&o.Workers, "workers", 0, fmt.Sprintf("worker processes holding the connections (default: one per %d)", bench.PerProcess))
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)
@@ -349,6 +358,7 @@ func benchHoldWorkerCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.Count, "count", 0, "keys of this worker")
 	f.IntVar(&o.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")
 	f.DurationVar(&o.Keepalive, "keepalive", 0, "client ping interval (0: the client's default)")
+	transportFlag(c, &o.Transport)
 	return c
 }
 

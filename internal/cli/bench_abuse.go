@@ -68,6 +68,7 @@ run with in production; on loopback the tool's own CPU shares the box.`,
 	f.Float64Var(&o.HandshakeRate, "handshake-rate", 20, "honest handshakes a second")
 	f.Float64Var(&o.SendRate, "send-rate", 50, "honest messages a second")
 	f.Int64Var(&budget, "rss-budget", 0, "the most resident memory (bytes) the server may use while attacked (0: not checked)")
+	f.StringVar(&o.Transport, "transport", "", "tcp, obfs or tls: the transport the honest and idle clients use, and the attack targets (default: the one a client would choose)")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)
 	return c

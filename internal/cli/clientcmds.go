@@ -537,14 +537,19 @@ func whoamiCmd(g *globals) *cobra.Command {
 
 func settingsCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "settings [read-receipts on|off]",
+		Use:   "settings [read-receipts|plain-tcp on|off]",
 		Short: "Show or change this client's settings",
 		Long: `Show the settings, or change one. read-receipts: whether contacts are
-told when you have read their messages (you still see theirs).`,
+told when you have read their messages (you still see theirs). plain-tcp:
+whether this client may dial plain tcp endpoints the operator did not mark
+safe. Off (the default), it uses obfs, tls and relays whenever the server
+offers them: plain tcp's first packet is what a censor fingerprints. Turn it
+on for a network known not to censor.`,
 		Example: `  magpie settings
-  magpie settings read-receipts off`,
+  magpie settings read-receipts off
+  magpie settings plain-tcp on`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 || (len(args) == 2 && args[0] == "read-receipts" && (args[1] == "on" || args[1] == "off")) {
+			if len(args) == 0 || (len(args) == 2 && (args[0] == "read-receipts" || args[0] == "plain-tcp") && (args[1] == "on" || args[1] == "off")) {
 				return nil
 			}
 			return usageError{fmt.Errorf("usage: %s\nsee: %s --help", cmd.UseLine(), cmd.CommandPath())}
@@ -554,6 +559,9 @@ told when you have read their messages (you still see theirs).`,
 			if len(args) == 2 {
 				on := args[1] == "on"
 				set = &engine.Settings{ReadReceipts: &on}
+				if args[0] == "plain-tcp" {
+					set = &engine.Settings{PlainTCP: &on}
+				}
 			}
 			st, err := s.Settings(cmd.Context(), set)
 			if err != nil {
@@ -562,7 +570,7 @@ told when you have read their messages (you still see theirs).`,
 			if g.json {
 				return g.printJSON(st)
 			}
-			fmt.Fprintf(g.stdout, "read-receipts: %s\n", onOff(st.ReadReceipts != nil && *st.ReadReceipts))
+			fmt.Fprintf(g.stdout, "read-receipts: %s\nplain-tcp: %s\n", onOff(st.ReadReceipts != nil && *st.ReadReceipts), onOff(st.PlainTCP != nil && *st.PlainTCP))
 			return nil
 		}),
 	}

@@ -276,9 +276,11 @@ and have read them.`,
 	return c
 }
 
-// interactiveKeepalive is how often a listen or app engine pings: an idle
-// client then notices a black-holed path within seconds and fails over.
-const interactiveKeepalive = 2 * time.Second
+// interactiveKeepalive is how often, on average, a listen or app engine
+// pings when it has nothing to send: a client that only receives then
+// notices a black-holed path after 3.75 s of silence (2.5 pings) and fails
+// over, about as fast as a sender's 3 s stall timeout.
+const interactiveKeepalive = 1500 * time.Millisecond
 
 func listenCmd(g *globals) *cobra.Command {
 	var downloads string
@@ -302,7 +304,7 @@ with Ctrl-C.`,
 		},
 	}
 	c.Flags().StringVar(&downloads, "downloads", "", "where to save attachments, if this command runs the engine (default: downloads/ in the client's home)")
-	c.Flags().DurationVar(&keepalive, "keepalive", interactiveKeepalive, "if this command runs the engine: ping the server this often; a path silent for 2.5 pings is abandoned")
+	c.Flags().DurationVar(&keepalive, "keepalive", interactiveKeepalive, "if this command runs the engine: ping the server about this often when idle; a path silent for 2.5 pings is abandoned")
 	g.addJSON(c)
 	return c
 }
@@ -564,7 +566,7 @@ Ctrl-C.`,
 		},
 	}
 	c.Flags().BoolVar(&noBrowser, "no-browser", false, "print the link without opening a browser")
-	c.Flags().DurationVar(&keepalive, "keepalive", interactiveKeepalive, "if this command runs the engine: ping the server this often; a path silent for 2.5 pings is abandoned")
+	c.Flags().DurationVar(&keepalive, "keepalive", interactiveKeepalive, "if this command runs the engine: ping the server about this often when idle; a path silent for 2.5 pings is abandoned")
 	c.Flags().StringVar(&downloads, "downloads", "", "where to save attachments, if this command runs the engine (default: downloads/ in the client's home)")
 	g.addJSON(c)
 	return c

@@ -52,11 +52,12 @@ type fileEndpoint struct {
 	Path      string    `json:"path,omitempty"`
 	Priority  int       `json:"priority"`
 	Expires   time.Time `json:"expires,omitzero"`
+	Safe      bool      `json:"safe,omitempty"`
 }
 
 func (f fileEndpoint) endpoint() endpoints.Endpoint {
 	return endpoints.Endpoint{Transport: f.Transport, Address: f.Address, SNI: f.SNI, Front: f.Front,
-		Cert: f.Cert, Secret: f.Secret, Path: f.Path, Priority: f.Priority, Expires: f.Expires}
+		Cert: f.Cert, Secret: f.Secret, Path: f.Path, Priority: f.Priority, Expires: f.Expires, Safe: f.Safe}
 }
 
 func readEndpointsFile(data string) (endpointsFile, error) {
@@ -144,7 +145,9 @@ func (p *publisher) refreshLocked(now time.Time) error {
 	}
 	var eps []endpoints.Endpoint
 	for _, e := range p.implicit {
-		if !slices.Contains(f.Retired, e.Key()) {
+		// One the operator added again (to mark it safe, say) is theirs.
+		added := slices.ContainsFunc(f.Added, func(a fileEndpoint) bool { return a.endpoint().Key() == e.Key() })
+		if !added && !slices.Contains(f.Retired, e.Key()) {
 			eps = append(eps, e)
 		}
 	}
@@ -252,6 +255,7 @@ to clients whose every known endpoint is blocked.`,
 	add.Flags().StringVar(&e.Cert, "cert", "", "obfs: server cert; tls: SPKI pin")
 	add.Flags().StringVar(&e.Path, "path", "", "tls: WebSocket path")
 	add.Flags().IntVar(&e.Priority, "priority", 10, "lower is tried first")
+	add.Flags().BoolVar(&e.Safe, "safe", false, "tcp: vouch that plain tcp is safe where this list goes (clients offered obfs, tls or relays use plain tcp only if marked so)")
 	add.Flags().DurationVar(&expiresIn, "expires-in", 0, "retire automatically after this long (0: never)")
 
 	retire := &cobra.Command{
@@ -298,7 +302,11 @@ to clients whose every known endpoint is blocked.`,
 			}
 			fmt.Fprintf(g.stdout, "published version %d\n", f.Version)
 			for _, a := range f.Added {
-				fmt.Fprintf(g.stdout, "  added    %-32s priority %d\n", a.endpoint().Key(), a.Priority)
+				safe := ""
+				if a.Safe {
+					safe = ", safe"
+				}
+				fmt.Fprintf(g.stdout, "  added    %-32s priority %d%s\n", a.endpoint().Key(), a.Priority, safe)
 			}
 			for _, r := range f.Retired {
 				fmt.Fprintf(g.stdout, "  retired  %s\n", r)

@@ -196,7 +196,7 @@ a bad link can lead nowhere but never to an impostor.`,
 	}
 	list := &cobra.Command{
 		Use:     "list",
-		Short:   "List every endpoint this client knows, in the order it tries them",
+		Short:   "List the endpoints this client dials, in the order it tries them",
 		Example: "  magpie relays list --json",
 		Args:    exactArgs(0),
 		RunE: g.withSession(func(cmd *cobra.Command, s *engine.Session, _ []string) error {

@@ -56,7 +56,8 @@ type DialOptions struct {
 	AnswerTimeout time.Duration
 	// UserAgent is sent in the hello for server logs.
 	UserAgent string
-	// Dialer opens plain tcp connections (net.Dialer).
+	// Dialer opens the TCP connections that plain tcp and obfs run over
+	// (net.Dialer). (tls dials its own, until transport/tlsws takes one.)
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
@@ -65,9 +66,12 @@ type DialOptions struct {
 	Stagger time.Duration
 	// Transports overrides how endpoints of a transport are dialed.
 	Transports map[string]TransportDialer
-	// StallTimeout: a request that has waited this long while nothing at
-	// all arrived from the server ends the connection (ErrStalled), so a
-	// black-holed path is left quickly (3 s).
+	// StallTimeout: a request that has waited this long for its answer
+	// ends the connection (ErrStalled), so that a black-holed or throttled
+	// path is left quickly (3 s). What the request carries, and what
+	// arrives from the server meanwhile (answers and pushes queued ahead of
+	// this one), extend the wait at the slowest goodput a conversation can
+	// live with (8 KiB/s): a path that trickles is as good as dead.
 	StallTimeout time.Duration
 }
 
@@ -90,23 +94,33 @@ var ErrInviteTampered = errors.New("the invite is damaged or was tampered with: 
 // ErrInviteExpired: every endpoint an invite names has expired.
 var ErrInviteExpired = errors.New("every endpoint this invite names has expired; ask the server's operator for a new invite")
 
-// ErrStalled: the server stopped answering (the path may be black-holed).
-var ErrStalled = errors.New("client: the server stopped answering (the network path may be blocked)")
+// ErrStalled: the server's answer did not come in time: nothing arrived,
+// or too little for the path to carry a conversation (it may be
+// black-holed or throttled).
+var ErrStalled = errors.New("client: the server stopped answering in time (the network path may be blocked or throttled)")
 
 // Conn is one authenticated connection to a Magpie server: requests with
 // typed errors, and a stream of pushes (envelopes, receipts).
 type Conn struct {
 	lc       *link.Conn
+	endpoint endpoints.Endpoint
 	self     [32]byte     // this device's static public key
-	lastRecv atomic.Int64 // unix nanos of the last message from the server
-	stall    time.Duration
-	hello    *wire.ServerHello
-	nextID   atomic.Uint64
-	drainTok atomic.Uint64 // the newest Drain token handed out
-	pushes   chan Push
-	done     chan struct{} // closed when readLoop has exited
-	failed   chan struct{} // closed by the first fail
-	once     sync.Once
+	recvd    atomic.Int64 // bytes of messages received from the server
+	sentB    atomic.Int64 // bytes of messages sent to it
+	pace     pace         // pace.go
+	// connected is when the handshake completed, and skew how far this
+	// machine's clock was ahead of the server's then (plus the answer's
+	// trip).
+	connected time.Time
+	skew      time.Duration
+	stall     time.Duration
+	hello     *wire.ServerHello
+	nextID    atomic.Uint64
+	drainTok  atomic.Uint64 // the newest Drain token handed out
+	pushes    chan Push
+	done      chan struct{} // closed when readLoop has exited
+	failed    chan struct{} // closed by the first fail
+	once      sync.Once
 
 	mu      sync.Mutex
 	device  *DeviceAddr
@@ -331,19 +345,24 @@ func dialTransport(ctx context.Context, e endpoints.Endpoint, opts DialOptions) 
 	if e.Transport == "" || e.Transport == transport.TCP {
 		return opts.Dialer.DialContext(ctx, "tcp", e.Address)
 	}
-	dial := opts.Transports[e.Transport]
-	if dial == nil {
-		dial = defaultTransports[e.Transport]
+	if dial := opts.Transports[e.Transport]; dial != nil {
+		return dial(ctx, e)
 	}
+	dial := defaultTransports[e.Transport]
 	if dial == nil {
 		return nil, fmt.Errorf("transport %q not supported by this client", e.Transport)
 	}
-	return dial(ctx, e)
+	return dial(ctx, e, opts.Dialer)
 }
 
-// defaultTransports dial the censorship-resistant transports; see
-// transports.go.
-var defaultTransports = map[string]TransportDialer{}
+// defaultTransports dial the censorship-resistant transports over a TCP
+// dialer; see transports.go.
+var defaultTransports = map[string]func(ctx context.Context, e endpoints.Endpoint, d tcpDialer) (net.Conn, error){}
+
+// tcpDialer opens TCP connections (DialOptions.Dialer).
+type tcpDialer = interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
 
 // TransportDialer opens a connection to one endpoint of a transport.
 type TransportDialer func(ctx context.Context, e endpoints.Endpoint) (net.Conn, error)
@@ -390,15 +409,18 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 		return nil, serverError(sh.GetError())
 	}
 	c := &Conn{
-		self:    key.Public,
-		stall:   opts.StallTimeout,
-		lc:      lc,
-		hello:   &sh,
-		pushes:  make(chan Push, 64),
-		done:    make(chan struct{}),
-		failed:  make(chan struct{}),
-		qready:  make(chan struct{}, 1),
-		waiting: make(map[uint64]chan *wire.Response),
+		endpoint:  e,
+		self:      key.Public,
+		connected: time.Now(),
+		skew:      time.Since(time.UnixMilli(sh.GetServerTimeMs())),
+		stall:     opts.StallTimeout,
+		lc:        lc,
+		hello:     &sh,
+		pushes:    make(chan Push, 64),
+		done:      make(chan struct{}),
+		failed:    make(chan struct{}),
+		qready:    make(chan struct{}, 1),
+		waiting:   make(map[uint64]chan *wire.Response),
 	}
 	if d := sh.GetDevice(); d != nil {
 		c.device = &DeviceAddr{User: d.GetUser(), Device: d.GetDevice()}
@@ -408,6 +430,9 @@ func dialOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key 
 	go c.forward()
 	return c, nil
 }
+
+// Endpoint is the endpoint this connection went through.
+func (c *Conn) Endpoint() endpoints.Endpoint { return c.endpoint }
 
 // Device returns the device this connection is registered as, if any.
 func (c *Conn) Device() (DeviceAddr, bool) {
@@ -460,13 +485,14 @@ func (c *Conn) fail(err error) {
 
 func (c *Conn) readLoop() {
 	defer c.closeQueue()
+read:
 	for {
 		msg, err := c.lc.ReadMessage()
 		if err != nil {
 			c.fail(fmt.Errorf("client: connection lost: %w", err))
 			break
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
+		c.recvd.Add(int64(len(msg)))
 		f, err := wire.DecodeServerFrame(msg)
 		if err != nil {
 			c.fail(fmt.Errorf("client: bad frame from server: %w", err))
@@ -488,6 +514,12 @@ func (c *Conn) readLoop() {
 			p, ok := convertPush(body.Push)
 			if !ok {
 				continue // a newer server's push kind: ignore
+			}
+			if e := p.Envelope; e != nil && e.Seq != 0 {
+				if err := c.pushArrived(e.ServerTime); err != nil {
+					c.fail(err) // not queued: it comes again on the next connection
+					break read
+				}
 			}
 			c.queuePush(p)
 		}
@@ -568,16 +600,23 @@ func (c *Conn) doBudget(ctx context.Context, req *wire.Request, extra time.Durat
 	}
 	c.waiting[id] = ch
 	c.mu.Unlock()
+	defer c.requestEnds()
+	if err := c.requestStarts(); err != nil {
+		c.fail(err)
+		c.forget(id)
+		return nil, err
+	}
 	if err := c.lc.WriteMessage(b); err != nil {
 		c.fail(fmt.Errorf("client: write: %w", err))
 		c.forget(id)
 		return nil, c.Err()
 	}
-	sent := time.Now()
+	c.sentB.Add(int64(len(b)))
+	sent, before := time.Now(), c.recvd.Load()
 	// Pushing a big request through a slow link takes time during which
 	// nothing comes back: allow for it, whatever the request.
-	stall := c.stall + extra + transferBudget(len(b))
-	watchdog := time.NewTimer(stall)
+	base := c.stall + extra + transferBudget(len(b))
+	watchdog := time.NewTimer(base)
 	defer watchdog.Stop()
 	for {
 		select {
@@ -593,20 +632,19 @@ func (c *Conn) doBudget(ctx context.Context, req *wire.Request, extra time.Durat
 			c.forget(id)
 			return nil, ctx.Err()
 		case <-watchdog.C:
-			// Silence since we asked: the path is dead (a black hole shows
-			// no error). Anything received meanwhile, even for another
-			// request, proves it alive: wait on.
-			last := time.Unix(0, c.lastRecv.Load())
-			if last.Before(sent) {
-				last = sent
-			}
-			idle := time.Since(last)
-			if idle >= stall {
+			// No answer yet. What arrived meanwhile (answers to other
+			// requests, pushes queued ahead of this answer) earns the time
+			// it takes at the slowest goodput worth having; a path that
+			// delivers less than that (a black hole delivers nothing) is
+			// left.
+			due := base + transferBudget(int(c.recvd.Load()-before))
+			left := due - time.Since(sent)
+			if left <= 0 {
 				c.fail(ErrStalled)
 				c.forget(id)
 				return nil, ErrStalled
 			}
-			watchdog.Reset(stall - idle)
+			watchdog.Reset(left)
 		}
 	}
 }
@@ -1012,6 +1050,7 @@ func (c *Conn) Ack(seqs ...uint64) error {
 			c.fail(fmt.Errorf("client: write: %w", err))
 			return c.Err()
 		}
+		c.sentB.Add(int64(len(b)))
 		seqs = seqs[n:]
 	}
 	return nil

@@ -1,12 +1,14 @@
 package clientconn
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -89,26 +91,23 @@ func probeOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key
 		r.Err, r.Verdict = err, verdict(err)
 		return r
 	}
-	// Step 1: can we reach the port at all?
-	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	nc, err := dial.Dialer.DialContext(cctx, "tcp", e.Address)
-	cancel()
-	if err != nil {
-		return fail(err)
-	}
-	r.Connect = time.Since(start)
-	nc.Close()
-
-	// Step 2: the transport and the Noise handshake.
+	// The connection is the probe's only one, and a real one: TCP connect
+	// (timed by the dialer), the transport and the Noise handshake. A
+	// connection opened and closed empty first would be a pattern of its
+	// own on a watched path.
 	hello, _ := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version, UserAgent: dial.UserAgent + " probe"})
-	start = time.Now()
+	timed := &timingDialer{d: dial.Dialer}
+	dial.Dialer = timed
+	start := time.Now()
 	conn, err := dialOne(ctx, e, serverKey, key, hello, dial)
 	if err != nil {
 		return fail(err)
 	}
 	defer conn.Close()
-	r.Handshake = time.Since(start)
+	// tls dials its own TCP connection (transport/tlsws): its connect time
+	// is part of the handshake's.
+	r.Connect = timed.took
+	r.Handshake = time.Since(start) - r.Connect
 
 	// Step 3: a round trip, then throughput within one Timeout: echo
 	// 16 KiB chunks until EchoBytes went through or time is up.
@@ -142,6 +141,47 @@ func probeOne(ctx context.Context, e endpoints.Endpoint, serverKey [32]byte, key
 	return r
 }
 
+// Rank sorts probe results best first: working endpoints (ok), then
+// throttled ones, then those that failed; within each, stealthy transports
+// (obfs, tls, relays) before plain tcp, whose first packet a censor can
+// fingerprint; then the fastest connect and handshake first.
+func Rank(rs []ProbeResult) {
+	class := func(r ProbeResult) int {
+		switch r.Verdict {
+		case VerdictOK:
+			return 0
+		case VerdictThrottled:
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(rs, func(a, b ProbeResult) int {
+		if c := cmp.Compare(class(a), class(b)); c != 0 {
+			return c
+		}
+		if a.Endpoint.Stealthy() != b.Endpoint.Stealthy() {
+			if a.Endpoint.Stealthy() {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.Connect+a.Handshake, b.Connect+b.Handshake)
+	})
+}
+
+// timingDialer times the TCP connect of the one connection it opens.
+type timingDialer struct {
+	d    tcpDialer
+	took time.Duration
+}
+
+func (t *timingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	start := time.Now()
+	c, err := t.d.DialContext(ctx, network, addr)
+	t.took = time.Since(start)
+	return c, err
+}
+
 // verdict names a failure the way measurement tools do.
 func verdict(err error) string {
 	var ne net.Error
@@ -169,7 +209,7 @@ func verdict(err error) string {
 	case errors.As(err, &te), errors.As(err, &re), errors.As(err, &ce):
 		return VerdictTLSHandshakeFailed
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.Is(err, link.ErrHandshakeTimeout), errors.Is(err, ErrStalled),
+		errors.Is(err, link.ErrHandshakeTimeout), errors.Is(err, ErrStalled), errors.Is(err, ErrTooSlow),
 		errors.As(err, &ne) && ne.Timeout():
 		return VerdictTimeout
 	default:

@@ -15,10 +15,28 @@ import (
 // The censorship-resistant transports this client speaks; tcp is built in
 // (dialTransport).
 func init() {
-	defaultTransports[tlsws.Name] = dialTLS
-	defaultTransports[transport.Obfs] = func(ctx context.Context, e endpoints.Endpoint) (net.Conn, error) {
-		return obfs.Dial(ctx, "tcp", e.Address, e.Cert)
+	defaultTransports[tlsws.Name] = func(ctx context.Context, e endpoints.Endpoint, _ tcpDialer) (net.Conn, error) {
+		return dialTLS(ctx, e)
 	}
+	defaultTransports[transport.Obfs] = dialObfs
+}
+
+// dialObfs reaches an obfs endpoint over a connection from d, so that the
+// client's TCP settings (keepalive, source address) apply to it too.
+func dialObfs(ctx context.Context, e endpoints.Endpoint, d tcpDialer) (net.Conn, error) {
+	if _, _, err := obfs.ParseCert(e.Cert); err != nil {
+		return nil, fmt.Errorf("obfs endpoint %s: %w", e.Address, err)
+	}
+	raw, err := d.DialContext(ctx, "tcp", e.Address)
+	if err != nil {
+		return nil, err
+	}
+	c, err := obfs.Client(ctx, raw, e.Cert)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialTLS reaches a tls endpoint: TLS with a browser's ClientHello, a

@@ -270,6 +270,8 @@ type Verify struct {
 // Settings are the user's preferences.
 type Settings struct {
 	ReadReceipts *bool `json:"read_receipts,omitempty"`
+	// PlainTCP: dial plain tcp endpoints the operator did not mark safe.
+	PlainTCP *bool `json:"plain_tcp,omitempty"`
 }
 
 // SendRequest queues a text.
@@ -290,6 +292,7 @@ type Endpoint struct {
 	Address   string `json:"address"`
 	Priority  int    `json:"priority"`
 	Key       string `json:"key"`
+	Safe      bool   `json:"safe,omitempty"` // plain tcp the operator (or, for a relay, the user) vouched for
 }
 
 // ProbeResult is what a probe found for one endpoint.
@@ -301,6 +304,7 @@ type ProbeResult struct {
 	HandshakeMs         float64 `json:"handshake_ms"`
 	RoundTripMs         float64 `json:"round_trip_ms"`
 	ThroughputBytesPerS int64   `json:"throughput_bytes_per_s"`
+	Stealthy            bool    `json:"stealthy"`
 	Error               string  `json:"error,omitempty"`
 }
 

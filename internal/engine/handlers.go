@@ -452,8 +452,8 @@ func (a *api) verify(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *api) settings(w http.ResponseWriter, r *http.Request) (any, error) {
-	on := a.e.c.ReadReceipts()
-	return Settings{ReadReceipts: &on}, nil
+	on, plain := a.e.c.ReadReceipts(), a.e.c.PlainTCP()
+	return Settings{ReadReceipts: &on, PlainTCP: &plain}, nil
 }
 
 func (a *api) putSettings(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -463,6 +463,11 @@ func (a *api) putSettings(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	if req.ReadReceipts != nil {
 		if err := a.e.c.SetReadReceipts(r.Context(), *req.ReadReceipts); err != nil {
+			return nil, err
+		}
+	}
+	if req.PlainTCP != nil {
+		if err := a.e.c.SetPlainTCP(r.Context(), *req.PlainTCP); err != nil {
 			return nil, err
 		}
 	}
@@ -483,7 +488,7 @@ func (a *api) endpoints(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	out := make([]Endpoint, 0, len(eps))
 	for _, e := range eps {
-		out = append(out, Endpoint{Transport: e.Transport, Address: e.Address, Priority: e.Priority, Key: e.Key()})
+		out = append(out, Endpoint{Transport: e.Transport, Address: e.Address, Priority: e.Priority, Key: e.Key(), Safe: e.Safe})
 	}
 	return map[string]any{"endpoints": out}, nil
 }
@@ -505,6 +510,7 @@ func (a *api) addRelay(w http.ResponseWriter, r *http.Request) (any, error) {
 func (a *api) probe(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req struct {
 		TimeoutMs int64 `json:"timeout_ms"`
+		Reorder   bool  `json:"reorder"`
 	}
 	if err := decode(r, &req); err != nil {
 		return nil, err
@@ -513,10 +519,14 @@ func (a *api) probe(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.Reorder {
+		a.e.c.ReorderByProbe(r.Context(), rs)
+	}
 	out := make([]ProbeResult, 0, len(rs))
 	for _, x := range rs {
 		p := ProbeResult{Transport: x.Endpoint.Transport, Address: x.Endpoint.Address, Verdict: x.Verdict,
-			ConnectMs: ms(x.Connect), HandshakeMs: ms(x.Handshake), RoundTripMs: ms(x.RoundTrip), ThroughputBytesPerS: int64(x.Throughput)}
+			ConnectMs: ms(x.Connect), HandshakeMs: ms(x.Handshake), RoundTripMs: ms(x.RoundTrip), ThroughputBytesPerS: int64(x.Throughput),
+			Stealthy: x.Endpoint.Stealthy()}
 		if p.Transport == "" {
 			p.Transport = "tcp"
 		}

@@ -225,12 +225,13 @@ func (r *Remote) AddRelay(ctx context.Context, link string) (Endpoint, error) {
 	return e, r.do(ctx, http.MethodPost, "/api/v1/relays", map[string]string{"link": link}, &e)
 }
 
-// Probe tests every endpoint.
-func (r *Remote) Probe(ctx context.Context, timeout time.Duration) ([]ProbeResult, error) {
+// Probe tests every endpoint the client may dial and returns the results
+// ranked; with reorder, the client then dials in that order.
+func (r *Remote) Probe(ctx context.Context, timeout time.Duration, reorder bool) ([]ProbeResult, error) {
 	var out struct {
 		Results []ProbeResult `json:"results"`
 	}
-	return out.Results, r.do(ctx, http.MethodPost, "/api/v1/probe", map[string]int64{"timeout_ms": timeout.Milliseconds()}, &out)
+	return out.Results, r.do(ctx, http.MethodPost, "/api/v1/probe", map[string]any{"timeout_ms": timeout.Milliseconds(), "reorder": reorder}, &out)
 }
 
 // Groups lists the groups this device knows (those it left too), by
