@@ -61,7 +61,9 @@ func ParseLink(s string) (LinkSecret, error) {
 		return LinkSecret{}, fmt.Errorf("%w: a group link of the wrong length; it may be cut short", ErrMalformed)
 	}
 	b, err := linkText.DecodeString(rest)
-	if err != nil {
+	// The decoder skips line breaks, so text of the right length can hold
+	// fewer bytes.
+	if err != nil || len(b) != len(l.Group)+len(l.Key) {
 		return LinkSecret{}, fmt.Errorf("%w: a group link that is not base64url; it may be mistyped", ErrMalformed)
 	}
 	copy(l.Group[:], b)
