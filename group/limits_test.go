@@ -187,13 +187,42 @@ func TestOutOfBoundsChangesAreRefused(t *testing.T) {
 	w, _ := admins(t)
 	w.do("bob", SetInfo{Name: strings.Repeat("é", MaxName/2), Description: strings.Repeat("x", MaxDescription), Avatar: bytes.Repeat([]byte{1}, MaxAvatar)})
 	w.do("bob", SetSettings{Settings: Settings{DisappearAfter: MaxDisappearAfter}})
-	// Times the encoding cannot carry.
-	c := &Change{GroupID: w.st.ID, Seq: w.st.Seq + 1, Prev: w.st.Head, Author: "bob", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Action: Leave{}}
+	// The last millisecond of year 9999 is a time; the next is not.
+	last := time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC)
+	c := &Change{GroupID: w.st.ID, Seq: w.st.Seq + 1, Prev: w.st.Head, Author: "bob", Time: last, Action: SetInfo{Name: "late"}}
 	b, err := sign(c, keyFor("bob").Private, nil, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	next, got, err := w.st.Apply(b)
+	if err != nil || next == nil || !got.Time.Equal(last) {
+		t.Fatalf("a change at the end of year 9999: %v", err)
+	}
+	c = &Change{GroupID: w.st.ID, Seq: w.st.Seq + 1, Prev: w.st.Head, Author: "bob", Time: last.Add(time.Millisecond), Action: Leave{}}
+	if b, err = sign(c, keyFor("bob").Private, nil, rand.Reader); err != nil {
+		t.Fatal(err)
+	}
 	w.refuseBytes(b, ErrMalformed)
+}
+
+// The size bounds are inclusive: what is exactly at one is not refused for
+// its size (it fails later, as the garbage it is), one byte more is.
+func TestSizeBoundsAreInclusive(t *testing.T) {
+	for _, c := range []struct {
+		name, sizeErr string
+		max           int
+		parse         func([]byte) error
+	}{
+		{"change", "a change of", MaxChangeSize, func(b []byte) error { _, err := decode(b); return err }},
+		{"state", "a state of", MaxStateSize, func(b []byte) error { var s State; return s.UnmarshalBinary(b) }},
+	} {
+		if err := c.parse(make([]byte, c.max)); err == nil || strings.Contains(err.Error(), c.sizeErr) {
+			t.Errorf("a %s of exactly its bound: %v, want refused for something other than its size", c.name, err)
+		}
+		if err := c.parse(make([]byte, c.max+1)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), c.sizeErr) {
+			t.Errorf("a %s one byte over its bound: %v, want refused for its size", c.name, err)
+		}
+	}
 }
 
 // A Create lists each member once, never the creator, and nobody else as
