@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -779,5 +780,52 @@ func TestUploadsStopWhenTheDiskIsLow(t *testing.T) {
 	defer roomy.Close()
 	if _, err := roomy.Create("alice", 100); err != nil {
 		t.Fatalf("Create with no floor: %v", err)
+	}
+}
+
+// The limits are inclusive: an owner name of MaxOwnerLen bytes, uploads
+// that fill the quota exactly, and fetches up to MaxFetches in all are
+// accepted.
+func TestLimitsAreInclusive(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxSize: 1 << 20, Quota: 2 * Cost(1<<20), MaxFetches: 3})
+	if _, err := s.Create(strings.Repeat("o", MaxOwnerLen), 1); err != nil {
+		t.Errorf("Create with an owner of MaxOwnerLen bytes: %v", err)
+	}
+	for i := range 2 {
+		if _, err := s.Create("alice", 1<<20); err != nil {
+			t.Fatalf("upload %d of two that fill the quota exactly: %v", i+1, err)
+		}
+	}
+	if _, err := s.Create("alice", 1); !errors.Is(err, ErrQuota) {
+		t.Errorf("a byte over the quota: %v, want ErrQuota", err)
+	}
+	id := completeBlob(t, s, "bob", []byte("x"))
+	for _, n := range []int{2, 1} {
+		if err := s.ExpectFetches(id, "bob", n); err != nil {
+			t.Fatalf("ExpectFetches(%d) within MaxFetches: %v", n, err)
+		}
+	}
+	if err := s.ExpectFetches(id, "bob", 1); !errors.Is(err, ErrFetches) {
+		t.Errorf("a fetch beyond MaxFetches: %v, want ErrFetches", err)
+	}
+}
+
+// Unfinished uploads still count toward their owner's limit after a
+// restart.
+func TestIncompleteUploadsCountAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{MaxIncomplete: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		completeBlobStart(t, s, "alice", 10)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, Options{MaxIncomplete: 2})
+	if _, err := s.Create("alice", 10); !errors.Is(err, ErrTooManyUploads) {
+		t.Errorf("a third unfinished upload after a restart: %v, want ErrTooManyUploads", err)
 	}
 }
