@@ -96,3 +96,31 @@ func TestReaderRefusesTamperedChunk(t *testing.T) {
 		t.Fatalf("a size no ciphertext has: %v, want ErrTampered", err)
 	}
 }
+
+// eofAtEnd is an io.ReaderAt that returns io.EOF with a read that reaches
+// the end of its data, as the io.ReaderAt contract allows.
+type eofAtEnd []byte
+
+func (e eofAtEnd) ReadAt(p []byte, off int64) (int, error) {
+	n, err := bytes.NewReader(e).ReadAt(p, off)
+	if err == nil && off+int64(n) == int64(len(e)) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// A ciphertext source that says io.EOF along with the last bytes (as files
+// and network readers may) still reads whole.
+func TestReaderTakesEOFWithTheLastChunk(t *testing.T) {
+	key, _ := NewKey()
+	plain := randBytes(2*ChunkSize+7, 7)
+	ct := encrypt(t, key, plain)
+	r, err := NewReader(key, eofAtEnd(ct), int64(len(ct)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	if err != nil || !bytes.Equal(all, plain) {
+		t.Fatalf("read %d of %d bytes: %v", len(all), len(plain), err)
+	}
+}

@@ -421,3 +421,37 @@ func BenchmarkDecrypt(b *testing.B) {
 		}
 	}
 }
+
+// failOnce refuses its first write, as a disk that was full for a moment
+// does, and takes the rest: a lost chunk must not go unnoticed because
+// later ones were stored.
+type failOnce struct{ failed bool }
+
+var errDiskFull = errors.New("no space left on device")
+
+func (f *failOnce) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, errDiskFull
+	}
+	return len(p), nil
+}
+
+// A destination that fails to take the plaintext fails the decryption,
+// whichever chunk it fails on: a download is never reported whole when
+// its last bytes were not stored.
+func TestDecryptWriterReportsAFailedWrite(t *testing.T) {
+	key, _ := NewKey()
+	for _, n := range []int{100, 2*ChunkSize + 100} {
+		ct, err := io.ReadAll(NewEncryptReader(key, bytes.NewReader(randBytes(n, uint64(n)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := NewDecryptWriter(key, &failOnce{})
+		_, werr := w.Write(ct)
+		cerr := w.Close()
+		if !errors.Is(werr, errDiskFull) && !errors.Is(cerr, errDiskFull) {
+			t.Errorf("%d bytes into a writer that fails once: Write %v, Close %v; want the write's error", n, werr, cerr)
+		}
+	}
+}

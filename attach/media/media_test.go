@@ -109,6 +109,9 @@ func TestMalformedImages(t *testing.T) {
 		"jpeg cut":       jpg[:len(jpg)/2],
 		"gif header":     []byte("GIF89a\x00"),
 		"zero size png":  pngHeaderOnly(0, 10),
+		// image/gif reports a 0×5 or 5×0 screen without complaint.
+		"zero width gif":  []byte("GIF89a\x00\x00\x05\x00\x00\x00\x00;"),
+		"zero height gif": []byte("GIF89a\x05\x00\x00\x00\x00\x00\x00;"),
 	} {
 		info, err := inspect(t, name, data)
 		if !errors.Is(err, ErrMalformed) {
