@@ -71,7 +71,13 @@ func TestSignupPoWChecks(t *testing.T) {
 		t.Errorf("a quiet server's puzzle: %d bits, expiring in %v; want %d bits, 10 minutes", p.Bits, time.Until(p.Expires), lowPoW.MinBits)
 	}
 	n := solveFor(t, ch, "alice", key)
-	_, err = c.RegisterSolved(ctx(t), "mallory", nil, ch, n)
+	// Stand-ins the counter does not happen to solve too (at 8 bits, one
+	// in 256 would).
+	other := "mallory"
+	for i := 0; signuppow.Check(ch, other, key.Public, n); i++ {
+		other = fmt.Sprintf("mallory%d", i)
+	}
+	_, err = c.RegisterSolved(ctx(t), other, nil, ch, n)
 	refused(t, "solved for another username", err, "wrong")
 	bad := n + 1
 	for signuppow.Check(ch, "alice", key.Public, bad) {
@@ -84,7 +90,11 @@ func TestSignupPoWChecks(t *testing.T) {
 	_, err = c.RegisterSolved(ctx(t), "alice", nil, easier, n)
 	refused(t, "difficulty lowered", err, "not issued")
 	// Another device (key) with alice's solution.
-	thief := s.Dial(t, servertest.NewKey(t))
+	thiefKey := servertest.NewKey(t)
+	for signuppow.Check(ch, "alice", thiefKey.Public, n) {
+		thiefKey = servertest.NewKey(t)
+	}
+	thief := s.Dial(t, thiefKey)
 	_, err = thief.RegisterSolved(ctx(t), "alice", nil, ch, n)
 	refused(t, "solved for another device key", err, "wrong")
 

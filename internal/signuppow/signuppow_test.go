@@ -38,11 +38,21 @@ func TestVerify(t *testing.T) {
 	ch := is.Issue(10)
 	n := solve(t, ch, "alice", dev)
 
-	// Wrong in each bound part: name, device, counter.
-	if err := is.Verify(ch, "alicf", dev, n, 10); !errors.Is(err, ErrWrong) {
+	// Wrong in each bound part: name, device, counter. Each stand-in is
+	// one the counter does not happen to solve as well (at 10 bits, one
+	// in 1,024 would).
+	otherName := "alicf"
+	for i := 0; Check(ch, otherName, dev, n); i++ {
+		otherName = fmt.Sprintf("alice%d", i)
+	}
+	if err := is.Verify(ch, otherName, dev, n, 10); !errors.Is(err, ErrWrong) {
 		t.Errorf("other username: %v, want ErrWrong", err)
 	}
-	if err := is.Verify(ch, "alice", [32]byte{9}, n, 10); !errors.Is(err, ErrWrong) {
+	otherDev := [32]byte{9}
+	for Check(ch, "alice", otherDev, n) {
+		otherDev[1]++
+	}
+	if err := is.Verify(ch, "alice", otherDev, n, 10); !errors.Is(err, ErrWrong) {
 		t.Errorf("other device key: %v, want ErrWrong", err)
 	}
 	bad := n + 1
