@@ -66,6 +66,7 @@ func (s *Server) uncountLocked(c *conn) {
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.handshakeDoneLocked(c)
 	s.uncountLocked(c)
 	s.mu.Unlock()
 	s.connWG.Done()
@@ -88,9 +89,13 @@ func (s *Server) evictOldestLocked() {
 // handshakeDone gives up c's place among the connections mid-handshake.
 func (s *Server) handshakeDone(c *conn) {
 	s.mu.Lock()
+	s.handshakeDoneLocked(c)
+	s.mu.Unlock()
+}
+
+func (s *Server) handshakeDoneLocked(c *conn) {
 	if c.handshaking != nil {
 		s.handshaking.Remove(c.handshaking)
 		c.handshaking = nil
 	}
-	s.mu.Unlock()
 }

@@ -80,7 +80,8 @@ func (c *conn) serve() {
 		}
 		return proto.Marshal(hello)
 	})
-	c.s.handshakeDone(c)
+	// A handshake that failed before its first message verified still
+	// holds its place: untrack gives it up.
 	c.s.cfg.Metrics.handshake(err == nil, time.Since(c.accepted))
 	if err != nil {
 		// Probes and broken clients look alike; neither is worth more than

@@ -253,7 +253,7 @@ type Censor struct {
 	rng       *rand.Rand
 	closed    bool
 	listeners []net.Listener
-	conns     map[net.Conn]struct{}
+	conns     connSet
 	blackhole map[bhKey]time.Time
 	events    []Event
 	stats     Stats
@@ -267,7 +267,6 @@ func New(cfg Config) *Censor {
 	c := &Censor{
 		ctx:       ctx,
 		cancel:    cancel,
-		conns:     make(map[net.Conn]struct{}),
 		blackhole: make(map[bhKey]time.Time),
 		notify:    make(chan struct{}),
 	}
@@ -362,10 +361,8 @@ func (c *Censor) Close() error {
 	for _, ln := range c.listeners {
 		ln.Close()
 	}
-	for conn := range c.conns {
-		conn.Close()
-	}
 	c.mu.Unlock()
+	c.conns.closeAll()
 	c.cancel()
 	c.wg.Wait()
 	return nil
@@ -499,25 +496,6 @@ func (c *Censor) recordFirst(fp FirstPacket) {
 	c.firsts = append(c.firsts, fp)
 }
 
-// track registers conn so that Close closes it; false (and conn closed)
-// if the Censor is already closed.
-func (c *Censor) track(conn net.Conn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		conn.Close()
-		return false
-	}
-	c.conns[conn] = struct{}{}
-	return true
-}
-
-func (c *Censor) untrack(conn net.Conn) {
-	c.mu.Lock()
-	delete(c.conns, conn)
-	c.mu.Unlock()
-}
-
 // spawn runs fn in a goroutine that Close waits for; false if closed.
 func (c *Censor) spawn(fn func()) bool {
 	c.mu.Lock()
@@ -589,11 +567,11 @@ func (f *forward) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if !f.c.track(conn) {
+		if !f.c.conns.add(conn) {
 			continue
 		}
 		if !f.c.spawn(func() { f.handle(conn) }) {
-			f.c.untrack(conn)
+			f.c.conns.remove(conn)
 			conn.Close()
 		}
 	}
@@ -607,7 +585,7 @@ func (c *Censor) closeConn(conn net.Conn, reset bool) {
 		}
 	}
 	conn.Close()
-	c.untrack(conn)
+	c.conns.remove(conn)
 }
 
 // hold black-holes conn: it reads and discards everything until the client
@@ -669,7 +647,7 @@ func (f *forward) handle(client net.Conn) {
 		c.closeConn(client, true)
 		return
 	}
-	if !c.track(upstream) {
+	if !c.conns.add(upstream) {
 		c.closeConn(client, false)
 		return
 	}

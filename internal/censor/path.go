@@ -76,10 +76,7 @@ type Path struct {
 	state    atomic.Pointer[pathState]
 	flows    atomic.Int64
 	wg       sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	conns    connSet
 }
 
 // NewPath starts a Path on 127.0.0.1 to upstream, forwarding.
@@ -88,7 +85,7 @@ func NewPath(upstream string) (*Path, error) {
 	if err != nil {
 		return nil, fmt.Errorf("censor: path: %w", err)
 	}
-	p := &Path{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p := &Path{ln: ln, upstream: upstream}
 	p.state.Store(&pathState{change: make(chan struct{})})
 	p.wg.Add(1)
 	go p.accept()
@@ -118,23 +115,14 @@ func (p *Path) Set(a PathAction, bytesPerSec int) {
 	old := p.state.Swap(&pathState{action: a, rate: bytesPerSec, change: make(chan struct{})})
 	close(old.change)
 	if a == PathReset {
-		p.mu.Lock()
-		for c := range p.conns {
-			reset(c)
-		}
-		p.mu.Unlock()
+		p.conns.each(reset)
 	}
 }
 
 // Close stops the path, ends every flow and waits for its goroutines.
 func (p *Path) Close() error {
 	err := p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.closeAll()
 	p.wg.Wait()
 	return err
 }
@@ -146,21 +134,9 @@ func reset(c net.Conn) {
 	c.Close()
 }
 
-func (p *Path) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
+// untrack forgets c and closes it.
 func (p *Path) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
+	p.conns.remove(c)
 	c.Close()
 }
 
@@ -172,7 +148,7 @@ func (p *Path) accept() {
 			return
 		}
 		p.flows.Add(1)
-		if !p.track(c) {
+		if !p.conns.add(c) {
 			return
 		}
 		p.wg.Add(1)
@@ -193,7 +169,7 @@ func (p *Path) flow(client net.Conn) {
 		return
 	}
 	up, err := net.DialTimeout("tcp", p.upstream, 5*time.Second)
-	if err != nil || !p.track(up) {
+	if err != nil || !p.conns.add(up) {
 		if up != nil {
 			up.Close()
 		}
