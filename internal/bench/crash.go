@@ -159,7 +159,12 @@ type CrashReport struct {
 	Resent        int64 `json:"resent"`
 	DuplicateAcks int64 `json:"duplicate_acks"`
 	Reconnects    int64 `json:"reconnects"`
-	Errors        int64 `json:"errors"`
+	// OnLastServer counts the clients that connected to the server
+	// started after the last kill: every one should have. (A client
+	// still backing off from one kill when the next comes reconnects once
+	// for both, so Reconnects may be fewer than clients × kills.)
+	OnLastServer int   `json:"clients_on_last_server"`
+	Errors       int64 `json:"errors"`
 	// ErrorKinds counts errors by where they happened and what they were
 	// (at most 20 kinds). Refused connections and lost connections are
 	// expected around each kill.
@@ -225,6 +230,7 @@ func RunCrash(ctx context.Context, o CrashOptions) (*CrashReport, error) {
 	if o.Progress != nil {
 		r.progressf("server up (%s); registering %d users…\n", strings.Join(r.inv.Addrs, ", "), o.Clients)
 	}
+	r.lastGen = make([]atomic.Int32, o.Clients)
 	clients, err := registerCrashClients(ctx, r, run, o.Clients, o.SetupConcurrency)
 	if err != nil {
 		return nil, fmt.Errorf("bench crash: setting up clients: %w", err)
@@ -362,6 +368,8 @@ type crashRun struct {
 	// has generation j (1-based) and its acknowledgements come from the
 	// server started after that kill.
 	gen atomic.Int32
+	// lastGen is, per client, the generation of its newest connection.
+	lastGen []atomic.Int32
 
 	mu       sync.Mutex
 	errKinds map[string]int64
@@ -480,6 +488,18 @@ func (r *crashRun) onDelivery(to int, e *clientconn.Envelope) {
 	}
 }
 
+// onLastServer counts the clients whose newest connection is to the
+// server started after the last kill.
+func (r *crashRun) onLastServer() int {
+	n, last := 0, r.gen.Load()
+	for i := range r.lastGen {
+		if r.lastGen[i].Load() == last {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *crashRun) report(setup time.Duration, planned int) *CrashReport {
 	t := r.led.tally(func(i, k int) string {
 		id := r.msgID(i, k)
@@ -492,7 +512,7 @@ func (r *crashRun) report(setup time.Duration, planned int) *CrashReport {
 		Sent:         t.sent, Acked: t.acked, Unacked: t.sent - t.acked - t.refused, Refused: t.refused,
 		Received: t.received, AckedReceived: t.ackedReceived, Lost: t.lost, LostExamples: t.lostExamples,
 		Redelivered: t.redelivered, Reordered: t.reordered, ReorderedResent: t.reorderedResent, Unexpected: t.unexpected,
-		Resent: r.resent.Load(), DuplicateAcks: r.dupAcks.Load(), Reconnects: r.reconnects.Load(),
+		Resent: r.resent.Load(), DuplicateAcks: r.dupAcks.Load(), Reconnects: r.reconnects.Load(), OnLastServer: r.onLastServer(),
 		Errors: r.errors.Load(),
 		Ack:    r.ack.Summary(), Deliver: r.deliver.Summary(),
 		Kills: []KillReport{},
@@ -670,6 +690,7 @@ func (cl *crashClient) maintain(ctx context.Context) {
 			continue
 		}
 		cl.r.reconnects.Add(1)
+		cl.r.lastGen[cl.i].Store(gen)
 		c = nc
 	}
 }
@@ -1130,7 +1151,7 @@ func (r *CrashReport) Text() string {
 		r.Sent, r.Acked, r.Unacked, r.Refused, r.Received, r.AckedReceived)
 	fmt.Fprintf(&b, "acked-and-lost %d  redelivered %d  reordered %d (%d of them resent)  unexpected %d\n",
 		r.Lost, r.Redelivered, r.Reordered, r.ReorderedResent, r.Unexpected)
-	fmt.Fprintf(&b, "resent %d (already stored: %d)  reconnects %d  errors %d\n", r.Resent, r.DuplicateAcks, r.Reconnects, r.Errors)
+	fmt.Fprintf(&b, "resent %d (already stored: %d)  reconnects %d (%d of %d clients on the last server)  errors %d\n", r.Resent, r.DuplicateAcks, r.Reconnects, r.OnLastServer, r.Clients, r.Errors)
 	if len(r.Kills) > 0 {
 		b.WriteString("kill        at   unacked at kill   restarted after   first ack after\n")
 		for j, k := range r.Kills {
