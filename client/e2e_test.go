@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,7 +59,13 @@ func TestNoReadableDataOnServer(t *testing.T) {
 		t.Fatalf("only %d private keys found to look for", len(secrets))
 	}
 	scan := func(when string) {
-		files, err := filepath.Glob(filepath.Join(s.Dir, "*"))
+		var files []string
+		err := filepath.WalkDir(s.Dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				files = append(files, path)
+			}
+			return err
+		})
 		if err != nil || len(files) == 0 {
 			t.Fatalf("server files %v %v", files, err)
 		}
@@ -79,9 +86,9 @@ func TestNoReadableDataOnServer(t *testing.T) {
 			}
 		}
 	}
-	scan("running: database, WAL and shared memory")
+	scan("running: databases, logs and shared memory")
 	s.Stop()
-	scan("stopped: checkpointed database")
+	scan("stopped: checkpointed and flushed databases")
 
 	// And the queued ciphertext is there: the scan looked at real data.
 	st := s.ReopenStore(t)

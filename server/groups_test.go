@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -916,21 +913,11 @@ func pendingOf(t *testing.T, s *servertest.Server, d clientconn.DeviceAddr) []st
 // (reading the database file beside the server).
 func storedCopies(t *testing.T, s *servertest.Server, payload []byte) int {
 	t.Helper()
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(s.Dir, "magpie.db")), RawQuery: "mode=ro&_pragma=busy_timeout(5000)"}
-	db, err := sql.Open("sqlite", u.String())
+	n, err := s.Store.CountPayload(ctx(t), payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	var n int
-	if err := db.QueryRowContext(ctx(t), `SELECT count(*) FROM shared_payload WHERE payload = ?`, payload).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	var inQueue int
-	if err := db.QueryRowContext(ctx(t), `SELECT count(*) FROM queue WHERE payload = ?`, payload).Scan(&inQueue); err != nil {
-		t.Fatal(err)
-	}
-	return n + inQueue
+	return n
 }
 
 func TestGroupSendFanOut(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -29,6 +30,8 @@ import (
 	"github.com/magpie-im/magpie/internal/signuppow"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
+	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/pebblestore"
 	"github.com/magpie-im/magpie/store/sqlite"
 	"github.com/magpie-im/magpie/transport"
 	"github.com/magpie-im/magpie/transport/tlsws"
@@ -42,7 +45,8 @@ func serveCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a Magpie server",
-		Long: `Run a Magpie server on the embedded store (SQLite, WAL) in --data.
+		Long: `Run a Magpie server on the embedded store in --data: queues and groups in
+Pebble (an LSM engine, in queues/), accounts and keys in SQLite (magpie.db).
 
 On first start it creates the server's long-term Noise key in --data; keep
 that directory (and back it up): the key is the server's identity, and every
@@ -92,6 +96,7 @@ so even kill -9 loses none.`,
 	c.Flags().IntVar(&o.pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
 	c.Flags().IntVar(&o.pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
+	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db) or pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db)")
 	g.addJSON(c)
 	return c
 }
@@ -109,6 +114,28 @@ type serveOptions struct {
 	signup               string
 	pow                  server.SignupPoW
 	memoryLimit          int64
+	store                string
+}
+
+// storeNames says what each --store keeps where, for the banner.
+var storeNames = map[string]string{
+	"pebble": "queues in Pebble, accounts in SQLite",
+	"sqlite": "SQLite, WAL",
+}
+
+// openStore opens the store --store names in the data directory.
+func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
+	switch kind {
+	case "sqlite":
+		// Going back would leave Pebble's queues unread.
+		if _, err := os.Stat(filepath.Join(data, "queues")); err == nil {
+			return nil, usageError{fmt.Errorf("%s keeps its queues in Pebble (queues/): serve it with --store pebble", data)}
+		}
+		return sqlite.Open(filepath.Join(data, "magpie.db"), sqlite.Options{Logger: log})
+	case "pebble":
+		return pebblestore.Open(data, pebblestore.Options{Logger: log})
+	}
+	return nil, usageError{fmt.Errorf("--store is sqlite or pebble, not %q", kind)}
 }
 
 // adminOptions is --admin and whether it was given explicitly.
@@ -168,7 +195,7 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := sqlite.Open(filepath.Join(data, "magpie.db"), sqlite.Options{Logger: log})
+	st, err := openStore(o.store, data, log)
 	if err != nil {
 		return err
 	}
@@ -253,7 +280,7 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 			return err
 		}
 	} else {
-		g.printBanner(abs, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, pub.Invite())
+		g.printBanner(abs, o.store, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, pub.Invite())
 	}
 
 	errc := make(chan error, len(lns))
@@ -395,9 +422,9 @@ func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(),
 }
 
 // printBanner tells a person where the server runs and how to connect.
-func (g *globals) printBanner(abs string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
+func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
-	fmt.Fprintf(g.stdout, "  data:        %s (SQLite, WAL)\n", abs)
+	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeNames[storeKind])
 	for _, ln := range lns {
 		note := ln.note
 		if !ln.public {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,13 +15,13 @@ import (
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/server"
-	"github.com/magpie-im/magpie/store/sqlite"
+	"github.com/magpie-im/magpie/store/pebblestore"
 )
 
 // Server is a running test server.
 type Server struct {
 	*server.Server
-	Store  *sqlite.Store
+	Store  *pebblestore.Store // the server's default store
 	Invite invite.Invite
 	Addr   string
 	Dir    string
@@ -40,7 +39,7 @@ type Server struct {
 func Start(t testing.TB, cfg server.Config) *Server {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := sqlite.Open(filepath.Join(dir, "magpie.db"), sqlite.Options{})
+	st, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,9 +102,9 @@ func (s *Server) Stop() {
 
 // ReopenStore opens the (stopped) server's database again, to inspect what
 // it kept; it is closed when the test ends.
-func (s *Server) ReopenStore(t testing.TB) *sqlite.Store {
+func (s *Server) ReopenStore(t testing.TB) *pebblestore.Store {
 	t.Helper()
-	st, err := sqlite.Open(filepath.Join(s.Dir, "magpie.db"), sqlite.Options{})
+	st, err := pebblestore.Open(s.Dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

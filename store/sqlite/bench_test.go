@@ -10,6 +10,7 @@ import (
 
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/sqlite"
+	"github.com/magpie-im/magpie/store/storetest"
 )
 
 // BenchmarkCommit measures throughput of 1 KiB enqueues to a one-device
@@ -65,67 +66,9 @@ func BenchmarkCommit(b *testing.B) {
 // limits bench chat on a busy 2-core box; msgs/s counts the wall clock,
 // fsyncs included.
 func BenchmarkChatCommit(b *testing.B) {
-	const users = 2000
 	for _, msgs := range []int{16, 64} {
 		b.Run(fmt.Sprintf("msgs=%d", msgs), func(b *testing.B) {
-			ctx := context.Background()
-			s := open(b, filepath.Join(b.TempDir(), "bench.db"))
-			now := time.Unix(1_700_000_000, 0)
-			name := func(i int) string { return fmt.Sprintf("user%04d", i) }
-			names := make([]string, users)
-			for i := range names {
-				names[i] = name(i)
-			}
-			createUsers(b, s, now, names...)
-			payload := make([]byte, 1024)
-			var (
-				next     uint64 // client ids must be unique or the enqueue is a duplicate
-				pushed   []store.Message
-				receipts []store.Message
-				done     int
-				cpu      time.Duration
-				rng      uint64 = 1
-			)
-			for b.Loop() {
-				batch := &store.Batch{Now: now}
-				for range msgs {
-					rng = rng*6364136223846793005 + 1442695040888963407 // a fixed sequence: every run does the same work
-					from := int(rng>>33) % users
-					next++
-					e := &store.Enqueue{
-						From:    store.DeviceAddr{User: name(from), Device: 1},
-						To:      name(from ^ 1),
-						Payload: payload,
-						Expires: now.Add(time.Hour),
-					}
-					binary.BigEndian.PutUint64(e.ClientID[:], next)
-					batch.Enqueues = append(batch.Enqueues, e)
-				}
-				for _, m := range pushed {
-					batch.Acks = append(batch.Acks, &store.Ack{Device: m.To, Seqs: []uint64{m.Seq}, Expires: now.Add(time.Hour)})
-				}
-				for _, r := range receipts {
-					batch.Acks = append(batch.Acks, &store.Ack{Device: r.To, Seqs: []uint64{r.Seq}, Expires: now.Add(time.Hour)})
-				}
-				t0 := cpuTime()
-				if err := s.Commit(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-				cpu += cpuTime() - t0
-				pushed, receipts = pushed[:0], receipts[:0]
-				for _, e := range batch.Enqueues {
-					if e.Err != nil || e.Duplicate || len(e.Queued) != 1 {
-						b.Fatalf("enqueue: Err=%v Duplicate=%v, %d copies", e.Err, e.Duplicate, len(e.Queued))
-					}
-					pushed = append(pushed, e.Queued[0])
-				}
-				for _, a := range batch.Acks {
-					receipts = append(receipts, a.Receipts...)
-				}
-				done += msgs
-			}
-			b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "msgs/s")
-			b.ReportMetric(float64(cpu/time.Microsecond)/float64(done), "cpu-µs/msg")
+			storetest.BenchChatCommit(b, open(b, filepath.Join(b.TempDir(), "bench.db")), msgs)
 		})
 	}
 }
@@ -181,11 +124,11 @@ func BenchmarkGroupSend(b *testing.B) {
 			for b.Loop() {
 				next++
 				binary.BigEndian.PutUint64(g.ClientID[:], next)
-				t0 := cpuTime()
+				t0 := storetest.CPUTime()
 				if err := s.Commit(ctx, &store.Batch{Now: now, GroupSends: []*store.GroupSend{g}}); err != nil {
 					b.Fatal(err)
 				}
-				cpu += cpuTime() - t0
+				cpu += storetest.CPUTime() - t0
 				if g.Err != nil || g.Duplicate || len(g.Queued) != devices {
 					b.Fatalf("group send: Err=%v Duplicate=%v, %d queued", g.Err, g.Duplicate, len(g.Queued))
 				}
@@ -224,8 +167,8 @@ func BenchmarkGroupAck(b *testing.B) {
 	}
 	b.Run("drain", func(b *testing.B) {
 		d := newDrainStore(b, 32)
-		d.group = true
-		benchmarkDrainAcks(b, d, 16)
+		d.Group = true
+		d.BenchAcks(16)
 	})
 }
 
@@ -281,11 +224,11 @@ func benchmarkFanoutAcks(b *testing.B, group bool) {
 				batch.Acks = append(batch.Acks, &store.Ack{Device: m.To, Seqs: []uint64{m.Seq}, Expires: now.Add(time.Hour)})
 			}
 			items = items[len(batch.Acks):]
-			t0 := cpuTime()
+			t0 := storetest.CPUTime()
 			if err := s.Commit(ctx, batch); err != nil {
 				b.Fatal(err)
 			}
-			cpu += cpuTime() - t0
+			cpu += storetest.CPUTime() - t0
 			for _, a := range batch.Acks {
 				if len(a.Receipts) != 1 {
 					b.Fatalf("%d receipts for an acked message", len(a.Receipts))
@@ -302,6 +245,6 @@ func benchmarkFanoutAcks(b *testing.B, group bool) {
 // items: each item's sender, payload and expiry come from its shared rows.
 func BenchmarkGroupPending(b *testing.B) {
 	d := newDrainStore(b, 32)
-	d.group = true
-	benchmarkPending(b, d, 256)
+	d.Group = true
+	d.BenchPending(256)
 }

@@ -648,3 +648,39 @@ func expiredPerDevice(ctx context.Context, tx *sql.Tx, where string, t int64, de
 	}
 	return nil
 }
+
+// Recipient is one device of a user as a send to the user sees it.
+type Recipient struct {
+	Device         uint32
+	RegistrationID uint32
+	// Keyed: the device has uploaded its registration id, signed prekey
+	// and last-resort Kyber prekey, so a per-device send must include it.
+	Keyed bool
+}
+
+// Recipients returns user's devices in id order (none for an unknown
+// user). It is for a store that keeps queues elsewhere (store/pebblestore)
+// and reads accounts from here.
+func (s *Store) Recipients(ctx context.Context, user string) ([]Recipient, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	rows, err := s.r.QueryContext(ctx, commitSQL[stRecipients], user)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recipients: %w", err)
+	}
+	defer rows.Close()
+	var rs []Recipient
+	for rows.Next() {
+		var r Recipient
+		if err := rows.Scan(&r.Device, &r.RegistrationID, &r.Keyed); err != nil {
+			return nil, fmt.Errorf("sqlite: recipients: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: recipients: %w", err)
+	}
+	return rs, nil
+}
