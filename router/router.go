@@ -309,7 +309,8 @@ func (r *Router) commitLoop() {
 	for first := range r.ops {
 		ops = append(ops[:0], first)
 		ops = r.collect(ops, nil)
-		if d := r.cfg.CommitDelay; d > 0 && len(ops) < smallBatch && r.clock.Now().Sub(r.lastCommit) < 10*d {
+		// A negative CommitDelay leaves no time that counts as load.
+		if d := r.cfg.CommitDelay; len(ops) < smallBatch && r.clock.Now().Sub(r.lastCommit) < 10*d {
 			fired, stop := r.clock.StartDelay(d)
 			ops = r.collect(ops, fired)
 			stop()

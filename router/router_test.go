@@ -244,6 +244,84 @@ func TestCloseAnswersEverySend(t *testing.T) {
 	}
 }
 
+// commitWatch sends through a router whose commit loop runs on a fake
+// clock (router.FakeCommitClock), and sees every CommitDelay wait it starts.
+type commitWatch struct {
+	t     *testing.T
+	r     *router.Router
+	clock *router.FakeCommitClock
+	next  byte
+}
+
+// watchCommits starts a router with cfg on a fake commit clock.
+func watchCommits(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Store) *commitWatch {
+	clock := router.NewFakeCommitClock()
+	r := setup(t, router.WithCommitClock(cfg, clock), wrap...)
+	t.Cleanup(clock.Stop) // before the router's Close
+	return &commitWatch{t: t, r: r, clock: clock}
+}
+
+// send submits a send and returns its result, to come once committed.
+func (w *commitWatch) send() <-chan error {
+	w.next++
+	res := make(chan error, 1)
+	w.r.Send(&store.Enqueue{From: alice, ClientID: [16]byte{w.next}, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
+		if err == nil {
+			err = e.Err
+		}
+		res <- err
+	})
+	return res
+}
+
+// committed waits for a send's result; no wait may start meanwhile.
+func (w *commitWatch) committed(res <-chan error) {
+	w.t.Helper()
+	select {
+	case err := <-res:
+		if err != nil {
+			w.t.Fatal(err)
+		}
+	case d := <-w.clock.Delays:
+		w.t.Fatalf("a send waiting to commit, a new wait of %v started", d.D)
+	case <-time.After(10 * time.Second):
+		w.t.Fatal("send not committed")
+	}
+}
+
+// atOnce checks that a send commits without the loop starting a wait.
+func (w *commitWatch) atOnce(why string) {
+	w.t.Helper()
+	res := w.send()
+	select {
+	case d := <-w.clock.Delays:
+		d.Fire()
+		w.committed(res)
+		w.t.Fatalf("%s: the commit waited %v", why, d.D)
+	case err := <-res:
+		if err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// waits checks that a send starts a wait of delay, and returns the wait
+// and the send's result.
+func (w *commitWatch) waits(why string, delay time.Duration) (*router.FakeDelay, <-chan error) {
+	w.t.Helper()
+	res := w.send()
+	select {
+	case d := <-w.clock.Delays:
+		if d.D != delay {
+			w.t.Fatalf("%s: waited %v, want CommitDelay (%v)", why, d.D, delay)
+		}
+		return d, res
+	case err := <-res:
+		w.t.Fatalf("%s: committed alone at once (err %v)", why, err)
+	}
+	return nil, nil
+}
+
 // Under load (the previous commit ended less than 10 × CommitDelay ago) a
 // small batch waits CommitDelay for company; an idle router commits at
 // once. The commit loop's clock is the test's, so whether the router is
@@ -253,8 +331,7 @@ func TestCommitDelay(t *testing.T) {
 	const delay = 300 * time.Millisecond
 	var mu sync.Mutex
 	var sizes []int
-	clock := router.NewFakeCommitClock()
-	r := setup(t, router.WithCommitClock(router.Config{
+	w := watchCommits(t, router.Config{
 		CommitDelay: delay,
 		MaxBatch:    3, // a full batch ends the wait: the test need not time it
 		OnCommit: func(ops int, _ time.Duration, _ error) {
@@ -262,90 +339,59 @@ func TestCommitDelay(t *testing.T) {
 			sizes = append(sizes, ops)
 			mu.Unlock()
 		},
-	}, clock))
-	t.Cleanup(clock.Stop) // before the router's Close
-	next := byte(0)
-	sendAsync := func() <-chan error {
-		next++
-		res := make(chan error, 1)
-		r.Send(&store.Enqueue{From: alice, ClientID: [16]byte{next}, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
-			if err == nil {
-				err = e.Err
-			}
-			res <- err
-		})
-		return res
-	}
-	committed := func(res <-chan error) {
-		t.Helper()
-		select {
-		case err := <-res:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case d := <-clock.Delays:
-			t.Fatalf("a send waiting to commit, a new wait of %v started", d.D)
-		case <-time.After(10 * time.Second):
-			t.Fatal("send not committed")
-		}
-	}
-	// atOnce checks that a send commits without the loop starting a wait.
-	atOnce := func(why string) {
-		t.Helper()
-		res := sendAsync()
-		select {
-		case d := <-clock.Delays:
-			d.Fire()
-			committed(res)
-			t.Fatalf("%s: the commit waited %v", why, d.D)
-		case err := <-res:
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	// waits checks that a send starts a wait of CommitDelay, and returns
-	// the wait and the send's result.
-	waits := func(why string) (*router.FakeDelay, <-chan error) {
-		t.Helper()
-		res := sendAsync()
-		select {
-		case d := <-clock.Delays:
-			if d.D != delay {
-				t.Fatalf("%s: waited %v, want CommitDelay (%v)", why, d.D, delay)
-			}
-			return d, res
-		case err := <-res:
-			t.Fatalf("%s: committed alone at once (err %v)", why, err)
-		}
-		return nil, nil
-	}
+	})
 
-	atOnce("no commit yet")
+	w.atOnce("no commit yet")
 	// Right after a commit: the next send waits, and the two sent
 	// meanwhile share its commit, which a full batch ends.
-	_, first := waits("just after a commit")
-	second, third := sendAsync(), sendAsync()
-	committed(first)
-	committed(second)
-	committed(third)
+	_, first := w.waits("just after a commit", delay)
+	second, third := w.send(), w.send()
+	w.committed(first)
+	w.committed(second)
+	w.committed(third)
 	// A lone send under load commits when the wait runs out.
-	d, res := waits("just after a commit")
+	d, res := w.waits("just after a commit", delay)
 	d.Fire()
-	committed(res)
+	w.committed(res)
 	// Just inside 10 × CommitDelay still counts as load; 10 × is idle.
-	clock.Advance(10*delay - time.Nanosecond)
-	d, res = waits("10 × CommitDelay - 1ns after a commit")
+	w.clock.Advance(10*delay - time.Nanosecond)
+	d, res = w.waits("10 × CommitDelay - 1ns after a commit", delay)
 	d.Fire()
-	committed(res)
-	clock.Advance(10 * delay)
-	atOnce("10 × CommitDelay after a commit")
+	w.committed(res)
+	w.clock.Advance(10 * delay)
+	w.atOnce("10 × CommitDelay after a commit")
 
 	mu.Lock()
 	defer mu.Unlock()
 	if want := []int{1, 3, 1, 1, 1}; !slices.Equal(sizes, want) {
 		t.Errorf("commits of %v operations, want %v", sizes, want)
 	}
+}
+
+// Under load, a batch of 16 operations (smallBatch) commits without
+// waiting; a negative CommitDelay never waits.
+func TestCommitDelayOnlyForSmallBatches(t *testing.T) {
+	gs := &gatedStore{entered: make(chan struct{}), gate: make(chan struct{})}
+	w := watchCommits(t, router.Config{CommitDelay: time.Second}, func(s store.Store) store.Store { gs.Store = s; return gs })
+	w.atOnce("no commit yet")
+	// Hold a commit while 16 sends line up behind it.
+	gs.armed.Store(true)
+	d, held := w.waits("just after a commit", time.Second)
+	d.Fire()
+	<-gs.entered
+	var batch []<-chan error
+	for range 16 {
+		batch = append(batch, w.send())
+	}
+	close(gs.gate)
+	w.committed(held)
+	for _, res := range batch {
+		w.committed(res)
+	}
+
+	w = watchCommits(t, router.Config{CommitDelay: -1})
+	w.atOnce("no commit yet")
+	w.atOnce("CommitDelay negative, just after a commit")
 }
 
 // pendingCounter counts the router's queue reads.
