@@ -387,7 +387,10 @@ func TestGroupSecrecyAcrossMembership(t *testing.T) {
 		}
 	}
 	// The server does not give it to her either, and she cannot send.
-	time.Sleep(200 * time.Millisecond)
+	// Sync returns once the server has pushed, and she has taken in,
+	// everything queued for her by now: nothing more can come of those
+	// two sends.
+	syncOK(t, carol)
 	for _, ev := range drain(csub) {
 		if ev.Kind == client.EventMessage && (ev.Message.Text == "after carol left" || ev.Message.Text == "erin after") {
 			t.Fatalf("carol got %q after her removal", ev.Message.Text)

@@ -82,7 +82,38 @@ type Config struct {
 	Now         func() time.Time
 	// OnCommit, if set, hears about every batched commit (for metrics).
 	OnCommit func(ops int, took time.Duration, err error)
+
+	// commitClock, if set, is the commit loop's clock for CommitDelay, so
+	// that a test (export_test.go), not the scheduler, decides whether
+	// the router is under load and when a delay runs out.
+	commitClock commitClock
 }
+
+// commitClock is what the commit loop reads time from.
+type commitClock interface {
+	Now() time.Time
+	// StartDelay starts the wait for more operations; the channel fires
+	// when it runs out, and stop is called when the wait is over.
+	StartDelay(d time.Duration) (fired <-chan time.Time, stop func())
+}
+
+// wallClock is the commit loop's clock outside tests: one timer, reused.
+type wallClock struct{ t *time.Timer }
+
+func newWallClock() *wallClock {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &wallClock{t}
+}
+
+func (c *wallClock) Now() time.Time { return time.Now() }
+
+func (c *wallClock) StartDelay(d time.Duration) (<-chan time.Time, func()) {
+	c.t.Reset(d)
+	return c.t.C, c.stop
+}
+
+func (c *wallClock) stop() { c.t.Stop() }
 
 // Router routes envelopes. Create with New; Close when done.
 type Router struct {
@@ -98,7 +129,9 @@ type Router struct {
 	online  map[string]map[uint32]*Subscription // user → device → subscription
 	submits sync.WaitGroup                      // senders between the closed check and the channel send
 
-	committed []*store.Message // the committer's scratch space (deliverAll)
+	committed  []*store.Message // the committer's scratch space (deliverAll)
+	clock      commitClock
+	lastCommit time.Time // when the committer's previous commit ended
 }
 
 type op struct {
@@ -151,6 +184,10 @@ func New(cfg Config) *Router {
 		done:   make(chan struct{}),
 		stop:   make(chan struct{}),
 		online: make(map[string]map[uint32]*Subscription),
+	}
+	r.clock = cfg.commitClock
+	if r.clock == nil {
+		r.clock = newWallClock()
 	}
 	go r.commitLoop()
 	r.sweep.Add(1)
@@ -269,19 +306,16 @@ func (r *Router) commitLoop() {
 	defer close(r.done)
 	batch := &store.Batch{}
 	var ops []op
-	delay := time.NewTimer(time.Hour)
-	delay.Stop()
-	var lastCommit time.Time
 	for first := range r.ops {
 		ops = append(ops[:0], first)
 		ops = r.collect(ops, nil)
-		if d := r.cfg.CommitDelay; d > 0 && len(ops) < smallBatch && time.Since(lastCommit) < 10*d {
-			delay.Reset(d)
-			ops = r.collect(ops, delay.C)
-			delay.Stop()
+		// A negative CommitDelay leaves no time that counts as load.
+		if d := r.cfg.CommitDelay; len(ops) < smallBatch && r.clock.Now().Sub(r.lastCommit) < 10*d {
+			fired, stop := r.clock.StartDelay(d)
+			ops = r.collect(ops, fired)
+			stop()
 		}
 		r.commit(batch, ops)
-		lastCommit = time.Now()
 	}
 }
 
@@ -343,6 +377,9 @@ func (r *Router) commit(batch *store.Batch, ops []op) {
 	if err == nil {
 		r.deliverAll(ops, batch.Now)
 	}
+	// Before the callbacks, so that a sender told of this commit finds it
+	// already counted as the last one.
+	r.lastCommit = r.clock.Now()
 	// A failed ack leaves the items queued; they are pushed again on the
 	// device's next connection and acknowledged then.
 	for _, o := range ops {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,9 +72,10 @@ func (m *mailbox) drained() bool {
 	return false
 }
 
-// waitFor waits until n messages have been pushed, then checks that no more
-// arrive for a moment.
-func (m *mailbox) waitFor(t *testing.T, n int) []uint64 {
+// waitFor waits until n messages have been pushed to m, and sub (m's
+// subscription) has stopped pushing, then checks that no more than n were:
+// no sleep decides that nothing more is coming.
+func (m *mailbox) waitFor(t *testing.T, sub *router.Subscription, n int) []uint64 {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for len(m.messages()) < n {
@@ -83,11 +85,25 @@ func (m *mailbox) waitFor(t *testing.T, n int) []uint64 {
 			t.Fatalf("%d messages pushed, want %d", len(m.messages()), n)
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
+	waitIdle(t, sub)
 	if got := m.messages(); len(got) != n {
 		t.Fatalf("%d messages pushed, want exactly %d", len(got), n)
 	}
 	return m.messages()
+}
+
+// waitIdle waits until no pump or commit is pushing to subs (router.Busy).
+func waitIdle(t *testing.T, subs ...*router.Subscription) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, s := range subs {
+		for s.Busy() {
+			if time.Now().After(deadline) {
+				t.Fatal("the router is still pushing after 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 var (
@@ -142,16 +158,16 @@ func TestWindowByCount(t *testing.T) {
 	for range 10 {
 		send(t, r, []byte("x"))
 	}
-	seqs := mb.waitFor(t, 4)
+	seqs := mb.waitFor(t, sub, 4)
 	// Acks for items never pushed do not open the window.
 	if err := sub.Ack([]uint64{999_999}); err != nil {
 		t.Fatal(err)
 	}
-	mb.waitFor(t, 4)
+	mb.waitFor(t, sub, 4)
 	if err := sub.Ack(seqs[:2]); err != nil {
 		t.Fatal(err)
 	}
-	mb.waitFor(t, 6)
+	mb.waitFor(t, sub, 6)
 }
 
 func TestWindowByBytes(t *testing.T) {
@@ -164,26 +180,27 @@ func TestWindowByBytes(t *testing.T) {
 	send(t, r, make([]byte, 600))
 	send(t, r, make([]byte, 600))
 	send(t, r, make([]byte, 600))
-	seqs := mb.waitFor(t, 1)
+	seqs := mb.waitFor(t, sub, 1)
 	sub.Ack(seqs[:1])
 	// Then pushes go on while fewer than 1000 bytes are unacknowledged:
 	// 600 (0 before it), 600 (600 before it); the third waits.
-	seqs = mb.waitFor(t, 3)
+	seqs = mb.waitFor(t, sub, 3)
 	sub.Ack(seqs[1:3])
-	mb.waitFor(t, 4)
+	mb.waitFor(t, sub, 4)
 }
 
 func TestSupersede(t *testing.T) {
 	r := setup(t, router.Config{})
 	first, second := newMailbox(), newMailbox()
-	r.Attach(bob, first)
+	firstSub := r.Attach(bob, first)
 	sub := r.Attach(bob, second)
 	defer sub.Detach()
 	if !first.superseded {
 		t.Fatal("first connection not told it was superseded")
 	}
 	send(t, r, []byte("x"))
-	second.waitFor(t, 1)
+	second.waitFor(t, sub, 1)
+	waitIdle(t, firstSub)
 	if n := len(first.messages()); n != 0 {
 		t.Fatalf("superseded connection got %d pushes", n)
 	}
@@ -227,48 +244,154 @@ func TestCloseAnswersEverySend(t *testing.T) {
 	}
 }
 
-// Under load a small batch waits CommitDelay for company; an idle router
-// commits at once.
+// commitWatch sends through a router whose commit loop runs on a fake
+// clock (router.FakeCommitClock), and sees every CommitDelay wait it starts.
+type commitWatch struct {
+	t     *testing.T
+	r     *router.Router
+	clock *router.FakeCommitClock
+	next  byte
+}
+
+// watchCommits starts a router with cfg on a fake commit clock.
+func watchCommits(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Store) *commitWatch {
+	clock := router.NewFakeCommitClock()
+	r := setup(t, router.WithCommitClock(cfg, clock), wrap...)
+	t.Cleanup(clock.Stop) // before the router's Close
+	return &commitWatch{t: t, r: r, clock: clock}
+}
+
+// send submits a send and returns its result, to come once committed.
+func (w *commitWatch) send() <-chan error {
+	w.next++
+	res := make(chan error, 1)
+	w.r.Send(&store.Enqueue{From: alice, ClientID: [16]byte{w.next}, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
+		if err == nil {
+			err = e.Err
+		}
+		res <- err
+	})
+	return res
+}
+
+// committed waits for a send's result; no wait may start meanwhile.
+func (w *commitWatch) committed(res <-chan error) {
+	w.t.Helper()
+	select {
+	case err := <-res:
+		if err != nil {
+			w.t.Fatal(err)
+		}
+	case d := <-w.clock.Delays:
+		w.t.Fatalf("a send waiting to commit, a new wait of %v started", d.D)
+	case <-time.After(10 * time.Second):
+		w.t.Fatal("send not committed")
+	}
+}
+
+// atOnce checks that a send commits without the loop starting a wait.
+func (w *commitWatch) atOnce(why string) {
+	w.t.Helper()
+	res := w.send()
+	select {
+	case d := <-w.clock.Delays:
+		d.Fire()
+		w.committed(res)
+		w.t.Fatalf("%s: the commit waited %v", why, d.D)
+	case err := <-res:
+		if err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// waits checks that a send starts a wait of delay, and returns the wait
+// and the send's result.
+func (w *commitWatch) waits(why string, delay time.Duration) (*router.FakeDelay, <-chan error) {
+	w.t.Helper()
+	res := w.send()
+	select {
+	case d := <-w.clock.Delays:
+		if d.D != delay {
+			w.t.Fatalf("%s: waited %v, want CommitDelay (%v)", why, d.D, delay)
+		}
+		return d, res
+	case err := <-res:
+		w.t.Fatalf("%s: committed alone at once (err %v)", why, err)
+	}
+	return nil, nil
+}
+
+// Under load (the previous commit ended less than 10 × CommitDelay ago) a
+// small batch waits CommitDelay for company; an idle router commits at
+// once. The commit loop's clock is the test's, so whether the router is
+// under load and when a wait ends are the test's choice, not the
+// scheduler's.
 func TestCommitDelay(t *testing.T) {
+	const delay = 300 * time.Millisecond
 	var mu sync.Mutex
 	var sizes []int
-	r := setup(t, router.Config{
-		CommitDelay: 300 * time.Millisecond,
+	w := watchCommits(t, router.Config{
+		CommitDelay: delay,
+		MaxBatch:    3, // a full batch ends the wait: the test need not time it
 		OnCommit: func(ops int, _ time.Duration, _ error) {
 			mu.Lock()
 			sizes = append(sizes, ops)
 			mu.Unlock()
 		},
 	})
-	// Idle: no commit in the last 10 × CommitDelay, so no wait.
-	start := time.Now()
-	send(t, r, []byte("first"))
-	if d := time.Since(start); d >= 300*time.Millisecond {
-		t.Errorf("an idle router took %v to commit one send", d)
-	}
-	// Load: sends 10 ms apart right after a commit share one.
-	results := make(chan error, 3)
-	for i := range 3 {
-		var id [16]byte
-		id[0] = byte(i + 1)
-		r.Send(&store.Enqueue{From: alice, ClientID: id, To: "bob", Payload: []byte("x")}, func(e *store.Enqueue, err error) {
-			if err == nil {
-				err = e.Err
-			}
-			results <- err
-		})
-		time.Sleep(10 * time.Millisecond)
-	}
-	for range 3 {
-		if err := <-results; err != nil {
-			t.Fatal(err)
-		}
-	}
+
+	w.atOnce("no commit yet")
+	// Right after a commit: the next send waits, and the two sent
+	// meanwhile share its commit, which a full batch ends.
+	_, first := w.waits("just after a commit", delay)
+	second, third := w.send(), w.send()
+	w.committed(first)
+	w.committed(second)
+	w.committed(third)
+	// A lone send under load commits when the wait runs out.
+	d, res := w.waits("just after a commit", delay)
+	d.Fire()
+	w.committed(res)
+	// Just inside 10 × CommitDelay still counts as load; 10 × is idle.
+	w.clock.Advance(10*delay - time.Nanosecond)
+	d, res = w.waits("10 × CommitDelay - 1ns after a commit", delay)
+	d.Fire()
+	w.committed(res)
+	w.clock.Advance(10 * delay)
+	w.atOnce("10 × CommitDelay after a commit")
+
 	mu.Lock()
 	defer mu.Unlock()
-	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != 3 {
-		t.Errorf("commits of %v operations, want [1 3]", sizes)
+	if want := []int{1, 3, 1, 1, 1}; !slices.Equal(sizes, want) {
+		t.Errorf("commits of %v operations, want %v", sizes, want)
 	}
+}
+
+// Under load, a batch of 16 operations (smallBatch) commits without
+// waiting; a negative CommitDelay never waits.
+func TestCommitDelayOnlyForSmallBatches(t *testing.T) {
+	gs := &gatedStore{entered: make(chan struct{}), gate: make(chan struct{})}
+	w := watchCommits(t, router.Config{CommitDelay: time.Second}, func(s store.Store) store.Store { gs.Store = s; return gs })
+	w.atOnce("no commit yet")
+	// Hold a commit while 16 sends line up behind it.
+	gs.armed.Store(true)
+	d, held := w.waits("just after a commit", time.Second)
+	d.Fire()
+	<-gs.entered
+	var batch []<-chan error
+	for range 16 {
+		batch = append(batch, w.send())
+	}
+	close(gs.gate)
+	w.committed(held)
+	for _, res := range batch {
+		w.committed(res)
+	}
+
+	w = watchCommits(t, router.Config{CommitDelay: -1})
+	w.atOnce("no commit yet")
+	w.atOnce("CommitDelay negative, just after a commit")
 }
 
 // pendingCounter counts the router's queue reads.
@@ -302,18 +425,18 @@ func TestCommittedItemsSkipTheStore(t *testing.T) {
 	for range 4 {
 		send(t, r, []byte("x"))
 	}
-	seqs := mb.waitFor(t, 4)
+	seqs := mb.waitFor(t, sub, 4)
 	if n := pc.reads.Load() - before; n != 0 {
 		t.Errorf("%d queue reads for 4 items pushed into an open window, want 0", n)
 	}
 	// The window is full: these two wait in the store.
 	send(t, r, []byte("y"))
 	send(t, r, []byte("z"))
-	mb.waitFor(t, 4)
+	mb.waitFor(t, sub, 4)
 	if err := sub.Ack(seqs); err != nil {
 		t.Fatal(err)
 	}
-	got := mb.waitFor(t, 6)
+	got := mb.waitFor(t, sub, 6)
 	if pc.reads.Load() == before {
 		t.Error("the backlog behind a full window was pushed without reading the store")
 	}
@@ -366,7 +489,7 @@ func TestPushOrderUnderLoad(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	got := mb.waitFor(t, senders*each)
+	got := mb.waitFor(t, sub, senders*each)
 	close(acks)
 	<-ackerDone
 	for i := 1; i < len(got); i++ {
@@ -422,7 +545,7 @@ func TestReceiptAndMessageInOneBatch(t *testing.T) {
 	aliceSub := r.Attach(alice, toAlice)
 	defer aliceSub.Detach()
 	send(t, r, []byte("to bob"))
-	delivered := toBob.waitFor(t, 1)
+	delivered := toBob.waitFor(t, bobSub, 1)
 	for !toAlice.drained() {
 		time.Sleep(time.Millisecond)
 	}
@@ -442,7 +565,8 @@ func TestReceiptAndMessageInOneBatch(t *testing.T) {
 		}
 		sent <- err
 	})
-	time.Sleep(20 * time.Millisecond) // let both reach the committer's channel
+	// Ack and Send have put both in the committer's channel, behind the
+	// held commit, before they returned: they share the next batch.
 	close(gs.gate)
 	if err := <-held; err != nil {
 		t.Fatal(err)
@@ -501,7 +625,7 @@ func TestAcksOfUnpushedItemsSkipTheStore(t *testing.T) {
 	sub := r.Attach(bob, mb)
 	defer sub.Detach()
 	send(t, r, []byte("x"))
-	seqs := mb.waitFor(t, 1)
+	seqs := mb.waitFor(t, sub, 1)
 	flood := make([]uint64, 4096)
 	for i := range flood {
 		flood[i] = uint64(1_000_000 + i)
@@ -632,7 +756,9 @@ func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
 	if err := groupErr(); err == nil {
 		t.Fatal("a group send whose commit failed was acknowledged")
 	}
-	time.Sleep(50 * time.Millisecond)
+	// A commit's pushes are made before its callbacks: once the router
+	// is idle, whatever it would push from those commits is here.
+	waitIdle(t, sub)
 	if got := mb.messages(); len(got) != 0 {
 		t.Fatalf("pushed %v from a failed commit", got)
 	}
@@ -643,5 +769,5 @@ func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
 	if err := groupErr(); err != nil {
 		t.Fatalf("the same group send once the store works: %v", err)
 	}
-	mb.waitFor(t, 2)
+	mb.waitFor(t, sub, 2)
 }

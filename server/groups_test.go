@@ -229,10 +229,16 @@ func expectMessage(t *testing.T, c *clientconn.Conn, id [16]byte, mid clientconn
 	return e
 }
 
-// settle acknowledges whatever c has been pushed until it is quiet for a
-// moment.
+// settle acknowledges whatever c has been pushed, until the server reports
+// (a Drain) that everything queued for c by now has been pushed: what came
+// before it cannot turn up after.
 func settle(t *testing.T, c *clientconn.Conn) {
 	t.Helper()
+	tok, err := c.Drain(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(wait)
 	for {
 		select {
 		case p, ok := <-c.Pushes():
@@ -244,9 +250,11 @@ func settle(t *testing.T, c *clientconn.Conn) {
 				c.Ack(p.Envelope.Seq)
 			case p.Receipt != nil:
 				c.Ack(p.Receipt.Seq)
+			case p.Drained && p.DrainTok == tok:
+				return
 			}
-		case <-time.After(200 * time.Millisecond):
-			return
+		case <-deadline:
+			t.Fatalf("no report of Drain %d within %v", tok, wait)
 		}
 	}
 }
