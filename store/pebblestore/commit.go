@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 	"github.com/magpie-im/magpie/store/sqlite"
 )
 
@@ -42,51 +43,20 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 }
 
 func (s *Store) commitAcks(ctx context.Context, b *store.Batch) error {
-	resetResults(b)
+	batchrules.ResetResults(b)
 	if len(b.Acks) == 0 {
 		return store.ErrStorageFull
 	}
 	if err := s.commit(ctx, &store.Batch{Now: b.Now, Acks: b.Acks}); err != nil {
 		return err
 	}
-	for _, g := range b.GroupChanges {
-		g.Err = store.ErrStorageFull
-	}
-	for _, e := range b.Enqueues {
-		e.Err = store.ErrStorageFull
-	}
-	for _, g := range b.GroupSends {
-		g.Err = store.ErrStorageFull
-	}
+	batchrules.RefuseAllButAcks(b)
 	return nil
-}
-
-func resetResults(b *store.Batch) {
-	for _, g := range b.GroupChanges {
-		if g != nil {
-			g.Err, g.Queued = nil, nil
-		}
-	}
-	for _, e := range b.Enqueues {
-		if e != nil {
-			e.Err, e.Duplicate, e.Sent, e.Queued = nil, false, time.Time{}, nil
-		}
-	}
-	for _, g := range b.GroupSends {
-		if g != nil {
-			g.Err, g.Duplicate, g.Sent, g.Queued, g.Full = nil, false, time.Time{}, nil, nil
-		}
-	}
-	for _, a := range b.Acks {
-		if a != nil {
-			a.Receipts = nil
-		}
-	}
 }
 
 // commit applies b in one synced batch; wmu is held.
 func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
-	resetResults(b)
+	batchrules.ResetResults(b)
 	for i, g := range b.GroupChanges {
 		if g == nil {
 			return fmt.Errorf("pebblestore: commit: group change %d is nil", i)
@@ -119,8 +89,8 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	defer c.b.Close()
 	defer func() {
 		if err != nil {
-			resetResults(b)
-			s.senders = senderCounts{} // counted inside the failed batch
+			batchrules.ResetResults(b)
+			s.senders = batchrules.SenderCounts{} // counted inside the failed batch
 		}
 	}()
 	for i, g := range b.GroupChanges {
@@ -157,7 +127,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	}
 	s.nextSeq = c.seq
 	s.counts.apply(c.delta)
-	s.senders.applyDelta()
+	s.senders.ApplyDelta()
 	return nil
 }
 
@@ -175,7 +145,7 @@ type committer struct {
 	now     int64
 	seq     uint64 // the next seq to assign
 	delta   map[store.DeviceAddr]int64
-	senders *senderCounts
+	senders *batchrules.SenderCounts
 	k, v    []byte // scratch; the batch copies what it is given
 }
 
@@ -282,7 +252,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	}
 	var payloads map[uint32][]byte
 	if e.Devices != nil {
-		if rcpts, payloads, e.Err = matchDevices(e, rcpts); e.Err != nil {
+		if rcpts, payloads, e.Err = batchrules.MatchDevices(e, rcpts); e.Err != nil {
 			return nil
 		}
 	}
@@ -325,7 +295,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 		if err := c.insert(&m); err != nil {
 			return err
 		}
-		c.queuedFrom(m.To, e.From.User)
+		c.senders.QueuedFrom(m.To, e.From.User)
 		queued = append(queued, m)
 	}
 	e.Sent = sent
@@ -351,67 +321,24 @@ func (c *committer) insert(m *store.Message) error {
 	return nil
 }
 
-// matchDevices checks a per-device enqueue against the recipient's devices
-// (Sesame: the sender encrypts to every current device with keys, except
-// itself, and only to them).
-func matchDevices(e *store.Enqueue, all []sqlite.Recipient) ([]sqlite.Recipient, map[uint32][]byte, error) {
-	expected := make(map[uint32]sqlite.Recipient)
-	for _, r := range all {
-		if r.Keyed && !(e.To == e.From.User && r.Device == e.From.Device) {
-			expected[r.Device] = r
-		}
-	}
-	var mm store.MismatchError
-	payloads := make(map[uint32][]byte, len(e.Devices))
-	for _, d := range e.Devices {
-		r, ok := expected[d.Device]
-		_, dup := payloads[d.Device]
-		switch {
-		case !ok || dup:
-			mm.Extra = append(mm.Extra, d.Device)
-		case r.RegistrationID != d.RegistrationID:
-			mm.Stale = append(mm.Stale, d.Device)
-		}
-		payloads[d.Device] = d.Payload
-	}
-	var rcpts []sqlite.Recipient
-	for _, r := range all {
-		if _, ok := expected[r.Device]; !ok {
-			continue
-		}
-		if _, named := payloads[r.Device]; !named {
-			mm.Missing = append(mm.Missing, r.Device)
-		}
-		rcpts = append(rcpts, r)
-	}
-	if mm.Missing != nil || mm.Extra != nil || mm.Stale != nil {
-		return nil, nil, &mm
-	}
-	if len(rcpts) == 0 && e.To != e.From.User {
-		return nil, nil, store.ErrNoKeys
-	}
-	return rcpts, payloads, nil
-}
-
 // overShare reports whether sender already holds share items (messages
-// and group messages) in d's queue.
+// and group messages) in d's queue, counting them once the queue is at
+// least a share long (batchrules.SenderCounts).
 func (c *committer) overShare(d store.DeviceAddr, sender string, share int) (bool, error) {
 	if share <= 0 || c.queued(d) < int64(share) {
 		return false, nil
 	}
-	k := senderKey{d, sender}
-	n, ok := c.senders.n[k]
-	if !ok {
-		var err error
-		if n, err = c.countFrom(d, sender); err != nil {
-			return false, fmt.Errorf("count a sender's items: %w", err)
-		}
-		if c.senders.n == nil {
-			c.senders.n = make(map[senderKey]int64)
-		}
-		c.senders.n[k] = n
+	k := batchrules.SenderKey{Dev: d, Sender: sender}
+	if over, counted := c.senders.Over(k, share); counted {
+		return over, nil
 	}
-	return n+c.senders.delta[k] >= int64(share), nil
+	n, err := c.countFrom(d, sender)
+	if err != nil {
+		return false, fmt.Errorf("count a sender's items: %w", err)
+	}
+	c.senders.Counted(k, n)
+	over, _ := c.senders.Over(k, share)
+	return over, nil
 }
 
 // countFrom counts sender's messages and group messages in d's queue, as
@@ -464,17 +391,6 @@ func (c *committer) sharedHeader(id uint64) (shared, error) {
 	return decodeShared(v)
 }
 
-func (c *committer) queuedFrom(d store.DeviceAddr, sender string) {
-	k := senderKey{d, sender}
-	if _, ok := c.senders.n[k]; !ok {
-		return
-	}
-	if c.senders.delta == nil {
-		c.senders.delta = make(map[senderKey]int64)
-	}
-	c.senders.delta[k]++
-}
-
 // prefixEnd returns the first key after every key with prefix p.
 func prefixEnd(p []byte) []byte {
 	end := append([]byte(nil), p...)
@@ -502,9 +418,9 @@ type ackedItem struct {
 // message among them, ack by ack in seq order: after every enqueue of the
 // batch, as the router expects.
 func (c *committer) ackAll(acks []*store.Ack) error {
-	if len(c.senders.n) > 0 {
+	if len(c.senders.N) > 0 {
 		for _, a := range acks {
-			c.senders.forgetDevice(a.Device) // its items go: count again
+			c.senders.ForgetDevice(a.Device) // its items go: count again
 		}
 	}
 	per := make([][]ackedItem, len(acks))

@@ -80,39 +80,3 @@ func (qc *queueCounts) apply(delta map[store.DeviceAddr]int64) {
 		}
 	}
 }
-
-// A sender's share of a device's queue, counted only once the queue is at
-// least a share long (rare in honest use), then kept in memory and
-// forgotten whenever the device's items go, as store/sqlite does
-// (share.go there).
-type senderKey struct {
-	dev    store.DeviceAddr
-	sender string
-}
-
-type senderCounts struct {
-	n     map[senderKey]int64
-	delta map[senderKey]int64
-}
-
-func (s *senderCounts) forgetDevice(d store.DeviceAddr) {
-	for k := range s.n {
-		if k.dev == d {
-			delete(s.n, k)
-		}
-	}
-	for k := range s.delta {
-		if k.dev == d {
-			delete(s.delta, k)
-		}
-	}
-}
-
-func (s *senderCounts) applyDelta() {
-	for k, v := range s.delta {
-		if _, ok := s.n[k]; ok {
-			s.n[k] += v
-		}
-	}
-	s.delta = nil
-}

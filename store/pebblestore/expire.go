@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 // Expire implements store.Store: items, shared records and deduplication
@@ -89,7 +90,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 		return 0, fmt.Errorf("pebblestore: expire: %w", err)
 	}
 	s.counts.apply(delta)
-	s.senders = senderCounts{}
+	s.senders = batchrules.SenderCounts{}
 	return n, nil
 }
 

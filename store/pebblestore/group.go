@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 // A group message or change is stored once, as a shared record (header,
@@ -85,7 +86,7 @@ func (c *committer) devicesOf(users []string) ([]store.DeviceAddr, error) {
 }
 
 func (c *committer) groupSend(g *store.GroupSend) error {
-	if g.Err = checkGroupSend(g.To); g.Err != nil {
+	if g.Err = batchrules.CheckGroupSend(g.To); g.Err != nil {
 		return nil
 	}
 	var err error
@@ -128,25 +129,11 @@ func (c *committer) groupSend(g *store.GroupSend) error {
 	default:
 		g.Sent, g.Queued = time.Unix(0, c.now), queued
 		for _, m := range queued {
-			c.queuedFrom(m.To, g.From.User)
+			c.senders.QueuedFrom(m.To, g.From.User)
 		}
 		return nil
 	}
 	return c.releaseClientID(g.From, g.ClientID, g.Expires)
-}
-
-func checkGroupSend(to []store.DeviceAddr) error {
-	if len(to) == 0 {
-		return errors.New("store: group send to no device")
-	}
-	seen := make(map[store.DeviceAddr]struct{}, len(to))
-	for _, d := range to {
-		if _, dup := seen[d]; dup {
-			return fmt.Errorf("store: group send names %s/%d twice", d.User, d.Device)
-		}
-		seen[d] = struct{}{}
-	}
-	return nil
 }
 
 var errNoDevice = errors.New("no such device")

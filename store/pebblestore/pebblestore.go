@@ -29,6 +29,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 	"github.com/magpie-im/magpie/store/sqlite"
 )
 
@@ -56,7 +57,7 @@ type Store struct {
 	wmu     sync.Mutex
 	nextSeq uint64
 	counts  queueCounts
-	senders senderCounts
+	senders batchrules.SenderCounts
 	space   space
 
 	// mu is held shared by every operation and exclusively by Close.

@@ -40,9 +40,9 @@ import (
 func (c *committer) ackAll(acks []*store.Ack) error {
 	per := make([][]ackedItem, len(acks))
 	small := make([]int, 0, len(acks))
-	if len(c.senders.n) > 0 {
+	if len(c.senders.N) > 0 {
 		for _, a := range acks {
-			c.senders.forgetDevice(a.Device) // its items go: count again
+			c.senders.ForgetDevice(a.Device) // its items go: count again
 		}
 	}
 	for i, a := range acks {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 // Commit implements store.Store. Enqueue and Ack results are reset at the
@@ -54,7 +55,7 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 // rest one by one with ErrStorageFull; with no acknowledgements it
 // returns full.
 func (s *Store) commitAcks(ctx context.Context, b *store.Batch, full error) error {
-	resetResults(b)
+	batchrules.ResetResults(b)
 	if len(b.Acks) == 0 {
 		return full
 	}
@@ -64,25 +65,17 @@ func (s *Store) commitAcks(ctx context.Context, b *store.Batch, full error) erro
 		}
 		return err
 	}
-	for _, g := range b.GroupChanges {
-		g.Err = store.ErrStorageFull
-	}
-	for _, e := range b.Enqueues {
-		e.Err = store.ErrStorageFull
-	}
-	for _, g := range b.GroupSends {
-		g.Err = store.ErrStorageFull
-	}
+	batchrules.RefuseAllButAcks(b)
 	return nil
 }
 
 // commit is Commit's one transaction.
 func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
-	resetResults(b)
+	batchrules.ResetResults(b)
 	defer func() {
 		if err != nil {
-			resetResults(b)
-			s.senders = senderCounts{} // counted inside the failed transaction
+			batchrules.ResetResults(b)
+			s.senders = batchrules.SenderCounts{} // counted inside the failed transaction
 		}
 	}()
 
@@ -129,31 +122,8 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	s.counts.apply(c.delta)
-	s.senders.applyDelta()
+	s.senders.ApplyDelta()
 	return nil
-}
-
-func resetResults(b *store.Batch) {
-	for _, g := range b.GroupChanges {
-		if g != nil {
-			g.Err, g.Queued = nil, nil
-		}
-	}
-	for _, e := range b.Enqueues {
-		if e != nil {
-			e.Err, e.Duplicate, e.Sent, e.Queued = nil, false, time.Time{}, nil
-		}
-	}
-	for _, g := range b.GroupSends {
-		if g != nil {
-			g.Err, g.Duplicate, g.Sent, g.Queued, g.Full = nil, false, time.Time{}, nil, nil
-		}
-	}
-	for _, a := range b.Acks {
-		if a != nil {
-			a.Receipts = nil
-		}
-	}
 }
 
 // Statements used by Commit, prepared once when the store opens (prepareCommit).
@@ -279,7 +249,7 @@ type committer struct {
 	counts *queueCounts               // as of the last commit
 	delta  map[store.DeviceAddr]int64 // this transaction's changes to counts
 	// senders is the counted parts of queues by sender (share.go).
-	senders *senderCounts
+	senders *batchrules.SenderCounts
 	// exists caches deviceExists. No other transaction can remove a device
 	// while this one holds the write lock.
 	exists map[store.DeviceAddr]bool
@@ -357,12 +327,6 @@ func (c *committer) queryRow(i int, args ...any) (*sql.Row, error) {
 	return st.QueryRowContext(c.ctx, args...), nil
 }
 
-type recipient struct {
-	id    uint32
-	regID uint32
-	keyed bool // has registration id, signed prekey and last-resort Kyber prekey
-}
-
 func (c *committer) enqueue(e *store.Enqueue) error {
 	// Duplicate check first: a resend of an accepted message must be
 	// answered as such even if the recipient's queue is now full.
@@ -423,13 +387,13 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	}
 	var payloads map[uint32][]byte
 	if e.Devices != nil {
-		if rcpts, payloads, e.Err = matchDevices(e, rcpts); e.Err != nil {
+		if rcpts, payloads, e.Err = batchrules.MatchDevices(e, rcpts); e.Err != nil {
 			return nil
 		}
 	}
 	if e.QueueLimit > 0 {
 		for _, r := range rcpts {
-			if c.queued(store.DeviceAddr{User: e.To, Device: r.id}) >= int64(e.QueueLimit) {
+			if c.queued(store.DeviceAddr{User: e.To, Device: r.Device}) >= int64(e.QueueLimit) {
 				e.Err = store.ErrQueueFull
 				return nil
 			}
@@ -437,7 +401,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	}
 	if e.SenderShare > 0 && e.To != e.From.User {
 		for _, r := range rcpts {
-			over, err := c.overShare(store.DeviceAddr{User: e.To, Device: r.id}, e.From.User, e.SenderShare)
+			over, err := c.overShare(store.DeviceAddr{User: e.To, Device: r.Device}, e.From.User, e.SenderShare)
 			if err != nil {
 				return err
 			}
@@ -451,7 +415,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	queued := make([]store.Message, 0, len(rcpts))
 	for _, r := range rcpts {
 		m := store.Message{
-			To:       store.DeviceAddr{User: e.To, Device: r.id},
+			To:       store.DeviceAddr{User: e.To, Device: r.Device},
 			Kind:     store.KindMessage,
 			From:     e.From,
 			ClientID: e.ClientID,
@@ -460,7 +424,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 			Expires:  fromNS(ns(e.Expires)),
 		}
 		if payloads != nil {
-			m.Payload = payloads[r.id]
+			m.Payload = payloads[r.Device]
 		}
 		payload := m.Payload
 		if payload == nil {
@@ -470,7 +434,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 			return err
 		}
 		c.delta[m.To]++
-		c.queuedFrom(m.To, e.From.User)
+		c.senders.QueuedFrom(m.To, e.From.User)
 		queued = append(queued, m)
 	}
 	e.Sent = fromNS(c.now)
@@ -478,52 +442,7 @@ func (c *committer) enqueueClaimed(e *store.Enqueue) error {
 	return nil
 }
 
-// matchDevices checks a per-device enqueue against the recipient's devices
-// (Sesame: the sender must encrypt to every current device, and only to
-// them). The expected set is every device with keys, less the sending device
-// when writing to one's own account.
-func matchDevices(e *store.Enqueue, all []recipient) ([]recipient, map[uint32][]byte, error) {
-	expected := make(map[uint32]recipient)
-	for _, r := range all {
-		if r.keyed && !(e.To == e.From.User && r.id == e.From.Device) {
-			expected[r.id] = r
-		}
-	}
-	var mm store.MismatchError
-	payloads := make(map[uint32][]byte, len(e.Devices))
-	for _, d := range e.Devices {
-		r, ok := expected[d.Device]
-		_, dup := payloads[d.Device]
-		switch {
-		case !ok || dup:
-			mm.Extra = append(mm.Extra, d.Device)
-		case r.regID != d.RegistrationID:
-			mm.Stale = append(mm.Stale, d.Device)
-		}
-		payloads[d.Device] = d.Payload
-	}
-	var rcpts []recipient
-	for _, r := range all {
-		if _, ok := expected[r.id]; !ok {
-			continue
-		}
-		if _, named := payloads[r.id]; !named {
-			mm.Missing = append(mm.Missing, r.id)
-		}
-		rcpts = append(rcpts, r)
-	}
-	if mm.Missing != nil || mm.Extra != nil || mm.Stale != nil {
-		return nil, nil, &mm
-	}
-	if len(rcpts) == 0 && e.To != e.From.User {
-		// Nobody to send to: no device of the recipient has keys yet. (A
-		// copy to one's own account with no other device is simply empty.)
-		return nil, nil, store.ErrNoKeys
-	}
-	return rcpts, payloads, nil
-}
-
-func (c *committer) recipients(user string) ([]recipient, error) {
+func (c *committer) recipients(user string) ([]batchrules.Recipient, error) {
 	st, err := c.stmt(stRecipients)
 	if err != nil {
 		return nil, err
@@ -533,10 +452,10 @@ func (c *committer) recipients(user string) ([]recipient, error) {
 		return nil, fmt.Errorf("recipients: %w", err)
 	}
 	defer rows.Close()
-	var rs []recipient
+	var rs []batchrules.Recipient
 	for rows.Next() {
-		var r recipient
-		if err := rows.Scan(&r.id, &r.regID, &r.keyed); err != nil {
+		var r batchrules.Recipient
+		if err := rows.Scan(&r.Device, &r.RegistrationID, &r.Keyed); err != nil {
 			return nil, fmt.Errorf("recipients: %w", err)
 		}
 		rs = append(rs, r)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 // A group message or change is stored once, as a row of shared (sender,
@@ -138,7 +139,7 @@ func (c *committer) devicesOf(users []string) ([]store.DeviceAddr, error) {
 // groupSend queues g, or sets g.Err and writes nothing. Its client id is
 // claimed in the same records as an Enqueue's (enqueue).
 func (c *committer) groupSend(g *store.GroupSend) error {
-	if g.Err = checkGroupSend(g.To); g.Err != nil {
+	if g.Err = batchrules.CheckGroupSend(g.To); g.Err != nil {
 		return nil
 	}
 	var err error
@@ -146,22 +147,6 @@ func (c *committer) groupSend(g *store.GroupSend) error {
 		return err
 	}
 	return c.groupSendClaimed(g)
-}
-
-// checkGroupSend checks what a GroupSend's caller promises: some devices,
-// none twice.
-func checkGroupSend(to []store.DeviceAddr) error {
-	if len(to) == 0 {
-		return errors.New("store: group send to no device")
-	}
-	seen := make(map[store.DeviceAddr]struct{}, len(to))
-	for _, d := range to {
-		if _, dup := seen[d]; dup {
-			return fmt.Errorf("store: group send names %s/%d twice", d.User, d.Device)
-		}
-		seen[d] = struct{}{}
-	}
-	return nil
 }
 
 // groupSendClaimed queues g, whose client id is claimed, for each device
@@ -205,7 +190,7 @@ func (c *committer) groupSendClaimed(g *store.GroupSend) error {
 	default:
 		g.Sent, g.Queued = fromNS(c.now), queued
 		for _, m := range queued {
-			c.queuedFrom(m.To, g.From.User)
+			c.senders.QueuedFrom(m.To, g.From.User)
 		}
 		return nil
 	}

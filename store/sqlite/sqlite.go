@@ -30,6 +30,7 @@ import (
 
 	"github.com/magpie-im/magpie/internal/flock"
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 // Options configure Open. The zero value is usable.
@@ -75,7 +76,7 @@ type Store struct {
 	reserve reserve
 	// senders is the counted parts of queues by sender (share.go),
 	// guarded by wmu like counts.
-	senders senderCounts
+	senders batchrules.SenderCounts
 	// lock is held open, with an exclusive flock, while the store is open:
 	// the counts are only right if no other process writes the queue.
 	lock *os.File
@@ -618,7 +619,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 		return 0, fmt.Errorf("sqlite: expire: commit: %w", err)
 	}
 	s.counts.apply(delta)
-	s.senders = senderCounts{} // items went: count again when needed
+	s.senders = batchrules.SenderCounts{} // items went: count again when needed
 	return int(n), nil
 }
 
@@ -650,13 +651,7 @@ func expiredPerDevice(ctx context.Context, tx *sql.Tx, where string, t int64, de
 }
 
 // Recipient is one device of a user as a send to the user sees it.
-type Recipient struct {
-	Device         uint32
-	RegistrationID uint32
-	// Keyed: the device has uploaded its registration id, signed prekey
-	// and last-resort Kyber prekey, so a per-device send must include it.
-	Keyed bool
-}
+type Recipient = batchrules.Recipient
 
 // Recipients returns user's devices in id order (none for an unknown
 // user). It is for a store that keeps queues elsewhere (store/pebblestore)
