@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/flynn/noise"
 )
 
 // Conn is an established link: Noise transport messages (rev. 34 §5.1) over
@@ -34,7 +32,7 @@ type Conn struct {
 	maxMsg       int
 
 	// Read side, owned by the reading goroutine.
-	rx    *noise.CipherState
+	rx    *cipherState
 	hdr   [hdrSize + minFrameLen]byte // a frame's length prefix and the start of its body
 	rbuf  *[]byte                     // pooled buffer backing the last returned message
 	reasm reassembler
@@ -43,7 +41,7 @@ type Conn struct {
 	// Write side, guarded by wmu. Encryption happens under the lock so the
 	// nonce order equals the byte order on the wire.
 	wmu  sync.Mutex
-	tx   *noise.CipherState
+	tx   *cipherState
 	werr error
 	ka   atomic.Pointer[time.Timer] // keepalive; nil if disabled
 
@@ -63,7 +61,7 @@ type Conn struct {
 	closeErr  error
 }
 
-func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config) *Conn {
+func newConn(conn net.Conn, tx, rx *cipherState, peer [32]byte, cfg Config) *Conn {
 	c := &Conn{
 		conn:         conn,
 		peer:         peer,
