@@ -4,44 +4,18 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/magpie-im/magpie/internal/gatedconn"
 )
 
-// gatedConn counts Write calls and, while hold is set, makes each write
-// wait for it to be closed: a kernel send buffer that is full.
-type gatedConn struct {
-	net.Conn
-	mu      sync.Mutex
-	writes  int
-	hold    chan struct{}
-	entered chan struct{} // one value per write that began waiting on hold
-}
-
-func (g *gatedConn) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	g.writes++
-	hold := g.hold
-	g.mu.Unlock()
-	if hold != nil {
-		g.entered <- struct{}{}
-		<-hold
-	}
-	return g.Conn.Write(p)
-}
-
-func (g *gatedConn) count() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.writes
-}
-
-// gatedPair is linkPair with the client's transport wrapped in a gatedConn.
-func gatedPair(t *testing.T) (cli, srv *Conn, g *gatedConn) {
+// gatedPair is linkPair with the client's transport wrapped in a
+// gatedconn.Conn.
+func gatedPair(t *testing.T) (cli, srv *Conn, g *gatedconn.Conn) {
 	t.Helper()
 	cli, srv = wrappedPair(t, Config{}, Config{}, func(raw net.Conn) net.Conn {
-		g = &gatedConn{Conn: raw, entered: make(chan struct{}, 1)}
+		g = gatedconn.New(raw)
 		return g
 	})
 	return cli, srv, g
@@ -50,13 +24,13 @@ func gatedPair(t *testing.T) (cli, srv *Conn, g *gatedConn) {
 // A message written while the link is idle goes out at once, in one write.
 func TestSingleWriteGoesOutAtOnce(t *testing.T) {
 	cli, srv, g := gatedPair(t)
-	before := g.count()
+	before := g.Writes()
 	if err := cli.WriteMessage([]byte("alone")); err != nil {
 		t.Fatal(err)
 	}
 	// WriteMessage returned, so its bytes were handed to the transport
 	// (not left for a later write or a timer).
-	if n := g.count() - before; n != 1 {
+	if n := g.Writes() - before; n != 1 {
 		t.Fatalf("%d writes for one message, want 1", n)
 	}
 	if m, err := srv.ReadMessage(); err != nil || string(m) != "alone" {
@@ -69,18 +43,12 @@ func TestSingleWriteGoesOutAtOnce(t *testing.T) {
 func TestConcurrentWritesCoalesce(t *testing.T) {
 	cli, srv, g := gatedPair(t)
 	const waiting = 8
-	before := g.count()
+	before := g.Writes()
 
-	hold := make(chan struct{})
-	g.mu.Lock()
-	g.hold = hold
-	g.mu.Unlock()
+	release := g.HoldNext()
 	errs := make(chan error, waiting+1)
 	go func() { errs <- cli.WriteMessage([]byte("first")) }()
-	<-g.entered // the first write is in the transport, blocked
-	g.mu.Lock()
-	g.hold = nil // later writes pass straight through
-	g.mu.Unlock()
+	<-g.Entered // the first write is in the transport, blocked
 
 	want := map[string]bool{}
 	for i := range waiting {
@@ -101,13 +69,13 @@ func TestConcurrentWritesCoalesce(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	close(hold)
+	release()
 	for range waiting + 1 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := g.count() - before; n != 2 {
+	if n := g.Writes() - before; n != 2 {
 		t.Fatalf("%d writes, want 2: the blocked one, then all %d waiting messages in one", n, waiting)
 	}
 	if m, err := srv.ReadMessage(); err != nil || string(m) != "first" {
