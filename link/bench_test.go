@@ -76,8 +76,8 @@ func BenchmarkFrameCodec(b *testing.B) {
 		b.Run(byteSize(size), func(b *testing.B) {
 			suite, _ := newSuite()
 			var key [32]byte
-			tx := noise.UnsafeNewCipherState(suite, key, 0)
-			rx := noise.UnsafeNewCipherState(suite, key, 0)
+			tx := newCipherState(noise.UnsafeNewCipherState(suite, key, 0))
+			rx := newCipherState(noise.UnsafeNewCipherState(suite, key, 0))
 			r := reassembler{max: defaultMaxMessageSize}
 			msg := pattern(size, 1)
 			b.SetBytes(int64(size))

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/flynn/noise"
 )
 
 // Conn is an established link: Noise transport messages (rev. 34 §5.1) over
@@ -34,18 +32,26 @@ type Conn struct {
 	maxMsg       int
 
 	// Read side, owned by the reading goroutine.
-	rx    *noise.CipherState
+	rx    *cipherState
 	hdr   [hdrSize + minFrameLen]byte // a frame's length prefix and the start of its body
 	rbuf  *[]byte                     // pooled buffer backing the last returned message
 	reasm reassembler
 	rerr  error
 
 	// Write side, guarded by wmu. Encryption happens under the lock so the
-	// nonce order equals the byte order on the wire.
-	wmu  sync.Mutex
-	tx   *noise.CipherState
-	werr error
-	ka   atomic.Pointer[time.Timer] // keepalive; nil if disabled
+	// nonce order equals the byte order on the wire; the write itself does
+	// not hold it (see WriteMessages).
+	wmu     sync.Mutex
+	wdone   sync.Cond // on wmu: a write has ended (written or werr moved)
+	tx      *cipherState
+	werr    error
+	out     []*[]byte // sealed, not yet being written: pooled chunks
+	spare   []*[]byte // the other half of out's double buffer
+	sealed  uint64    // batches sealed into out (or written) so far
+	written uint64    // batches written so far
+	writing bool      // a write to conn is under way; at most one is
+	outArr  [2][2]*[]byte
+	ka      atomic.Pointer[time.Timer] // keepalive; nil if disabled
 
 	// pongDue is when an answer to the last ping is due (unix ns), 0 when
 	// no ping waits for one. The keepalive sets it; the reader clears it
@@ -63,7 +69,7 @@ type Conn struct {
 	closeErr  error
 }
 
-func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config) *Conn {
+func newConn(conn net.Conn, tx, rx *cipherState, peer [32]byte, cfg Config) *Conn {
 	c := &Conn{
 		conn:         conn,
 		peer:         peer,
@@ -76,6 +82,8 @@ func newConn(conn net.Conn, tx, rx *noise.CipherState, peer [32]byte, cfg Config
 		tx:           tx,
 		reasm:        reassembler{max: cfg.MaxMessageSize},
 	}
+	c.wdone.L = &c.wmu
+	c.out, c.spare = c.outArr[0][:0], c.outArr[1][:0]
 	if c.keepalive > 0 {
 		// A timer, not a goroutine: an idle connection costs no stack.
 		// Atomic: a short interval can fire before AfterFunc returns.
@@ -275,49 +283,58 @@ func (c *Conn) WriteMessage(p []byte) error {
 // WriteMessages sends several application messages, in order, with a single
 // write (writev) to the transport where possible. Safe for concurrent use;
 // the messages of one call are not interleaved with other writers'.
+//
+// Concurrent writers are coalesced: frames sealed while another caller's
+// write is in the kernel go out together in the next write, issued by
+// one of the waiting callers as soon as that write returns. A caller alone
+// writes at once; nothing ever waits for company.
 func (c *Conn) WriteMessages(ps [][]byte) error {
-	total := 0
 	for _, p := range ps {
 		if len(p) > c.maxMsg {
 			return fmt.Errorf("link: write %d bytes (max %d): %w", len(p), c.maxMsg, ErrMessageTooLarge)
 		}
-		total += wireSize(len(p))
 	}
 	if len(ps) == 0 {
 		return nil
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(ps, total, frameDataLast)
+	return c.writeFrames(ps, frameDataLast)
 }
 
-// writeLocked encrypts ps into pooled buffers (header and ciphertext
-// contiguous) and writes them in one call. typ is the type of each message's
-// last frame (data, or a control type for tests and keepalive).
-func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
+// writeFrames seals ps and returns once their bytes have been written. typ
+// is the type of each message's last frame (data, or a control type for
+// tests).
+func (c *Conn) writeFrames(ps [][]byte, typ byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.sealLocked(ps, typ); err != nil {
+		return err
+	}
+	mine := c.sealed
+	for c.written < mine {
+		switch {
+		case c.werr != nil:
+			return c.werr
+		case c.writing:
+			c.wdone.Wait()
+		default:
+			c.flushLocked()
+		}
+	}
+	return nil
+}
+
+// sealLocked encrypts ps onto the end of c.out, header and ciphertext
+// contiguous, in pooled chunks, and counts them as one more sealed batch.
+// Sealing under wmu, in the order the bytes join c.out, keeps the nonce
+// order equal to the byte order on the wire.
+func (c *Conn) sealLocked(ps [][]byte, typ byte) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	var chunkArr [4]*[]byte
-	chunks := chunkArr[:0]
-	defer func() {
-		for _, b := range chunks {
-			putBuf(b)
-		}
-	}()
-	var cur []byte
-	next := func(need int) {
-		if cur != nil && cap(cur)-len(cur) >= need {
-			return
-		}
-		if cur != nil {
-			*chunks[len(chunks)-1] = cur
-		}
-		bp := getBuf(min(total, largeBufSize))
-		chunks = append(chunks, bp)
-		cur = (*bp)[:0]
+	total := 0
+	for _, p := range ps {
+		total += wireSize(len(p))
 	}
-	var err error
 	for _, p := range ps {
 		for first := true; first || len(p) > 0; first = false {
 			n := min(len(p), maxFrameBody)
@@ -326,45 +343,86 @@ func (c *Conn) writeLocked(ps [][]byte, total int, typ byte) error {
 				t = frameDataMore
 			}
 			need := hdrSize + 1 + n + tagSize
-			next(need)
-			if cur, err = sealFrame(c.tx, cur, t, p[:n]); err != nil {
+			cur := c.chunkFor(need, total)
+			var err error
+			if *cur, err = sealFrame(c.tx, *cur, t, p[:n]); err != nil {
 				return c.failWrite(err)
 			}
 			total -= need
 			p = p[n:]
 		}
 	}
-	*chunks[len(chunks)-1] = cur
+	c.sealed++
+	return nil
+}
+
+// chunkFor returns the chunk of c.out to seal a frame of need bytes into:
+// the last one if it has room, else a new pooled buffer sized for what is
+// left to seal (rest).
+func (c *Conn) chunkFor(need, rest int) *[]byte {
+	if k := len(c.out); k > 0 {
+		if last := c.out[k-1]; cap(*last)-len(*last) >= need {
+			return last
+		}
+	}
+	bp := getBuf(min(rest, largeBufSize))
+	*bp = (*bp)[:0]
+	c.out = append(c.out, bp)
+	return bp
+}
+
+// flushLocked writes everything sealed so far in one write (one writev
+// when it spans chunks) and wakes the callers waiting for it. wmu is held
+// on entry and exit but not during the write, so that other callers can
+// seal the next batch meanwhile.
+func (c *Conn) flushLocked() {
+	c.writing = true
+	batch, upTo := c.out, c.sealed
+	c.out = c.spare[:0]
+	c.wmu.Unlock()
 
 	if c.writeTimeout > 0 {
 		c.conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
-	if len(chunks) == 1 {
-		_, err = c.conn.Write(*chunks[0])
+	var err error
+	if len(batch) == 1 {
+		_, err = c.conn.Write(*batch[0])
 	} else {
-		bufs := make(net.Buffers, len(chunks))
-		for i, b := range chunks {
+		bufs := make(net.Buffers, len(batch))
+		for i, b := range batch {
 			bufs[i] = *b
 		}
 		_, err = bufs.WriteTo(c.conn)
 	}
-	if err != nil {
-		return c.failWrite(err)
-	}
-	if c.writeTimeout > 0 {
+	if err == nil && c.writeTimeout > 0 {
 		// Disarm the deadline's timer: left armed, it fires WriteTimeout
 		// later on every connection that has gone quiet, waking an idle
 		// server once per keepalive answered.
 		c.conn.SetWriteDeadline(time.Time{})
 	}
-	if ka := c.ka.Load(); ka != nil && !c.closed.Load() {
-		ka.Reset(c.keepaliveDelay())
+	for i, b := range batch {
+		putBuf(b)
+		batch[i] = nil
 	}
-	return nil
+	if err == nil {
+		if ka := c.ka.Load(); ka != nil && !c.closed.Load() {
+			ka.Reset(c.keepaliveDelay())
+		}
+	}
+
+	c.wmu.Lock()
+	c.writing = false
+	c.spare = batch[:0]
+	if err != nil {
+		c.failWrite(err)
+	} else {
+		c.written = upTo
+	}
+	c.wdone.Broadcast()
 }
 
 // failWrite makes a write error sticky: after a partial write or a consumed
-// nonce the stream can't be resumed, so the link is closed.
+// nonce the stream can't be resumed, so the link is closed. wmu is held.
 func (c *Conn) failWrite(err error) error {
 	switch {
 	case errors.Is(err, ErrNonceExhausted):
@@ -386,11 +444,14 @@ func (c *Conn) failWrite(err error) error {
 // deadlock until WriteTimeout). A ping with PongTimeout set also makes an
 // answer due (pongDue) before it is written, so the answer cannot come
 // before the expectation.
-func (c *Conn) sendControl(typ byte) (locked bool) {
+func (c *Conn) sendControl(typ byte) (sent bool) {
 	if !c.wmu.TryLock() {
 		return false
 	}
 	defer c.wmu.Unlock()
+	if c.writing {
+		return false
+	}
 	if c.werr != nil || c.closed.Load() {
 		return true
 	}
@@ -410,7 +471,11 @@ func (c *Conn) sendControl(typ byte) (locked bool) {
 		}
 	}
 	var empty [1][]byte
-	c.writeLocked(empty[:], wireSize(0), typ)
+	if c.sealLocked(empty[:], typ) == nil {
+		// No write is under way, so nobody else will: write now (with
+		// whatever else has been sealed meanwhile, if anything).
+		c.flushLocked()
+	}
 	return true
 }
 

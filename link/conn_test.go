@@ -270,10 +270,7 @@ func TestConcurrentWriters(t *testing.T) {
 
 func TestUnknownFrameType(t *testing.T) {
 	cli, srv := linkPair(t, Config{}, Config{})
-	cli.wmu.Lock()
-	err := cli.writeLocked([][]byte{[]byte("x")}, wireSize(1), 9)
-	cli.wmu.Unlock()
-	if err != nil {
+	if err := cli.writeFrames([][]byte{[]byte("x")}, 9); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := srv.ReadMessage(); !errors.Is(err, ErrInvalidFrame) {

@@ -47,7 +47,10 @@
 // before each frame. An idle Conn holds no buffers: read buffers come from a
 // sync.Pool once a header has arrived and go back at the next ReadMessage;
 // write buffers (header and ciphertext contiguous, one write, or one writev
-// for a batch) are returned after the write.
+// for a batch) are returned after the write. Frames that concurrent writers
+// seal while a write is in the kernel leave together in the next write;
+// each is still its own Noise message, so coalescing is invisible on the
+// wire except in how the bytes are split into segments.
 //
 // # Probe resistance
 //

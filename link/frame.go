@@ -107,7 +107,7 @@ func wireSize(n int) int {
 // sealFrame appends hdr || Encrypt(type || body) to dst, encrypting in place.
 // The caller guarantees cap(dst)-len(dst) >= hdrSize+1+len(body)+tagSize so
 // the AEAD never reallocates (that would break the in-place layout).
-func sealFrame(cs *noise.CipherState, dst []byte, typ byte, body []byte) ([]byte, error) {
+func sealFrame(cs *cipherState, dst []byte, typ byte, body []byte) ([]byte, error) {
 	off := len(dst)
 	dst = append(dst, 0, 0, typ)
 	dst = append(dst, body...)
@@ -125,7 +125,7 @@ func sealFrame(cs *noise.CipherState, dst []byte, typ byte, body []byte) ([]byte
 
 // openFrame decrypts one transport message in place and splits it into type
 // and body.
-func openFrame(cs *noise.CipherState, msg []byte) (typ byte, body []byte, err error) {
+func openFrame(cs *cipherState, msg []byte) (typ byte, body []byte, err error) {
 	if len(msg) < minFrameLen {
 		return 0, nil, ErrInvalidFrame
 	}

@@ -109,8 +109,8 @@ func FuzzReadMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var key [32]byte
 		suite, _ := newSuite()
-		tx := noise.UnsafeNewCipherState(suite, key, 0)
-		rx := noise.UnsafeNewCipherState(suite, key, 0)
+		tx := newCipherState(noise.UnsafeNewCipherState(suite, key, 0))
+		rx := newCipherState(noise.UnsafeNewCipherState(suite, key, 0))
 		var wire []byte
 		parseFrames(data, func(typ byte, body []byte) bool {
 			body = body[:min(len(body), maxFrameBody)]

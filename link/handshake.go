@@ -106,7 +106,7 @@ func client(conn net.Conn, key KeyPair, serverKey [32]byte, hello []byte, cfg Co
 	// write reports that.
 	conn.SetDeadline(time.Time{})
 	// Split (§5.2): the first CipherState is initiator→responder.
-	return newConn(conn, cs1, cs2, serverKey, cfg), reply, nil
+	return newConn(conn, newCipherState(cs1), newCipherState(cs2), serverKey, cfg), reply, nil
 }
 
 // noAnswer maps "server said nothing" outcomes to ErrHandshakeTimeout. A
@@ -183,7 +183,7 @@ func Server(conn net.Conn, key KeyPair, cfg Config, accept func(peer [32]byte, h
 	}
 	conn.SetDeadline(time.Time{}) // as in client: a dead conn shows up on first use
 	// Split (§5.2): the first CipherState is initiator→responder, our rx.
-	return newConn(conn, cs2, cs1, peer, cfg), nil
+	return newConn(conn, newCipherState(cs2), newCipherState(cs1), peer, cfg), nil
 }
 
 // readFirst reads the length-prefixed IK first message from r and processes

@@ -75,11 +75,21 @@ func serve(ln net.Listener, cfg Config, reply []byte, acceptErr error) <-chan se
 // linkPair returns a connected client and server over loopback TCP.
 func linkPair(t testing.TB, ccfg, scfg Config) (cli, srv *Conn) {
 	t.Helper()
+	return wrappedPair(t, ccfg, scfg, nil)
+}
+
+// wrappedPair is linkPair with the client's transport passed through wrap
+// (if not nil) before the handshake.
+func wrappedPair(t testing.TB, ccfg, scfg Config, wrap func(net.Conn) net.Conn) (cli, srv *Conn) {
+	t.Helper()
 	ln := listen(t)
 	ch := serve(ln, scfg, []byte("welcome"), nil)
 	raw, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		raw = wrap(raw)
 	}
 	cli, _, err = Client(raw, testClientKey, testServerKey.Public, []byte("hello"), ccfg)
 	if err != nil {

@@ -55,9 +55,11 @@ type conn struct {
 
 	mu      sync.Mutex
 	idle    sync.Cond // signalled when writing becomes false
-	outbox  [][]byte
-	queued  int // bytes in outbox
-	held    int // bytes in outbox and in the batch being written (the server's budget)
+	outbox  []*[]byte // marshalled frames, in frameBufs' buffers
+	spare   []*[]byte // the other half of outbox's double buffer
+	wbatch  [][]byte  // the batch being written, as WriteMessages takes it (writer only)
+	queued  int       // bytes in outbox
+	held    int       // bytes in outbox and in the batch being written (the server's budget)
 	writing bool
 	closed  bool
 
@@ -445,11 +447,7 @@ func (c *conn) send(id uint64, req *wire.SendRequest) {
 			if !e.Duplicate {
 				c.s.cfg.Metrics.in()
 			}
-			c.respond(&wire.Response{Id: id, Body: &wire.Response_Send{Send: &wire.SendResponse{
-				ServerTimeMs: e.Sent.UnixMilli(),
-				Duplicate:    e.Duplicate,
-				Devices:      uint32(len(e.Queued)),
-			}}})
+			c.respondSend(id, e.Sent, e.Duplicate, len(e.Queued))
 		}
 	})
 }
@@ -472,7 +470,7 @@ func (c *conn) sendEphemeral(id uint64, to string, cid [store.ClientIDSize]byte,
 			return
 		}
 	}
-	c.respond(&wire.Response{Id: id, Body: &wire.Response_Send{Send: &wire.SendResponse{ServerTimeMs: now.UnixMilli(), Devices: uint32(n)}}})
+	c.respondSend(id, now, false, n)
 }
 
 func (c *conn) storeErr(id uint64, user string, err error) {
@@ -511,13 +509,52 @@ func (c *conn) respondErr(id uint64, code wire.ErrorCode, msg string, retryMs ui
 	c.respond(&wire.Response{Id: id, Error: &wire.Error{Code: code, Message: msg, RetryAfterMs: retryMs}})
 }
 
+// sendAnswer is a send's answer with its frame, in one allocation instead
+// of five: enqueue marshals it at once and keeps no reference to it.
+type sendAnswer struct {
+	frame wire.ServerFrame
+	body  wire.ServerFrame_Response
+	resp  wire.Response
+	send  wire.Response_Send
+	ok    wire.SendResponse
+}
+
+// respondSend answers a send that was taken: stored (or a duplicate),
+// or, for an ephemeral one, handed to devices online.
+func (c *conn) respondSend(id uint64, at time.Time, duplicate bool, devices int) {
+	a := new(sendAnswer)
+	a.ok.ServerTimeMs, a.ok.Duplicate, a.ok.Devices = at.UnixMilli(), duplicate, uint32(devices)
+	a.send.Send = &a.ok
+	a.resp.Id, a.resp.Body = id, &a.send
+	a.body.Response = &a.resp
+	a.frame.Body = &a.body
+	c.enqueue(&a.frame)
+}
+
 func (c *conn) respond(r *wire.Response) {
 	c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Response{Response: r}})
 }
 
+// pushFrame is a push's frame with the parts a queued item needs in one
+// allocation instead of seven: enqueue marshals it at once and keeps no
+// reference to it.
+type pushFrame struct {
+	frame    wire.ServerFrame
+	body     wire.ServerFrame_Push
+	push     wire.Push
+	env      wire.Push_Envelope
+	envelope wire.Envelope
+	rcpt     wire.Push_Receipt
+	receipt  wire.Receipt
+	addr     wire.DeviceAddress
+}
+
 // Push implements router.Mailbox.
 func (c *conn) Push(p router.Push) bool {
-	var push wire.Push
+	pf := new(pushFrame)
+	pf.frame.Body = &pf.body
+	pf.body.Push = &pf.push
+	push := &pf.push
 	switch {
 	case p.KeysLow != nil:
 		push.Body = &wire.Push_KeysLow{KeysLow: wireCounts(*p.KeysLow)}
@@ -538,21 +575,23 @@ func (c *conn) Push(p router.Push) bool {
 		push.Body = &wire.Push_Envelope{Envelope: env}
 	case p.Message.Kind == store.KindReceipt:
 		m := p.Message
-		push.Body = &wire.Push_Receipt{Receipt: &wire.Receipt{
-			Seq:             m.Seq,
-			ClientMessageId: m.ClientID[:],
-			Recipient:       &wire.DeviceAddress{User: m.From.User, Device: m.From.Device},
-			DeliveredMs:     m.Sent.UnixMilli(),
-		}}
+		pf.addr.User, pf.addr.Device = m.From.User, m.From.Device
+		r := &pf.receipt
+		r.Seq = m.Seq
+		r.ClientMessageId = m.ClientID[:]
+		r.Recipient = &pf.addr
+		r.DeliveredMs = m.Sent.UnixMilli()
+		pf.rcpt.Receipt = r
+		push.Body = &pf.rcpt
 	default:
 		m := p.Message
-		env := &wire.Envelope{
-			Seq:             m.Seq,
-			Sender:          &wire.DeviceAddress{User: m.From.User, Device: m.From.Device},
-			ClientMessageId: m.ClientID[:],
-			Payload:         m.Payload,
-			ServerTimeMs:    m.Sent.UnixMilli(),
-		}
+		pf.addr.User, pf.addr.Device = m.From.User, m.From.Device
+		env := &pf.envelope
+		env.Seq = m.Seq
+		env.Sender = &pf.addr
+		env.ClientMessageId = m.ClientID[:]
+		env.Payload = m.Payload
+		env.ServerTimeMs = m.Sent.UnixMilli()
 		switch m.Kind {
 		case store.KindGroupMessage:
 			env.GroupId = m.Group[:]
@@ -560,9 +599,10 @@ func (c *conn) Push(p router.Push) bool {
 			env.GroupId = m.Group[:]
 			env.Kind = wire.EnvelopeKind_ENVELOPE_KIND_GROUP_CHANGE
 		}
-		push.Body = &wire.Push_Envelope{Envelope: env}
+		pf.env.Envelope = env
+		push.Body = &pf.env
 	}
-	ok := c.enqueue(&wire.ServerFrame{Body: &wire.ServerFrame_Push{Push: &push}})
+	ok := c.enqueue(&pf.frame)
 	if ok && (p.Message != nil || p.Ephemeral != nil) {
 		c.s.cfg.Metrics.out(p.Ephemeral != nil)
 	}
@@ -576,23 +616,28 @@ func (c *conn) Superseded() { c.close() }
 // never blocks: a client that does not read is dropped once its outbox
 // exceeds MaxOutbox (its queued messages stay in the store).
 func (c *conn) enqueue(f *wire.ServerFrame) bool {
-	b, err := wire.Marshal(nil, f)
+	bp := frameBufs.Get().(*[]byte)
+	b, err := wire.Marshal((*bp)[:0], f)
 	if err != nil {
+		putFrameBuf(bp)
 		c.s.log.Error("encoding frame", "err", err)
 		return false
 	}
+	*bp = b
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		putFrameBuf(bp)
 		return false
 	}
 	if c.queued+len(b) > c.s.cfg.MaxOutbox {
 		c.mu.Unlock()
+		putFrameBuf(bp)
 		c.s.log.Info("client not reading; dropping connection", "remote", c.nc.RemoteAddr().String(), "user", c.dev.User, "queued", c.queued, "frame", len(b))
 		c.close()
 		return false
 	}
-	c.outbox = append(c.outbox, b)
+	c.outbox = append(c.outbox, bp)
 	c.queued += len(b)
 	c.held += len(b)
 	if c.s.unsent.Add(int64(len(b))) > c.s.cfg.MaxUnsent {
@@ -618,23 +663,52 @@ func (c *conn) flush() {
 	for {
 		c.mu.Lock()
 		batch, n := c.outbox, c.queued
-		c.outbox, c.queued = nil, 0
 		if len(batch) == 0 || c.lc == nil {
 			c.writing = false
 			c.idle.Broadcast()
 			c.mu.Unlock()
 			return
 		}
+		c.outbox, c.spare, c.queued = c.spare[:0], nil, 0
 		c.mu.Unlock()
-		err := c.lc.WriteMessages(batch)
+		for _, bp := range batch {
+			c.wbatch = append(c.wbatch, *bp)
+		}
+		err := c.lc.WriteMessages(c.wbatch)
+		// The link has sealed (copied) every frame: the buffers are free.
+		clear(c.wbatch)
+		c.wbatch = c.wbatch[:0]
+		for i, bp := range batch {
+			putFrameBuf(bp)
+			batch[i] = nil
+		}
 		c.mu.Lock()
 		c.held -= n
+		if !c.closed {
+			c.spare = batch[:0]
+		}
 		c.mu.Unlock()
 		c.s.unsent.Add(-int64(n))
 		if err != nil {
 			c.close()
 		}
 	}
+}
+
+// frameBufs holds the buffers frames are marshalled into, from enqueue
+// until the link has sealed them: one allocation fewer per frame.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1536); return &b }}
+
+// maxPooledFrame bounds the buffers kept in frameBufs, so that one large
+// frame (a 256 KiB payload) does not stay pinned in the pool.
+const maxPooledFrame = 16 << 10
+
+func putFrameBuf(bp *[]byte) {
+	if cap(*bp) > maxPooledFrame {
+		return
+	}
+	*bp = (*bp)[:0]
+	frameBufs.Put(bp)
 }
 
 // stopReading makes the reader return (graceful shutdown) while leaving the
@@ -681,7 +755,10 @@ func (c *conn) close() {
 	c.closed = true
 	c.s.unsent.Add(-int64(c.queued)) // a batch being written is let go by its writer
 	c.held -= c.queued
-	c.outbox, c.queued = nil, 0
+	for _, bp := range c.outbox {
+		putFrameBuf(bp)
+	}
+	c.outbox, c.spare, c.queued = nil, nil, 0
 	c.idle.Broadcast()
 	// A parked descriptor leaves the poller before it is closed (see
 	// netpoll.Waiter.Cancel); its reader then runs to clean up.

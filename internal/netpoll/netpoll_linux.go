@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -304,14 +305,13 @@ func (p *Poller) sweep() {
 // returning, so the caller's next Read sets its own. With d <= 0 it only
 // looks, and leaves the deadline alone.
 func WaitReadable(nc net.Conn, rc syscall.RawConn, d time.Duration) (bool, error) {
-	var b [1]byte
 	readable := false
 	if d <= 0 {
 		// Only look: no deadline to set and clear (each is a runtime
 		// timer operation, which adds up over thousands of keepalives).
 		err := rc.Control(func(fd uintptr) {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			readable = !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)
+			err := peek(fd)
+			readable = err != unix.EAGAIN && err != unix.EINTR
 		})
 		return readable, err
 	}
@@ -319,8 +319,7 @@ func WaitReadable(nc net.Conn, rc syscall.RawConn, d time.Duration) (bool, error
 		return false, err
 	}
 	err := rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		if err := peek(fd); err == unix.EAGAIN || err == unix.EINTR {
 			return false // wait in the runtime's poller
 		}
 		readable = true // bytes, end of stream or an error: the read will tell
@@ -334,4 +333,14 @@ func WaitReadable(nc net.Conn, rc syscall.RawConn, d time.Duration) (bool, error
 		return false, err
 	}
 	return readable, nil
+}
+
+// peek looks for one byte on fd without taking it or blocking, and returns
+// the error number (0 if there was a byte, or the end of the stream). A
+// raw recvfrom with no address buffer: unix.Recvfrom allocates one, and
+// its byte, on every call, which is once per request on a busy server.
+func peek(fd uintptr) unix.Errno {
+	var b byte
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b)), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno
 }
