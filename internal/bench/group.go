@@ -88,7 +88,11 @@ type GroupOptions struct {
 	// Store, if set, is the server's SQLite file (DATA/magpie.db), opened
 	// read-only: the report then carries the bytes stored per message,
 	// measured with StoreMessages messages held undelivered.
-	Store         string
+	Store string
+	// StoreUsage, if set instead, reports the bytes the store holds, for a
+	// server in the same process (tests): a Pebble store cannot be read
+	// by another process while the server has it open.
+	StoreUsage    func(context.Context) (int64, error)
 	StoreMessages int // default 200
 	// Progress, if set, gets one line a second while sending.
 	Progress io.Writer
@@ -432,9 +436,9 @@ func RunGroup(ctx context.Context, inv invite.Invite, o GroupOptions) (*GroupRep
 		}
 	}
 	switch {
-	case o.Store != "" && r.Missing > 0:
+	case (o.Store != "" || o.StoreUsage != nil) && r.Missing > 0:
 		r.Storage = &GroupStorage{Skipped: fmt.Sprintf("the server was still delivering (%d copies missing after the drain wait): measure at a rate it sustains", r.Missing)}
-	case o.Store != "":
+	case o.Store != "" || o.StoreUsage != nil:
 		progress("measuring storage: %d messages held undelivered", o.StoreMessages)
 		s, err := measureGroupStorage(ctx, members, groups, o, st)
 		if err != nil {
@@ -789,11 +793,18 @@ func (s *groupSender) sendAll(ctx context.Context, st *groupState, begin time.Ti
 // are read again. Then the members acknowledge again and the held copies
 // are waited for.
 func measureGroupStorage(ctx context.Context, members []*groupMember, groups []*benchGroup, o GroupOptions, st *groupState) (*GroupStorage, error) {
-	db, err := openStoreReadOnly(o.Store)
-	if err != nil {
-		return nil, err
+	usage := func(ctx context.Context) (int64, map[string]int64, string, error) {
+		n, err := o.StoreUsage(ctx)
+		return n, nil, "keys and values live in the store (Pebble's logical bytes, before compression)", err
 	}
-	defer db.Close()
+	if o.StoreUsage == nil {
+		db, err := openStoreReadOnly(o.Store)
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		usage = func(ctx context.Context) (int64, map[string]int64, string, error) { return storeUsage(ctx, db) }
+	}
 	for _, m := range members {
 		m.setHold(true)
 	}
@@ -805,7 +816,7 @@ func measureGroupStorage(ctx context.Context, members []*groupMember, groups []*
 	// Acks sent before the hold commit, and their receipts are queued,
 	// before the first reading.
 	time.Sleep(time.Second)
-	before, tables0, method, err := storeUsage(ctx, db)
+	before, tables0, method, err := usage(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -833,7 +844,7 @@ func measureGroupStorage(ctx context.Context, members []*groupMember, groups []*
 	var after int64
 	var tables1 map[string]int64
 	for try := 0; ; try++ {
-		n, t, _, err := storeUsage(ctx, db)
+		n, t, _, err := usage(ctx)
 		if err != nil {
 			return nil, err
 		}

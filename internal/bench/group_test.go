@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +31,7 @@ func TestGroup(t *testing.T) {
 		Groups: groups, Members: members, Senders: 2, Verify: -1,
 		Rate: 60, Duration: time.Second, Drain: 20 * time.Second,
 		Admin: strings.TrimPrefix(admin.URL, "http://"),
-		Store: filepath.Join(s.Dir, "magpie.db"), StoreMessages: 30,
+		StoreUsage: s.Store.LiveBytes, StoreMessages: 30,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -69,7 +69,7 @@ and after; then the members acknowledge again.`,
 	f.IntVar(&o.Inflight, "inflight", 64, "unacknowledged sends allowed per sender")
 	f.DurationVar(&o.Drain, "drain", 10*time.Second, "how long to wait for copies and receipts after the last send")
 	f.StringVar(&o.Admin, "admin", "", "the server's admin listener (host:port): report its CPU time per delivered copy")
-	f.StringVar(&o.Store, "store", "", "the server's SQLite file (DATA/magpie.db): report the bytes stored per message")
+	f.StringVar(&o.Store, "store", "", "the server's SQLite file (DATA/magpie.db) of a server run with --store sqlite: report the bytes stored per message")
 	f.IntVar(&o.StoreMessages, "store-messages", 200, "messages held undelivered for the storage measurement")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	g.addJSON(c)

@@ -195,3 +195,27 @@ func (s *Store) CountPayload(ctx context.Context, payload []byte) (int, error) {
 	}
 	return n, it.Close()
 }
+
+// LiveBytes is the size of every key and value the queue database holds:
+// what it stores, before Pebble's compression and apart from its log and
+// not yet compacted deletions. It reads the whole database.
+func (s *Store) LiveBytes(ctx context.Context) (int64, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		n += int64(len(it.Key()) + len(v))
+	}
+	return n, it.Close()
+}
