@@ -30,7 +30,7 @@ func TestGroup(t *testing.T) {
 	r, err := RunGroup(ctx, s.Invite, GroupOptions{
 		Groups: groups, Members: members, Senders: 2, Verify: -1,
 		Rate: 60, Duration: time.Second, Drain: 20 * time.Second,
-		Admin: strings.TrimPrefix(admin.URL, "http://"),
+		Admin:      strings.TrimPrefix(admin.URL, "http://"),
 		StoreUsage: s.Store.LiveBytes, StoreMessages: 30,
 	})
 	if err != nil {
