@@ -51,6 +51,7 @@ type Store struct {
 	log  *slog.Logger
 	db   *pebble.DB
 	recp recipientCache
+	keys deviceCache
 
 	// wmu serializes Commit and Expire: each reads what the last one
 	// wrote, and assigns the next seqs.
@@ -217,13 +218,24 @@ func (s *Store) enter() error {
 // CreateUser implements store.Store.
 func (s *Store) CreateUser(ctx context.Context, name string, key [store.KeySize]byte, now time.Time) (store.Device, error) {
 	defer s.recp.forget(name)
+	defer s.keys.forget(key)
 	return s.Store.CreateUser(ctx, name, key, now)
 }
 
 // AddDevice registers another device for user (sqlite.Store.AddDevice).
 func (s *Store) AddDevice(ctx context.Context, user string, key [store.KeySize]byte, now time.Time) (store.Device, error) {
 	defer s.recp.forget(user)
+	defer s.keys.forget(key)
 	return s.Store.AddDevice(ctx, user, key, now)
+}
+
+// DeviceByKey implements store.Store, from a cache (recipients.go).
+func (s *Store) DeviceByKey(ctx context.Context, key [store.KeySize]byte) (store.Device, error) {
+	if err := s.enter(); err != nil {
+		return store.Device{}, err
+	}
+	defer s.mu.RUnlock()
+	return s.keys.get(ctx, s.Store, key)
 }
 
 // SetKeys implements store.Store.

@@ -1,6 +1,7 @@
 package pebblestore_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -42,4 +43,52 @@ func TestConformance(t *testing.T) {
 			},
 		}
 	})
+}
+
+// A key looked up before it was registered is found once it is: the
+// handshake's device cache forgets what it found missing (with the
+// registration racing lookups, which the race detector watches).
+func TestDeviceCacheSeesRegistrations(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	k1, k2 := [store.KeySize]byte{1}, [store.KeySize]byte{2}
+	for _, k := range [][store.KeySize]byte{k1, k2} {
+		if _, err := s.DeviceByKey(ctx, k); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("DeviceByKey of an unknown key: %v, want ErrNotFound", err)
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // lookups racing the registrations
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				s.DeviceByKey(ctx, k1)
+				s.DeviceByKey(ctx, k2)
+			}
+		}
+	}()
+	if _, err := s.CreateUser(ctx, "alice", k1, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddDevice(ctx, "alice", k2, now); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
+	for i, k := range [][store.KeySize]byte{k1, k2} {
+		d, err := s.DeviceByKey(ctx, k)
+		if err != nil || d.User != "alice" || d.Device != uint32(i+1) {
+			t.Errorf("DeviceByKey after registering device %d: %+v, %v", i+1, d, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeviceByKey(ctx, k1); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("DeviceByKey on a closed store: %v, want ErrClosed", err)
+	}
 }
