@@ -19,7 +19,7 @@ import (
 
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
-	"github.com/magpie-im/magpie/store/sqlite"
+	"github.com/magpie-im/magpie/store/pebblestore"
 )
 
 func TestCrashLedger(t *testing.T) {
@@ -300,7 +300,7 @@ func TestCrashServerProcess(t *testing.T) {
 	if err != nil {
 		die(err)
 	}
-	st, err := sqlite.Open(filepath.Join(dir, "magpie.db"), sqlite.Options{})
+	st, err := pebblestore.Open(dir, pebblestore.Options{}) // the server's default store
 	if err != nil {
 		die(err)
 	}
