@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -90,5 +91,80 @@ func TestDeviceCacheSeesRegistrations(t *testing.T) {
 	}
 	if _, err := s.DeviceByKey(ctx, k1); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("DeviceByKey on a closed store: %v, want ErrClosed", err)
+	}
+}
+
+// liveBytes reads what the store holds.
+func liveBytes(t *testing.T, s *pebblestore.Store) int64 {
+	t.Helper()
+	n, err := s.LiveBytes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Nothing is left behind: a refused send writes nothing that stays (its
+// dedup claim and that claim's expiry index go with it), and once
+// everything has expired, Expire removes every item, receipt, group record
+// and dedup record with its index entries, including a dedup record that
+// a later send took over.
+func TestNothingLeftBehind(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	for i, u := range []string{"alice", "bob"} {
+		if _, err := s.CreateUser(ctx, u, [store.KeySize]byte{byte(i + 1)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(b *store.Batch) {
+		t.Helper()
+		if err := s.Commit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	empty := liveBytes(t, s)
+
+	refused := &store.Enqueue{From: dev("alice", 1), ClientID: [16]byte{9}, To: "nobody", Payload: []byte("x"), Expires: now.Add(time.Hour)}
+	commit(&store.Batch{Now: now, Enqueues: []*store.Enqueue{refused}})
+	if !errors.Is(refused.Err, store.ErrNotFound) {
+		t.Fatalf("send to nobody: %v", refused.Err)
+	}
+	if n := liveBytes(t, s); n != empty {
+		t.Errorf("a refused send left %d bytes behind", n-empty)
+	}
+
+	// A message, acked (a receipt), a group send, a group change, and a
+	// dedup record taken over after it expired but before Expire ran.
+	short, long := now.Add(time.Minute), now.Add(time.Hour)
+	m := &store.Enqueue{From: dev("alice", 1), ClientID: [16]byte{1}, To: "bob", Payload: []byte("hi"), Expires: short}
+	g := &store.GroupSend{From: dev("alice", 1), ClientID: [16]byte{2}, Group: [16]byte{5}, Payload: []byte("group"), To: []store.DeviceAddr{dev("bob", 1), dev("alice", 1)}, Expires: long}
+	gc := &store.GroupChange{From: dev("alice", 1), Group: [16]byte{5}, Change: []byte("c"), State: []byte("s"), Notify: []string{"bob"}, Expires: long}
+	commit(&store.Batch{Now: now, Enqueues: []*store.Enqueue{m}, GroupSends: []*store.GroupSend{g}, GroupChanges: []*store.GroupChange{gc}})
+	a := &store.Ack{Device: dev("bob", 1), Seqs: []uint64{m.Queued[0].Seq}, Expires: long}
+	commit(&store.Batch{Now: now, Acks: []*store.Ack{a}})
+	later := short.Add(time.Second)
+	again := &store.Enqueue{From: dev("alice", 1), ClientID: [16]byte{1}, To: "bob", Payload: []byte("hi again"), Expires: long}
+	commit(&store.Batch{Now: later, Enqueues: []*store.Enqueue{again}})
+	if again.Duplicate || again.Err != nil {
+		t.Fatalf("a send reusing an expired client id: duplicate %v, %v", again.Duplicate, again.Err)
+	}
+	resend := &store.Enqueue{From: dev("alice", 1), ClientID: [16]byte{1}, To: "bob", Payload: []byte("hi again"), Expires: long}
+	commit(&store.Batch{Now: later, Enqueues: []*store.Enqueue{resend}})
+	if !resend.Duplicate {
+		t.Fatal("a resend of the send that took the expired client id over was not a duplicate")
+	}
+
+	if _, err := s.Expire(ctx, long.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.QueueDepth(ctx); err != nil || n != 0 {
+		t.Errorf("QueueDepth after everything expired: %d, %v", n, err)
+	}
+	// The group's head and log stay (they are the group, not queue items),
+	// and so does the next seq (a 2-byte key, 8 bytes).
+	kept := int64(len("g")+16+8+len("s")) + int64(len("l")+16+8+len("c")) + 2 + 8
+	if n := liveBytes(t, s); n != empty+kept {
+		t.Errorf("after everything expired the store holds %d bytes beyond the group and the next seq, want 0", n-empty-kept)
 	}
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"UnknownRecipientIsolated", testUnknownRecipient},
 		{"QueueLimit", testQueueLimit},
 		{"QueueLimitAnyDeviceFull", testQueueLimitAnyDevice},
+		{"QueueLimitCountsStoredAndBatch", testQueueLimitStoredAndBatch},
 		{"AckCreatesReceipt", testAckReceipt},
 		{"AckOtherDeviceIgnored", testAckOtherDevice},
 		{"LargeAckOfOtherDeviceOfSameUserIgnored", testLargeAckSameUserOtherDevice},
@@ -490,6 +491,25 @@ func testUnknownRecipient(t *testing.T, h Harness) {
 	}
 	got := pending(t, s, addr("bob", 1), 0, 10, t0)
 	checkMessages(t, "Pending(bob)", got, append(slices.Clone(es[0].Queued), es[2].Queued...))
+}
+
+// The limit counts what is stored and what the same batch queued before:
+// one stored item and two in the batch fill a limit of 3, so the batch's
+// third is refused.
+func testQueueLimitStoredAndBatch(t *testing.T, h Harness) {
+	s := h.Store
+	users(t, s, 1, "alice", "bob")
+	exp := t0.Add(day)
+	from := addr("alice", 1)
+	sendOne(t, s, t0, send(from, 1, "bob", "1", exp, 3))
+	b := []*store.Enqueue{send(from, 2, "bob", "2", exp, 3), send(from, 3, "bob", "3", exp, 3), send(from, 4, "bob", "4", exp, 3)}
+	commit(t, s, t0, b, nil)
+	if b[0].Err != nil || b[1].Err != nil {
+		t.Fatalf("the second and third items at limit 3: %v, %v; want both queued", b[0].Err, b[1].Err)
+	}
+	if !errors.Is(b[2].Err, store.ErrQueueFull) {
+		t.Fatalf("the fourth item at limit 3 (one stored, two earlier in its batch): Err=%v, want ErrQueueFull", b[2].Err)
+	}
 }
 
 func testQueueLimit(t *testing.T, h Harness) {
