@@ -168,3 +168,31 @@ func TestNothingLeftBehind(t *testing.T) {
 		t.Errorf("after everything expired the store holds %d bytes beyond the group and the next seq, want 0", n-empty-kept)
 	}
 }
+
+// Device 255's queue keys end in 0xff, where the end of a key range is
+// not the last byte plus one: its items are found, and no other device's.
+func TestDevice255Queue(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := s.CreateUser(ctx, "bob", [store.KeySize]byte{1}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateUser(ctx, "alice", [store.KeySize]byte{2}, now); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 256; i++ {
+		if _, err := s.AddDevice(ctx, "bob", [store.KeySize]byte{byte(i), byte(i >> 8), 3}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &store.Enqueue{From: dev("alice", 1), ClientID: [16]byte{1}, To: "bob", Payload: []byte("to every device"), Expires: now.Add(time.Hour)}
+	if err := s.Commit(ctx, &store.Batch{Now: now, Enqueues: []*store.Enqueue{e}}); err != nil || e.Err != nil || len(e.Queued) != 256 {
+		t.Fatalf("send to 256 devices: %v, %v, %d queued", err, e.Err, len(e.Queued))
+	}
+	for _, d := range []uint32{255, 256, 1} {
+		ms, err := s.Pending(ctx, dev("bob", d), 0, 10, now)
+		if err != nil || len(ms) != 1 || ms[0].To != dev("bob", d) || string(ms[0].Payload) != "to every device" {
+			t.Errorf("bob/%d pending: %+v, %v; want its one copy", d, ms, err)
+		}
+	}
+}

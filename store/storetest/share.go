@@ -73,3 +73,24 @@ func testSenderShare(t *testing.T, h Harness) {
 		}
 	}
 }
+
+// testSenderShareCountsStoredGroupMessages: a sender's part of a queue,
+// counted from what is stored, includes its group messages.
+func testSenderShareCountsStoredGroupMessages(t *testing.T, h Harness) {
+	s := h.Store
+	users(t, s, 1, "alice", "bob")
+	alice, bob := addr("alice", 1), addr("bob", 1)
+	for i := range 2 {
+		g := groupSend(alice, 10+i, gid(1), "g", []store.DeviceAddr{bob}, t0.Add(day), 100)
+		commitBatch(t, s, &store.Batch{Now: t0, GroupSends: []*store.GroupSend{g}})
+		if g.Err != nil || len(g.Queued) != 1 {
+			t.Fatalf("group send %d: Err=%v Queued=%d", i, g.Err, len(g.Queued))
+		}
+	}
+	sendOne(t, s, t0, send(alice, 1, "bob", "m", t0.Add(day), 100))
+	over := shared(alice, 2, "bob", 3)
+	commit(t, s, t0, []*store.Enqueue{over}, nil)
+	if !errors.Is(over.Err, store.ErrSenderShare) {
+		t.Fatalf("alice holds two group messages and a message in bob's queue, share 3: Err=%v; want ErrSenderShare", over.Err)
+	}
+}

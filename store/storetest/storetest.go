@@ -101,6 +101,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"GroupDurability", testGroupDurability},
 		{"GroupFailedCommit", testGroupFailedCommit},
 		{"SenderShare", testSenderShare},
+		{"SenderShareCountsStoredGroupMessages", testSenderShareCountsStoredGroupMessages},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
