@@ -658,3 +658,19 @@ func testGroupFailedCommit(t *testing.T, h Harness) {
 		t.Errorf("the batch again: change Err=%v, send Err=%v Duplicate=%v; want both applied", c.Err, g.Err, g.Duplicate)
 	}
 }
+
+// testGroupEmptyState: a group whose state is empty (the store does not
+// read it) is created and advanced like any other.
+func testGroupEmptyState(t *testing.T, h Harness) {
+	s := h.Store
+	users(t, s, 1, "alice")
+	alice, g, exp := addr("alice", 1), gid(3), t0.Add(day)
+	for seq, change := range []string{"change 0", "change 1"} {
+		c := groupChange(alice, g, uint64(seq), change, "", exp, "alice")
+		commitBatch(t, s, &store.Batch{Now: t0, GroupChanges: []*store.GroupChange{c}})
+		if c.Err != nil {
+			t.Fatalf("change %d with an empty state: %v", seq, c.Err)
+		}
+	}
+	checkGroup(t, s, g, 1, "", "change 0", "change 1")
+}

@@ -93,4 +93,11 @@ func testSenderShareCountsStoredGroupMessages(t *testing.T, h Harness) {
 	if !errors.Is(over.Err, store.ErrSenderShare) {
 		t.Fatalf("alice holds two group messages and a message in bob's queue, share 3: Err=%v; want ErrSenderShare", over.Err)
 	}
+	// A group send is held to the share with no queue limit too.
+	g := groupSend(alice, 20, gid(1), "g", []store.DeviceAddr{bob}, t0.Add(day), 0)
+	g.SenderShare = 3
+	commitBatch(t, s, &store.Batch{Now: t0, GroupSends: []*store.GroupSend{g}})
+	if !errors.Is(g.Err, store.ErrQueueFull) || !slices.Equal(g.Full, []store.DeviceAddr{bob}) {
+		t.Fatalf("a group send at alice's share, no queue limit: Err=%v Full=%v; want bob skipped (ErrQueueFull)", g.Err, g.Full)
+	}
 }

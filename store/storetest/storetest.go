@@ -94,6 +94,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"GroupSendRefused", testGroupSendRefused},
 		{"GroupChange", testGroupChange},
 		{"GroupChangeNotices", testGroupChangeNotices},
+		{"GroupEmptyState", testGroupEmptyState},
 		{"GroupAck", testGroupAck},
 		{"GroupAckMany", testGroupAckMany},
 		{"GroupExpire", testGroupExpire},
