@@ -126,7 +126,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 		return fmt.Errorf("pebblestore: commit: %w", err)
 	}
 	s.nextSeq = c.seq
-	s.counts.apply(c.delta)
+	s.counts.Apply(c.delta)
 	s.senders.ApplyDelta()
 	return nil
 }
@@ -162,7 +162,7 @@ func (c *committer) get(key []byte) ([]byte, bool, error) {
 	return out, true, closer.Close()
 }
 
-func (c *committer) queued(d store.DeviceAddr) int64 { return c.s.counts.get(d) + c.delta[d] }
+func (c *committer) queued(d store.DeviceAddr) int64 { return c.s.counts.Get(d) + c.delta[d] }
 
 func (c *committer) recipients(user string) ([]sqlite.Recipient, error) {
 	return c.s.recp.get(c.ctx, c.s.Store, user)

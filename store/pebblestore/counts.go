@@ -3,11 +3,11 @@ package pebblestore
 import (
 	"bytes"
 	"encoding/binary"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/store/internal/batchrules"
 )
 
 func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
@@ -16,11 +16,7 @@ func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 // limit and QueueDepth: counted from the queue keys at Open, changed only
 // by a commit that is durable. Only this process writes the database
 // (sqlite.Open holds an exclusive lock on the data directory's store).
-type queueCounts struct {
-	mu    sync.Mutex
-	n     map[store.DeviceAddr]int64
-	total int64
-}
+type queueCounts struct{ batchrules.QueueCounts }
 
 func (qc *queueCounts) load(db *pebble.DB) error {
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{tQueue}, UpperBound: []byte{tQueue + 1}})
@@ -50,33 +46,6 @@ func (qc *queueCounts) load(db *pebble.DB) error {
 	if err := it.Close(); err != nil {
 		return err
 	}
-	qc.mu.Lock()
-	qc.n, qc.total = n, total
-	qc.mu.Unlock()
+	qc.Set(n, total)
 	return nil
-}
-
-func (qc *queueCounts) get(d store.DeviceAddr) int64 {
-	qc.mu.Lock()
-	defer qc.mu.Unlock()
-	return qc.n[d]
-}
-
-func (qc *queueCounts) totalNow() int64 {
-	qc.mu.Lock()
-	defer qc.mu.Unlock()
-	return qc.total
-}
-
-func (qc *queueCounts) apply(delta map[store.DeviceAddr]int64) {
-	qc.mu.Lock()
-	defer qc.mu.Unlock()
-	for d, k := range delta {
-		qc.total += k
-		if v := qc.n[d] + k; v > 0 {
-			qc.n[d] = v
-		} else {
-			delete(qc.n, d)
-		}
-	}
 }

@@ -89,7 +89,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return 0, fmt.Errorf("pebblestore: expire: %w", err)
 	}
-	s.counts.apply(delta)
+	s.counts.Apply(delta)
 	s.senders = batchrules.SenderCounts{}
 	return n, nil
 }

@@ -121,7 +121,7 @@ func (s *Store) commit(ctx context.Context, b *store.Batch) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
-	s.counts.apply(c.delta)
+	s.counts.Apply(c.delta)
 	s.senders.ApplyDelta()
 	return nil
 }
@@ -281,7 +281,7 @@ func (c *committer) deviceExists(d store.DeviceAddr) (bool, error) {
 
 // queued returns d's queue length within the transaction.
 func (c *committer) queued(d store.DeviceAddr) int64 {
-	return c.counts.get(d) + c.delta[d]
+	return c.counts.Get(d) + c.delta[d]
 }
 
 // stmt returns statement i within the transaction. The statements are

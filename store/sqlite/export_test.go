@@ -25,20 +25,19 @@ func CheckCounters(s *Store) error {
 	if err != nil {
 		return err
 	}
-	s.counts.mu.Lock()
-	defer s.counts.mu.Unlock()
+	counted, countedTotal := s.counts.Snapshot()
 	for d, n := range want {
-		if got := s.counts.n[d]; got != n {
+		if got := counted[d]; got != n {
 			return fmt.Errorf("device %s/%d: counted %d, but %d items", d.User, d.Device, got, n)
 		}
 	}
-	for d, got := range s.counts.n {
+	for d, got := range counted {
 		if _, ok := want[d]; !ok {
 			return fmt.Errorf("device %s/%d: counted %d, but no items", d.User, d.Device, got)
 		}
 	}
-	if s.counts.total != total {
-		return fmt.Errorf("total counted %d, but %d items", s.counts.total, total)
+	if countedTotal != total {
+		return fmt.Errorf("total counted %d, but %d items", countedTotal, total)
 	}
 	return nil
 }

@@ -252,5 +252,5 @@ func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer s.mu.RUnlock()
-	return s.counts.sum(), nil
+	return s.counts.Sum(), nil
 }

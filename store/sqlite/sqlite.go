@@ -618,7 +618,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: expire: commit: %w", err)
 	}
-	s.counts.apply(delta)
+	s.counts.Apply(delta)
 	s.senders = batchrules.SenderCounts{} // items went: count again when needed
 	return int(n), nil
 }
