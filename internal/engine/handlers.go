@@ -94,6 +94,11 @@ func (a *api) json(h func(http.ResponseWriter, *http.Request) (any, error)) http
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := h(w, r)
 		if err != nil {
+			if code, _ := classify(err); code == CodeInternal {
+				// An error no code describes is a bug or a broken
+				// home: the page only sees "internal", so say what.
+				a.e.opts.Client.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
 			writeError(w, err)
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -289,7 +290,10 @@ func newHome(tb testing.TB, s *servertest.Server, via string) engine.Options {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(home) })
-	opts := engine.Options{Client: client.Options{Home: home, Unlocker: client.KeyUnlocker([32]byte{9})}, Version: "browser-test"}
+	// Errors go to stderr, which go test shows when the package fails:
+	// a page sees only a status, the engine's log says why.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("home", filepath.Base(home))
+	opts := engine.Options{Client: client.Options{Home: home, Unlocker: client.KeyUnlocker([32]byte{9}), Logger: logger}, Version: "browser-test"}
 	inv := s.Invite
 	if via != "" {
 		inv.Addrs = []string{via}
