@@ -39,6 +39,23 @@ func closedSoon(c net.Conn, d time.Duration) bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
+// waitTracked waits until the server tracks conns connections, handshaking
+// of them mid-handshake: accepted in the order the test opened them.
+func waitTracked(t *testing.T, s *servertest.Server, conns, handshaking int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, h := s.Server.Tracked()
+		if c == conns && h == handshaking {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server tracks %d connections, %d mid-handshake; want %d and %d", c, h, conns, handshaking)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // dialFrom is a servertest Dial from a loopback source address.
 func dialFrom(t *testing.T, s *servertest.Server, src string) (*clientconn.Conn, error) {
 	t.Helper()
@@ -60,7 +77,7 @@ func TestConnectionsPerNetwork(t *testing.T) {
 	for _, src := range []string{"127.0.0.1", "127.0.0.7", "127.0.0.200"} { // one /24
 		held = append(held, rawFrom(t, src, s.Addr))
 	}
-	time.Sleep(100 * time.Millisecond) // accepted
+	waitTracked(t, s, 3, 3)
 	if !closedSoon(rawFrom(t, "127.0.0.9", s.Addr), time.Second) {
 		t.Fatal("a fourth connection from a network holding three was kept")
 	}
@@ -110,9 +127,9 @@ func TestConnectionsPerNetwork(t *testing.T) {
 func TestConnectionsInAll(t *testing.T) {
 	s := servertest.Start(t, server.Config{MaxConns: 2})
 	oldest := rawFrom(t, "127.0.2.1", s.Addr)
-	time.Sleep(50 * time.Millisecond) // accepted first
+	waitTracked(t, s, 1, 1) // accepted first
 	newer := rawFrom(t, "127.0.3.1", s.Addr)
-	time.Sleep(100 * time.Millisecond)
+	waitTracked(t, s, 2, 2)
 	c, err := dialFrom(t, s, "127.0.4.1")
 	if err != nil {
 		t.Fatalf("a client connecting to a server full of half-open sockets: %v", err)
@@ -127,7 +144,7 @@ func TestConnectionsInAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	newer.Close()
-	time.Sleep(100 * time.Millisecond)
+	waitTracked(t, s, 1, 0) // alice's alone
 	if _, err := dialFrom(t, s, "127.0.5.1"); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +163,7 @@ func TestOldestHandshakeMakesRoom(t *testing.T) {
 	var held []net.Conn
 	for i := range 3 {
 		held = append(held, rawFrom(t, fmt.Sprintf("127.0.%d.1", 20+i), s.Addr))
-		time.Sleep(30 * time.Millisecond) // accepted in this order
+		waitTracked(t, s, i+1, i+1) // accepted in this order
 	}
 	held[2].Write([]byte{0x16, 0x03}) // slowloris: a trickle of a first message
 	for i := range 3 {
@@ -165,9 +182,11 @@ func TestOldestHandshakeMakesRoom(t *testing.T) {
 				t.Fatalf("a socket newer than the oldest was closed (client %d)", i)
 			}
 		}
-		// The attacker fills the place again.
+		// The attacker fills the place again, once the evicted socket
+		// has gone (the honest clients stay connected).
+		waitTracked(t, s, 2+i+1, 2)
 		held = append(held, rawFrom(t, fmt.Sprintf("127.0.%d.1", 23+i), s.Addr))
-		time.Sleep(30 * time.Millisecond)
+		waitTracked(t, s, 3+i+1, 3)
 	}
 }
 
@@ -177,7 +196,11 @@ func TestUnregisteredConnectionsEnd(t *testing.T) {
 	s := servertest.Start(t, server.Config{RegisterTimeout: 300 * time.Millisecond})
 	idle := s.Dial(t, servertest.NewKey(t))
 	user := s.Register(t, "alice")
-	time.Sleep(time.Second)
+	select {
+	case <-idle.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("an unregistered connection was kept 5 s with a 300 ms register timeout")
+	}
 	if _, err := idle.Ping(ctx(t)); err == nil {
 		t.Fatal("an unregistered connection answered after the register timeout")
 	}
