@@ -114,7 +114,9 @@ func (c *Client) knownEndpoints(ctx context.Context) ([]endpoints.Endpoint, uint
 			eps = append(eps, e)
 		}
 	}
-	mem := endpoints.Memory{Good: c.lastGood(ctx), Blocked: c.times(ctx, settingBlocked)}
+	// Spread by the device key: the nodes of a cluster share out devices,
+	// and each device tries them in the same order every time.
+	mem := endpoints.Memory{Good: c.lastGood(ctx), Blocked: c.times(ctx, settingBlocked), Spread: c.key.Public[:]}
 	return endpoints.Order(eps, mem, c.PlainTCP()), version, nil
 }
 

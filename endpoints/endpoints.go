@@ -9,7 +9,10 @@
 package endpoints
 
 import (
+	"cmp"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -128,6 +131,23 @@ func Verify(s *wire.SignedEndpointList, serverKey [32]byte, now time.Time) (List
 type Memory struct {
 	Good    map[string]time.Time
 	Blocked map[string]time.Time
+	// Spread, when set, orders endpoints that are otherwise equal (same
+	// kind, same priority, never worked) by a hash of Spread and their
+	// key instead of by the list's order, so that clients with different
+	// Spread values (their device keys) share out the nodes of a cluster
+	// listed at one priority, each client always in the same order
+	// (rendezvous hashing: when a node is added or removed, only its
+	// share of clients moves).
+	Spread []byte
+}
+
+// rank is e's place for this Memory's Spread among equals: lower first.
+func (m Memory) rank(e Endpoint) uint64 {
+	h := sha256.New()
+	h.Write(m.Spread)
+	h.Write([]byte{0})
+	h.Write([]byte(e.Key()))
+	return binary.BigEndian.Uint64(h.Sum(nil))
 }
 
 // suspect reports whether e was found blocked after it last worked, and
@@ -146,7 +166,8 @@ func (m Memory) suspect(e Endpoint) (time.Time, bool) {
 //     tried last of all.
 //   - Otherwise stealthy endpoints (obfs, tls, relays) come before plain
 //     tcp, then the most recently working first, then by priority,
-//     keeping the list's order among equals.
+//     then by Memory.Spread if set, keeping the list's order among
+//     equals.
 func Order(eps []Endpoint, m Memory, plainTCP bool) []Endpoint {
 	stealthy := slices.ContainsFunc(eps, Endpoint.Stealthy)
 	out := slices.DeleteFunc(slices.Clone(eps), func(e Endpoint) bool {
@@ -172,7 +193,13 @@ func Order(eps []Endpoint, m Memory, plainTCP bool) []Endpoint {
 		if c := m.Good[b.Key()].Compare(m.Good[a.Key()]); c != 0 {
 			return c
 		}
-		return a.Priority - b.Priority
+		if a.Priority != b.Priority {
+			return a.Priority - b.Priority
+		}
+		if m.Spread != nil {
+			return cmp.Compare(m.rank(a), m.rank(b))
+		}
+		return 0
 	})
 	return out
 }

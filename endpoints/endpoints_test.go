@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,57 @@ func TestLimitsAreInclusive(t *testing.T) {
 	if _, err := ParseLink(link(4097)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("a link of 4,097 characters: %v, want ErrMalformed", err)
 	}
+}
+
+// The nodes of a cluster, listed at one priority, share out new clients:
+// each client (its Spread) always puts them in the same order, different
+// clients in different orders, and a node leaving the list moves only its
+// own clients. Priority and what worked still come first.
+func TestOrderSpread(t *testing.T) {
+	nodes := []Endpoint{
+		{Transport: "tcp", Address: "n1:7443", Priority: 100},
+		{Transport: "tcp", Address: "n2:7443", Priority: 100},
+		{Transport: "tcp", Address: "n3:7443", Priority: 100},
+	}
+	if got := Order(nodes, Memory{}, false); !slices.Equal(addrsOf(got), addrsOf(nodes)) {
+		t.Fatalf("without Spread the list's order is kept: %v", got)
+	}
+	first := map[string]int{}
+	const clients = 600
+	for i := range clients {
+		spread := []byte("device key " + strconv.Itoa(i))
+		got := Order(nodes, Memory{Spread: spread}, false)
+		if again := Order(slices.Clone(nodes), Memory{Spread: spread}, false); !slices.Equal(addrsOf(got), addrsOf(again)) {
+			t.Fatalf("client %d: %v, then %v", i, got, again)
+		}
+		first[got[0].Address]++
+		// n2 leaves: whoever did not start with it keeps its first node.
+		without := Order([]Endpoint{nodes[0], nodes[2]}, Memory{Spread: spread}, false)
+		if got[0].Address != "n2:7443" && without[0].Address != got[0].Address {
+			t.Fatalf("client %d moved from %s to %s when n2 left", i, got[0].Address, without[0].Address)
+		}
+	}
+	for _, n := range nodes {
+		if c := first[n.Address]; c < clients/3-clients/10 || c > clients/3+clients/10 {
+			t.Errorf("%s is first for %d of %d clients, want about a third: %v", n.Address, c, clients, first)
+		}
+	}
+	// A lower priority number still comes first, and so does what worked.
+	pref := append(slices.Clone(nodes), Endpoint{Transport: "tcp", Address: "n0:7443", Priority: 50})
+	worked := Memory{Spread: []byte("x"), Good: map[string]time.Time{"tcp://n3:7443": time.Now()}}
+	for i := range 50 {
+		if got := Order(pref, Memory{Spread: []byte{byte(i)}}, false); got[0].Address != "n0:7443" {
+			t.Fatalf("priority 50 after priority 100: %v", got)
+		}
+	}
+	if got := Order(nodes, worked, false); got[0].Address != "n3:7443" {
+		t.Fatalf("the node that worked is not first: %v", got)
+	}
+}
+
+func addrsOf(eps []Endpoint) (s []string) {
+	for _, e := range eps {
+		s = append(s, e.Address)
+	}
+	return s
 }
