@@ -159,7 +159,7 @@ func newTarget(inv invite.Invite, transport string) (target, error) {
 
 // dial is clientconn.Dial without the verification.
 func (t target) dial(ctx context.Context, key link.KeyPair, opts clientconn.DialOptions) (*clientconn.Conn, error) {
-	c, _, err := clientconn.DialEndpoints(ctx, t.key, t.eps, key, opts)
+	c, _, err := clientconn.DialEndpoints(ctx, t.key, spread(t.eps, key.Public[:]), key, opts)
 	return c, err
 }
 
@@ -208,4 +208,23 @@ func dialAll(ctx context.Context, inv invite.Invite, transport string, keys []li
 		return nil, first
 	}
 	return conns, nil
+}
+
+// spread orders the endpoints that share the first one's transport and
+// priority (a cluster's nodes) by the device key, as a client does
+// (endpoints.Memory.Spread), so that the load spreads over the nodes as
+// real devices do; the others keep the invite's order, after them.
+func spread(eps []endpoints.Endpoint, key []byte) []endpoints.Endpoint {
+	if len(eps) < 2 {
+		return eps
+	}
+	var same, rest []endpoints.Endpoint
+	for _, e := range eps {
+		if e.Transport == eps[0].Transport && e.Priority == eps[0].Priority {
+			same = append(same, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	return append(endpoints.Order(same, endpoints.Memory{Spread: key}, true), rest...)
 }
