@@ -42,7 +42,8 @@ type ChatOptions struct {
 	// only): keys uploaded, a session with its peer set up before the
 	// timed part, every message encrypted and decrypted (e2e.go).
 	E2E bool
-	// Admin, if set, is the server's admin listener: the report then
+	// Admin, if set, is the server's admin listener (several,
+	// comma-separated, for a cluster's nodes: their CPU is summed): the report then
 	// carries the server's CPU time per message.
 	Admin string
 	// Progress, if set, gets one line a second while sending.
@@ -160,16 +161,14 @@ func RunChat(ctx context.Context, inv invite.Invite, o ChatOptions) (*ChatReport
 	}
 	var cpu0 float64
 	if o.Admin != "" {
-		m, err := Scrape(ctx, o.Admin)
-		if err != nil {
+		if cpu0, err = serverCPU(ctx, o.Admin); err != nil {
 			return nil, fmt.Errorf("bench chat: %w", err)
 		}
-		cpu0 = m["process_cpu_seconds_total"]
 	}
 	r, err := runChat(ctx, cc, peer, o, time.Since(start))
 	if r != nil && o.Admin != "" {
-		if m, serr := Scrape(ctx, o.Admin); serr == nil && r.Acked > 0 {
-			r.ServerCPUS = m["process_cpu_seconds_total"] - cpu0
+		if cpu, serr := serverCPU(ctx, o.Admin); serr == nil && r.Acked > 0 {
+			r.ServerCPUS = cpu - cpu0
 			r.ServerCPUPerMsgUs = 1e6 * r.ServerCPUS / float64(r.Acked)
 		}
 	}
@@ -529,4 +528,18 @@ func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
 		}
 	}
 	return true
+}
+
+// serverCPU is the CPU time the servers at the admin listeners admins
+// (comma-separated: a cluster's nodes) have used, summed.
+func serverCPU(ctx context.Context, admins string) (float64, error) {
+	var sum float64
+	for _, a := range strings.Split(admins, ",") {
+		m, err := Scrape(ctx, strings.TrimSpace(a))
+		if err != nil {
+			return 0, err
+		}
+		sum += m["process_cpu_seconds_total"]
+	}
+	return sum, nil
 }

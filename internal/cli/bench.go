@@ -215,7 +215,7 @@ encrypts: with --e2e the ratios include the cost of encryption).`,
 	f.BoolVar(&o.E2E, "e2e", false, "end-to-end encrypt every message (real keys, sessions and Double Ratchet)")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	f.StringVar(&plot, "plot", "", "write throughput and latency over time to this SVG file")
-	f.StringVar(&o.Admin, "admin", "", "the server's admin listener (host:port): report its CPU time per message")
+	f.StringVar(&o.Admin, "admin", "", "the server's admin listener (host:port; a cluster's nodes comma-separated): report its CPU time per message")
 	g.addJSON(c)
 	return c
 }
@@ -420,7 +420,7 @@ each; --plot draws them against that axis (logarithmic) as SVG, and
 	f.IntVar(&o.Chat.Size, "size", 1024, "payload bytes (when the axis is clients)")
 	f.IntVar(&o.Chat.Inflight, "inflight", 64, "unacknowledged sends allowed per client")
 	f.DurationVar(&o.Chat.Drain, "drain", 10*time.Second, "how long to wait for deliveries after each run's last send")
-	f.StringVar(&o.Chat.Admin, "admin", "", "the server's admin listener: report its CPU time per message")
+	f.StringVar(&o.Chat.Admin, "admin", "", "the server's admin listener (a cluster's nodes comma-separated): report its CPU time per message")
 	f.BoolVar(&o.Baseline, "baseline", false, "also run each point against a bare loopback TCP relay")
 	f.StringVar(&plot, "plot", "", "write the curve to this SVG file")
 	f.StringVar(&title, "title", "", "the plot's title")
@@ -464,7 +464,7 @@ throughput ratio that means something (at a rate both keep up with it is
 	f.IntVar(&o.Chat.Size, "size", 1024, "payload bytes")
 	f.IntVar(&o.Chat.Inflight, "inflight", 64, "unacknowledged sends allowed per client")
 	f.DurationVar(&o.Chat.Drain, "drain", 10*time.Second, "how long to wait for deliveries after each trial's last send")
-	f.StringVar(&o.Chat.Admin, "admin", "", "the server's admin listener: report its CPU time per message")
+	f.StringVar(&o.Chat.Admin, "admin", "", "the server's admin listener (a cluster's nodes comma-separated): report its CPU time per message")
 	f.Float64Var(&o.Start, "start", 1000, "the first rate tried (messages per second)")
 	f.Float64Var(&o.Limit, "limit", 1_000_000, "the highest rate tried")
 	f.DurationVar(&o.MaxP99, "p99", 100*time.Millisecond, "the p99 send → ack latency a sustained rate stays within")
