@@ -32,13 +32,13 @@ import (
 const BinDir = "/usr/lib/postgresql/15/bin"
 
 var (
-	mu      sync.Mutex
-	cluster *server // nil until started
-	admin   string  // URL of the maintenance database
+	mu       sync.Mutex
+	cluster  *server // nil until started
+	admin    string  // URL of the maintenance database
 	setupErr error
-	started bool
-	templ   = map[string]bool{} // template databases made, by name
-	nextDB  atomic.Int64
+	started  bool
+	templ    = map[string]bool{} // template databases made, by name
+	nextDB   atomic.Int64
 )
 
 type server struct {
