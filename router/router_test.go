@@ -115,6 +115,19 @@ var (
 // given, wraps the store (to watch what the router asks of it).
 func setup(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Store) *router.Router {
 	t.Helper()
+	cfg.Store = openStore(t)
+	for _, w := range wrap {
+		cfg.Store = w(cfg.Store)
+	}
+	r := router.New(cfg)
+	t.Cleanup(r.Close)
+	return r
+}
+
+// openStore opens a store with users alice and bob; it is closed when the
+// test ends.
+func openStore(t *testing.T) store.Store {
+	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -125,13 +138,7 @@ func setup(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Stor
 			t.Fatal(err)
 		}
 	}
-	cfg.Store = st
-	for _, w := range wrap {
-		cfg.Store = w(cfg.Store)
-	}
-	r := router.New(cfg)
-	t.Cleanup(r.Close)
-	return r
+	return st
 }
 
 func send(t *testing.T, r *router.Router, payload []byte) {

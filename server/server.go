@@ -126,6 +126,15 @@ type Config struct {
 	// Metrics, if set, records what the server does (NewMetrics).
 	Metrics *Metrics
 
+	// Peers, if set, makes this server one node of a cluster whose nodes
+	// share Store (cluster/natsbus): commits here wake devices connected
+	// to other nodes, and typing, KeysLow pushes and supersedes cross
+	// between nodes (router.Peers). Close it after the server. Recheck is
+	// then how often each connected device's queue is read again whatever
+	// the peers said (router.Config.Recheck: 10 s).
+	Peers   router.Peers
+	Recheck time.Duration
+
 	// Endpoints returns the current signed endpoint list, or nil if the
 	// server publishes none (clients then know only the invite's
 	// addresses). Called per request: keep it cheap (cache and re-sign only
@@ -307,6 +316,8 @@ func New(cfg Config) (*Server, error) {
 		// its outbox may hold, so that only a client that stops reading
 		// is ever dropped.
 		WindowBytes: cfg.MaxOutbox / 2,
+		Peers:       cfg.Peers,
+		Recheck:     cfg.Recheck,
 		OnCommit: func(ops int, took time.Duration, err error) {
 			if err == nil {
 				cfg.Metrics.commit(ops, took)
