@@ -31,6 +31,17 @@ type sender struct {
 
 	mu      sync.Mutex
 	records []sendRecord
+	cl      *client.Client // while run runs
+}
+
+// endpoint is where the sender's engine is connected now ("" if not).
+func (s *sender) endpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl == nil {
+		return ""
+	}
+	return s.cl.Status().Endpoint
 }
 
 func (s *sender) open(ctx context.Context) (*client.Client, func(), error) {
@@ -52,7 +63,15 @@ func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *ato
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	s.mu.Lock()
+	s.cl = cl
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cl = nil
+		s.mu.Unlock()
+		closeClient()
+	}()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:

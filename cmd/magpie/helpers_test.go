@@ -323,7 +323,8 @@ type server struct {
 	*proc
 	data   string
 	addrs  []string
-	invite string // the banner's last line
+	extra  []string // serve's flags besides --data and --listen
+	invite string   // the banner's last line
 }
 
 var errAddrInUse = errors.New("address already in use")
@@ -332,10 +333,17 @@ var errAddrInUse = errors.New("address already in use")
 // for the invite line. It returns errAddrInUse if a port was taken.
 func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 	t.Helper()
+	return startServeWith(t, data, nil, addrs...)
+}
+
+// startServeWith is startServe with more of serve's flags.
+func startServeWith(t *testing.T, data string, extra []string, addrs ...string) (*server, error) {
+	t.Helper()
 	args := []string{"serve", "--data", data}
 	for _, a := range addrs {
 		args = append(args, "--listen", a)
 	}
+	args = append(args, extra...)
 	p := start(t, nil, args...)
 	inv, ok := p.waitLine("magpie://")
 	if !ok {
@@ -345,7 +353,7 @@ func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 		}
 		return nil, fmt.Errorf("serve printed no invite:\n%s", p)
 	}
-	return &server{proc: p, data: data, addrs: addrs, invite: inv}, nil
+	return &server{proc: p, data: data, addrs: addrs, extra: extra, invite: inv}, nil
 }
 
 // serveOnFreePort starts a server on a fresh loopback port in data,
@@ -376,7 +384,7 @@ func (s *server) restart(t *testing.T) *server {
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		ns, err := startServe(t, s.data, s.addrs...)
+		ns, err := startServeWith(t, s.data, s.extra, s.addrs...)
 		if err == nil {
 			return ns
 		}

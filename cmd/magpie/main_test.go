@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/magpie-im/magpie/internal/pgtest"
 	"github.com/magpie-im/magpie/invite"
 )
 
@@ -55,7 +56,8 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building magpie:", err)
 		return 1
 	}
-	code := m.Run()
+	// pgtest.Main stops the PostgreSQL cluster a test started, if any.
+	code := pgtest.Main(m)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
