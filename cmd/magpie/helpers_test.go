@@ -323,7 +323,7 @@ type server struct {
 	*proc
 	data   string
 	addrs  []string
-	extra  []string // serve's flags besides --data and --listen
+	extra  []string // more serve flags, kept on restart
 	invite string   // the banner's last line
 }
 
@@ -336,14 +336,13 @@ func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 	return startServeWith(t, data, nil, addrs...)
 }
 
-// startServeWith is startServe with more of serve's flags.
+// startServeWith is startServe with more serve flags.
 func startServeWith(t *testing.T, data string, extra []string, addrs ...string) (*server, error) {
 	t.Helper()
-	args := []string{"serve", "--data", data}
+	args := append([]string{"serve", "--data", data}, extra...)
 	for _, a := range addrs {
 		args = append(args, "--listen", a)
 	}
-	args = append(args, extra...)
 	p := start(t, nil, args...)
 	inv, ok := p.waitLine("magpie://")
 	if !ok {

@@ -32,6 +32,7 @@ import (
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/pebblestore"
+	"github.com/magpie-im/magpie/store/pgstore"
 	"github.com/magpie-im/magpie/store/sqlite"
 	"github.com/magpie-im/magpie/transport"
 	"github.com/magpie-im/magpie/transport/tlsws"
@@ -96,7 +97,7 @@ so even kill -9 loses none.`,
 	c.Flags().IntVar(&o.pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
 	c.Flags().IntVar(&o.pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
-	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db) or pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db)")
+	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db), pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db) or a postgres://… URL (everything in that PostgreSQL database, which several servers may share; the data directory keeps the server's keys)")
 	g.addJSON(c)
 	return c
 }
@@ -119,8 +120,23 @@ type serveOptions struct {
 
 // storeNames says what each --store keeps where, for the banner.
 var storeNames = map[string]string{
-	"pebble": "queues in Pebble, accounts in SQLite",
-	"sqlite": "SQLite, WAL",
+	"pebble":   "queues in Pebble, accounts in SQLite",
+	"sqlite":   "SQLite, WAL",
+	"postgres": "keys here; accounts and queues in PostgreSQL",
+}
+
+// isPostgresURL reports whether --store names a PostgreSQL database.
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// storeName is the banner's description of --store kind (a URL is not
+// shown: it may hold a password).
+func storeName(kind string) string {
+	if isPostgresURL(kind) {
+		return storeNames["postgres"]
+	}
+	return storeNames[kind]
 }
 
 // openStore opens the store --store names in the data directory.
@@ -135,7 +151,12 @@ func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
 	case "pebble":
 		return pebblestore.Open(data, pebblestore.Options{Logger: log})
 	}
-	return nil, usageError{fmt.Errorf("--store is sqlite or pebble, not %q", kind)}
+	if isPostgresURL(kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return pgstore.Open(ctx, kind, pgstore.Options{Logger: log})
+	}
+	return nil, usageError{errors.New("--store is sqlite, pebble or a postgres:// URL")}
 }
 
 // adminOptions is --admin and whether it was given explicitly.
@@ -424,7 +445,7 @@ func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(),
 // printBanner tells a person where the server runs and how to connect.
 func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
-	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeNames[storeKind])
+	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeName(storeKind))
 	for _, ln := range lns {
 		note := ln.note
 		if !ln.public {

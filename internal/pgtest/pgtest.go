@@ -42,8 +42,9 @@ var (
 )
 
 type server struct {
-	dir string
-	cmd *exec.Cmd
+	dir   string
+	cmd   *exec.Cmd
+	fsync bool
 }
 
 // Main runs the tests and then stops the cluster, if one was started, and
@@ -100,6 +101,15 @@ func NewDatabaseOpts(t testing.TB, name string, prepare func(url string) error, 
 		t.Fatalf("pgtest: %v", setupErr)
 	}
 	ctx := context.Background()
+	if o.Fsync && cluster != nil && !cluster.fsync {
+		// fsync is reloadable: a benchmark after the tests gets it on.
+		for _, q := range []string{"ALTER SYSTEM SET fsync = on", "ALTER SYSTEM SET full_page_writes = on", "SELECT pg_reload_conf()"} {
+			if err := exec1(ctx, admin, q); err != nil {
+				t.Fatalf("pgtest: %v", err)
+			}
+		}
+		cluster.fsync = true
+	}
 	tmpl := fmt.Sprintf("magpie_tmpl_%s_%d", name, os.Getpid())
 	if !templ[tmpl] {
 		if err := exec1(ctx, admin, "CREATE DATABASE "+tmpl); err != nil {
@@ -238,7 +248,7 @@ func start(bin string, o Options) (*server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &server{dir: dir, cmd: cmd}
+	s := &server{dir: dir, cmd: cmd, fsync: o.Fsync}
 	u := (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
 		RawQuery: url.Values{"host": {dir}}.Encode()}).String()
 	deadline := time.Now().Add(60 * time.Second)

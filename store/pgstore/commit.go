@@ -44,8 +44,8 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	if err := checkNil(b); err != nil {
-		return err
+	if err := batchrules.CheckNil(b); err != nil {
+		return fmt.Errorf("pgstore: commit: %w", err)
 	}
 	batchrules.ResetResults(b)
 	if len(b.GroupChanges)+len(b.Enqueues)+len(b.GroupSends)+len(b.Acks) == 0 {
@@ -60,30 +60,6 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 		batchrules.ResetResults(b)
 	}
 	return err
-}
-
-func checkNil(b *store.Batch) error {
-	for i, g := range b.GroupChanges {
-		if g == nil {
-			return fmt.Errorf("pgstore: commit: group change %d is nil", i)
-		}
-	}
-	for i, e := range b.Enqueues {
-		if e == nil {
-			return fmt.Errorf("pgstore: commit: enqueue %d is nil", i)
-		}
-	}
-	for i, g := range b.GroupSends {
-		if g == nil {
-			return fmt.Errorf("pgstore: commit: group send %d is nil", i)
-		}
-	}
-	for i, a := range b.Acks {
-		if a == nil {
-			return fmt.Errorf("pgstore: commit: ack %d is nil", i)
-		}
-	}
-	return nil
 }
 
 // committer applies one batch inside one transaction.
