@@ -145,7 +145,11 @@ func Connect(o Options) (*Bus, error) {
 		nats.ReconnectWait(o.ReconnectWait),
 		nats.Timeout(o.ConnectTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			b.log.Warn("cluster: disconnected from NATS; reconnecting", "err", err)
+			select {
+			case <-b.stop: // Close
+			default:
+				b.log.Warn("cluster: disconnected from NATS; reconnecting", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(b.reconnected),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
+	"github.com/magpie-im/magpie/cluster/natsbus"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/internal/signuppow"
@@ -59,7 +60,8 @@ so even kill -9 loses none.`,
 		Example: `  magpie serve
   magpie serve --data /var/lib/magpie --listen :7443 --listen tls://:443 --advertise chat.example.org:7443
   magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md
-  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder`,
+  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder
+  magpie serve --cluster nats://10.0.0.5:4222,nats://10.0.0.6:4222 --node web1   # one node of several on one shared database`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.signup != "open" && o.signup != "invite" && o.signup != "pow" {
@@ -97,6 +99,8 @@ so even kill -9 loses none.`,
 	c.Flags().IntVar(&o.pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
 	c.Flags().IntVar(&o.pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
+	c.Flags().StringVar(&o.cluster, "cluster", "", "join a cluster of nodes that share one database, through these NATS servers (nats://host:port[,nats://…]); see docs/ARCHITECTURE.md, \"Several nodes\"")
+	c.Flags().StringVar(&o.node, "node", "", "with --cluster: this node's name, in logs and as its NATS connection's name (default: the host name)")
 	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db), pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db) or a postgres://… URL (everything in that PostgreSQL database, which several servers may share; the data directory keeps the server's keys)")
 	g.addJSON(c)
 	return c
@@ -116,6 +120,7 @@ type serveOptions struct {
 	pow                  server.SignupPoW
 	memoryLimit          int64
 	store                string
+	cluster, node        string
 }
 
 // storeNames says what each --store keeps where, for the banner.
@@ -264,6 +269,19 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: o.senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
 		Metrics: server.NewMetrics(reg), SignupPoW: pow}
+	var clusterNote string
+	if o.cluster != "" {
+		// The nodes of a cluster must share their queues: the embedded
+		// stores are one machine's, so for now this is for trying it out.
+		log.Warn("--cluster: every node must use the same database; --store " + o.store + " is this node's own")
+		bus, err := natsbus.Connect(natsbus.Options{URLs: o.cluster, Node: o.node, Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		defer bus.Close() // after the server's shutdown below
+		cfg.Peers = bus
+		clusterNote = fmt.Sprintf("node %s, through NATS at %s", bus.Node(), bus.ConnectedURL())
+	}
 	if o.memoryLimit > 0 {
 		debug.SetMemoryLimit(o.memoryLimit)
 		cfg.MaxUnsent = min(server.DefaultMaxUnsent, o.memoryLimit/4)
@@ -297,11 +315,11 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 			listening = append(listening, map[string]any{"transport": ln.transport, "address": ln.Addr().String(), "public": ln.public})
 		}
 		if err := g.printJSON(map[string]any{"version": Version, "data": abs, "listening": listening,
-			"fingerprint": inv.Fingerprint(), "admin": adminAddr, "invite": pub.Invite()}); err != nil {
+			"fingerprint": inv.Fingerprint(), "admin": adminAddr, "invite": pub.Invite(), "cluster": clusterNote}); err != nil {
 			return err
 		}
 	} else {
-		g.printBanner(abs, o.store, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, pub.Invite())
+		g.printBanner(abs, o.store, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, clusterNote, pub.Invite())
 	}
 
 	errc := make(chan error, len(lns))
@@ -443,7 +461,7 @@ func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(),
 }
 
 // printBanner tells a person where the server runs and how to connect.
-func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
+func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, cluster, invite string) {
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
 	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeName(storeKind))
 	for _, ln := range lns {
@@ -456,6 +474,9 @@ func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprin
 	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", fingerprint)
 	if loopback {
 		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
+	}
+	if cluster != "" {
+		fmt.Fprintf(g.stdout, "  cluster:     %s\n", cluster)
 	}
 	if adminAddr != "" {
 		fmt.Fprintf(g.stdout, "  admin:       http://%s/metrics and /debug/pprof (keep it private)\n", adminAddr)
