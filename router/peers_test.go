@@ -222,3 +222,33 @@ func TestPeersEphemeralAndPush(t *testing.T) {
 		t.Fatalf("the sending device got %q", got)
 	}
 }
+
+// An item committed here must not be pushed ahead of one another node
+// committed before it and has not told this node about yet: a pump that
+// has pushed a later seq would never read the earlier one. So a wake
+// that comes late (here: dropped, then a Recheck) still delivers it.
+func TestPeersLateWakeAfterALocalCommit(t *testing.T) {
+	hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+	hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Wake })
+	mb := newMailbox()
+	sub := rs[0].Attach(bob, mb)
+	defer sub.Detach()
+	mustDrained(t, mb)
+	send(t, rs[1], []byte("first, on B")) // its wake is lost for now
+	send(t, rs[0], []byte("second, on A"))
+	waitIdle(t, sub)
+	hub.SetDrop(nil)
+	rs[0].Recheck() // the late news of B's commit
+	mb.waitFor(t, sub, 2)
+	var got []string
+	mb.mu.Lock()
+	for _, p := range mb.pushes {
+		if p.Message != nil {
+			got = append(got, string(p.Message.Payload))
+		}
+	}
+	mb.mu.Unlock()
+	if !slices.Equal(got, []string{"first, on B", "second, on A"}) {
+		t.Fatalf("bob was pushed %q, want both, in seq order", got)
+	}
+}

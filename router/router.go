@@ -638,7 +638,11 @@ func (s *Subscription) stop() {
 // pushes, running is set, so no pump can start and push a later item first.
 func (s *Subscription) offer(m *store.Message, now time.Time) {
 	s.mu.Lock()
-	if s.dirty || s.running || s.closed || !s.hasRoom() || m.Seq <= s.lastSeq || !m.Expires.After(now) {
+	// With peers, another node may have committed items below m.Seq that
+	// this one has not heard of yet: pushing m would put them behind the
+	// pump's cursor for good. The pump reads them all, in order, from the
+	// store, where they are visible once m is (store.Message.Seq).
+	if s.r.peers != nil || s.dirty || s.running || s.closed || !s.hasRoom() || m.Seq <= s.lastSeq || !m.Expires.After(now) {
 		s.dirty = true
 		s.mu.Unlock()
 		s.kick()

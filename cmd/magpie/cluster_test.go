@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,14 +365,25 @@ func TestClusterSurvivesTheLossOfANode(t *testing.T) {
 			}
 		}
 	}
-	bob.waitFor(t, 30*time.Second, "every message sent", func(got map[string]int) bool {
+	missing := func() []string {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		var out []string
 		for text := range attempted {
-			if got[text] == 0 {
-				return false
+			if bob.got[text] == 0 {
+				out = append(out, text)
 			}
 		}
-		return true
-	})
+		slices.Sort(out)
+		return out
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(missing()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := missing(); len(m) > 0 {
+		t.Errorf("bob was never shown %d of the %d messages sent: %v", len(m), len(attempted), m[:min(len(m), 20)])
+	}
 	bob.mu.Lock()
 	defer bob.mu.Unlock()
 	for text, n := range bob.got {
@@ -384,4 +396,10 @@ func TestClusterSurvivesTheLossOfANode(t *testing.T) {
 	}
 	t.Logf("%d sends attempted, %d acknowledged, %d failed while a node was down; bob was shown %d distinct messages",
 		len(attempted), acked, fails.Load(), len(bob.got))
+}
+
+// Nodes of a cluster must share a database: --cluster on an embedded
+// store is refused, and says what to add.
+func TestClusterNeedsASharedStore(t *testing.T) {
+	mustFail(t, []string{"--cluster needs", "--store postgres://"}, "serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--cluster", "nats://127.0.0.1:4222")
 }

@@ -180,6 +180,10 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
 	}
+	if o.cluster != "" && !isPostgresURL(o.store) {
+		// Nodes on embedded stores would each keep their own queues.
+		return usageError{errors.New("--cluster needs the nodes' shared database: add --store postgres://…")}
+	}
 	// Catch signals before anything else: a supervisor that sends SIGTERM as
 	// soon as it sees the invite must get a graceful stop, not the default
 	// action.
@@ -242,7 +246,14 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	var implicit []endpoints.Endpoint
 	for i, a := range inv.Addrs {
-		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: 100 + i})
+		p := 100 + i
+		if o.cluster != "" {
+			// The nodes (every node advertises them all) share one
+			// priority, so that devices spread over them by key
+			// (endpoints.Memory.Spread) instead of all taking the first.
+			p = 100
+		}
+		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: p})
 	}
 	for i, ln := range lns {
 		if ln.transport == transport.TCP || !ln.public {
