@@ -295,6 +295,10 @@ func New(cfg Config) (*Server, error) {
 		conns:           make(map[*conn]struct{}),
 		byNetwork:       make(map[string]int),
 	}
+	s.devices.now = cfg.Now
+	if cfg.Peers != nil {
+		s.devices.maxAge = clusterDeviceCacheAge
+	}
 	if cfg.SignupPoW != nil && cfg.SignupCodes == nil {
 		p := *cfg.SignupPoW
 		p.setDefaults()

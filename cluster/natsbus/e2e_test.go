@@ -310,3 +310,50 @@ func TestClusterSurvivesNATSFailure(t *testing.T) {
 	send(t, bob, "alice", "after too")
 	expect(t, alice.Conn, "after too", prompt)
 }
+
+// A group changed through one node is the group every node sends to: a
+// member removed through B gets nothing that bob sends through A next,
+// though A knew the group with her in it.
+func TestClusterGroupChangeSeenByEveryNode(t *testing.T) {
+	ns := natstest.Start(t)
+	c := newCluster(t)
+	a, b := c.node(t, "A", ns.ClientURL()), c.node(t, "B", ns.ClientURL())
+	bob := a.register(t, "bob")
+	carol := a.register(t, "carol")
+	alice := b.register(t, "alice")
+	gid, err := group.NewID(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, st, err := group.Create(gid, "alice", alice.id, "Harbour",
+		[]group.Member{{User: "bob", Key: bob.id.Public, Role: group.RoleMember}, {User: "carol", Key: carol.id.Public, Role: group.RoleMember}},
+		group.Settings{}, time.Now(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.GroupChange(ctx(t), gid, signed); err != nil {
+		t.Fatal(err)
+	}
+	// A loads the group, carol in it.
+	if _, err := bob.GroupSend(ctx(t), gid, clientconn.NewMessageID(), []byte("before"), false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, carol.Conn, "before", prompt)
+	expect(t, alice.Conn, "before", prompt)
+
+	remove, err := st.Propose("alice", alice.id, group.Remove{User: "carol"}, time.Now(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.GroupChange(ctx(t), gid, remove); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.GroupSend(ctx(t), gid, clientconn.NewMessageID(), []byte("after"), false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, alice.Conn, "after", prompt)
+	// What bob sends carol next comes right after her removal notice:
+	// "after" was not queued for her in between.
+	send(t, bob, "carol", "marker")
+	expect(t, carol.Conn, "marker", prompt)
+}
