@@ -524,8 +524,24 @@ func (r *Router) sweepLoop() {
 //
 // With Peers, a connection of d on another node is superseded too.
 func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
-	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int)}
+	return r.AttachAt(d, mb, 0)
+}
+
+// AttachAt is Attach for a connection whose handshake was the at-th on
+// this node: a connection that finished its handshake before the attached
+// one's (a lower at) is the stale one, and is superseded at once instead
+// of superseding it. (A device that reconnects quickly can have its old
+// connection attach after its new one, when the old one's goroutine is
+// slow to run.) Equal ats, as with Attach, supersede in call order.
+func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscription {
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), at: at}
 	r.mu.Lock()
+	if cur := r.online[d.User][d.Device]; cur != nil && at < cur.at {
+		r.mu.Unlock()
+		s.closed = true
+		mb.Superseded()
+		return s
+	}
 	devs := r.online[d.User]
 	if devs == nil {
 		devs = make(map[uint32]*Subscription)
@@ -567,6 +583,7 @@ type Subscription struct {
 	drainTok      uint64 // the token of the newest Drain
 	closed        bool
 	slot          uint32 // which of the recheck slots it is read again in (set under r.mu)
+	at            uint64 // the connection's handshake order (AttachAt)
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the

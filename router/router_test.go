@@ -213,6 +213,32 @@ func TestSupersede(t *testing.T) {
 	}
 }
 
+// A device's old connection that attaches after its newer one (its
+// goroutine ran late) is the one superseded, at once; the newer one keeps
+// the queue. Then a newer handshake supersedes as usual.
+func TestStaleConnectionAttachingLateIsSuperseded(t *testing.T) {
+	r := setup(t, router.Config{})
+	newer, older, newest := newMailbox(), newMailbox(), newMailbox()
+	sub := r.AttachAt(bob, newer, 2)
+	staleSub := r.AttachAt(bob, older, 1)
+	if !older.superseded || newer.superseded {
+		t.Fatalf("superseded: the older connection %v, the newer %v; want only the older", older.superseded, newer.superseded)
+	}
+	send(t, r, []byte("x"))
+	newer.waitFor(t, sub, 1)
+	staleSub.Detach() // what its connection does as it closes: the newer stays
+	send(t, r, []byte("y"))
+	newer.waitFor(t, sub, 2)
+	if n := len(older.messages()); n != 0 {
+		t.Fatalf("the stale connection got %d pushes", n)
+	}
+	last := r.AttachAt(bob, newest, 3)
+	defer last.Detach()
+	if !newer.superseded {
+		t.Fatal("a newer handshake did not supersede")
+	}
+}
+
 func TestEphemeralSkipsSender(t *testing.T) {
 	r := setup(t, router.Config{})
 	mb := newMailbox()

@@ -247,9 +247,10 @@ const DefaultMaxUnsent = 512 << 20
 
 // Server serves Magpie clients.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	router *router.Router
+	cfg        Config
+	log        *slog.Logger
+	router     *router.Router
+	handshakes uint64 // handshakes verified so far (handshakeDone)
 	// handshaking is the connections mid-handshake, oldest first;
 	// guarded by mu.
 	handshaking list.List
