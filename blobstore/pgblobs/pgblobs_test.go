@@ -3,11 +3,8 @@ package pgblobs_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/blobstore/blobstoretest"
@@ -15,16 +12,7 @@ import (
 	"github.com/magpie-im/magpie/internal/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.MainNoLeaks(m)) }
 
 // migrated prepares pgtest's template: the tables, as Open leaves them.
 func migrated(url string) error {
