@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/magpie-im/magpie/internal/pgtest"
 	"github.com/magpie-im/magpie/invite"
 )
 
@@ -55,7 +56,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building magpie:", err)
 		return 1
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then stops the PostgreSQL a test may have started
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
