@@ -121,7 +121,7 @@ type Config struct {
 	BundleTargetAllBurst int        // (100)
 
 	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
-	Blobs *blobstore.Store
+	Blobs blobstore.Blobs
 
 	// Metrics, if set, records what the server does (NewMetrics).
 	Metrics *Metrics

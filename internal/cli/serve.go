@@ -26,8 +26,10 @@ import (
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
 	"github.com/magpie-im/magpie/cluster/natsbus"
+	"github.com/magpie-im/magpie/blobstore/pgblobs"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/signupcodes"
+	"github.com/magpie-im/magpie/internal/signupcodes/pgcodes"
 	"github.com/magpie-im/magpie/internal/signuppow"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
@@ -53,6 +55,11 @@ Pebble (an LSM engine, in queues/), accounts and keys in SQLite (magpie.db).
 On first start it creates the server's long-term Noise key in --data; keep
 that directory (and back it up): the key is the server's identity, and every
 invite names it. It prints the invite clients need, on a line of its own.
+
+With --store postgres://…, accounts, queues, groups, attachments and
+sign-up codes are in that PostgreSQL database, which the servers of a
+cluster share; --data then keeps the server's key and endpoint list, which
+every server of the cluster needs a copy of.
 
 SIGINT or SIGTERM stop it gracefully: sends already received are committed
 and acknowledged first. A message the server has acknowledged is on disk,
@@ -101,7 +108,7 @@ so even kill -9 loses none.`,
 	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
 	c.Flags().StringVar(&o.cluster, "cluster", "", "join a cluster of nodes that share one database, through these NATS servers (nats://host:port[,nats://…]); see docs/ARCHITECTURE.md, \"Several nodes\"")
 	c.Flags().StringVar(&o.node, "node", "", "with --cluster: this node's name, in logs and as its NATS connection's name (default: the host name)")
-	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db), pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db) or a postgres://… URL (everything in that PostgreSQL database, which several servers may share; the data directory keeps the server's keys)")
+	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db), pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db) or a postgres:// URL (accounts, queues, attachments and sign-up codes in that PostgreSQL database, which several servers may share)")
 	g.addJSON(c)
 	return c
 }
@@ -127,7 +134,7 @@ type serveOptions struct {
 var storeNames = map[string]string{
 	"pebble":   "queues in Pebble, accounts in SQLite",
 	"sqlite":   "SQLite, WAL",
-	"postgres": "keys here; accounts and queues in PostgreSQL",
+	"postgres": "keys and endpoint list here; accounts, queues, attachments and sign-up codes in PostgreSQL",
 }
 
 // isPostgresURL reports whether --store names a PostgreSQL database.
@@ -144,6 +151,10 @@ func storeName(kind string) string {
 	return storeNames[kind]
 }
 
+// pgOpenTimeout bounds connecting to PostgreSQL and migrating its schema
+// at start.
+const pgOpenTimeout = time.Minute
+
 // openStore opens the store --store names in the data directory.
 func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
 	switch kind {
@@ -157,11 +168,44 @@ func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
 		return pebblestore.Open(data, pebblestore.Options{Logger: log})
 	}
 	if isPostgresURL(kind) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
 		defer cancel()
 		return pgstore.Open(ctx, kind, pgstore.Options{Logger: log})
 	}
 	return nil, usageError{errors.New("--store is sqlite, pebble or a postgres:// URL")}
+}
+
+// blobStore is an attachment store serve opens and closes.
+type blobStore interface {
+	blobstore.Blobs
+	Close() error
+}
+
+// openBlobs opens the attachment store: in the PostgreSQL database with
+// --store postgres://…, so that the servers of a cluster share
+// attachments, or else in the data directory.
+func openBlobs(kind, data string, opts blobstore.Options) (blobStore, error) {
+	if isPostgresURL(kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+		defer cancel()
+		return pgblobs.Open(ctx, kind, opts)
+	}
+	return blobstore.Open(filepath.Join(data, "blobs"), opts)
+}
+
+// openSignupCodes opens the sign-up codes where openBlobs keeps
+// attachments; close is a no-op for the data directory's.
+func openSignupCodes(kind, data string, log *slog.Logger) (codes signupcodes.Codes, close func() error, err error) {
+	if !isPostgresURL(kind) {
+		return signupcodes.Book{Dir: data}, func() error { return nil }, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+	defer cancel()
+	b, err := pgcodes.Open(ctx, kind, pgcodes.Options{Logger: log, MaxConns: 2})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b.Close, nil
 }
 
 // adminOptions is --admin and whether it was given explicitly.
@@ -271,7 +315,7 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	// --max-attachment is the file's size; the server stores it encrypted,
 	// 16 bytes per 64 KiB larger.
-	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: attach.EncryptedSize(o.maxAttachment), Quota: o.quota, TTL: ttl})
+	blobs, err := openBlobs(o.store, data, blobstore.Options{MaxSize: attach.EncryptedSize(o.maxAttachment), Quota: o.quota, TTL: ttl})
 	if err != nil {
 		return fmt.Errorf("attachment store: %w", err)
 	}
@@ -298,7 +342,12 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 		cfg.MaxUnsent = min(server.DefaultMaxUnsent, o.memoryLimit/4)
 	}
 	if o.signup == "invite" {
-		cfg.SignupCodes = signupcodes.Book{Dir: data}
+		codes, closeCodes, err := openSignupCodes(o.store, data, log)
+		if err != nil {
+			return fmt.Errorf("sign-up codes: %w", err)
+		}
+		defer closeCodes()
+		cfg.SignupCodes = codes
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
