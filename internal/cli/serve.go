@@ -25,8 +25,8 @@ import (
 
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
-	"github.com/magpie-im/magpie/cluster/natsbus"
 	"github.com/magpie-im/magpie/blobstore/pgblobs"
+	"github.com/magpie-im/magpie/cluster/natsbus"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/internal/signupcodes/pgcodes"
