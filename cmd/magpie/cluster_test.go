@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,30 +243,11 @@ func TestClusterSurvivesTheLossOfANode(t *testing.T) {
 	}
 	bob := startReceiver(t, bobHome)
 
-	ctx := t.Context()
-	stop := make(chan struct{})
-	var acks, fails atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, len(senders))
-	for _, s := range senders {
-		wg.Go(func() {
-			if err := s.run(ctx, stop, &acks, &fails); err != nil {
-				errs <- fmt.Errorf("%s: %w", s.name, err)
-			}
-		})
-	}
-	stopped := false
-	stopSenders := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wg.Wait()
-		}
-	}
-	t.Cleanup(stopSenders)
+	g := startSending(t, senders)
+	acks, fails := &g.acks, &g.fails
 
 	// Messages flow across nodes, and each device is where its key says.
-	waitCount(t, &acks, 40, "sends before the kill")
+	waitCount(t, acks, 40, "sends before the kill")
 	bob.waitFor(t, eventTimeout, "a message from each node's sender", func(got map[string]int) bool {
 		n := 0
 		for _, s := range senders[:3] {
@@ -313,7 +293,7 @@ func TestClusterSurvivesTheLossOfANode(t *testing.T) {
 	}
 	t.Logf("node 1 killed: bob on node %d after %v, alice on node %d after %v",
 		c.nodeOf(bob.endpoint())+1, bobMoved.Round(time.Millisecond), c.nodeOf(senders[0].endpoint())+1, aliceMoved.Round(time.Millisecond))
-	waitCount(t, &acks, acks.Load()+40, "sends with node 1 down")
+	waitCount(t, acks, acks.Load()+40, "sends with node 1 down")
 
 	// Node 1 comes back and rejoins: frank, whose device dials it first,
 	// writes to bob, who is on another node now.
@@ -334,24 +314,9 @@ func TestClusterSurvivesTheLossOfANode(t *testing.T) {
 	t.Logf("shutting down NATS server %s (%d clients)", victim.Name(), victim.NumClients())
 	natstest.Stop(victim)
 	natsAt := acks.Load()
-	waitCount(t, &acks, natsAt+60, "sends after a NATS server died")
+	waitCount(t, acks, natsAt+60, "sends after a NATS server died")
 
-	stopSenders()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	flushCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, s := range senders {
-		failed, err := s.flush(flushCtx)
-		if err != nil {
-			t.Fatalf("%s: flushing the outbox: %v", s.name, err)
-		}
-		for _, m := range failed {
-			t.Errorf("%s: outbox message %q refused: %v", s.name, m.Text, m.Err)
-		}
-	}
+	g.stopAndFlush(t)
 
 	// Every message attempted (acknowledged or flushed from an outbox)
 	// reaches bob's app exactly once.

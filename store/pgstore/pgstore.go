@@ -21,17 +21,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
+	"github.com/magpie-im/magpie/internal/pgkit"
 	"github.com/magpie-im/magpie/store"
 )
 
@@ -68,57 +64,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := pgxpool.ParseConfig(url)
+	// goose's default version table: the store's migrations came first.
+	pool, err := pgkit.Pool(ctx, url, opts.MaxConns, mustSub(migrations, "migrations"), "goose_db_version", log)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
-	if opts.MaxConns > 0 {
-		cfg.MaxConns = opts.MaxConns
-	}
-	if err := migrate(ctx, cfg.ConnConfig, log); err != nil {
-		return nil, fmt.Errorf("pgstore: open: %w", err)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: open: %w", err)
-	}
-	// A Commit that returns nil must survive a crash: refuse a server
-	// that acknowledges commits before they reach its disk.
-	var sc string
-	if err := pool.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&sc); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("pgstore: open: %w", err)
-	}
-	if sc == "off" {
-		pool.Close()
-		return nil, errors.New("pgstore: open: the server has synchronous_commit=off, so a commit it acknowledges can be lost; set it to on (or local, remote_write, remote_apply)")
-	}
-	log.Debug("postgres store opened", "host", cfg.ConnConfig.Host, "database", cfg.ConnConfig.Database)
+	log.Debug("postgres store opened", "host", pool.Config().ConnConfig.Host, "database", pool.Config().ConnConfig.Database)
 	return &Store{log: log, pool: pool}, nil
-}
-
-// migrate applies the embedded migrations over database/sql, as goose
-// needs, on a connection of its own.
-func migrate(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) error {
-	db := stdlib.OpenDB(*cc.Copy())
-	defer db.Close()
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(migrations, "migrations"),
-		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	res, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	for _, r := range res {
-		log.Info("postgres store schema migrated", "version", r.Source.Version, "file", r.Source.Path)
-	}
-	return nil
 }
 
 // mustSub is fs.Sub for a directory that is embedded.
@@ -153,55 +105,19 @@ func (s *Store) enter() error {
 	return nil
 }
 
-// maxAttempts bounds inTx's retries of a transaction that lost a deadlock
-// or serialization conflict to another one.
-const maxAttempts = 8
-
-// inTx runs fn in a transaction and commits it, running it again from the
-// start when PostgreSQL aborted it for a deadlock or a serialization
-// failure (another transaction, maybe of another process, won). fn must
-// reset whatever it filled in on an earlier attempt.
+// inTx runs fn in a transaction and commits it, again from the start
+// when another transaction (maybe another process's) won a deadlock or a
+// serialization conflict (pgkit.InTx); fn must reset whatever it filled
+// in on an earlier attempt.
 func (s *Store) inTx(ctx context.Context, what string, fn func(pgx.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, s.pool, fn)
-		if err == nil {
-			return nil
-		}
-		if !retryable(err) || attempt == maxAttempts {
-			return wrap(what, err)
-		}
-		s.log.Debug("postgres store: transaction retried", "op", what, "attempt", attempt, "err", err)
-		// Jittered, growing backoff so that the two losers of a deadlock do
-		// not collide again at once.
-		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
-		select {
-		case <-ctx.Done():
-			return wrap(what, ctx.Err())
-		case <-time.After(d):
-		}
+	if err := pgkit.InTx(ctx, s.pool, s.log, what, fn); err != nil {
+		return wrap(what, err)
 	}
+	return nil
 }
 
-// SQLSTATEs the store branches on.
-const (
-	codeSerialization = "40001"
-	codeDeadlock      = "40P01"
-	codeUnique        = "23505"
-	codeDiskFull      = "53100"
-)
-
-func sqlState(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
-}
-
-func retryable(err error) bool {
-	c := sqlState(err)
-	return c == codeSerialization || c == codeDeadlock
-}
+// codeUnique is the SQLSTATE of a unique violation.
+const codeUnique = "23505"
 
 // wrap adds context to err; store's sentinels pass unchanged, and a full
 // disk becomes store.ErrStorageFull.
@@ -211,7 +127,7 @@ func wrap(what string, err error) error {
 			return err
 		}
 	}
-	if sqlState(err) == codeDiskFull {
+	if pgkit.SQLState(err) == pgkit.CodeDiskFull {
 		return fmt.Errorf("pgstore: %s: %w: %w", what, store.ErrStorageFull, err)
 	}
 	return fmt.Errorf("pgstore: %s: %w", what, err)
@@ -250,7 +166,7 @@ func (s *Store) CreateUser(ctx context.Context, name string, key [store.KeySize]
 // insertDevice adds a device row; a key registered before is ErrKeyInUse.
 func insertDevice(ctx context.Context, tx pgx.Tx, user string, id int64, key [store.KeySize]byte, now time.Time) error {
 	_, err := tx.Exec(ctx, `INSERT INTO devices (user_name, id, key, created) VALUES ($1, $2, $3, $4)`, user, id, key[:], ns(now))
-	if sqlState(err) == codeUnique {
+	if pgkit.SQLState(err) == codeUnique {
 		return store.ErrKeyInUse
 	}
 	return err
