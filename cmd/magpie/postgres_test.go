@@ -28,7 +28,7 @@ func TestServePostgres(t *testing.T) {
 	if srv == nil {
 		t.Fatal("no free port after 5 tries")
 	}
-	if !strings.Contains(srv.stdout.String(), "accounts and queues in PostgreSQL") || strings.Contains(srv.stdout.String(), url) {
+	if !strings.Contains(srv.stdout.String(), "accounts, queues, attachments and sign-up codes in PostgreSQL") || strings.Contains(srv.stdout.String(), url) {
 		t.Errorf("banner should name PostgreSQL without its URL:\n%s", srv.stdout)
 	}
 	alice := newUser(t, srv, "alice")
