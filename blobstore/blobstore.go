@@ -210,39 +210,14 @@ type meta struct {
 	Digest  string `json:"digest,omitempty"` // hex SHA-256, set by Complete
 }
 
-const fetchRecordSize = 8
-
 func (m *meta) fetchedCount() int {
-	return base64.StdEncoding.DecodedLen(len(m.Fetched)) / fetchRecordSize
+	return base64.StdEncoding.DecodedLen(len(m.Fetched)) / FetchRecordSize
 }
 
 // Open opens (creating if need be, mode 0700) the store in dir, removes
 // what a crash left half made, and recomputes every owner's usage.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.MaxSize <= 0 {
-		opts.MaxSize = DefaultMaxSize
-	}
-	if opts.Quota <= 0 {
-		opts.Quota = DefaultQuota
-	}
-	if opts.TTL <= 0 {
-		opts.TTL = DefaultTTL
-	}
-	if opts.IncompleteTTL <= 0 {
-		opts.IncompleteTTL = DefaultIncompleteTTL
-	}
-	if opts.MaxIncomplete <= 0 {
-		opts.MaxIncomplete = DefaultMaxIncomplete
-	}
-	if opts.MaxFetches <= 0 {
-		opts.MaxFetches = DefaultMaxFetches
-	}
-	if opts.MinFree == 0 {
-		opts.MinFree = DefaultMinFree
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.WithDefaults()
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -414,14 +389,8 @@ func (s *Store) charge(b *blob) {
 // Create starts a blob of exactly size bytes owned by owner, reserving
 // Cost(size) of the owner's quota until the blob is deleted.
 func (s *Store) Create(owner string, size int64) (ID, error) {
-	if owner == "" || len(owner) > MaxOwnerLen {
-		return ID{}, ErrBadOwner
-	}
-	if size < 0 {
-		return ID{}, ErrBadSize
-	}
-	if size > s.opts.MaxSize {
-		return ID{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, size, s.opts.MaxSize)
+	if err := CheckCreate(s.opts, owner, size); err != nil {
+		return ID{}, err
 	}
 	if s.lowOnSpace() {
 		return ID{}, ErrNoSpace
@@ -529,17 +498,7 @@ func (s *Store) lookup(id ID, owner string) (*blob, error) {
 
 // live reports whether b can be used at now. b.mu held.
 func (s *Store) live(b *blob, now time.Time) bool {
-	if b.gone || !now.Before(b.meta.Created.Add(s.opts.TTL)) {
-		return false
-	}
-	if !b.complete {
-		return now.Before(b.lastActive.Add(s.opts.IncompleteTTL))
-	}
-	return !b.fullyFetched()
-}
-
-func (b *blob) fullyFetched() bool {
-	return b.meta.Expected > 0 && b.meta.fetchedCount() >= b.meta.Expected
+	return !b.gone && Live(s.opts, now, b.meta.Created, b.lastActive, b.complete, b.meta.Expected, b.meta.fetchedCount())
 }
 
 // Append writes data at offset, which must be the confirmed length, and
@@ -765,21 +724,21 @@ func (s *Store) Fetched(id ID, device string) error {
 	if !b.complete || !s.live(b, s.opts.Now()) {
 		return ErrNotFound
 	}
-	rec := sha256.Sum256(append(id[:], device...))
+	rec := FetchRecord(id, device)
 	records, err := base64.StdEncoding.DecodeString(b.meta.Fetched)
 	if err != nil {
 		return fmt.Errorf("blobstore: fetch records: %w", err)
 	}
-	for i := 0; i+fetchRecordSize <= len(records); i += fetchRecordSize {
-		if bytes.Equal(records[i:i+fetchRecordSize], rec[:fetchRecordSize]) {
+	for i := 0; i+FetchRecordSize <= len(records); i += FetchRecordSize {
+		if bytes.Equal(records[i:i+FetchRecordSize], rec[:]) {
 			return nil
 		}
 	}
-	if len(records)/fetchRecordSize >= s.opts.MaxFetches {
+	if len(records)/FetchRecordSize >= s.opts.MaxFetches {
 		return fmt.Errorf("%w: more fetches than the limit of %d", ErrFetches, s.opts.MaxFetches)
 	}
 	m := b.meta
-	m.Fetched = base64.StdEncoding.EncodeToString(append(records, rec[:fetchRecordSize]...))
+	m.Fetched = base64.StdEncoding.EncodeToString(append(records, rec[:]...))
 	if err := s.writeMeta(id, &m); err != nil {
 		return fmt.Errorf("blobstore: fetched: %w", err)
 	}

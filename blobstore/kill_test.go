@@ -1,4 +1,4 @@
-package blobstore
+package blobstore_test
 
 import (
 	"bufio"
@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/magpie-im/magpie/blobstore"
+	"github.com/magpie-im/magpie/blobstore/blobstoretest"
 )
 
 const (
@@ -32,7 +35,7 @@ func killData() []byte {
 // "id <id>" after Create and "ok <offset>" after every Append returns,
 // until it is killed.
 func killChild(dir string) int {
-	s, err := Open(dir, Options{})
+	s, err := blobstore.Open(dir, blobstore.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -71,7 +74,7 @@ func TestKill9(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var id ID
+	var id blobstore.ID
 	var confirmed int64
 	lines := 0
 	killed := false
@@ -83,7 +86,7 @@ func TestKill9(t *testing.T) {
 		}
 		switch f[0] {
 		case "id":
-			if id, err = ParseID(f[1]); err != nil {
+			if id, err = blobstore.ParseID(f[1]); err != nil {
 				t.Fatal(err)
 			}
 		case "ok":
@@ -113,7 +116,7 @@ func TestKill9(t *testing.T) {
 	}
 	t.Logf("killed after %d bytes confirmed", confirmed)
 
-	s := open(t, dir, Options{})
+	s := open(t, dir, blobstore.Options{})
 	have, size, complete, err := s.Status(id, "alice")
 	if err != nil {
 		t.Fatalf("Status after kill: %v", err)
@@ -124,7 +127,7 @@ func TestKill9(t *testing.T) {
 	// Finish the upload from where the store says; the digest over the
 	// whole blob proves the bytes before it are the ones sent.
 	data := killData()
-	upload(t, s, id, "alice", have, data, MaxChunk)
+	blobstoretest.Upload(t, s, id, "alice", have, data, blobstore.MaxChunk)
 	if err := s.Complete(id, "alice", sha256.Sum256(data)); err != nil {
 		t.Fatalf("Complete after kill: %v", err)
 	}

@@ -83,6 +83,16 @@ type Config struct {
 	// OnCommit, if set, hears about every batched commit (for metrics).
 	OnCommit func(ops int, took time.Duration, err error)
 
+	// Peers, if set, joins this router to the other nodes of a cluster
+	// that share its store (peers.go). Nil: a single node, at no cost.
+	Peers Peers
+	// Recheck: with Peers, how often each connected device's queue is read
+	// again whatever the peers said (10 s; negative: never), so that a
+	// wake lost between nodes delays items by at most this long. It costs
+	// one Pending read per connected device per Recheck, spread evenly
+	// over the interval.
+	Recheck time.Duration
+
 	// commitClock, if set, is the commit loop's clock for CommitDelay, so
 	// that a test (export_test.go), not the scheduler, decides whether
 	// the router is under load and when a delay runs out.
@@ -129,7 +139,10 @@ type Router struct {
 	online  map[string]map[uint32]*Subscription // user → device → subscription
 	submits sync.WaitGroup                      // senders between the closed check and the channel send
 
-	committed  []*store.Message // the committer's scratch space (deliverAll)
+	committed  []*store.Message   // the committer's scratch space (deliverAll)
+	away       []store.DeviceAddr // the committer's: devices to wake on other nodes
+	peers      Peers              // cfg.Peers
+	slots      uint32             // attaches so far, for spreading rechecks (under mu)
 	clock      commitClock
 	lastCommit time.Time // when the committer's previous commit ended
 }
@@ -177,6 +190,9 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Recheck == 0 {
+		cfg.Recheck = 10 * time.Second
+	}
 	r := &Router{
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -184,6 +200,7 @@ func New(cfg Config) *Router {
 		done:   make(chan struct{}),
 		stop:   make(chan struct{}),
 		online: make(map[string]map[uint32]*Subscription),
+		peers:  cfg.Peers,
 	}
 	r.clock = cfg.commitClock
 	if r.clock == nil {
@@ -192,6 +209,13 @@ func New(cfg Config) *Router {
 	go r.commitLoop()
 	r.sweep.Add(1)
 	go r.sweepLoop()
+	if r.peers != nil {
+		r.peers.Bind(r)
+		if cfg.Recheck > 0 {
+			r.sweep.Add(1)
+			go r.recheckLoop()
+		}
+	}
 	return r
 }
 
@@ -261,8 +285,20 @@ func (r *Router) GroupSend(gs *store.GroupSend, done func(error)) {
 }
 
 // SendEphemeral hands e to the connected devices of user to, except the
-// sending device, and returns how many took it. Nothing is stored.
+// sending device, and returns how many took it. Nothing is stored. With
+// Peers, e also goes to to's devices on other nodes, which the count does
+// not include.
 func (r *Router) SendEphemeral(to string, e *Ephemeral) int {
+	n := r.PeerEphemeral(to, e)
+	if r.peers != nil {
+		r.peers.Ephemeral(to, e)
+	}
+	return n
+}
+
+// PeerEphemeral is SendEphemeral for this node's devices only: what Peers
+// call with an ephemeral envelope from another node.
+func (r *Router) PeerEphemeral(to string, e *Ephemeral) int {
 	r.mu.RLock()
 	subs := make([]*Subscription, 0, len(r.online[to]))
 	for _, s := range r.online[to] {
@@ -290,8 +326,21 @@ func (r *Router) SendEphemeral(to string, e *Ephemeral) int {
 	return n
 }
 
-// PushTo hands p to device d if it is connected now.
+// PushTo hands p to device d if it is connected now. With Peers, p goes
+// to the other nodes if d is not connected here, and PushTo reports false.
 func (r *Router) PushTo(d store.DeviceAddr, p Push) bool {
+	r.mu.RLock()
+	s := r.online[d.User][d.Device]
+	r.mu.RUnlock()
+	if s == nil && r.peers != nil {
+		r.peers.Push(d, p)
+	}
+	return s != nil && s.mb.Push(p)
+}
+
+// PeerPush is PushTo for this node's devices only: what Peers call with a
+// push from another node.
+func (r *Router) PeerPush(d store.DeviceAddr, p Push) bool {
 	r.mu.RLock()
 	s := r.online[d.User][d.Device]
 	r.mu.RUnlock()
@@ -425,16 +474,29 @@ func (r *Router) deliverAll(ops []op, now time.Time) {
 	}
 	clear(items) // do not pin the batch's payloads until the next commit
 	r.committed = items[:0]
+	if len(r.away) > 0 {
+		// The commit has returned, so a woken node's pump finds the items.
+		slices.SortFunc(r.away, compareDevices)
+		r.away = slices.Compact(r.away)
+		r.peers.Wake(r.away)
+		r.away = r.away[:0]
+	}
+}
+
+func compareDevices(a, b store.DeviceAddr) int {
+	return cmp.Or(cmp.Compare(a.User, b.User), cmp.Compare(a.Device, b.Device))
 }
 
 // deliver hands a just-committed item to its device's subscription, if the
-// device is connected.
+// device is connected here, or notes it for the peers to wake.
 func (r *Router) deliver(m *store.Message, now time.Time) {
 	r.mu.RLock()
 	s := r.online[m.To.User][m.To.Device]
 	r.mu.RUnlock()
 	if s != nil {
 		s.offer(m, now)
+	} else if r.peers != nil {
+		r.away = append(r.away, m.To)
 	}
 }
 
@@ -459,20 +521,46 @@ func (r *Router) sweepLoop() {
 
 // Attach makes mb the connection of device d and starts pushing d's queue to
 // it from the oldest item. A previous connection of d is superseded.
+//
+// With Peers, a connection of d on another node is superseded too.
 func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
-	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int)}
+	return r.AttachAt(d, mb, 0)
+}
+
+// AttachAt is Attach for a connection whose handshake was the at-th on
+// this node: a connection that finished its handshake before the attached
+// one's (a lower at) is the stale one, and is superseded at once instead
+// of superseding it. (A device that reconnects quickly can have its old
+// connection attach after its new one, when the old one's goroutine is
+// slow to run.) Equal ats, as with Attach, supersede in call order.
+func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscription {
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), at: at}
 	r.mu.Lock()
+	if cur := r.online[d.User][d.Device]; cur != nil && at < cur.at {
+		r.mu.Unlock()
+		s.closed = true
+		mb.Superseded()
+		return s
+	}
 	devs := r.online[d.User]
 	if devs == nil {
 		devs = make(map[uint32]*Subscription)
 		r.online[d.User] = devs
+		if r.peers != nil {
+			r.peers.Listen(d.User)
+		}
 	}
 	old := devs[d.Device]
 	devs[d.Device] = s
+	s.slot = r.slots % recheckSlots
+	r.slots++
 	r.mu.Unlock()
 	if old != nil {
 		old.stop()
 		old.mb.Superseded()
+	}
+	if r.peers != nil {
+		r.peers.Attached(d)
 	}
 	s.kick()
 	return s
@@ -494,6 +582,8 @@ type Subscription struct {
 	drainWant     bool   // a Drain waits for the queue to be pushed out
 	drainTok      uint64 // the token of the newest Drain
 	closed        bool
+	slot          uint32 // which of the recheck slots it is read again in (set under r.mu)
+	at            uint64 // the connection's handshake order (AttachAt)
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the
@@ -532,12 +622,21 @@ func (s *Subscription) Detach() {
 	r := s.r
 	r.mu.Lock()
 	if devs := r.online[s.dev.User]; devs[s.dev.Device] == s {
-		delete(devs, s.dev.Device)
-		if len(devs) == 0 {
-			delete(r.online, s.dev.User)
-		}
+		r.remove(s.dev)
 	}
 	r.mu.Unlock()
+}
+
+// remove takes d's subscription out of the online map; r.mu is held.
+func (r *Router) remove(d store.DeviceAddr) {
+	devs := r.online[d.User]
+	delete(devs, d.Device)
+	if len(devs) == 0 {
+		delete(r.online, d.User)
+		if r.peers != nil {
+			r.peers.Unlisten(d.User)
+		}
+	}
 }
 
 func (s *Subscription) stop() {
@@ -556,7 +655,11 @@ func (s *Subscription) stop() {
 // pushes, running is set, so no pump can start and push a later item first.
 func (s *Subscription) offer(m *store.Message, now time.Time) {
 	s.mu.Lock()
-	if s.dirty || s.running || s.closed || !s.hasRoom() || m.Seq <= s.lastSeq || !m.Expires.After(now) {
+	// With peers, another node may have committed items below m.Seq that
+	// this one has not heard of yet: pushing m would put them behind the
+	// pump's cursor for good. The pump reads them all, in order, from the
+	// store, where they are visible once m is (store.Message.Seq).
+	if s.r.peers != nil || s.dirty || s.running || s.closed || !s.hasRoom() || m.Seq <= s.lastSeq || !m.Expires.After(now) {
 		s.dirty = true
 		s.mu.Unlock()
 		s.kick()

@@ -115,6 +115,19 @@ var (
 // given, wraps the store (to watch what the router asks of it).
 func setup(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Store) *router.Router {
 	t.Helper()
+	cfg.Store = openStore(t)
+	for _, w := range wrap {
+		cfg.Store = w(cfg.Store)
+	}
+	r := router.New(cfg)
+	t.Cleanup(r.Close)
+	return r
+}
+
+// openStore opens a store with users alice and bob; it is closed when the
+// test ends.
+func openStore(t *testing.T) store.Store {
+	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -125,13 +138,7 @@ func setup(t *testing.T, cfg router.Config, wrap ...func(store.Store) store.Stor
 			t.Fatal(err)
 		}
 	}
-	cfg.Store = st
-	for _, w := range wrap {
-		cfg.Store = w(cfg.Store)
-	}
-	r := router.New(cfg)
-	t.Cleanup(r.Close)
-	return r
+	return st
 }
 
 func send(t *testing.T, r *router.Router, payload []byte) {
@@ -203,6 +210,32 @@ func TestSupersede(t *testing.T) {
 	waitIdle(t, firstSub)
 	if n := len(first.messages()); n != 0 {
 		t.Fatalf("superseded connection got %d pushes", n)
+	}
+}
+
+// A device's old connection that attaches after its newer one (its
+// goroutine ran late) is the one superseded, at once; the newer one keeps
+// the queue. Then a newer handshake supersedes as usual.
+func TestStaleConnectionAttachingLateIsSuperseded(t *testing.T) {
+	r := setup(t, router.Config{})
+	newer, older, newest := newMailbox(), newMailbox(), newMailbox()
+	sub := r.AttachAt(bob, newer, 2)
+	staleSub := r.AttachAt(bob, older, 1)
+	if !older.superseded || newer.superseded {
+		t.Fatalf("superseded: the older connection %v, the newer %v; want only the older", older.superseded, newer.superseded)
+	}
+	send(t, r, []byte("x"))
+	newer.waitFor(t, sub, 1)
+	staleSub.Detach() // what its connection does as it closes: the newer stays
+	send(t, r, []byte("y"))
+	newer.waitFor(t, sub, 2)
+	if n := len(older.messages()); n != 0 {
+		t.Fatalf("the stale connection got %d pushes", n)
+	}
+	last := r.AttachAt(bob, newest, 3)
+	defer last.Detach()
+	if !newer.superseded {
+		t.Fatal("a newer handshake did not supersede")
 	}
 }
 

@@ -90,6 +90,10 @@ func (s *Server) evictOldestLocked() {
 func (s *Server) handshakeDone(c *conn) {
 	s.mu.Lock()
 	s.handshakeDoneLocked(c)
+	// The order of handshakes, so that of two connections of one device
+	// the router keeps the newer whichever attaches last (AttachAt).
+	s.handshakes++
+	c.at = s.handshakes
 	s.mu.Unlock()
 }
 

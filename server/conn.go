@@ -30,6 +30,7 @@ type conn struct {
 	nc       net.Conn
 	lc       *link.Conn
 	accepted time.Time
+	at       uint64 // the order of its handshake among the server's (handshakeDone)
 	network  string // source network (budgets, connection caps)
 	// unauthCounted: counted toward its network's cap (Server.admit);
 	// guarded by the server's mu.
@@ -107,7 +108,7 @@ func (c *conn) serve() {
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
 		c.s.authenticated(c)
-		c.sub = c.s.router.Attach(c.dev, c)
+		c.sub = c.s.router.AttachAt(c.dev, c, c.at)
 	} else {
 		// Connections that never register would otherwise be kept for
 		// as long as they ping.
@@ -385,7 +386,7 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 	if c.unreg != nil {
 		c.unreg.Stop()
 	}
-	c.sub = c.s.router.Attach(c.dev, c)
+	c.sub = c.s.router.AttachAt(c.dev, c, c.at)
 	c.s.devices.forget(dev.User)
 	c.s.log.Info("registered", "user", dev.User)
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_Register{Register: &wire.RegisterResponse{

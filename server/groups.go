@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/group"
@@ -41,6 +42,10 @@ type groups struct {
 type groupEntry struct {
 	mu sync.Mutex
 	st *group.State // nil until loaded; nil after loading: no such group
+	// seq is st's head as loaded from the store. In a cluster another
+	// node may have changed the group: the head is read again on every
+	// use, and the state parsed again when it moved (groupEntry).
+	seq uint64
 }
 
 // entry returns id's entry, locked, with its state loaded.
@@ -62,20 +67,25 @@ func (s *Server) groupEntry(ctx context.Context, id [16]byte) (*groupEntry, erro
 	}
 	s.groups.mu.Unlock()
 	e.mu.Lock()
-	if e.st == nil {
-		_, raw, err := s.cfg.Store.Group(ctx, id)
+	// A cluster's other nodes change groups too: a member removed there
+	// must not get the next message sent here, so the head is checked
+	// against the store on every use.
+	if e.st == nil || s.cfg.Peers != nil {
+		seq, raw, err := s.cfg.Store.Group(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+			e.st = nil
 		case err != nil:
 			e.mu.Unlock()
 			return nil, err
+		case e.st != nil && seq == e.seq:
 		default:
 			st := new(group.State)
 			if err := st.UnmarshalBinary(raw); err != nil {
 				e.mu.Unlock()
 				return nil, fmt.Errorf("group %x: stored state: %w", id, err)
 			}
-			e.st = st
+			e.st, e.seq = st, seq
 		}
 	}
 	return e, nil
@@ -160,7 +170,7 @@ func (c *conn) groupChange(id uint64, req *wire.GroupChangeRequest) {
 		case gc.Err != nil:
 			c.storeErr(id, "", gc.Err)
 		default:
-			e.st = next
+			e.st, e.seq = next, ch.Seq
 			c.respond(&wire.Response{Id: id, Body: &wire.Response_GroupChange{GroupChange: &wire.GroupChangeResponse{Seq: ch.Seq}}})
 		}
 	})
@@ -347,21 +357,34 @@ func (s *Server) identityKey(ctx context.Context, user string) (curve.PublicKey,
 // deviceCache remembers each user's devices that have keys, for group
 // fan-out: a 1,024-member group would otherwise cost 1,024 lookups a
 // message. An entry is dropped when its user registers or uploads keys (the
-// only ways the list changes on this server).
+// only ways the list changes on this server). In a cluster the list also
+// changes on the other nodes, so an entry is kept for maxAge only: a
+// device registered elsewhere gets group messages from here within it.
 type deviceCache struct {
-	mu sync.Mutex
-	m  map[string][]store.DeviceAddr
+	mu     sync.Mutex
+	m      map[string]cachedDevices
+	maxAge time.Duration // 0: until forgotten
+	now    func() time.Time
+}
+
+type cachedDevices struct {
+	devs []store.DeviceAddr
+	at   time.Time
 }
 
 const maxCachedUsers = 200_000
 
+// clusterDeviceCacheAge is deviceCache.maxAge on a cluster's nodes.
+const clusterDeviceCacheAge = 5 * time.Second
+
 func (d *deviceCache) get(ctx context.Context, st store.Store, user string) ([]store.DeviceAddr, error) {
 	d.mu.Lock()
-	devs, ok := d.m[user]
+	c, ok := d.m[user]
 	d.mu.Unlock()
-	if ok {
-		return devs, nil
+	if ok && (d.maxAge == 0 || d.now().Sub(c.at) < d.maxAge) {
+		return c.devs, nil
 	}
+	var devs []store.DeviceAddr
 	u, err := st.User(ctx, user)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil // a member whose account is gone
@@ -376,12 +399,16 @@ func (d *deviceCache) get(ctx context.Context, st store.Store, user string) ([]s
 	}
 	d.mu.Lock()
 	if d.m == nil {
-		d.m = map[string][]store.DeviceAddr{}
+		d.m = map[string]cachedDevices{}
 	}
 	if len(d.m) >= maxCachedUsers {
 		clear(d.m)
 	}
-	d.m[user] = devs
+	c = cachedDevices{devs: devs}
+	if d.maxAge > 0 {
+		c.at = d.now()
+	}
+	d.m[user] = c
 	d.mu.Unlock()
 	return devs, nil
 }

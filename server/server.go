@@ -121,10 +121,19 @@ type Config struct {
 	BundleTargetAllBurst int        // (100)
 
 	// Blobs stores attachments (end-to-end ciphertext); nil refuses them.
-	Blobs *blobstore.Store
+	Blobs blobstore.Blobs
 
 	// Metrics, if set, records what the server does (NewMetrics).
 	Metrics *Metrics
+
+	// Peers, if set, makes this server one node of a cluster whose nodes
+	// share Store (cluster/natsbus): commits here wake devices connected
+	// to other nodes, and typing, KeysLow pushes and supersedes cross
+	// between nodes (router.Peers). Close it after the server. Recheck is
+	// then how often each connected device's queue is read again whatever
+	// the peers said (router.Config.Recheck: 10 s).
+	Peers   router.Peers
+	Recheck time.Duration
 
 	// Endpoints returns the current signed endpoint list, or nil if the
 	// server publishes none (clients then know only the invite's
@@ -238,9 +247,10 @@ const DefaultMaxUnsent = 512 << 20
 
 // Server serves Magpie clients.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	router *router.Router
+	cfg        Config
+	log        *slog.Logger
+	router     *router.Router
+	handshakes uint64 // handshakes verified so far (handshakeDone)
 	// handshaking is the connections mid-handshake, oldest first;
 	// guarded by mu.
 	handshaking list.List
@@ -286,6 +296,10 @@ func New(cfg Config) (*Server, error) {
 		conns:           make(map[*conn]struct{}),
 		byNetwork:       make(map[string]int),
 	}
+	s.devices.now = cfg.Now
+	if cfg.Peers != nil {
+		s.devices.maxAge = clusterDeviceCacheAge
+	}
 	if cfg.SignupPoW != nil && cfg.SignupCodes == nil {
 		p := *cfg.SignupPoW
 		p.setDefaults()
@@ -307,6 +321,8 @@ func New(cfg Config) (*Server, error) {
 		// its outbox may hold, so that only a client that stops reading
 		// is ever dropped.
 		WindowBytes: cfg.MaxOutbox / 2,
+		Peers:       cfg.Peers,
+		Recheck:     cfg.Recheck,
 		OnCommit: func(ops int, took time.Duration, err error) {
 			if err == nil {
 				cfg.Metrics.commit(ops, took)

@@ -31,6 +31,17 @@ type sender struct {
 
 	mu      sync.Mutex
 	records []sendRecord
+	cl      *client.Client // while run runs
+}
+
+// endpoint is where the sender's engine is connected now ("" if not).
+func (s *sender) endpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl == nil {
+		return ""
+	}
+	return s.cl.Status().Endpoint
 }
 
 func (s *sender) open(ctx context.Context) (*client.Client, func(), error) {
@@ -52,7 +63,15 @@ func (s *sender) run(ctx context.Context, stop <-chan struct{}, acks, fails *ato
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	s.mu.Lock()
+	s.cl = cl
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cl = nil
+		s.mu.Unlock()
+		closeClient()
+	}()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -121,6 +140,60 @@ func (s *sender) flush(ctx context.Context) ([]client.Message, error) {
 	return failed, err
 }
 
+// sending is senders running until stopped.
+type sending struct {
+	senders     []*sender
+	acks, fails atomic.Int64
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	errs        chan error
+	stopped     bool
+}
+
+// startSending runs every sender until stopAndFlush, or the test's end.
+func startSending(t *testing.T, senders []*sender) *sending {
+	g := &sending{senders: senders, stop: make(chan struct{}), errs: make(chan error, len(senders))}
+	for _, s := range senders {
+		g.wg.Go(func() {
+			if err := s.run(t.Context(), g.stop, &g.acks, &g.fails); err != nil {
+				g.errs <- fmt.Errorf("%s: %w", s.name, err)
+			}
+		})
+	}
+	t.Cleanup(g.halt)
+	return g
+}
+
+func (g *sending) halt() {
+	if !g.stopped {
+		g.stopped = true
+		close(g.stop)
+		g.wg.Wait()
+	}
+}
+
+// stopAndFlush stops the senders, fails t with their errors, and sends
+// what is left in each outbox, failing t for any message refused.
+func (g *sending) stopAndFlush(t *testing.T) {
+	t.Helper()
+	g.halt()
+	close(g.errs)
+	for err := range g.errs {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, s := range g.senders {
+		failed, err := s.flush(ctx)
+		if err != nil {
+			t.Fatalf("%s: flushing the outbox: %v", s.name, err)
+		}
+		for _, m := range failed {
+			t.Errorf("%s: outbox message %q refused: %v", s.name, m.Text, m.Err)
+		}
+	}
+}
+
 // waitCount polls c until it reaches n.
 func waitCount(t *testing.T, c *atomic.Int64, n int64, what string) {
 	t.Helper()
@@ -146,59 +219,24 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		senders = append(senders, &sender{name: name, home: newUser(t, srv, name)})
 	}
 
-	ctx := t.Context()
-	stop := make(chan struct{})
-	var acks, fails atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, len(senders))
-	for _, s := range senders {
-		wg.Go(func() {
-			if err := s.run(ctx, stop, &acks, &fails); err != nil {
-				errs <- fmt.Errorf("%s: %w", s.name, err)
-			}
-		})
-	}
-	stopped := false
-	stopSenders := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wg.Wait()
-		}
-	}
-	t.Cleanup(stopSenders)
+	g := startSending(t, senders)
+	acks, fails := &g.acks, &g.fails
 
 	type outage struct{ from, to time.Time }
 	var outages []outage
 	for cycle := range cycles {
-		waitCount(t, &acks, acks.Load()+acksPerPhase, fmt.Sprintf("sends before kill %d", cycle+1))
+		waitCount(t, acks, acks.Load()+acksPerPhase, fmt.Sprintf("sends before kill %d", cycle+1))
 		srv.kill() // SIGKILL while every sender is sending
 		o := outage{from: time.Now()}
-		waitCount(t, &fails, fails.Load()+failsPerOutage, fmt.Sprintf("failed sends in outage %d", cycle+1))
+		waitCount(t, fails, fails.Load()+failsPerOutage, fmt.Sprintf("failed sends in outage %d", cycle+1))
 		o.to = time.Now()
 		outages = append(outages, o)
 		srv = srv.restart(t)
 	}
-	waitCount(t, &acks, acks.Load()+acksPerPhase, "sends after the last restart")
-	stopSenders()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-
+	waitCount(t, acks, acks.Load()+acksPerPhase, "sends after the last restart")
 	// Flush every outbox, so that even unacknowledged messages must arrive
 	// (the outbox retries them with the same id: never twice).
-	flushCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, s := range senders {
-		failed, err := s.flush(flushCtx)
-		if err != nil {
-			t.Fatalf("%s: flushing the outbox: %v", s.name, err)
-		}
-		for _, m := range failed {
-			t.Errorf("%s: outbox message %q refused: %v", s.name, m.Text, m.Err)
-		}
-	}
+	g.stopAndFlush(t)
 
 	acked := map[string]bool{}
 	attempted := map[string]bool{}

@@ -323,7 +323,8 @@ type server struct {
 	*proc
 	data   string
 	addrs  []string
-	invite string // the banner's last line
+	extra  []string // more serve flags, kept on restart
+	invite string   // the banner's last line
 }
 
 var errAddrInUse = errors.New("address already in use")
@@ -332,7 +333,13 @@ var errAddrInUse = errors.New("address already in use")
 // for the invite line. It returns errAddrInUse if a port was taken.
 func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 	t.Helper()
-	args := []string{"serve", "--data", data}
+	return startServeWith(t, data, nil, addrs...)
+}
+
+// startServeWith is startServe with more serve flags.
+func startServeWith(t *testing.T, data string, extra []string, addrs ...string) (*server, error) {
+	t.Helper()
+	args := append([]string{"serve", "--data", data}, extra...)
 	for _, a := range addrs {
 		args = append(args, "--listen", a)
 	}
@@ -345,7 +352,7 @@ func startServe(t *testing.T, data string, addrs ...string) (*server, error) {
 		}
 		return nil, fmt.Errorf("serve printed no invite:\n%s", p)
 	}
-	return &server{proc: p, data: data, addrs: addrs, invite: inv}, nil
+	return &server{proc: p, data: data, addrs: addrs, extra: extra, invite: inv}, nil
 }
 
 // serveOnFreePort starts a server on a fresh loopback port in data,
@@ -376,7 +383,7 @@ func (s *server) restart(t *testing.T) *server {
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		ns, err := startServe(t, s.data, s.addrs...)
+		ns, err := startServeWith(t, s.data, s.extra, s.addrs...)
 		if err == nil {
 			return ns
 		}

@@ -4,6 +4,8 @@ package main
 // tests drive it as subprocesses over loopback TCP.
 
 import (
+	"github.com/magpie-im/magpie/internal/pgtest"
+
 	"bufio"
 	"encoding/json"
 	"errors"
@@ -55,7 +57,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building magpie:", err)
 		return 1
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then stop PostgreSQL if a test started it
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)

@@ -21,7 +21,6 @@ import (
 	"github.com/magpie-im/magpie/e2e/curve"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/atomicfile"
-	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/link"
 	"github.com/magpie-im/magpie/wire"
@@ -323,11 +322,11 @@ to clients whose every known endpoint is blocked.`,
 }
 
 func inviteCmd(g *globals) *cobra.Command {
-	var data string
+	var data, storeKind string
 	var signup bool
 	var uses int
 	c := &cobra.Command{
-		Use:   "invite [--signup [--uses N]]",
+		Use:   "invite [--signup [--uses N] [--store postgres://…]]",
 		Short: "Print the server's current invite",
 		Long: `Print the invite a server last published (with its signed endpoint list).
 Give it to users whose every known endpoint is blocked: magpie init --invite
@@ -335,10 +334,18 @@ with it keeps their account and adds the new endpoints.
 
 With --signup, the invite carries a new sign-up code, good for --uses new
 accounts: what a server run with --signup invite asks for. The code is in
-the invite only (the server keeps its hash); give each person their own.`,
-		Example: "  magpie invite --data /var/lib/magpie\n  magpie invite --data /var/lib/magpie --signup --uses 20   # for a group of 20",
+the invite only (the server keeps its hash); give each person their own.
+For servers run with --store postgres://…, pass the same --store: the code
+goes into that database and works on every server of the cluster.`,
+		Example: "  magpie invite --data /var/lib/magpie\n  magpie invite --data /var/lib/magpie --signup --uses 20   # for a group of 20\n  magpie invite --data /var/lib/magpie --signup --store postgres://magpie@db/magpie   # for a cluster",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if storeKind != "" && !isPostgresURL(storeKind) {
+				return usageError{errors.New("--store is a postgres:// URL, or not given for the codes in --data")}
+			}
+			if storeKind != "" && !signup {
+				return usageError{errors.New("--store goes with --signup")}
+			}
 			b, err := os.ReadFile(filepath.Join(data, inviteFileName))
 			if err != nil {
 				return fmt.Errorf("no invite yet in %s: start the server once (magpie serve --data %s): %w", data, data, err)
@@ -349,7 +356,12 @@ the invite only (the server keeps its hash); give each person their own.`,
 				if err != nil {
 					return fmt.Errorf("the invite in %s: %w", data, err)
 				}
-				if inv.SignupCode, err = (signupcodes.Book{Dir: data}).Add(uses); err != nil {
+				codes, closeCodes, err := openSignupCodes(storeKind, data, g.logger())
+				if err != nil {
+					return fmt.Errorf("sign-up codes: %w", err)
+				}
+				defer closeCodes()
+				if inv.SignupCode, err = codes.Add(uses); err != nil {
 					return err
 				}
 				text = inv.String()
@@ -364,6 +376,7 @@ the invite only (the server keeps its hash); give each person their own.`,
 	c.Flags().StringVar(&data, "data", "magpie-data", "server data directory")
 	c.Flags().BoolVar(&signup, "signup", false, "add a new sign-up code to the invite (for a server run with --signup invite)")
 	c.Flags().IntVar(&uses, "uses", 1, "with --signup: how many accounts the code may open")
+	c.Flags().StringVar(&storeKind, "store", "", "with --signup: the postgres:// URL the servers were run with (--store), to add the code to the cluster's database; default: the codes in --data")
 	g.addJSON(c)
 	return c
 }

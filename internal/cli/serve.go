@@ -25,13 +25,17 @@ import (
 
 	"github.com/magpie-im/magpie/attach"
 	"github.com/magpie-im/magpie/blobstore"
+	"github.com/magpie-im/magpie/blobstore/pgblobs"
+	"github.com/magpie-im/magpie/cluster/natsbus"
 	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/internal/signupcodes"
+	"github.com/magpie-im/magpie/internal/signupcodes/pgcodes"
 	"github.com/magpie-im/magpie/internal/signuppow"
 	"github.com/magpie-im/magpie/invite"
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/pebblestore"
+	"github.com/magpie-im/magpie/store/pgstore"
 	"github.com/magpie-im/magpie/store/sqlite"
 	"github.com/magpie-im/magpie/transport"
 	"github.com/magpie-im/magpie/transport/tlsws"
@@ -52,13 +56,19 @@ On first start it creates the server's long-term Noise key in --data; keep
 that directory (and back it up): the key is the server's identity, and every
 invite names it. It prints the invite clients need, on a line of its own.
 
+With --store postgres://…, accounts, queues, groups, attachments and
+sign-up codes are in that PostgreSQL database, which the servers of a
+cluster share; --data then keeps the server's key and endpoint list, which
+every server of the cluster needs a copy of.
+
 SIGINT or SIGTERM stop it gracefully: sends already received are committed
 and acknowledged first. A message the server has acknowledged is on disk,
 so even kill -9 loses none.`,
 		Example: `  magpie serve
   magpie serve --data /var/lib/magpie --listen :7443 --listen tls://:443 --advertise chat.example.org:7443
   magpie serve --listen tls+proxy://127.0.0.1:8080   # behind nginx; see docs/TRANSPORTS.md
-  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder`,
+  magpie serve --signup pow   # strangers may sign up, each solving a puzzle that floods make harder
+  magpie serve --cluster nats://10.0.0.5:4222,nats://10.0.0.6:4222 --node web1   # one node of several on one shared database`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.signup != "open" && o.signup != "invite" && o.signup != "pow" {
@@ -96,7 +106,9 @@ so even kill -9 loses none.`,
 	c.Flags().IntVar(&o.pow.MinBits, "signup-pow-min", 18, "with --signup pow: the puzzle's difficulty in bits when sign-ups are few (2^bits hashes: 18 is about 20 ms of a server's two cores)")
 	c.Flags().IntVar(&o.pow.MaxBits, "signup-pow-max", 26, "with --signup pow: the difficulty sign-up floods raise it to at most (26 is about 6 s of a server's two cores; up to a minute on a phone)")
 	c.Flags().Int64Var(&o.memoryLimit, "memory-limit", 0, "memory the server aims to stay under, in bytes (Go's soft limit, like GOMEMLIMIT; output waiting for slow clients gets at most a quarter of it); 0: no limit")
-	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db) or pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db)")
+	c.Flags().StringVar(&o.cluster, "cluster", "", "join a cluster of nodes that share one database, through these NATS servers (nats://host:port[,nats://…]); see docs/ARCHITECTURE.md, \"Several nodes\"")
+	c.Flags().StringVar(&o.node, "node", "", "with --cluster: this node's name, in logs and as its NATS connection's name (default: the host name)")
+	c.Flags().StringVar(&o.store, "store", "pebble", "where queues are kept: sqlite (everything in magpie.db), pebble (queues and groups in a Pebble LSM in queues/, accounts and keys in magpie.db) or a postgres:// URL (accounts, queues, attachments and sign-up codes in that PostgreSQL database, which several servers may share)")
 	g.addJSON(c)
 	return c
 }
@@ -115,13 +127,33 @@ type serveOptions struct {
 	pow                  server.SignupPoW
 	memoryLimit          int64
 	store                string
+	cluster, node        string
 }
 
 // storeNames says what each --store keeps where, for the banner.
 var storeNames = map[string]string{
-	"pebble": "queues in Pebble, accounts in SQLite",
-	"sqlite": "SQLite, WAL",
+	"pebble":   "queues in Pebble, accounts in SQLite",
+	"sqlite":   "SQLite, WAL",
+	"postgres": "keys and endpoint list here; accounts, queues, attachments and sign-up codes in PostgreSQL",
 }
+
+// isPostgresURL reports whether --store names a PostgreSQL database.
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// storeName is the banner's description of --store kind (a URL is not
+// shown: it may hold a password).
+func storeName(kind string) string {
+	if isPostgresURL(kind) {
+		return storeNames["postgres"]
+	}
+	return storeNames[kind]
+}
+
+// pgOpenTimeout bounds connecting to PostgreSQL and migrating its schema
+// at start.
+const pgOpenTimeout = time.Minute
 
 // openStore opens the store --store names in the data directory.
 func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
@@ -135,7 +167,45 @@ func openStore(kind, data string, log *slog.Logger) (store.Store, error) {
 	case "pebble":
 		return pebblestore.Open(data, pebblestore.Options{Logger: log})
 	}
-	return nil, usageError{fmt.Errorf("--store is sqlite or pebble, not %q", kind)}
+	if isPostgresURL(kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+		defer cancel()
+		return pgstore.Open(ctx, kind, pgstore.Options{Logger: log})
+	}
+	return nil, usageError{errors.New("--store is sqlite, pebble or a postgres:// URL")}
+}
+
+// blobStore is an attachment store serve opens and closes.
+type blobStore interface {
+	blobstore.Blobs
+	Close() error
+}
+
+// openBlobs opens the attachment store: in the PostgreSQL database with
+// --store postgres://…, so that the servers of a cluster share
+// attachments, or else in the data directory.
+func openBlobs(kind, data string, opts blobstore.Options) (blobStore, error) {
+	if isPostgresURL(kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+		defer cancel()
+		return pgblobs.Open(ctx, kind, opts)
+	}
+	return blobstore.Open(filepath.Join(data, "blobs"), opts)
+}
+
+// openSignupCodes opens the sign-up codes where openBlobs keeps
+// attachments; close is a no-op for the data directory's.
+func openSignupCodes(kind, data string, log *slog.Logger) (codes signupcodes.Codes, close func() error, err error) {
+	if !isPostgresURL(kind) {
+		return signupcodes.Book{Dir: data}, func() error { return nil }, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+	defer cancel()
+	b, err := pgcodes.Open(ctx, kind, pgcodes.Options{Logger: log, MaxConns: 2})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b.Close, nil
 }
 
 // adminOptions is --admin and whether it was given explicitly.
@@ -153,6 +223,10 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	log := g.logger()
 	if queueLimit < 1 || ttl < time.Minute {
 		return errors.New("--queue-limit must be at least 1 and --ttl at least 1m")
+	}
+	if o.cluster != "" && !isPostgresURL(o.store) {
+		// Nodes on embedded stores would each keep their own queues.
+		return usageError{errors.New("--cluster needs the nodes' shared database: add --store postgres://…")}
 	}
 	// Catch signals before anything else: a supervisor that sends SIGTERM as
 	// soon as it sees the invite must get a graceful stop, not the default
@@ -216,7 +290,14 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	var implicit []endpoints.Endpoint
 	for i, a := range inv.Addrs {
-		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: 100 + i})
+		p := 100 + i
+		if o.cluster != "" {
+			// The nodes (every node advertises them all) share one
+			// priority, so that devices spread over them by key
+			// (endpoints.Memory.Spread) instead of all taking the first.
+			p = 100
+		}
+		implicit = append(implicit, endpoints.Endpoint{Transport: transport.TCP, Address: a, Priority: p})
 	}
 	for i, ln := range lns {
 		if ln.transport == transport.TCP || !ln.public {
@@ -234,7 +315,7 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	// --max-attachment is the file's size; the server stores it encrypted,
 	// 16 bytes per 64 KiB larger.
-	blobs, err := blobstore.Open(filepath.Join(data, "blobs"), blobstore.Options{MaxSize: attach.EncryptedSize(o.maxAttachment), Quota: o.quota, TTL: ttl})
+	blobs, err := openBlobs(o.store, data, blobstore.Options{MaxSize: attach.EncryptedSize(o.maxAttachment), Quota: o.quota, TTL: ttl})
 	if err != nil {
 		return fmt.Errorf("attachment store: %w", err)
 	}
@@ -243,12 +324,30 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := server.Config{Key: key, Store: st, Logger: log, QueueLimit: queueLimit, SenderShare: o.senderShare, TTL: ttl, Endpoints: pub.Current, Blobs: blobs,
 		Metrics: server.NewMetrics(reg), SignupPoW: pow}
+	var clusterNote string
+	if o.cluster != "" {
+		// The nodes of a cluster must share their queues: the embedded
+		// stores are one machine's, so for now this is for trying it out.
+		log.Warn("--cluster: every node must use the same database; --store " + o.store + " is this node's own")
+		bus, err := natsbus.Connect(natsbus.Options{URLs: o.cluster, Node: o.node, Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		defer bus.Close() // after the server's shutdown below
+		cfg.Peers = bus
+		clusterNote = fmt.Sprintf("node %s, through NATS at %s", bus.Node(), bus.ConnectedURL())
+	}
 	if o.memoryLimit > 0 {
 		debug.SetMemoryLimit(o.memoryLimit)
 		cfg.MaxUnsent = min(server.DefaultMaxUnsent, o.memoryLimit/4)
 	}
 	if o.signup == "invite" {
-		cfg.SignupCodes = signupcodes.Book{Dir: data}
+		codes, closeCodes, err := openSignupCodes(o.store, data, log)
+		if err != nil {
+			return fmt.Errorf("sign-up codes: %w", err)
+		}
+		defer closeCodes()
+		cfg.SignupCodes = codes
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -276,11 +375,11 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 			listening = append(listening, map[string]any{"transport": ln.transport, "address": ln.Addr().String(), "public": ln.public})
 		}
 		if err := g.printJSON(map[string]any{"version": Version, "data": abs, "listening": listening,
-			"fingerprint": inv.Fingerprint(), "admin": adminAddr, "invite": pub.Invite()}); err != nil {
+			"fingerprint": inv.Fingerprint(), "admin": adminAddr, "invite": pub.Invite(), "cluster": clusterNote}); err != nil {
 			return err
 		}
 	} else {
-		g.printBanner(abs, o.store, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, pub.Invite())
+		g.printBanner(abs, o.store, lns, inv.Fingerprint(), onlyLoopback(all), adminAddr, clusterNote, pub.Invite())
 	}
 
 	errc := make(chan error, len(lns))
@@ -422,9 +521,9 @@ func serveAdmin(addr string, reg *prometheus.Registry, g *globals) (stop func(),
 }
 
 // printBanner tells a person where the server runs and how to connect.
-func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, invite string) {
+func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprint string, loopback bool, adminAddr, cluster, invite string) {
 	fmt.Fprintf(g.stdout, "Magpie server %s\n", Version)
-	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeNames[storeKind])
+	fmt.Fprintf(g.stdout, "  data:        %s (%s)\n", abs, storeName(storeKind))
 	for _, ln := range lns {
 		note := ln.note
 		if !ln.public {
@@ -435,6 +534,9 @@ func (g *globals) printBanner(abs, storeKind string, lns []*listener, fingerprin
 	fmt.Fprintf(g.stdout, "  fingerprint: %s\n", fingerprint)
 	if loopback {
 		fmt.Fprintf(g.stdout, "  note:        loopback only; for other machines use --listen :%d --advertise YOUR_HOST:%d\n", DefaultPort, DefaultPort)
+	}
+	if cluster != "" {
+		fmt.Fprintf(g.stdout, "  cluster:     %s\n", cluster)
 	}
 	if adminAddr != "" {
 		fmt.Fprintf(g.stdout, "  admin:       http://%s/metrics and /debug/pprof (keep it private)\n", adminAddr)

@@ -97,8 +97,22 @@ func (b Book) update(fn func(f *file) bool) error {
 	return nil
 }
 
-// Add makes a new code good for uses accounts and returns it.
-func (b Book) Add(uses int) ([]byte, error) {
+// Codes is a book of sign-up codes: Book keeps them in a data
+// directory, pgcodes in PostgreSQL for the servers of a cluster. Take is
+// what server.SignupCodes asks for; Add is magpie invite --signup's.
+type Codes interface {
+	// Add makes a new code good for uses accounts (1 to MaxUses) and
+	// returns it; only its hash is kept.
+	Add(uses int) ([]byte, error)
+	// Take spends one use of code: ok is false when the code is unknown
+	// or used up (nothing changes then); refund gives the use back.
+	Take(code []byte) (refund func(), ok bool, err error)
+}
+
+var _ Codes = Book{}
+
+// NewCode checks uses and returns a new random code, for an Add.
+func NewCode(uses int) ([]byte, error) {
 	if uses < 1 || uses > MaxUses {
 		return nil, fmt.Errorf("sign-up codes: a code allows 1 to %d accounts, not %d", MaxUses, uses)
 	}
@@ -106,7 +120,16 @@ func (b Book) Add(uses int) ([]byte, error) {
 	if _, err := rand.Read(code); err != nil {
 		return nil, err
 	}
-	err := b.update(func(f *file) bool {
+	return code, nil
+}
+
+// Add makes a new code good for uses accounts and returns it.
+func (b Book) Add(uses int) ([]byte, error) {
+	code, err := NewCode(uses)
+	if err != nil {
+		return nil, err
+	}
+	err = b.update(func(f *file) bool {
 		f.Uses[key(code)] = uses
 		return true
 	})

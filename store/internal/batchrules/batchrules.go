@@ -1,7 +1,8 @@
-// Package batchrules holds what both embedded stores (store/sqlite and
-// store/pebblestore) decide the same way about a store.Batch, apart from
-// how they write it: result resets, the Sesame device-list check, group
-// send validation, and the in-memory count of a sender's share of a queue.
+// Package batchrules holds what the stores (store/sqlite,
+// store/pebblestore and store/pgstore) decide the same way about a
+// store.Batch, apart from how they write it: nil checks, result resets, the
+// Sesame device-list check, group send validation, and (for the embedded
+// stores) the in-memory count of a sender's share of a queue.
 package batchrules
 
 import (
@@ -259,4 +260,29 @@ func (qc *QueueCounts) Snapshot() (map[store.DeviceAddr]int64, int64) {
 		n[d] = k
 	}
 	return n, qc.total
+}
+
+// CheckNil refuses a batch with a nil operation, naming the first.
+func CheckNil(b *store.Batch) error {
+	for i, g := range b.GroupChanges {
+		if g == nil {
+			return fmt.Errorf("group change %d is nil", i)
+		}
+	}
+	for i, e := range b.Enqueues {
+		if e == nil {
+			return fmt.Errorf("enqueue %d is nil", i)
+		}
+	}
+	for i, g := range b.GroupSends {
+		if g == nil {
+			return fmt.Errorf("group send %d is nil", i)
+		}
+	}
+	for i, a := range b.Acks {
+		if a == nil {
+			return fmt.Errorf("ack %d is nil", i)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,133 @@
+package natsbus
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/magpie-im/magpie/router"
+	"github.com/magpie-im/magpie/store"
+)
+
+func sampleMessages() [][]byte {
+	sent := time.Unix(1_700_000_000, 123456789)
+	e := &router.Ephemeral{From: store.DeviceAddr{User: "alice", Device: 3}, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent}
+	g := *e
+	g.Group = [16]byte{9, 9}
+	pd := *e
+	pd.Payload, pd.Payloads = nil, map[uint32][]byte{1: []byte("one"), 7: {}}
+	bob := store.DeviceAddr{User: "bob", Device: 2}
+	push, _ := encodePush(42, bob, router.Push{Ephemeral: &g})
+	keys, _ := encodePush(42, bob, router.Push{KeysLow: &store.KeyCounts{PreKeys: 3, KyberPreKeys: 1}})
+	return [][]byte{
+		encodeWake(42, "bob", []uint32{1, 2, 1 << 31}),
+		encodeAttached(42, bob),
+		encodeEphemeral(42, "bob", e),
+		encodeEphemeral(42, "bob", &pd),
+		push, keys,
+		encodeRecheck(42),
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	sent := time.Unix(1_700_000_000, 123456789)
+	alice := store.DeviceAddr{User: "alice", Device: 3}
+	want := []*message{
+		{kind: kindWake, node: 42, user: "bob", devices: []uint32{1, 2, 1 << 31}},
+		{kind: kindAttached, node: 42, user: "bob", devices: []uint32{2}},
+		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent}},
+		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payloads: map[uint32][]byte{1: []byte("one"), 7: {}}, Sent: sent}},
+		{kind: kindPush, node: 42, user: "bob", devices: []uint32{2}, eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent, Group: [16]byte{9, 9}}},
+		{kind: kindPush, node: 42, user: "bob", devices: []uint32{2}, keys: &store.KeyCounts{PreKeys: 3, KyberPreKeys: 1}},
+		{kind: kindRecheck, node: 42},
+	}
+	for i, data := range sampleMessages() {
+		m, err := decode(data)
+		if err != nil {
+			t.Fatalf("%d: %v", i, err)
+		}
+		if m.eph != nil {
+			if !m.eph.Sent.Equal(want[i].eph.Sent) {
+				t.Fatalf("%d: sent %v, want %v", i, m.eph.Sent, want[i].eph.Sent)
+			}
+			m.eph.Sent = want[i].eph.Sent
+		}
+		if !reflect.DeepEqual(m, want[i]) {
+			t.Fatalf("%d: decoded %+v\nwant %+v", i, m, want[i])
+		}
+		// Every truncation, and trailing garbage, is refused.
+		for n := range len(data) {
+			if _, err := decode(data[:n]); err == nil {
+				t.Fatalf("%d: decoded a message cut to %d of %d bytes", i, n, len(data))
+			}
+		}
+		if _, err := decode(append(data[:len(data):len(data)], 0)); err == nil {
+			t.Fatalf("%d: decoded a message with a trailing byte", i)
+		}
+	}
+}
+
+func TestCodecRefuses(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"bad user":       encodeWake(1, "bo.b", []uint32{1}),
+		"no user":        encodeWake(1, "", []uint32{1}),
+		"no devices":     encodeWake(1, "bob", nil),
+		"long user":      encodeAttached(1, store.DeviceAddr{User: "a234567890123456789012345678901234", Device: 1}),
+		"other version":  append([]byte{2}, encodeRecheck(1)[1:]...),
+		"unknown kind":   appendHeader(nil, 99, 1, "bob"),
+		"user recheck":   appendHeader(nil, kindRecheck, 1, "bob"),
+		"too many":       appendHeader(nil, kindWake, 1, "bob"),
+		"too large":      make([]byte, maxMessage+1),
+		"big payload":    encodeEphemeral(1, "bob", &router.Ephemeral{From: store.DeviceAddr{User: "al", Device: 1}, Payload: make([]byte, maxPayload+1)}),
+		"bad from":       encodeEphemeral(1, "bob", &router.Ephemeral{From: store.DeviceAddr{User: "al ice", Device: 1}}),
+		"device > 2^32":  append(appendHeader(nil, kindAttached, 1, "bob"), 0x80, 0x80, 0x80, 0x80, 0x10),
+		"push sub-kind":  append(append(appendHeader(nil, kindPush, 1, "bob"), 1), 7),
+		"empty":          nil,
+		"header only":    {version},
+		"count too high": append(appendHeader(nil, kindWake, 1, "bob"), 0x81, 0x40),
+	} {
+		if _, err := decode(data); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+}
+
+// FuzzDecode: no input makes decode panic or keep more than it was given,
+// and what it accepts encodes back to an equal message.
+func FuzzDecode(f *testing.F) {
+	for _, m := range sampleMessages() {
+		f.Add(m)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := decode(data)
+		if err != nil {
+			return
+		}
+		var again []byte
+		switch m.kind {
+		case kindWake:
+			again = encodeWake(m.node, m.user, m.devices)
+		case kindAttached:
+			again = encodeAttached(m.node, store.DeviceAddr{User: m.user, Device: m.devices[0]})
+		case kindEphemeral:
+			again = encodeEphemeral(m.node, m.user, m.eph)
+		case kindPush:
+			again, _ = encodePush(m.node, store.DeviceAddr{User: m.user, Device: m.devices[0]}, router.Push{Ephemeral: m.eph, KeysLow: m.keys})
+		case kindRecheck:
+			again = encodeRecheck(m.node)
+		}
+		if len(again) > len(data)+16 {
+			t.Fatalf("%d bytes decoded to a message of %d", len(data), len(again))
+		}
+		m2, err := decode(again)
+		if err != nil {
+			t.Fatalf("re-encoded message refused: %v", err)
+		}
+		if m.eph != nil {
+			m2.eph.Sent = m.eph.Sent
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("decoded %+v, re-decoded %+v", m, m2)
+		}
+	})
+}

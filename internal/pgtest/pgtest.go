@@ -1,0 +1,289 @@
+// Package pgtest gives tests a fresh PostgreSQL database each.
+//
+// With MAGPIE_POSTGRES_URL set, the databases are created on that server.
+// Otherwise the first test that asks starts a throwaway cluster for the
+// whole test binary: initdb into a temporary directory and postgres
+// listening on a unix socket in it only (no TCP port), as the postgres OS
+// user when the tests run as root (initdb and postgres refuse root). Main
+// stops it. Without PostgreSQL's binaries the tests skip, unless
+// MAGPIE_REQUIRE_POSTGRES=1, which makes them fail.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// BinDir is where PostgreSQL 15's binaries are on Debian.
+const BinDir = "/usr/lib/postgresql/15/bin"
+
+var (
+	mu       sync.Mutex
+	cluster  *server // nil until started
+	admin    string  // URL of the maintenance database
+	setupErr error
+	started  bool
+	templ    = map[string]bool{} // template databases made, by name
+	nextDB   atomic.Int64
+)
+
+type server struct {
+	dir   string
+	cmd   *exec.Cmd
+	fsync bool
+}
+
+// Main runs the tests and then stops the cluster, if one was started, and
+// returns m.Run's code.
+func Main(m *testing.M) int {
+	code := m.Run()
+	mu.Lock()
+	defer mu.Unlock()
+	if err := dropTemplates(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+	}
+	if cluster != nil {
+		if err := cluster.stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+			code = 1
+		}
+		cluster = nil
+	}
+	return code
+}
+
+// Options say how a cluster of this package's own runs.
+type Options struct {
+	// Fsync keeps fsync on (benchmarks of the commit path); tests turn it
+	// off (start).
+	Fsync bool
+}
+
+// NewDatabase returns the URL of a new, empty database for t, created from
+// a template that prepare (called once per template name and test binary
+// with the template's URL) brings to the state every test starts from,
+// e.g. by running migrations. The database is dropped when t ends.
+func NewDatabase(t testing.TB, name string, prepare func(url string) error) string {
+	t.Helper()
+	return NewDatabaseOpts(t, name, prepare, Options{})
+}
+
+// NewDatabaseOpts is NewDatabase with options for a cluster it starts.
+func NewDatabaseOpts(t testing.TB, name string, prepare func(url string) error, o Options) string {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if !started {
+		started = true
+		admin, setupErr = setup(o)
+	}
+	if errors.Is(setupErr, errNoBinaries) {
+		if os.Getenv("MAGPIE_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("pgtest: %v, and MAGPIE_REQUIRE_POSTGRES=1", setupErr)
+		}
+		t.Skipf("pgtest: %v (set MAGPIE_POSTGRES_URL, or install postgresql-15)", setupErr)
+	}
+	if setupErr != nil {
+		t.Fatalf("pgtest: %v", setupErr)
+	}
+	ctx := context.Background()
+	if o.Fsync && cluster != nil && !cluster.fsync {
+		// fsync is reloadable: a benchmark after the tests gets it on.
+		for _, q := range []string{"ALTER SYSTEM SET fsync = on", "ALTER SYSTEM SET full_page_writes = on", "SELECT pg_reload_conf()"} {
+			if err := exec1(ctx, admin, q); err != nil {
+				t.Fatalf("pgtest: %v", err)
+			}
+		}
+		cluster.fsync = true
+	}
+	tmpl := fmt.Sprintf("magpie_tmpl_%s_%d", name, os.Getpid())
+	if !templ[tmpl] {
+		if err := exec1(ctx, admin, "CREATE DATABASE "+tmpl); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		templ[tmpl] = true
+		if err := prepare(withDB(admin, tmpl)); err != nil {
+			t.Fatalf("pgtest: prepare template: %v", err)
+		}
+	}
+	db := fmt.Sprintf("magpie_test_%d_%d", os.Getpid(), nextDB.Add(1))
+	if err := exec1(ctx, admin, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", db, tmpl)); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := exec1(context.Background(), admin, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return withDB(admin, db)
+}
+
+func dropTemplates() error {
+	var errs []error
+	for name := range templ {
+		errs = append(errs, exec1(context.Background(), admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"))
+	}
+	templ = map[string]bool{}
+	return errors.Join(errs...)
+}
+
+// exec1 runs one statement on its own connection to url.
+func exec1(ctx context.Context, url, sql string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
+// withDB returns url naming database db instead.
+func withDB(raw, db string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err) // made or checked by setup
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+var errNoBinaries = errors.New("no PostgreSQL binaries")
+
+// setup returns the maintenance database's URL: MAGPIE_POSTGRES_URL's
+// server, or a cluster it starts.
+func setup(o Options) (string, error) {
+	if u := os.Getenv("MAGPIE_POSTGRES_URL"); u != "" {
+		if _, err := url.Parse(u); err != nil {
+			return "", fmt.Errorf("MAGPIE_POSTGRES_URL: %w", err)
+		}
+		return u, nil
+	}
+	bin := BinDir
+	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
+		p, err := exec.LookPath("initdb")
+		if err != nil {
+			return "", fmt.Errorf("%w: no %s/initdb and none on PATH", errNoBinaries, BinDir)
+		}
+		bin = filepath.Dir(p)
+	}
+	s, err := start(bin, o)
+	if err != nil {
+		return "", err
+	}
+	cluster = s
+	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
+		RawQuery: url.Values{"host": {s.dir}}.Encode()}).String(), nil
+}
+
+// start runs initdb and postgres in a new temporary directory.
+func start(bin string, o Options) (*server, error) {
+	dir, err := os.MkdirTemp("", "magpie-pg-")
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("running as root, and initdb refuses root: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	command := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd.Dir = dir // the test's directory may be closed to the postgres user
+		// Pdeathsig: a test binary that is killed takes the cluster with
+		// it (its backends exit when the postmaster goes).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+		return cmd
+	}
+	data := filepath.Join(dir, "data")
+	if out, err := command("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	fsync := "off"
+	if o.Fsync {
+		fsync = "on"
+	}
+	// fsync=off only for this throwaway cluster, which no test survives:
+	// the tests crash processes, not the machine, and the durability of
+	// a commit is PostgreSQL's own, not the store's. synchronous_commit
+	// stays on, as the store requires.
+	log, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	defer log.Close()
+	cmd := command("postgres", "-D", data, "-k", dir, "-c", "listen_addresses=",
+		"-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &server{dir: dir, cmd: cmd, fsync: o.Fsync}
+	u := (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
+		RawQuery: url.Values{"host": {dir}}.Encode()}).String()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := pgx.Connect(ctx, u)
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			logText, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			s.stop()
+			return nil, fmt.Errorf("postgres did not start: %w\n%s", err, logText)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop shuts the cluster down (fast: clients disconnected) and removes it.
+func (s *server) stop() error {
+	var errs []error
+	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		errs = append(errs, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+		errs = append(errs, errors.New("postgres did not stop in 30s; killed"))
+	}
+	errs = append(errs, os.RemoveAll(s.dir))
+	return errors.Join(errs...)
+}

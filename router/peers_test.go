@@ -1,0 +1,254 @@
+package router_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/magpie-im/magpie/router"
+	"github.com/magpie-im/magpie/router/peertest"
+	"github.com/magpie-im/magpie/store"
+)
+
+// cluster starts n routers on one store (users alice and bob), joined by
+// an in-memory hub: what several nodes on one database look like.
+func cluster(t *testing.T, n int, cfg router.Config) (*peertest.Hub, []*router.Router) {
+	hub, rs, _ := clusterNodes(t, n, cfg)
+	return hub, rs
+}
+
+func clusterNodes(t *testing.T, n int, cfg router.Config) (*peertest.Hub, []*router.Router, []*peertest.Node) {
+	t.Helper()
+	st := openStore(t)
+	hub := peertest.NewHub()
+	var rs []*router.Router
+	var nodes []*peertest.Node
+	for i := range n {
+		c := cfg
+		c.Store = st
+		node := hub.Node(string(rune('A' + i)))
+		c.Peers = node
+		r := router.New(c)
+		t.Cleanup(r.Close)
+		rs, nodes = append(rs, r), append(nodes, node)
+	}
+	return hub, rs, nodes
+}
+
+func sentOf(hub *peertest.Hub, kind peertest.Kind) []peertest.Msg {
+	var out []peertest.Msg
+	for _, m := range hub.Sent() {
+		if m.Kind == kind {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// A message committed on one node reaches a device connected on another
+// through a wake alone (no periodic re-read), and the receipt of its ack
+// goes back the same way.
+func TestPeersWakeAcrossNodes(t *testing.T) {
+	hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+	a, b := rs[0], rs[1]
+	bobMB, aliceMB := newMailbox(), newMailbox()
+	bobSub := a.Attach(bob, bobMB)
+	defer bobSub.Detach()
+	aliceSub := b.Attach(alice, aliceMB)
+	defer aliceSub.Detach()
+	mustDrained(t, bobMB, aliceMB)
+
+	send(t, b, []byte("across")) // alice → bob, committed on B
+	seqs := bobMB.waitFor(t, bobSub, 1)
+	wakes := sentOf(hub, peertest.Wake)
+	if len(wakes) != 1 || wakes[0].From != "B" || wakes[0].User != "bob" || !slices.Equal(wakes[0].Devices, []uint32{1}) {
+		t.Fatalf("wakes %+v, want one from B for bob/1", wakes)
+	}
+	if err := bobSub.Ack(seqs); err != nil {
+		t.Fatal(err)
+	}
+	if got := aliceMB.waitFor(t, aliceSub, 1); len(got) != 1 {
+		t.Fatalf("receipt: %v", got)
+	}
+	if wakes := sentOf(hub, peertest.Wake); len(wakes) != 2 || wakes[1].From != "A" || wakes[1].User != "alice" {
+		t.Fatalf("wakes %+v, want the receipt's from A for alice", wakes)
+	}
+}
+
+// mustDrained waits for each mailbox's first Drained push.
+func mustDrained(t *testing.T, mbs ...*mailbox) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for _, mb := range mbs {
+		for !mb.drained() {
+			select {
+			case <-mb.changed:
+			case <-deadline:
+				t.Fatal("no drained push")
+			}
+		}
+	}
+}
+
+// A device connected on the committing node is offered the item there:
+// nothing is sent to the peers.
+func TestPeersNoWakeForLocalDevices(t *testing.T) {
+	hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+	mb := newMailbox()
+	sub := rs[0].Attach(bob, mb)
+	defer sub.Detach()
+	send(t, rs[0], []byte("local"))
+	mb.waitFor(t, sub, 1)
+	if w := sentOf(hub, peertest.Wake); len(w) != 0 {
+		t.Fatalf("wakes for a local device: %+v", w)
+	}
+}
+
+// A lost wake costs delay, not the message: the periodic re-read, or a
+// Recheck (what the bus does after a reconnect), finds it.
+func TestPeersLostWake(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		recheck time.Duration
+		call    bool
+	}{{"periodic", 20 * time.Millisecond, false}, {"Recheck", -1, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			hub, rs := cluster(t, 2, router.Config{Recheck: tc.recheck})
+			hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Wake })
+			mb := newMailbox()
+			sub := rs[0].Attach(bob, mb)
+			defer sub.Detach()
+			mustDrained(t, mb)
+			send(t, rs[1], []byte("lost wake"))
+			if tc.call {
+				waitIdle(t, sub)
+				if n := len(mb.messages()); n != 0 {
+					t.Fatalf("%d messages before the recheck, with no wake and no periodic re-read", n)
+				}
+				rs[0].Recheck()
+			}
+			mb.waitFor(t, sub, 1)
+		})
+	}
+}
+
+// A device connecting on one node supersedes its connection on another,
+// which then stops listening for the user.
+func TestPeersSupersede(t *testing.T) {
+	_, rs, nodes := clusterNodes(t, 2, router.Config{Recheck: -1})
+	first, second := newMailbox(), newMailbox()
+	firstSub := rs[0].Attach(bob, first)
+	mustDrained(t, first)
+	sub := rs[1].Attach(bob, second)
+	defer sub.Detach()
+	first.mu.Lock()
+	superseded := first.superseded
+	first.mu.Unlock()
+	if !superseded {
+		t.Fatal("the connection on A was not superseded by the one on B")
+	}
+	if nodes[0].Listening("bob") || !nodes[1].Listening("bob") {
+		t.Fatal("A should have stopped listening for bob, and B started")
+	}
+	firstSub.Detach() // as the closed connection does: a no-op now
+	send(t, rs[0], []byte("to the new one"))
+	second.waitFor(t, sub, 1)
+	if len(first.messages()) != 0 {
+		t.Fatal("the superseded connection was pushed to")
+	}
+}
+
+// Listen and Unlisten follow the first and last device of a user.
+func TestPeersListen(t *testing.T) {
+	hub := peertest.NewHub()
+	node := hub.Node("A")
+	r := setup(t, router.Config{Peers: node, Recheck: -1})
+	bob2 := store.DeviceAddr{User: "bob", Device: 2}
+	s1 := r.Attach(bob, newMailbox())
+	s2 := r.Attach(bob2, newMailbox())
+	if !node.Listening("bob") {
+		t.Fatal("not listening for bob after his attach")
+	}
+	s1.Detach()
+	if !node.Listening("bob") {
+		t.Fatal("stopped listening with bob's second device still here")
+	}
+	s2.Detach()
+	if node.Listening("bob") {
+		t.Fatal("still listening after bob's last device left")
+	}
+}
+
+// Ephemeral envelopes and pushes reach devices on other nodes; the sender's
+// own device is skipped there too.
+func TestPeersEphemeralAndPush(t *testing.T) {
+	_, rs := cluster(t, 2, router.Config{Recheck: -1})
+	a, b := rs[0], rs[1]
+	bobMB, aliceMB, alice2MB := newMailbox(), newMailbox(), newMailbox()
+	alice2 := store.DeviceAddr{User: "alice", Device: 2}
+	defer a.Attach(bob, bobMB).Detach()
+	defer a.Attach(alice, aliceMB).Detach()
+	defer a.Attach(alice2, alice2MB).Detach()
+
+	if n := b.SendEphemeral("bob", &router.Ephemeral{From: alice, Payload: []byte("typing")}); n != 0 {
+		t.Fatalf("%d devices on B took it; bob is on A", n)
+	}
+	// alice/1 is on A, so her own ephemeral sent from B (as if from a
+	// second connection there) skips her device on A, not her other one.
+	b.SendEphemeral("alice", &router.Ephemeral{From: alice, Payload: []byte("sync")})
+	if b.PushTo(bob, router.Push{KeysLow: &store.KeyCounts{PreKeys: 3}}) {
+		t.Fatal("PushTo reported a push to a device on another node")
+	}
+	ephemerals := func(mb *mailbox) (out []string) {
+		mb.mu.Lock()
+		defer mb.mu.Unlock()
+		for _, p := range mb.pushes {
+			switch {
+			case p.Ephemeral != nil:
+				out = append(out, string(p.Ephemeral.Payload))
+			case p.KeysLow != nil:
+				out = append(out, "keyslow")
+			}
+		}
+		return out
+	}
+	if got := ephemerals(bobMB); !slices.Equal(got, []string{"typing", "keyslow"}) {
+		t.Fatalf("bob on A got %q", got)
+	}
+	if got := ephemerals(alice2MB); !slices.Equal(got, []string{"sync"}) {
+		t.Fatalf("alice/2 on A got %q", got)
+	}
+	if got := ephemerals(aliceMB); len(got) != 0 {
+		t.Fatalf("the sending device got %q", got)
+	}
+}
+
+// An item committed here must not be pushed ahead of one another node
+// committed before it and has not told this node about yet: a pump that
+// has pushed a later seq would never read the earlier one. So a wake
+// that comes late (here: dropped, then a Recheck) still delivers it.
+func TestPeersLateWakeAfterALocalCommit(t *testing.T) {
+	hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+	hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Wake })
+	mb := newMailbox()
+	sub := rs[0].Attach(bob, mb)
+	defer sub.Detach()
+	mustDrained(t, mb)
+	send(t, rs[1], []byte("first, on B")) // its wake is lost for now
+	send(t, rs[0], []byte("second, on A"))
+	waitIdle(t, sub)
+	hub.SetDrop(nil)
+	rs[0].Recheck() // the late news of B's commit
+	mb.waitFor(t, sub, 2)
+	var got []string
+	mb.mu.Lock()
+	for _, p := range mb.pushes {
+		if p.Message != nil {
+			got = append(got, string(p.Message.Payload))
+		}
+	}
+	mb.mu.Unlock()
+	if !slices.Equal(got, []string{"first, on B", "second, on A"}) {
+		t.Fatalf("bob was pushed %q, want both, in seq order", got)
+	}
+}
