@@ -44,9 +44,10 @@ type Peers interface {
 	// first one); Unlisten, that the last one has gone.
 	Listen(user string)
 	Unlisten(user string)
-	// Attached says that device d has connected on this node: a node that
-	// has an older connection of d should supersede it (Inbound.PeerAttached).
-	Attached(d store.DeviceAddr)
+	// Attached says that device d connected on this node at (wall clock):
+	// a node that has an older connection of d should supersede it
+	// (Inbound.PeerAttached).
+	Attached(d store.DeviceAddr, at time.Time)
 	// Wake says that the queues of devs got items. devs is sorted by user
 	// and then device, without repeats.
 	Wake(devs []store.DeviceAddr)
@@ -62,9 +63,11 @@ type Inbound interface {
 	// PeerWake makes the pumps of user's devices connected here read their
 	// queues; no devices: all of user's devices here.
 	PeerWake(user string, devices []uint32)
-	// PeerAttached supersedes d's connection here, if any: d has connected
+	// PeerAttached supersedes d's connection here, if any and if it
+	// attached before at (news of an older connection elsewhere, which
+	// arrived late, must not close a newer one here): d has connected
 	// on another node.
-	PeerAttached(d store.DeviceAddr)
+	PeerAttached(d store.DeviceAddr, at time.Time)
 	// PeerEphemeral hands e to to's devices here, except the sender.
 	PeerEphemeral(to string, e *Ephemeral) int
 	// PeerPush hands p to d if it is connected here.
@@ -99,9 +102,12 @@ func (r *Router) PeerWake(user string, devices []uint32) {
 }
 
 // PeerAttached implements Inbound.
-func (r *Router) PeerAttached(d store.DeviceAddr) {
+func (r *Router) PeerAttached(d store.DeviceAddr, at time.Time) {
 	r.mu.Lock()
 	s := r.online[d.User][d.Device]
+	if s != nil && !s.since.Before(at) {
+		s = nil // the newer connection is this node's
+	}
 	if s != nil {
 		r.remove(d)
 	}

@@ -252,3 +252,24 @@ func TestPeersLateWakeAfterALocalCommit(t *testing.T) {
 		t.Fatalf("bob was pushed %q, want both, in seq order", got)
 	}
 }
+
+// News of a device's connection on another node supersedes its connection
+// here only if that one is newer: the news of an older one, arriving late
+// (the device moved here meanwhile), leaves the newer connection alone.
+func TestPeerAttachedOnlyWhenNewer(t *testing.T) {
+	_, rs := cluster(t, 2, router.Config{Recheck: -1})
+	mb := newMailbox()
+	before := time.Now()
+	sub := rs[0].Attach(bob, mb)
+	defer sub.Detach()
+	rs[0].PeerAttached(bob, before.Add(-time.Second))
+	if mb.superseded {
+		t.Fatal("news of an older connection elsewhere closed the newer one here")
+	}
+	send(t, rs[0], []byte("still here"))
+	mb.waitFor(t, sub, 1)
+	rs[0].PeerAttached(bob, time.Now().Add(time.Millisecond))
+	if !mb.superseded {
+		t.Fatal("news of a newer connection elsewhere left this one open")
+	}
+}

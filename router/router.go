@@ -534,7 +534,7 @@ func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
 // connection attach after its new one, when the old one's goroutine is
 // slow to run.) Equal ats, as with Attach, supersede in call order.
 func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscription {
-	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), at: at}
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), at: at, since: time.Now()}
 	r.mu.Lock()
 	if cur := r.online[d.User][d.Device]; cur != nil && at < cur.at {
 		r.mu.Unlock()
@@ -560,7 +560,7 @@ func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscripti
 		old.mb.Superseded()
 	}
 	if r.peers != nil {
-		r.peers.Attached(d)
+		r.peers.Attached(d, s.since)
 	}
 	s.kick()
 	return s
@@ -584,6 +584,9 @@ type Subscription struct {
 	closed        bool
 	slot          uint32 // which of the recheck slots it is read again in (set under r.mu)
 	at            uint64 // the connection's handshake order (AttachAt)
+	// since is when it attached, by the wall clock: the order of one
+	// device's connections on different nodes (PeerAttached).
+	since time.Time
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the

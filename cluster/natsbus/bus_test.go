@@ -40,8 +40,8 @@ func (r *recorder) add(e string) {
 func (r *recorder) PeerWake(user string, devices []uint32) {
 	r.add(fmt.Sprintf("wake %s %v", user, devices))
 }
-func (r *recorder) PeerAttached(d store.DeviceAddr) {
-	r.add(fmt.Sprint("attached ", d.User, " ", d.Device))
+func (r *recorder) PeerAttached(d store.DeviceAddr, at time.Time) {
+	r.add(fmt.Sprint("attached ", d.User, " ", d.Device, " ", at.UnixNano()))
 }
 func (r *recorder) Recheck() { r.add("recheck") }
 func (r *recorder) PeerEphemeral(to string, e *router.Ephemeral) int {
@@ -62,6 +62,17 @@ func (r *recorder) PeerPush(d store.DeviceAddr, p router.Push) bool {
 
 // waitFor waits until the recorder has seen event e, and returns every
 // event up to it (and takes them off).
+// seen reports whether e has come (and forgets what came up to it).
+func (r *recorder) seen(e string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := slices.Index(r.events, e)
+	if i >= 0 {
+		r.events = r.events[i+1:]
+	}
+	return i >= 0
+}
+
 func (r *recorder) waitFor(t *testing.T, e string) []string {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
@@ -114,7 +125,7 @@ func TestBusDelivers(t *testing.T) {
 	sent := time.Now()
 	e := &router.Ephemeral{From: store.DeviceAddr{User: "alice", Device: 1}, Payload: []byte("typing"), Sent: sent, ClientID: [16]byte{7}}
 	b.Wake([]store.DeviceAddr{{User: "bob", Device: 1}, {User: "bob", Device: 2}, {User: "dave", Device: 1}})
-	b.Attached(store.DeviceAddr{User: "bob", Device: 2})
+	b.Attached(store.DeviceAddr{User: "bob", Device: 2}, time.Unix(0, 1234))
 	b.Ephemeral("bob", e)
 	b.Ephemeral("dave", e) // nobody listens for dave
 	b.Push(store.DeviceAddr{User: "bob", Device: 1}, router.Push{KeysLow: &store.KeyCounts{PreKeys: 4}})
@@ -122,7 +133,7 @@ func TestBusDelivers(t *testing.T) {
 	a.Wake([]store.DeviceAddr{{User: "bob", Device: 1}}) // A's own: not for A
 	b.Wake([]store.DeviceAddr{{User: "carol", Device: 5}})
 	got := recA.waitFor(t, "wake carol [5]")
-	want := []string{"wake bob [1 2]", "attached bob 2", `ephemeral bob "typing"`, "keyslow bob 1 4", `push bob 2 "group typing"`, "wake carol [5]"}
+	want := []string{"wake bob [1 2]", "attached bob 2 1234", `ephemeral bob "typing"`, "keyslow bob 1 4", `push bob 2 "group typing"`, "wake carol [5]"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("A got\n%q\nwant\n%q", got, want)
 	}
@@ -152,7 +163,16 @@ func TestBusReconnectRechecks(t *testing.T) {
 	natstest.Restart(t, ns)
 	recA.waitFor(t, "recheck")
 	recC.waitFor(t, "recheck")
-	// After the reconnect the subscriptions are back.
-	c.Wake([]store.DeviceAddr{{User: "bob", Device: 1}})
-	recA.waitFor(t, "wake bob [1]")
+	// After the reconnect the subscriptions are back. Either node may be
+	// the last to reconnect (the recheck each saw may be the other's), and
+	// a wake published before A's subscription is back is lost by design:
+	// so wake again until one comes.
+	deadline := time.Now().Add(10 * time.Second)
+	for !recA.seen("wake bob [1]") {
+		if time.Now().After(deadline) {
+			t.Fatal("A's subscription to bob's news did not come back after the reconnect")
+		}
+		c.Wake([]store.DeviceAddr{{User: "bob", Device: 1}})
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -16,7 +16,7 @@ import (
 //
 //	version (1 byte, 1) · kind (1 byte) · node (8 bytes, big endian) · user (string)
 //	wake:      count · that many devices
-//	attached:  device
+//	attached:  device · attached at (signed, Unix ns)
 //	ephemeral: ephemeral envelope (for all of user's devices)
 //	push:      device · 0 · pre-keys · kyber pre-keys        (KeysLow)
 //	           device · 1 · ephemeral envelope               (one device)
@@ -61,6 +61,7 @@ type message struct {
 	devices []uint32 // wake: the devices; attached and push: the one device
 	eph     *router.Ephemeral
 	keys    *store.KeyCounts
+	at      time.Time // attached: when
 }
 
 var errMalformed = errors.New("natsbus: malformed message")
@@ -90,9 +91,10 @@ func encodeWake(node uint64, user string, devices []uint32) []byte {
 	return b
 }
 
-func encodeAttached(node uint64, d store.DeviceAddr) []byte {
-	b := appendHeader(make([]byte, 0, 16+len(d.User)), kindAttached, node, d.User)
-	return binary.AppendUvarint(b, uint64(d.Device))
+func encodeAttached(node uint64, d store.DeviceAddr, at time.Time) []byte {
+	b := appendHeader(make([]byte, 0, 26+len(d.User)), kindAttached, node, d.User)
+	b = binary.AppendUvarint(b, uint64(d.Device))
+	return binary.AppendVarint(b, at.UnixNano())
 }
 
 func encodeRecheck(node uint64) []byte { return appendHeader(nil, kindRecheck, node, "") }
@@ -271,6 +273,7 @@ func decode(data []byte) (*message, error) {
 		}
 	case kindAttached:
 		m.devices = []uint32{r.device()}
+		m.at = time.Unix(0, r.varint())
 	case kindEphemeral:
 		m.eph = r.ephemeral()
 	case kindPush:

@@ -326,9 +326,6 @@ func serve(ctx context.Context, g *globals, o serveOptions) error {
 		Metrics: server.NewMetrics(reg), SignupPoW: pow}
 	var clusterNote string
 	if o.cluster != "" {
-		// The nodes of a cluster must share their queues: the embedded
-		// stores are one machine's, so for now this is for trying it out.
-		log.Warn("--cluster: every node must use the same database; --store " + o.store + " is this node's own")
 		bus, err := natsbus.Connect(natsbus.Options{URLs: o.cluster, Node: o.node, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
