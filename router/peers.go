@@ -44,10 +44,10 @@ type Peers interface {
 	// first one); Unlisten, that the last one has gone.
 	Listen(user string)
 	Unlisten(user string)
-	// Attached says that device d connected on this node at (wall clock):
-	// a node that has an older connection of d should supersede it
-	// (Inbound.PeerAttached).
-	Attached(d store.DeviceAddr, at time.Time)
+	// Attached says that device d connected on this node with handshake
+	// h: a node whose connection of d it replaces (Handshake.Replaces)
+	// should supersede that one (Inbound.PeerAttached).
+	Attached(d store.DeviceAddr, h Handshake)
 	// Wake says that the queues of devs got items. devs is sorted by user
 	// and then device, without repeats.
 	Wake(devs []store.DeviceAddr)
@@ -63,11 +63,11 @@ type Inbound interface {
 	// PeerWake makes the pumps of user's devices connected here read their
 	// queues; no devices: all of user's devices here.
 	PeerWake(user string, devices []uint32)
-	// PeerAttached supersedes d's connection here, if any and if it
-	// attached before at (news of an older connection elsewhere, which
-	// arrived late, must not close a newer one here): d has connected
-	// on another node.
-	PeerAttached(d store.DeviceAddr, at time.Time)
+	// PeerAttached supersedes d's connection here, if any, when the one d
+	// made on another node with handshake h replaces it
+	// (Handshake.Replaces: news of a stale or losing connection elsewhere,
+	// arriving late, must not close the current one here).
+	PeerAttached(d store.DeviceAddr, h Handshake)
 	// PeerEphemeral hands e to to's devices here, except the sender.
 	PeerEphemeral(to string, e *Ephemeral) int
 	// PeerPush hands p to d if it is connected here.
@@ -102,10 +102,10 @@ func (r *Router) PeerWake(user string, devices []uint32) {
 }
 
 // PeerAttached implements Inbound.
-func (r *Router) PeerAttached(d store.DeviceAddr, at time.Time) {
+func (r *Router) PeerAttached(d store.DeviceAddr, h Handshake) {
 	r.mu.Lock()
 	s := r.online[d.User][d.Device]
-	if s != nil && !s.since.Before(at) {
+	if s != nil && !h.Replaces(s.hs) {
 		s = nil // the newer connection is this node's
 	}
 	if s != nil {

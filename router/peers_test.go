@@ -254,21 +254,22 @@ func TestPeersLateWakeAfterALocalCommit(t *testing.T) {
 }
 
 // News of a device's connection on another node supersedes its connection
-// here only if that one is newer: the news of an older one, arriving late
-// (the device moved here meanwhile), leaves the newer connection alone.
-func TestPeerAttachedOnlyWhenNewer(t *testing.T) {
+// here only if that one replaces it (router.Handshake.Replaces): the news
+// of an older one, or of a dial's losing sibling, arriving late, leaves
+// the current connection alone.
+func TestPeerAttachedOnlyWhenItReplaces(t *testing.T) {
 	_, rs := cluster(t, 2, router.Config{Recheck: -1})
 	mb := newMailbox()
-	before := time.Now()
-	sub := rs[0].Attach(bob, mb)
+	sub := rs[0].AttachAt(bob, mb, at(10, 13))
 	defer sub.Detach()
-	rs[0].PeerAttached(bob, before.Add(-time.Second))
+	rs[0].PeerAttached(bob, at(0, 1))
+	rs[0].PeerAttached(bob, at(11, 14)) // dialed at once, done later
 	if mb.superseded {
-		t.Fatal("news of an older connection elsewhere closed the newer one here")
+		t.Fatal("news of an older or losing connection elsewhere closed the current one here")
 	}
 	send(t, rs[0], []byte("still here"))
 	mb.waitFor(t, sub, 1)
-	rs[0].PeerAttached(bob, time.Now().Add(time.Millisecond))
+	rs[0].PeerAttached(bob, at(20, 21))
 	if !mb.superseded {
 		t.Fatal("news of a newer connection elsewhere left this one open")
 	}

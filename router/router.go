@@ -524,19 +524,36 @@ func (r *Router) sweepLoop() {
 //
 // With Peers, a connection of d on another node is superseded too.
 func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
-	return r.AttachAt(d, mb, 0)
+	now := time.Now()
+	return r.AttachAt(d, mb, Handshake{Began: now, Done: now})
 }
 
-// AttachAt is Attach for a connection whose handshake was the at-th on
-// this node: a connection that finished its handshake before the attached
-// one's (a lower at) is the stale one, and is superseded at once instead
-// of superseding it. (A device that reconnects quickly can have its old
-// connection attach after its new one, when the old one's goroutine is
-// slow to run.) Equal ats, as with Attach, supersede in call order.
-func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscription {
-	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), at: at, since: time.Now()}
+// Handshake is when a connection's handshake began (the socket was
+// accepted) and when it was done, by the wall clock: what decides which
+// of a device's connections is its current one (Replaces).
+type Handshake struct{ Began, Done time.Time }
+
+// Replaces reports whether a connection with handshake h is the device's
+// current one rather than one with handshake cur. Of two connections
+// whose handshakes overlapped, the first done wins: a client dialing
+// several endpoints at once keeps the first that answers and closes the
+// others (clientconn.DialEndpoints), so the later one is on its way out.
+// Otherwise the later one wins: the device reconnected.
+func (h Handshake) Replaces(cur Handshake) bool {
+	if h.Done.After(cur.Done) {
+		return !h.Began.Before(cur.Done)
+	}
+	return cur.Began.Before(h.Done)
+}
+
+// AttachAt is Attach for a connection with handshake h. If the device's
+// current connection replaces it (Handshake.Replaces), the new one is
+// superseded at once instead: a dial's losing sibling, or a stale
+// connection whose goroutine ran late.
+func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, h Handshake) *Subscription {
+	s := &Subscription{r: r, dev: d, mb: mb, dirty: true, inflight: make(map[uint64]int), hs: h}
 	r.mu.Lock()
-	if cur := r.online[d.User][d.Device]; cur != nil && at < cur.at {
+	if cur := r.online[d.User][d.Device]; cur != nil && !h.Replaces(cur.hs) {
 		r.mu.Unlock()
 		s.closed = true
 		mb.Superseded()
@@ -560,7 +577,7 @@ func (r *Router) AttachAt(d store.DeviceAddr, mb Mailbox, at uint64) *Subscripti
 		old.mb.Superseded()
 	}
 	if r.peers != nil {
-		r.peers.Attached(d, s.since)
+		r.peers.Attached(d, h)
 	}
 	s.kick()
 	return s
@@ -583,10 +600,7 @@ type Subscription struct {
 	drainTok      uint64 // the token of the newest Drain
 	closed        bool
 	slot          uint32 // which of the recheck slots it is read again in (set under r.mu)
-	at            uint64 // the connection's handshake order (AttachAt)
-	// since is when it attached, by the wall clock: the order of one
-	// device's connections on different nodes (PeerAttached).
-	since time.Time
+	hs            Handshake // which of the device's connections wins (AttachAt, PeerAttached)
 }
 
 // Ack removes acknowledged items from the device's queue (durably, in the

@@ -213,29 +213,67 @@ func TestSupersede(t *testing.T) {
 	}
 }
 
+// at is a handshake that began and was done at these offsets from a base.
+func at(began, done time.Duration) router.Handshake {
+	base := time.Unix(1_700_000_000, 0)
+	return router.Handshake{Began: base.Add(began), Done: base.Add(done)}
+}
+
+// Which of two connections of a device is its current one: the later of
+// two in a row, the first done of two dialed at once (the client keeps
+// that one and closes the other).
+func TestHandshakeReplaces(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		h, cur  router.Handshake
+		replace bool
+	}{
+		{"reconnected after", at(5, 6), at(0, 1), true},
+		{"an older one, late", at(0, 1), at(5, 6), false},
+		{"dialed at once, done later", at(1, 4), at(0, 3), false},
+		{"dialed at once, done first", at(0, 3), at(1, 4), true},
+		{"began as the other was done", at(3, 4), at(0, 3), true},
+	} {
+		if got := tc.h.Replaces(tc.cur); got != tc.replace {
+			t.Errorf("%s: Replaces = %v, want %v", tc.name, got, tc.replace)
+		}
+	}
+}
+
 // A device's old connection that attaches after its newer one (its
-// goroutine ran late) is the one superseded, at once; the newer one keeps
-// the queue. Then a newer handshake supersedes as usual.
+// goroutine ran late), or the losing one of two it dialed at once, is the
+// one superseded, at once; the current one keeps the queue. Then a later
+// handshake supersedes as usual.
 func TestStaleConnectionAttachingLateIsSuperseded(t *testing.T) {
-	r := setup(t, router.Config{})
-	newer, older, newest := newMailbox(), newMailbox(), newMailbox()
-	sub := r.AttachAt(bob, newer, 2)
-	staleSub := r.AttachAt(bob, older, 1)
-	if !older.superseded || newer.superseded {
-		t.Fatalf("superseded: the older connection %v, the newer %v; want only the older", older.superseded, newer.superseded)
-	}
-	send(t, r, []byte("x"))
-	newer.waitFor(t, sub, 1)
-	staleSub.Detach() // what its connection does as it closes: the newer stays
-	send(t, r, []byte("y"))
-	newer.waitFor(t, sub, 2)
-	if n := len(older.messages()); n != 0 {
-		t.Fatalf("the stale connection got %d pushes", n)
-	}
-	last := r.AttachAt(bob, newest, 3)
-	defer last.Detach()
-	if !newer.superseded {
-		t.Fatal("a newer handshake did not supersede")
+	for _, tc := range []struct {
+		name       string
+		cur, stale router.Handshake
+	}{
+		{"older", at(5, 6), at(0, 1)},
+		{"dial sibling done later", at(0, 3), at(1, 4)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := setup(t, router.Config{})
+			current, stale, next := newMailbox(), newMailbox(), newMailbox()
+			sub := r.AttachAt(bob, current, tc.cur)
+			staleSub := r.AttachAt(bob, stale, tc.stale)
+			if !stale.superseded || current.superseded {
+				t.Fatalf("superseded: the stale connection %v, the current one %v; want only the stale one", stale.superseded, current.superseded)
+			}
+			send(t, r, []byte("x"))
+			current.waitFor(t, sub, 1)
+			staleSub.Detach() // what its connection does as it closes: the current one stays
+			send(t, r, []byte("y"))
+			current.waitFor(t, sub, 2)
+			if n := len(stale.messages()); n != 0 {
+				t.Fatalf("the stale connection got %d pushes", n)
+			}
+			last := r.AttachAt(bob, next, at(10, 11))
+			defer last.Detach()
+			if !current.superseded {
+				t.Fatal("a later handshake did not supersede")
+			}
+		})
 	}
 }
 

@@ -1,6 +1,10 @@
 package server
 
-import "time"
+import (
+	"time"
+
+	"github.com/magpie-im/magpie/router"
+)
 
 // The accept policy. A connection is admitted unless the server is closed
 // or full, or its source network holds its share; while it is
@@ -90,10 +94,10 @@ func (s *Server) evictOldestLocked() {
 func (s *Server) handshakeDone(c *conn) {
 	s.mu.Lock()
 	s.handshakeDoneLocked(c)
-	// The order of handshakes, so that of two connections of one device
-	// the router keeps the newer whichever attaches last (AttachAt).
-	s.handshakes++
-	c.at = s.handshakes
+	// Which of a device's connections is its current one is decided by
+	// when each handshake began and was done (router.Handshake.Replaces),
+	// whichever attaches last.
+	c.hs = router.Handshake{Began: c.accepted, Done: time.Now()}
 	s.mu.Unlock()
 }
 

@@ -30,7 +30,7 @@ type conn struct {
 	nc       net.Conn
 	lc       *link.Conn
 	accepted time.Time
-	at       uint64 // the order of its handshake among the server's (handshakeDone)
+	hs       router.Handshake // when its handshake began (accepted) and was done (handshakeDone)
 	network  string // source network (budgets, connection caps)
 	// unauthCounted: counted toward its network's cap (Server.admit);
 	// guarded by the server's mu.
@@ -108,7 +108,7 @@ func (c *conn) serve() {
 	c.sends = make(chan struct{}, c.s.cfg.MaxInflightSends)
 	if c.authed {
 		c.s.authenticated(c)
-		c.sub = c.s.router.AttachAt(c.dev, c, c.at)
+		c.sub = c.s.router.AttachAt(c.dev, c, c.hs)
 	} else {
 		// Connections that never register would otherwise be kept for
 		// as long as they ping.
@@ -386,7 +386,7 @@ func (c *conn) register(id uint64, req *wire.RegisterRequest) {
 	if c.unreg != nil {
 		c.unreg.Stop()
 	}
-	c.sub = c.s.router.AttachAt(c.dev, c, c.at)
+	c.sub = c.s.router.AttachAt(c.dev, c, c.hs)
 	c.s.devices.forget(dev.User)
 	c.s.log.Info("registered", "user", dev.User)
 	c.respond(&wire.Response{Id: id, Body: &wire.Response_Register{Register: &wire.RegisterResponse{
@@ -611,7 +611,10 @@ func (c *conn) Push(p router.Push) bool {
 }
 
 // Superseded implements router.Mailbox: the same device connected again.
-func (c *conn) Superseded() { c.close() }
+func (c *conn) Superseded() {
+	c.s.log.Debug("connection superseded", "remote", c.nc.RemoteAddr().String(), "user", c.dev.User, "device", c.dev.Device)
+	c.close()
+}
 
 // enqueue adds a frame to the outbox and starts a writer if none runs. It
 // never blocks: a client that does not read is dropped once its outbox

@@ -250,7 +250,6 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	router     *router.Router
-	handshakes uint64 // handshakes verified so far (handshakeDone)
 	// handshaking is the connections mid-handshake, oldest first;
 	// guarded by mu.
 	handshaking list.List

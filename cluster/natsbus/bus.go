@@ -231,9 +231,9 @@ func (b *Bus) setListen(user string, on bool) {
 }
 
 // Attached implements router.Peers.
-func (b *Bus) Attached(d store.DeviceAddr, at time.Time) {
+func (b *Bus) Attached(d store.DeviceAddr, h router.Handshake) {
 	if subjectSafe(d.User) {
-		b.send(kindAttached, b.userPf+d.User, encodeAttached(b.id, d, at))
+		b.send(kindAttached, b.userPf+d.User, encodeAttached(b.id, d, h))
 	}
 }
 
@@ -396,7 +396,7 @@ func (b *Bus) handle(msg *nats.Msg) {
 	case kindWake:
 		in.PeerWake(m.user, m.devices)
 	case kindAttached:
-		in.PeerAttached(store.DeviceAddr{User: m.user, Device: m.devices[0]}, m.at)
+		in.PeerAttached(store.DeviceAddr{User: m.user, Device: m.devices[0]}, m.hs)
 	case kindEphemeral:
 		in.PeerEphemeral(m.user, m.eph)
 	case kindPush:

@@ -40,8 +40,8 @@ func (r *recorder) add(e string) {
 func (r *recorder) PeerWake(user string, devices []uint32) {
 	r.add(fmt.Sprintf("wake %s %v", user, devices))
 }
-func (r *recorder) PeerAttached(d store.DeviceAddr, at time.Time) {
-	r.add(fmt.Sprint("attached ", d.User, " ", d.Device, " ", at.UnixNano()))
+func (r *recorder) PeerAttached(d store.DeviceAddr, h router.Handshake) {
+	r.add(fmt.Sprint("attached ", d.User, " ", d.Device, " ", h.Began.UnixNano(), " ", h.Done.UnixNano()))
 }
 func (r *recorder) Recheck() { r.add("recheck") }
 func (r *recorder) PeerEphemeral(to string, e *router.Ephemeral) int {
@@ -125,7 +125,7 @@ func TestBusDelivers(t *testing.T) {
 	sent := time.Now()
 	e := &router.Ephemeral{From: store.DeviceAddr{User: "alice", Device: 1}, Payload: []byte("typing"), Sent: sent, ClientID: [16]byte{7}}
 	b.Wake([]store.DeviceAddr{{User: "bob", Device: 1}, {User: "bob", Device: 2}, {User: "dave", Device: 1}})
-	b.Attached(store.DeviceAddr{User: "bob", Device: 2}, time.Unix(0, 1234))
+	b.Attached(store.DeviceAddr{User: "bob", Device: 2}, router.Handshake{Began: time.Unix(0, 1000), Done: time.Unix(0, 1234)})
 	b.Ephemeral("bob", e)
 	b.Ephemeral("dave", e) // nobody listens for dave
 	b.Push(store.DeviceAddr{User: "bob", Device: 1}, router.Push{KeysLow: &store.KeyCounts{PreKeys: 4}})
@@ -133,7 +133,7 @@ func TestBusDelivers(t *testing.T) {
 	a.Wake([]store.DeviceAddr{{User: "bob", Device: 1}}) // A's own: not for A
 	b.Wake([]store.DeviceAddr{{User: "carol", Device: 5}})
 	got := recA.waitFor(t, "wake carol [5]")
-	want := []string{"wake bob [1 2]", "attached bob 2 1234", `ephemeral bob "typing"`, "keyslow bob 1 4", `push bob 2 "group typing"`, "wake carol [5]"}
+	want := []string{"wake bob [1 2]", "attached bob 2 1000 1234", `ephemeral bob "typing"`, "keyslow bob 1 4", `push bob 2 "group typing"`, "wake carol [5]"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("A got\n%q\nwant\n%q", got, want)
 	}

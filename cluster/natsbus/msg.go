@@ -16,7 +16,7 @@ import (
 //
 //	version (1 byte, 1) · kind (1 byte) · node (8 bytes, big endian) · user (string)
 //	wake:      count · that many devices
-//	attached:  device · attached at (signed, Unix ns)
+//	attached:  device · handshake began · handshake done (signed, Unix ns)
 //	ephemeral: ephemeral envelope (for all of user's devices)
 //	push:      device · 0 · pre-keys · kyber pre-keys        (KeysLow)
 //	           device · 1 · ephemeral envelope               (one device)
@@ -61,7 +61,7 @@ type message struct {
 	devices []uint32 // wake: the devices; attached and push: the one device
 	eph     *router.Ephemeral
 	keys    *store.KeyCounts
-	at      time.Time // attached: when
+	hs      router.Handshake // attached
 }
 
 var errMalformed = errors.New("natsbus: malformed message")
@@ -91,10 +91,11 @@ func encodeWake(node uint64, user string, devices []uint32) []byte {
 	return b
 }
 
-func encodeAttached(node uint64, d store.DeviceAddr, at time.Time) []byte {
-	b := appendHeader(make([]byte, 0, 26+len(d.User)), kindAttached, node, d.User)
+func encodeAttached(node uint64, d store.DeviceAddr, h router.Handshake) []byte {
+	b := appendHeader(make([]byte, 0, 36+len(d.User)), kindAttached, node, d.User)
 	b = binary.AppendUvarint(b, uint64(d.Device))
-	return binary.AppendVarint(b, at.UnixNano())
+	b = binary.AppendVarint(b, h.Began.UnixNano())
+	return binary.AppendVarint(b, h.Done.UnixNano())
 }
 
 func encodeRecheck(node uint64) []byte { return appendHeader(nil, kindRecheck, node, "") }
@@ -273,7 +274,8 @@ func decode(data []byte) (*message, error) {
 		}
 	case kindAttached:
 		m.devices = []uint32{r.device()}
-		m.at = time.Unix(0, r.varint())
+		m.hs.Began = time.Unix(0, r.varint())
+		m.hs.Done = time.Unix(0, r.varint())
 	case kindEphemeral:
 		m.eph = r.ephemeral()
 	case kindPush:

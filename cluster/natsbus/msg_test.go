@@ -21,7 +21,7 @@ func sampleMessages() [][]byte {
 	keys, _ := encodePush(42, bob, router.Push{KeysLow: &store.KeyCounts{PreKeys: 3, KyberPreKeys: 1}})
 	return [][]byte{
 		encodeWake(42, "bob", []uint32{1, 2, 1 << 31}),
-		encodeAttached(42, bob, time.Unix(1700000000, 123456789)),
+		encodeAttached(42, bob, router.Handshake{Began: time.Unix(1700000000, 23456789), Done: time.Unix(1700000000, 123456789)}),
 		encodeEphemeral(42, "bob", e),
 		encodeEphemeral(42, "bob", &pd),
 		push, keys,
@@ -34,7 +34,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	alice := store.DeviceAddr{User: "alice", Device: 3}
 	want := []*message{
 		{kind: kindWake, node: 42, user: "bob", devices: []uint32{1, 2, 1 << 31}},
-		{kind: kindAttached, node: 42, user: "bob", devices: []uint32{2}, at: sent},
+		{kind: kindAttached, node: 42, user: "bob", devices: []uint32{2}, hs: router.Handshake{Began: time.Unix(1700000000, 23456789), Done: sent}},
 		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent}},
 		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payloads: map[uint32][]byte{1: []byte("one"), 7: {}}, Sent: sent}},
 		{kind: kindPush, node: 42, user: "bob", devices: []uint32{2}, eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent, Group: [16]byte{9, 9}}},
@@ -46,10 +46,10 @@ func TestCodecRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d: %v", i, err)
 		}
-		if !m.at.Equal(want[i].at) {
-			t.Fatalf("%d: attached at %v, want %v", i, m.at, want[i].at)
+		if !m.hs.Began.Equal(want[i].hs.Began) || !m.hs.Done.Equal(want[i].hs.Done) {
+			t.Fatalf("%d: handshake %v, want %v", i, m.hs, want[i].hs)
 		}
-		m.at = want[i].at
+		m.hs = want[i].hs
 		if m.eph != nil {
 			if !m.eph.Sent.Equal(want[i].eph.Sent) {
 				t.Fatalf("%d: sent %v, want %v", i, m.eph.Sent, want[i].eph.Sent)
@@ -76,7 +76,7 @@ func TestCodecRefuses(t *testing.T) {
 		"bad user":       encodeWake(1, "bo.b", []uint32{1}),
 		"no user":        encodeWake(1, "", []uint32{1}),
 		"no devices":     encodeWake(1, "bob", nil),
-		"long user":      encodeAttached(1, store.DeviceAddr{User: "a234567890123456789012345678901234", Device: 1}, time.Unix(0, 0)),
+		"long user":      encodeAttached(1, store.DeviceAddr{User: "a234567890123456789012345678901234", Device: 1}, router.Handshake{}),
 		"other version":  append([]byte{2}, encodeRecheck(1)[1:]...),
 		"unknown kind":   appendHeader(nil, 99, 1, "bob"),
 		"user recheck":   appendHeader(nil, kindRecheck, 1, "bob"),
@@ -112,7 +112,7 @@ func FuzzDecode(f *testing.F) {
 		case kindWake:
 			again = encodeWake(m.node, m.user, m.devices)
 		case kindAttached:
-			again = encodeAttached(m.node, store.DeviceAddr{User: m.user, Device: m.devices[0]}, m.at)
+			again = encodeAttached(m.node, store.DeviceAddr{User: m.user, Device: m.devices[0]}, m.hs)
 		case kindEphemeral:
 			again = encodeEphemeral(m.node, m.user, m.eph)
 		case kindPush:

@@ -7,7 +7,6 @@ package peertest
 import (
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
@@ -130,9 +129,9 @@ func (n *Node) send(m Msg, deliver func(router.Inbound)) {
 	}
 }
 
-func (n *Node) Attached(d store.DeviceAddr, at time.Time) {
+func (n *Node) Attached(d store.DeviceAddr, h router.Handshake) {
 	n.send(Msg{From: n.name, Kind: Attached, User: d.User, Devices: []uint32{d.Device}},
-		func(in router.Inbound) { in.PeerAttached(d, at) })
+		func(in router.Inbound) { in.PeerAttached(d, h) })
 }
 
 func (n *Node) Wake(devs []store.DeviceAddr) {
