@@ -599,7 +599,7 @@ type Subscription struct {
 	drainWant     bool   // a Drain waits for the queue to be pushed out
 	drainTok      uint64 // the token of the newest Drain
 	closed        bool
-	slot          uint32 // which of the recheck slots it is read again in (set under r.mu)
+	slot          uint32    // which of the recheck slots it is read again in (set under r.mu)
 	hs            Handshake // which of the device's connections wins (AttachAt, PeerAttached)
 }
 

@@ -31,7 +31,7 @@ type conn struct {
 	lc       *link.Conn
 	accepted time.Time
 	hs       router.Handshake // when its handshake began (accepted) and was done (handshakeDone)
-	network  string // source network (budgets, connection caps)
+	network  string           // source network (budgets, connection caps)
 	// unauthCounted: counted toward its network's cap (Server.admit);
 	// guarded by the server's mu.
 	unauthCounted bool

@@ -247,9 +247,9 @@ const DefaultMaxUnsent = 512 << 20
 
 // Server serves Magpie clients.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	router     *router.Router
+	cfg    Config
+	log    *slog.Logger
+	router *router.Router
 	// handshaking is the connections mid-handshake, oldest first;
 	// guarded by mu.
 	handshaking list.List
