@@ -179,12 +179,6 @@ func startReceiver(t *testing.T, home string) *receiver {
 // endpoint is where bob's engine is connected now.
 func (r *receiver) endpoint() string { return r.cl.Status().Endpoint }
 
-func (r *receiver) count(text string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.got[text]
-}
-
 // waitFor waits until cond holds of what bob was shown.
 func (r *receiver) waitFor(t *testing.T, d time.Duration, what string, cond func(got map[string]int) bool) {
 	t.Helper()
