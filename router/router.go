@@ -538,9 +538,10 @@ type Handshake struct{ Began, Done time.Time }
 // whose handshakes overlapped, the first done wins: a client dialing
 // several endpoints at once keeps the first that answers and closes the
 // others (clientconn.DialEndpoints), so the later one is on its way out.
-// Otherwise the later one wins: the device reconnected.
+// Otherwise the later one wins: the device reconnected. Of two done at
+// the same instant, the one asking wins (Attach: the later call).
 func (h Handshake) Replaces(cur Handshake) bool {
-	if h.Done.After(cur.Done) {
+	if !h.Done.Before(cur.Done) {
 		return !h.Began.Before(cur.Done)
 	}
 	return cur.Began.Before(h.Done)

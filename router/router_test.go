@@ -233,6 +233,7 @@ func TestHandshakeReplaces(t *testing.T) {
 		{"dialed at once, done later", at(1, 4), at(0, 3), false},
 		{"dialed at once, done first", at(0, 3), at(1, 4), true},
 		{"began as the other was done", at(3, 4), at(0, 3), true},
+		{"the same instant (Attach)", at(2, 2), at(2, 2), true},
 	} {
 		if got := tc.h.Replaces(tc.cur); got != tc.replace {
 			t.Errorf("%s: Replaces = %v, want %v", tc.name, got, tc.replace)
