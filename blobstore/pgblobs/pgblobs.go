@@ -29,13 +29,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/magpie-im/magpie/blobstore"
+	"github.com/magpie-im/magpie/internal/closegate"
 	"github.com/magpie-im/magpie/internal/pgkit"
 )
 
@@ -53,10 +53,8 @@ type Store struct {
 	log  *slog.Logger
 	pool *pgxpool.Pool
 
-	// mu is held shared by every operation and exclusively by Close, so
-	// that Close waits for operations in flight.
-	mu     sync.RWMutex
-	closed bool
+	// gate lets Close wait for the calls in flight and refuse later ones.
+	gate closegate.Gate
 }
 
 var _ blobstore.Blobs = (*Store)(nil)
@@ -84,21 +82,16 @@ func Open(ctx context.Context, url string, opts blobstore.Options) (*Store, erro
 // Close waits for the calls in flight and closes the connections; later
 // calls, and reads of readers from Open, return blobstore.ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Close() {
 		return blobstore.ErrClosed
 	}
-	s.closed = true
 	s.pool.Close()
 	return nil
 }
 
-// enter marks a call in flight; the caller must call s.mu.RUnlock.
+// enter marks a call in flight; the caller must call s.gate.Leave.
 func (s *Store) enter() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	if !s.gate.Enter() {
 		return blobstore.ErrClosed
 	}
 	return nil
@@ -198,7 +191,7 @@ func (s *Store) Create(owner string, size int64) (blobstore.ID, error) {
 	if err := s.enter(); err != nil {
 		return blobstore.ID{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	cost := blobstore.Cost(size)
 	now := ns(s.opts.Now())
 	id := blobstore.NewID()
@@ -240,7 +233,7 @@ func (s *Store) Append(id blobstore.ID, owner string, offset int64, data []byte)
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var length int64
 	err := s.inTx("append", func(ctx context.Context, tx pgx.Tx) error {
 		length = 0
@@ -284,7 +277,7 @@ func (s *Store) Status(id blobstore.ID, owner string) (confirmed, size int64, co
 	if err := s.enter(); err != nil {
 		return 0, 0, false, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var r row
 	err = s.inTx("status", func(ctx context.Context, tx pgx.Tx) error {
 		var err error
@@ -304,7 +297,7 @@ func (s *Store) Complete(id blobstore.ID, owner string, digest [32]byte) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	mismatch := false
 	err := s.inTx("complete", func(ctx context.Context, tx pgx.Tx) error {
 		mismatch = false
@@ -396,7 +389,7 @@ func (s *Store) ExpectFetches(id blobstore.ID, owner string, n int) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	return s.inTx("expect fetches", func(ctx context.Context, tx pgx.Tx) error {
 		r, err := s.usable(ctx, tx, id, owner, lock)
 		if err != nil {
@@ -417,7 +410,7 @@ func (s *Store) Fetched(id blobstore.ID, device string) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	rec := blobstore.FetchRecord(id, device)
 	return s.inTx("fetched", func(ctx context.Context, tx pgx.Tx) error {
 		r, err := s.usable(ctx, tx, id, "", lock)
@@ -451,7 +444,7 @@ func (s *Store) Delete(id blobstore.ID, owner string) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	return s.inTx("delete", func(ctx context.Context, tx pgx.Tx) error {
 		r, err := get(ctx, tx, id, lock)
 		if err != nil {
@@ -472,7 +465,7 @@ func (s *Store) GC() (removed int, err error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	ctx := context.Background()
 	now := s.opts.Now()
 	rows, err := s.pool.Query(ctx, `SELECT id FROM blobs
@@ -517,7 +510,7 @@ func (s *Store) Usage(owner string) int64 {
 	if err := s.enter(); err != nil {
 		return -1
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var used int64
 	err := s.pool.QueryRow(context.Background(), `SELECT bytes FROM blob_owners WHERE owner = $1`, owner).Scan(&used)
 	switch {
@@ -538,7 +531,7 @@ func (s *Store) Open(id blobstore.ID) (io.ReadSeekCloser, int64, error) {
 	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var r row
 	err := s.inTx("open", func(ctx context.Context, tx pgx.Tx) error {
 		var err error
@@ -592,7 +585,7 @@ func (r *reader) load() error {
 	if err := r.s.enter(); err != nil {
 		return err
 	}
-	defer r.s.mu.RUnlock()
+	defer r.s.gate.Leave()
 	r.chunk = nil
 	err := r.s.pool.QueryRow(context.Background(), `SELECT off, data FROM blob_chunks WHERE blob = $1 AND off <= $2 ORDER BY off DESC LIMIT 1`,
 		r.id[:], r.pos).Scan(&r.off, &r.chunk)

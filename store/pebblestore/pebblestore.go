@@ -28,6 +28,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 
+	"github.com/magpie-im/magpie/internal/closegate"
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/internal/batchrules"
 	"github.com/magpie-im/magpie/store/sqlite"
@@ -61,9 +62,8 @@ type Store struct {
 	senders batchrules.SenderCounts
 	space   space
 
-	// mu is held shared by every operation and exclusively by Close.
-	mu     sync.RWMutex
-	closed bool
+	// gate lets Close wait for the calls in flight and refuse later ones.
+	gate closegate.Gate
 }
 
 var _ store.Store = (*Store)(nil)
@@ -193,12 +193,9 @@ func (s *Store) load() error {
 
 // Close waits for operations in flight and closes both databases.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Close() {
 		return store.ErrClosed
 	}
-	s.closed = true
 	err := errors.Join(s.db.Close(), s.Store.Close())
 	if err != nil {
 		return fmt.Errorf("pebblestore: close: %w", err)
@@ -206,10 +203,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// enter marks a call in flight; the caller must call s.gate.Leave.
 func (s *Store) enter() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	if !s.gate.Enter() {
 		return store.ErrClosed
 	}
 	return nil
@@ -234,7 +230,7 @@ func (s *Store) DeviceByKey(ctx context.Context, key [store.KeySize]byte) (store
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	return s.keys.get(ctx, s.Store, key)
 }
 
@@ -249,6 +245,6 @@ func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	return s.counts.Sum(), nil
 }

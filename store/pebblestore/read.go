@@ -22,7 +22,7 @@ func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64,
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
 	}
@@ -119,7 +119,7 @@ func (s *Store) Group(ctx context.Context, id [store.GroupIDSize]byte) (uint64, 
 	if err := s.enter(); err != nil {
 		return 0, nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	v, err := getCopy(s.db, groupKey(nil, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil, store.ErrNotFound
@@ -138,7 +138,7 @@ func (s *Store) GroupLog(ctx context.Context, id [store.GroupIDSize]byte, from u
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit <= 0 || from > math.MaxInt64 {
 		return nil, nil
 	}
@@ -170,7 +170,7 @@ func (s *Store) CountPayload(ctx context.Context, payload []byte) (int, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	it, err := s.db.NewIter(nil)
 	if err != nil {
 		return 0, err
@@ -203,7 +203,7 @@ func (s *Store) LiveBytes(ctx context.Context) (int64, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	it, err := s.db.NewIter(nil)
 	if err != nil {
 		return 0, err

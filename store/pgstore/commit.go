@@ -43,7 +43,7 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if err := batchrules.CheckNil(b); err != nil {
 		return fmt.Errorf("pgstore: commit: %w", err)
 	}

@@ -22,7 +22,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	t := ns(now)
 	var n int
 	err := s.inTx(ctx, "expire", func(tx pgx.Tx) error {

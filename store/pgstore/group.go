@@ -72,7 +72,7 @@ func (s *Store) Group(ctx context.Context, id [store.GroupIDSize]byte) (uint64, 
 	if err := s.enter(); err != nil {
 		return 0, nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var (
 		seq   int64
 		state []byte
@@ -92,7 +92,7 @@ func (s *Store) GroupLog(ctx context.Context, id [store.GroupIDSize]byte, from u
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit <= 0 || from > math.MaxInt64 {
 		return nil, nil
 	}

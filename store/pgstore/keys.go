@@ -24,7 +24,7 @@ func (s *Store) SetKeys(ctx context.Context, dev store.DeviceAddr, k store.Keys,
 	if err := s.enter(); err != nil {
 		return store.KeyCounts{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var counts store.KeyCounts
 	err := s.inTx(ctx, "set keys", func(tx pgx.Tx) error {
 		var (
@@ -130,7 +130,7 @@ func (s *Store) KeyCounts(ctx context.Context, dev store.DeviceAddr) (store.KeyC
 	if err := s.enter(); err != nil {
 		return store.KeyCounts{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var c store.KeyCounts
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE kind = 1), count(*) FILTER (WHERE kind = 2)
 		FROM one_time_prekeys WHERE user_name = $1 AND device = $2`, dev.User, int64(dev.Device)).Scan(&c.PreKeys, &c.KyberPreKeys); err != nil {
@@ -155,7 +155,7 @@ func (s *Store) Bundles(ctx context.Context, user string, devices []uint32, oneT
 	if err := s.enter(); err != nil {
 		return nil, nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var (
 		identity []byte
 		bundles  []store.Bundle

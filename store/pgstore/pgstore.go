@@ -21,12 +21,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/magpie-im/magpie/internal/closegate"
 	"github.com/magpie-im/magpie/internal/pgkit"
 	"github.com/magpie-im/magpie/store"
 )
@@ -49,10 +49,8 @@ type Store struct {
 	log  *slog.Logger
 	pool *pgxpool.Pool
 
-	// mu is held shared by every operation and exclusively by Close, so that
-	// Close waits for operations in flight and later calls see closed.
-	mu     sync.RWMutex
-	closed bool
+	// gate lets Close wait for the calls in flight and refuse later ones.
+	gate closegate.Gate
 }
 
 var _ store.Store = (*Store)(nil)
@@ -85,21 +83,16 @@ func mustSub(f fs.FS, dir string) fs.FS {
 // Close waits for operations in flight and closes the pool. Later calls to
 // any method, including Close, return store.ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Close() {
 		return store.ErrClosed
 	}
-	s.closed = true
 	s.pool.Close()
 	return nil
 }
 
-// enter marks an operation in flight; the caller must call s.mu.RUnlock.
+// enter marks a call in flight; the caller must call s.gate.Leave.
 func (s *Store) enter() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	if !s.gate.Enter() {
 		return store.ErrClosed
 	}
 	return nil
@@ -144,7 +137,7 @@ func (s *Store) CreateUser(ctx context.Context, name string, key [store.KeySize]
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	err := s.inTx(ctx, "create user", func(tx pgx.Tx) error {
 		// ON CONFLICT waits for a concurrent registration of the same
 		// name to finish, and then reports it taken.
@@ -179,7 +172,7 @@ func (s *Store) AddDevice(ctx context.Context, user string, key [store.KeySize]b
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var id int64
 	err := s.inTx(ctx, "add device", func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `UPDATE users SET next_device = next_device + 1 WHERE name = $1 RETURNING next_device - 1`, user).Scan(&id)
@@ -205,7 +198,7 @@ func (s *Store) DeviceByKey(ctx context.Context, key [store.KeySize]byte) (store
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var (
 		d       store.Device
 		created int64
@@ -226,7 +219,7 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 	if err := s.enter(); err != nil {
 		return store.User{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	// One statement, so the user and its devices come from one snapshot.
 	rows, err := s.pool.Query(ctx, `
 		SELECT u.created, d.id, d.key, d.created, d.registration_id, u.identity_key
@@ -269,7 +262,7 @@ func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var n int64
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(sum(queued), 0)::bigint FROM devices`).Scan(&n); err != nil {
 		return 0, wrap("queue depth", err)
@@ -307,7 +300,7 @@ func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64,
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
 	}

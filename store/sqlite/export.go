@@ -58,7 +58,7 @@ func (s *Store) HasQueues(ctx context.Context) (bool, error) {
 	if err := s.enter(); err != nil {
 		return false, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var n int
 	err := s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM (SELECT 1 FROM queue LIMIT 1))
 		+ (SELECT count(*) FROM (SELECT 1 FROM dedup LIMIT 1)) + (SELECT count(*) FROM (SELECT 1 FROM groups LIMIT 1))`).Scan(&n)
@@ -74,7 +74,7 @@ func (s *Store) ExportQueues(ctx context.Context, x QueueExporter) (nextSeq uint
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true}) // one snapshot
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: export: %w", err)
@@ -180,7 +180,7 @@ func (s *Store) DropQueues(ctx context.Context) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)

@@ -22,7 +22,7 @@ func (s *Store) SetKeys(ctx context.Context, dev store.DeviceAddr, k store.Keys,
 	if err := s.enter(); err != nil {
 		return store.KeyCounts{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -127,7 +127,7 @@ func (s *Store) KeyCounts(ctx context.Context, dev store.DeviceAddr) (store.KeyC
 	if err := s.enter(); err != nil {
 		return store.KeyCounts{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	c, err := keyCounts(ctx, s.r, dev)
 	if err != nil {
 		return c, fmt.Errorf("sqlite: %w", err)
@@ -142,7 +142,7 @@ func (s *Store) Bundles(ctx context.Context, user string, devices []uint32, oneT
 	if err := s.enter(); err != nil {
 		return nil, nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -251,6 +251,6 @@ func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	return s.counts.Sum(), nil
 }

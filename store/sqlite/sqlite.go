@@ -28,6 +28,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/magpie-im/magpie/internal/closegate"
 	"github.com/magpie-im/magpie/internal/flock"
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/internal/batchrules"
@@ -81,10 +82,8 @@ type Store struct {
 	// the counts are only right if no other process writes the queue.
 	lock *os.File
 
-	// mu is held shared by every operation and exclusively by Close, so that
-	// Close waits for operations in flight and later calls see closed.
-	mu     sync.RWMutex
-	closed bool
+	// gate lets Close wait for the calls in flight and refuse later ones.
+	gate closegate.Gate
 }
 
 var _ store.Store = (*Store)(nil)
@@ -254,12 +253,9 @@ func dsn(abs string, q url.Values) string {
 // Close waits for operations in flight and closes the database. Later calls
 // to any method, including Close, return store.ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Close() {
 		return store.ErrClosed
 	}
-	s.closed = true
 	// The lock goes after the databases: the next process may open them at once.
 	if err := errors.Join(s.closeDBs(), s.lock.Close()); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
@@ -276,11 +272,9 @@ func (s *Store) closeDBs() error {
 	return errors.Join(errS, s.r.Close(), s.w.Close())
 }
 
-// enter marks an operation in flight; the caller must call s.mu.RUnlock.
+// enter marks a call in flight; the caller must call s.gate.Leave.
 func (s *Store) enter() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	if !s.gate.Enter() {
 		return store.ErrClosed
 	}
 	return nil
@@ -337,7 +331,7 @@ func (s *Store) CreateUser(ctx context.Context, name string, key [store.KeySize]
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -396,7 +390,7 @@ func (s *Store) AddDevice(ctx context.Context, user string, key [store.KeySize]b
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -437,7 +431,7 @@ func (s *Store) DeviceByKey(ctx context.Context, key [store.KeySize]byte) (store
 	if err := s.enter(); err != nil {
 		return store.Device{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	var (
 		d       store.Device
@@ -461,7 +455,7 @@ func (s *Store) User(ctx context.Context, name string) (store.User, error) {
 	if err := s.enter(); err != nil {
 		return store.User{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	// One statement, so the user and its devices come from one snapshot.
 	rows, err := s.r.QueryContext(ctx, `
@@ -526,7 +520,7 @@ func (s *Store) Pending(ctx context.Context, dev store.DeviceAddr, after uint64,
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
@@ -575,7 +569,7 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 
@@ -660,7 +654,7 @@ func (s *Store) Recipients(ctx context.Context, user string) ([]Recipient, error
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	rows, err := s.r.QueryContext(ctx, commitSQL[stRecipients], user)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: recipients: %w", err)

@@ -17,12 +17,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/magpie-im/magpie/internal/closegate"
 	"github.com/magpie-im/magpie/internal/pgkit"
 	"github.com/magpie-im/magpie/internal/signupcodes"
 	"github.com/magpie-im/magpie/invite"
@@ -51,8 +51,7 @@ type Book struct {
 	log  *slog.Logger
 	pool *pgxpool.Pool
 
-	mu     sync.RWMutex // held shared by calls, exclusively by Close
-	closed bool
+	gate closegate.Gate // Close waits for the calls in flight
 }
 
 var _ signupcodes.Codes = (*Book)(nil)
@@ -80,12 +79,9 @@ func Open(ctx context.Context, url string, opts Options) (*Book, error) {
 
 // Close waits for calls in flight and closes the connections.
 func (b *Book) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if !b.gate.Close() {
 		return errClosed
 	}
-	b.closed = true
 	b.pool.Close()
 	return nil
 }
@@ -93,11 +89,10 @@ func (b *Book) Close() error {
 // exec runs fn with a context bounded by opTimeout while the book is
 // open.
 func (b *Book) exec(fn func(ctx context.Context) error) error {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
+	if !b.gate.Enter() {
 		return errClosed
 	}
+	defer b.gate.Leave()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	return fn(ctx)
