@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/magpie-im/magpie/cluster/natsbus"
@@ -97,7 +98,13 @@ func (r *recorder) waitFor(t *testing.T, e string) []string {
 
 func connect(t *testing.T, urls, node string) (*natsbus.Bus, *recorder) {
 	t.Helper()
-	b, err := natsbus.Connect(natsbus.Options{URLs: urls, Node: node, Cluster: "test", ReconnectWait: 50 * time.Millisecond})
+	return connectWith(t, natsbus.Options{URLs: urls, Node: node})
+}
+
+func connectWith(t *testing.T, o natsbus.Options) (*natsbus.Bus, *recorder) {
+	t.Helper()
+	o.Cluster, o.ReconnectWait = "test", 50*time.Millisecond
+	b, err := natsbus.Connect(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +124,8 @@ func listen(t *testing.T, b *natsbus.Bus, rec *recorder, user string) {
 
 func TestBusDelivers(t *testing.T) {
 	ns := natstest.Start(t)
-	a, recA := connect(t, ns.ClientURL(), "A")
+	regA := prometheus.NewPedanticRegistry()
+	a, recA := connectWith(t, natsbus.Options{URLs: ns.ClientURL(), Node: "A", Registerer: regA})
 	b, _ := connect(t, ns.ClientURL(), "B")
 	listen(t, a, recA, "bob")
 	listen(t, a, recA, "carol")
@@ -141,13 +149,40 @@ func TestBusDelivers(t *testing.T) {
 		t.Fatalf("ephemeral %+v, sent %+v", g, e)
 	}
 
-	// After Unlisten, bob's messages no longer come.
+	// After Unlisten, bob's messages no longer come. The unsubscription
+	// is applied in the background; once it has been, the client drops
+	// whatever the server still sends for it.
 	a.Unlisten("bob")
-	time.Sleep(300 * time.Millisecond) // the unsubscription is applied in the background
+	waitGauge(t, regA, "magpie_cluster_subscriptions", 1)
 	b.Wake([]store.DeviceAddr{{User: "bob", Device: 1}})
 	b.Wake([]store.DeviceAddr{{User: "carol", Device: 6}})
 	if got := recA.waitFor(t, "wake carol [6]"); len(got) != 1 {
 		t.Fatalf("after Unlisten(bob), A got %q", got)
+	}
+}
+
+// waitGauge waits until the gauge name in reg reads want.
+func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got float64 = -1
+		for _, mf := range mfs {
+			if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+				got = mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %v after 10s, want %v", name, got, want)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
