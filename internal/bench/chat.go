@@ -50,8 +50,8 @@ type ChatOptions struct {
 	Progress io.Writer
 }
 
-// MinSize is the smallest payload: a magic number and the intended send
-// time.
+// MinSize is the smallest payload: a magic number, the intended send
+// time and the sender's index.
 const MinSize = 16
 
 var payloadMagic = [4]byte{'m', 'p', 'b', 'n'}
@@ -94,6 +94,12 @@ type ChatReport struct {
 
 	Ack     Summary `json:"ack_latency"`     // intended send time → server ack
 	Deliver Summary `json:"deliver_latency"` // intended send time → recipient has it
+	// Against several nodes (clients connected to more than one endpoint),
+	// Deliver split by whether sender and recipient were connected to the
+	// same node or to different ones: the cross-node messages are the ones
+	// that needed a NATS hop.
+	DeliverSameNode  *Summary `json:"deliver_latency_same_node,omitempty"`
+	DeliverCrossNode *Summary `json:"deliver_latency_cross_node,omitempty"`
 
 	// ServerCPUS is the server's CPU time from the first send to the end
 	// of the drain wait (with --admin), and ServerCPUPerMsgUs the same per
@@ -165,7 +171,11 @@ func RunChat(ctx context.Context, inv invite.Invite, o ChatOptions) (*ChatReport
 			return nil, fmt.Errorf("bench chat: %w", err)
 		}
 	}
-	r, err := runChat(ctx, cc, peer, o, time.Since(start))
+	nodes := make([]string, len(conns))
+	for i, c := range conns {
+		nodes[i] = c.Endpoint().Address
+	}
+	r, err := runChat(ctx, cc, peer, nodes, o, time.Since(start))
 	if r != nil && o.Admin != "" {
 		if cpu, serr := serverCPU(ctx, o.Admin); serr == nil && r.Acked > 0 {
 			r.ServerCPUS = cpu - cpu0
@@ -226,6 +236,9 @@ func schedule(rate float64, d time.Duration, uniform bool, rng *rand.Rand) []tim
 type chatState struct {
 	sent, acked, received, receipts, errors atomic.Int64
 	ack, deliver                            *Histogram
+	// deliverSame and deliverCross split deliver by the nodes of sender
+	// and recipient; nil against one node.
+	deliverSame, deliverCross *Histogram
 
 	mu         sync.Mutex
 	errKinds   map[string]int64
@@ -245,8 +258,9 @@ func (s *chatState) fail(err error) {
 }
 
 // runChat drives conns (already connected), client i sending to peer[i],
-// and closes them.
-func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, setup time.Duration) (*ChatReport, error) {
+// and closes them. nodes, if not nil, is the address each client is
+// connected to, to tell cross-node deliveries apart.
+func runChat(ctx context.Context, conns []chatConn, peer []int, nodes []string, o ChatOptions, setup time.Duration) (*ChatReport, error) {
 	defer func() {
 		for _, c := range conns {
 			c.close()
@@ -263,8 +277,11 @@ func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, s
 	}
 
 	st := &chatState{ack: NewHistogram(), deliver: NewHistogram(), errKinds: map[string]int64{}, recvSignal: make(chan struct{}, 1)}
+	if distinct(nodes) > 1 {
+		st.deliverSame, st.deliverCross = NewHistogram(), NewHistogram()
+	}
 	var recvWG sync.WaitGroup
-	for _, c := range conns {
+	for j, c := range conns {
 		// A conn that can tell a delivery it could not decrypt reports it
 		// here, with its cause.
 		if r, ok := c.(interface{ reportErrors(func(error)) }); ok {
@@ -281,6 +298,13 @@ func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, s
 				}
 				intended := time.Unix(0, int64(binary.BigEndian.Uint64(p[4:12])))
 				st.deliver.Record(now.Sub(intended))
+				if from := int(binary.BigEndian.Uint32(p[12:16])); st.deliverSame != nil && from < n {
+					if nodes[from] == nodes[j] {
+						st.deliverSame.Record(now.Sub(intended))
+					} else {
+						st.deliverCross.Record(now.Sub(intended))
+					}
+				}
 				st.received.Add(1)
 				st.mu.Lock()
 				st.lastRecv = now
@@ -336,6 +360,10 @@ func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, s
 		Ack: st.ack.Summary(), Deliver: st.deliver.Summary(),
 		Timeline: sampleJSON(samples),
 	}
+	if st.deliverSame != nil {
+		same, cross := st.deliverSame.Summary(), st.deliverCross.Summary()
+		r.DeliverSameNode, r.DeliverCrossNode = &same, &cross
+	}
 	if len(st.errKinds) > 0 {
 		r.ErrorKinds = st.errKinds
 	}
@@ -352,6 +380,15 @@ func runChat(ctx context.Context, conns []chatConn, peer []int, o ChatOptions, s
 		return r, err
 	}
 	return r, nil
+}
+
+// distinct counts the different strings in ss.
+func distinct(ss []string) int {
+	seen := map[string]bool{}
+	for _, s := range ss {
+		seen[s] = true
+	}
+	return len(seen)
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -383,6 +420,7 @@ func sendAll(ctx context.Context, c chatConn, i, to int, begin time.Time, sched 
 		p := make([]byte, o.Size)
 		copy(p, payloadMagic[:])
 		binary.BigEndian.PutUint64(p[4:12], uint64(intended.UnixNano()))
+		binary.BigEndian.PutUint32(p[12:16], uint32(i))
 		id := uint64(i)<<32 | uint64(k)
 		st.sent.Add(1)
 		wg.Add(1)
@@ -500,6 +538,10 @@ func (r *ChatReport) Text() string {
 	b.WriteString(SummaryHeader + "\n")
 	b.WriteString(r.Ack.Row("send → ack") + "\n")
 	b.WriteString(r.Deliver.Row("send → deliver") + "\n")
+	if r.DeliverSameNode != nil {
+		b.WriteString(r.DeliverSameNode.Row("  same node") + "\n")
+		b.WriteString(r.DeliverCrossNode.Row("  across nodes") + "\n")
+	}
 	writeKinds(&b, r.ErrorKinds)
 	b.WriteString("latency is measured from each message's intended send time (open loop, no coordinated omission)\n")
 	return b.String()

@@ -281,7 +281,7 @@ func RunRawChat(ctx context.Context, o ChatOptions) (*ChatReport, error) {
 		}
 		conns = append(conns, c)
 	}
-	r, err := runChat(ctx, conns, pairs(o.Clients, newRand()), o, time.Since(start))
+	r, err := runChat(ctx, conns, pairs(o.Clients, newRand()), nil, o, time.Since(start))
 	if r != nil {
 		r.Target = "raw"
 	}

@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/magpie-im/magpie/endpoints"
+	"github.com/magpie-im/magpie/internal/servertest"
+	"github.com/magpie-im/magpie/server"
 )
 
 // The load tool's clients spread over a cluster's nodes (listed at one
@@ -28,5 +32,77 @@ func TestSpread(t *testing.T) {
 		if n := first[a]; n < 70 || n > 130 {
 			t.Errorf("%s first for %d of 300 keys, want about 100: %v", a, n, first)
 		}
+	}
+}
+
+// Against several nodes, deliveries are split by whether sender and
+// recipient were on the same node; each delivery lands in exactly one
+// part, the right one.
+func TestChatSplitsDeliveriesByNode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		node func(i int, peer []int) string
+		same bool // every message stays on one node
+	}{
+		{"each client its own node", func(i int, _ []int) string { return strconv.Itoa(i) }, false},
+		{"each pair on one node", func(i int, peer []int) string { return strconv.Itoa(min(i, peer[i])) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			relay, err := StartRawRelay("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer relay.Close()
+			o := chatOpts()
+			if err := o.setDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			var conns []chatConn
+			for i := range o.Clients {
+				c, err := dialRaw(ctx, relay.Addr(), uint32(i), o.Inflight)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			peer := pairs(o.Clients, newRand()) // an even number: pairs only
+			nodes := make([]string, o.Clients)
+			for i := range nodes {
+				nodes[i] = tc.node(i, peer)
+			}
+			r, err := runChat(ctx, conns, peer, nodes, o, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkChat(t, r)
+			if r.DeliverSameNode == nil || r.DeliverCrossNode == nil {
+				t.Fatal("no split by node")
+			}
+			want, other := r.DeliverCrossNode, r.DeliverSameNode
+			if tc.same {
+				want, other = other, want
+			}
+			if want.Count != r.Received || other.Count != 0 {
+				t.Errorf("same node %d, across nodes %d of %d deliveries", r.DeliverSameNode.Count, r.DeliverCrossNode.Count, r.Received)
+			}
+		})
+	}
+}
+
+// Against one node there is nothing to split.
+func TestChatOneNodeHasNoSplit(t *testing.T) {
+	s := servertest.Start(t, server.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o := chatOpts()
+	o.Duration = 200 * time.Millisecond
+	r, err := RunChat(ctx, s.Invite, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DeliverSameNode != nil || r.DeliverCrossNode != nil {
+		t.Errorf("split by node against one node: %+v, %+v", r.DeliverSameNode, r.DeliverCrossNode)
 	}
 }
