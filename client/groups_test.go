@@ -189,7 +189,9 @@ func TestGroupAdminsAndSettings(t *testing.T) {
 	s := startServer(t)
 	alice, _ := onlineUser(t, s.Invite, "alice", client.Options{})
 	bob, bsub := onlineUser(t, s.Invite, "bob", client.Options{})
-	carol, csub := onlineUser(t, s.Invite, "carol", client.Options{})
+	carol := newUser(t, s.Invite, "carol", client.Options{})
+	csub := subscribe(t, carol)
+	stopCarol := runOnline(t, carol)
 	ctx := testCtx(t)
 	g, err := alice.CreateGroup(ctx, "Board", []string{"bob", "carol"})
 	if err != nil {
@@ -221,9 +223,14 @@ func TestGroupAdminsAndSettings(t *testing.T) {
 	if _, err := carol.Send(ctx, g.Peer, "may I?"); !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("a member sending to an admins-only group: %v, want ErrForbidden", err)
 	}
+	// A second connection of carol's device takes over her engine's,
+	// which would dial back in at once and take it back: it stops first.
+	stopCarol()
 	conn := s.Dial(t, client.DeviceKeyForTest(carol))
-	defer conn.Close()
-	if _, err := conn.GroupSend(ctx, g.ID, clientconn.NewMessageID(), []byte("x"), false); !errors.Is(err, clientconn.ErrForbidden) {
+	_, err = conn.GroupSend(ctx, g.ID, clientconn.NewMessageID(), []byte("x"), false)
+	conn.Close()
+	runOnline(t, carol)
+	if !errors.Is(err, clientconn.ErrForbidden) {
 		t.Fatalf("the server took a member's message to an admins-only group: %v", err)
 	}
 	send(t, bob, g.Peer, "admins speaking")
@@ -335,7 +342,9 @@ func TestGroupSecrecyAcrossMembership(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)
 	alice, _ := onlineUser(t, s.Invite, "alice", client.Options{})
-	carol, csub := onlineUser(t, s.Invite, "carol", client.Options{})
+	carol := newUser(t, s.Invite, "carol", client.Options{})
+	csub := subscribe(t, carol)
+	stopCarol := runOnline(t, carol)
 	erin, _ := onlineUser(t, s.Invite, "erin", client.Options{})
 	// bob stays offline: his queue on the server is where the tests read
 	// the ciphertext everyone is sent.
@@ -399,6 +408,9 @@ func TestGroupSecrecyAcrossMembership(t *testing.T) {
 	if _, err := carol.Send(ctx, g.Peer, "let me back"); !errors.Is(err, client.ErrNotMember) {
 		t.Fatalf("a removed member sending: %v, want ErrNotMember", err)
 	}
+	// Her engine stops first: superseded by this connection, it would
+	// dial back in at once and take her device's place from it.
+	stopCarol()
 	conn := s.Dial(t, client.DeviceKeyForTest(carol))
 	defer conn.Close()
 	if _, err := conn.GroupSend(ctx, g.ID, clientconn.NewMessageID(), []byte("x"), false); !errors.Is(err, clientconn.ErrNotMember) {
@@ -481,9 +493,11 @@ func TestGroupRefusesForgedChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The head is the hash of the last change of the server's log.
+			stops[1]() // bob's engine: as carol's below
 			conn := s.Dial(t, client.DeviceKeyForTest(bob))
 			log, _, err := conn.GroupLog(ctx, g.ID, 0, nil)
 			conn.Close()
+			stops[1] = runOnline(top, bob)
 			if err != nil || len(log) != int(ag.Seq)+1 {
 				t.Fatalf("log: %d changes, %v", len(log), err)
 			}

@@ -66,7 +66,9 @@ type Inbound interface {
 	// PeerAttached supersedes d's connection here, if any, when the one d
 	// made on another node with handshake h replaces it
 	// (Handshake.Replaces: news of a stale or losing connection elsewhere,
-	// arriving late, must not close the current one here).
+	// arriving late, must not close the current one here) and does not
+	// come from the same dial (Handshake.Siblings: the client closes the
+	// one it does not keep).
 	PeerAttached(d store.DeviceAddr, h Handshake)
 	// PeerEphemeral hands e to to's devices here, except the sender.
 	PeerEphemeral(to string, e *Ephemeral) int
@@ -105,8 +107,11 @@ func (r *Router) PeerWake(user string, devices []uint32) {
 func (r *Router) PeerAttached(d store.DeviceAddr, h Handshake) {
 	r.mu.Lock()
 	s := r.online[d.User][d.Device]
-	if s != nil && !h.Replaces(s.hs) {
-		s = nil // the newer connection is this node's
+	if s != nil && (!h.Replaces(s.hs) || h.Siblings(s.hs)) {
+		// The newer connection is this node's; or the two came from one
+		// dial, and the client, which keeps the first that answered it
+		// (not the first done by two machines' clocks), closes the other.
+		s = nil
 	}
 	if s != nil {
 		r.remove(d)

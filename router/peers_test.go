@@ -253,6 +253,29 @@ func TestPeersLateWakeAfterALocalCommit(t *testing.T) {
 	}
 }
 
+// News of a connection that the device's current one here was dialed
+// together with (one dial, two nodes) never supersedes it, whatever the two
+// nodes' clocks say: the device closes the one it does not keep. News of
+// a later dial does.
+func TestPeerAttachedLeavesADialsSibling(t *testing.T) {
+	_, rs := cluster(t, 2, router.Config{Recheck: -1})
+	mb := newMailbox()
+	sub := rs[0].AttachAt(bob, mb, dial(at(0, 3), 7))
+	defer sub.Detach()
+	rs[0].PeerAttached(bob, dial(at(5, 6), 7)) // began after this one was done, by the clocks
+	rs[0].PeerAttached(bob, dial(at(1, 2), 7)) // done first, by the clocks
+	rs[0].PeerAttached(bob, dial(at(20, 21), 6))
+	if mb.superseded {
+		t.Fatal("news of a sibling or an earlier dial elsewhere closed the connection here")
+	}
+	send(t, rs[0], []byte("still here"))
+	mb.waitFor(t, sub, 1)
+	rs[0].PeerAttached(bob, dial(at(1, 2), 8))
+	if !mb.superseded {
+		t.Fatal("news of a later dial elsewhere left this one open")
+	}
+}
+
 // News of a device's connection on another node supersedes its connection
 // here only if that one replaces it (router.Handshake.Replaces): the news
 // of an older one, or of a dial's losing sibling, arriving late, leaves

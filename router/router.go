@@ -529,22 +529,57 @@ func (r *Router) Attach(d store.DeviceAddr, mb Mailbox) *Subscription {
 }
 
 // Handshake is when a connection's handshake began (the socket was
-// accepted) and when it was done, by the wall clock: what decides which
-// of a device's connections is its current one (Replaces).
-type Handshake struct{ Began, Done time.Time }
+// accepted) and when it was done, by the server's clock, and the client's
+// dial it came from: what decides which of a device's connections is its
+// current one (Replaces).
+type Handshake struct {
+	Began, Done time.Time
+	// Attempt is the client's stamp for the dial (wire.ClientHello's
+	// dial_attempt): equal for the connections one dial opened at once to
+	// several endpoints, greater for every later dial; 0 if not given.
+	Attempt uint64
+}
 
 // Replaces reports whether a connection with handshake h is the device's
-// current one rather than one with handshake cur. Of two connections
-// whose handshakes overlapped, the first done wins: a client dialing
-// several endpoints at once keeps the first that answers and closes the
-// others (clientconn.DialEndpoints), so the later one is on its way out.
-// Otherwise the later one wins: the device reconnected. Of two done at
-// the same instant, the one asking wins (Attach: the later call).
+// current one rather than one with handshake cur.
+//
+// The device knows the order of its own dials, whatever the servers'
+// clocks say, so of two dials stamped by the client less than
+// AttemptWindow apart the later one wins. Stamps further apart come from
+// dials the servers' clocks order well enough, and a client whose clock
+// was stepped back by more than that (between two runs of it) must not
+// lose to its own stale connection.
+// Otherwise (connections of one dial, or a client that does not stamp)
+// the servers' clocks decide. Of two connections whose handshakes
+// overlapped, the first done wins: a client dialing several endpoints at
+// once keeps the first that answers and closes the others
+// (clientconn.DialEndpoints), so the later one is on its way out. Of one
+// dial's connections, the first done always wins. Otherwise the later one
+// wins: the device reconnected. Of two done at the same instant, the one
+// asking wins (Attach: the later call).
 func (h Handshake) Replaces(cur Handshake) bool {
+	if h.Attempt != 0 && cur.Attempt != 0 {
+		d := int64(h.Attempt - cur.Attempt)
+		if d == 0 {
+			return h.Done.Before(cur.Done)
+		}
+		if d > -int64(AttemptWindow) && d < int64(AttemptWindow) {
+			return d > 0
+		}
+	}
 	if !h.Done.Before(cur.Done) {
 		return !h.Began.Before(cur.Done)
 	}
 	return cur.Began.Before(h.Done)
+}
+
+// AttemptWindow is how far apart two dials' stamps (Handshake.Attempt,
+// nanoseconds) may be for the stamps to order them.
+const AttemptWindow = time.Minute
+
+// Siblings reports whether h and cur come from one dial of the client.
+func (h Handshake) Siblings(cur Handshake) bool {
+	return h.Attempt != 0 && h.Attempt == cur.Attempt
 }
 
 // AttachAt is Attach for a connection with handshake h. If the device's

@@ -219,6 +219,12 @@ func at(began, done time.Duration) router.Handshake {
 	return router.Handshake{Began: base.Add(began), Done: base.Add(done)}
 }
 
+// dial is h stamped as coming from the client's dial attempt.
+func dial(h router.Handshake, attempt uint64) router.Handshake {
+	h.Attempt = attempt
+	return h
+}
+
 // Which of two connections of a device is its current one: the later of
 // two in a row, the first done of two dialed at once (the client keeps
 // that one and closes the other).
@@ -234,6 +240,18 @@ func TestHandshakeReplaces(t *testing.T) {
 		{"dialed at once, done first", at(0, 3), at(1, 4), true},
 		{"began as the other was done", at(3, 4), at(0, 3), true},
 		{"the same instant (Attach)", at(2, 2), at(2, 2), true},
+
+		// Stamped by the client: its order of its own dials decides,
+		// whatever the servers' clocks say.
+		{"a later dial, by clocks earlier", dial(at(0, 1), 2), dial(at(5, 6), 1), true},
+		{"an earlier dial, by clocks later", dial(at(5, 6), 1), dial(at(0, 1), 2), false},
+		{"one dial, done first though began after the other was done", dial(at(3, 4), 7), dial(at(0, 5), 7), true},
+		{"one dial, done later though began after the other was done", dial(at(3, 4), 7), dial(at(0, 3), 7), false},
+		{"one dial, the same instant", dial(at(2, 2), 7), dial(at(2, 2), 7), false},
+		{"dials too far apart: the clocks decide", dial(at(5, 6), 1), dial(at(0, 1), 1+uint64(router.AttemptWindow)), true},
+		{"dials just apart enough for the stamps", dial(at(5, 6), 1), dial(at(0, 1), uint64(router.AttemptWindow)), false},
+		{"only one stamped: the clocks decide", dial(at(5, 6), 0), dial(at(0, 1), 9), true},
+		{"only the other stamped: the clocks decide", dial(at(5, 6), 9), dial(at(0, 1), 0), true},
 	} {
 		if got := tc.h.Replaces(tc.cur); got != tc.replace {
 			t.Errorf("%s: Replaces = %v, want %v", tc.name, got, tc.replace)
@@ -252,6 +270,8 @@ func TestStaleConnectionAttachingLateIsSuperseded(t *testing.T) {
 	}{
 		{"older", at(5, 6), at(0, 1)},
 		{"dial sibling done later", at(0, 3), at(1, 4)},
+		{"stamped dial sibling done later", dial(at(0, 3), 7), dial(at(5, 6), 7)},
+		{"an earlier dial, by the clock later", dial(at(0, 1), 2), dial(at(5, 6), 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := setup(t, router.Config{})

@@ -97,7 +97,10 @@ func (s *Server) handshakeDone(c *conn) {
 	// Which of a device's connections is its current one is decided by
 	// when each handshake began and was done (router.Handshake.Replaces),
 	// whichever attaches last.
-	c.hs = router.Handshake{Began: c.accepted, Done: time.Now()}
+	// By the configured clock (Config.Now), so that tests can give nodes
+	// clocks that disagree, as machines' clocks do.
+	now := s.cfg.Now()
+	c.hs = router.Handshake{Began: now.Add(-time.Since(c.accepted)), Done: now}
 	s.mu.Unlock()
 }
 

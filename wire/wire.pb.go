@@ -284,7 +284,14 @@ type ClientHello struct {
 	MinVersion uint32 `protobuf:"varint,1,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
 	MaxVersion uint32 `protobuf:"varint,2,opt,name=max_version,json=maxVersion,proto3" json:"max_version,omitempty"`
 	// Free-form client software name and version, for operators' logs.
-	UserAgent     string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	UserAgent string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// Which dial of this device the connection comes from: the same for the
+	// connections one dial opens at once to several endpoints (the client
+	// keeps the first that answers and closes the others), greater for every
+	// later dial, by the device's own clock (Unix nanoseconds, kept
+	// increasing). The server keeps the connection of the latest dial as the
+	// device's current one; 0: not given (the server's clock decides).
+	DialAttempt   uint64 `protobuf:"varint,4,opt,name=dial_attempt,json=dialAttempt,proto3" json:"dial_attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +345,13 @@ func (x *ClientHello) GetUserAgent() string {
 		return x.UserAgent
 	}
 	return ""
+}
+
+func (x *ClientHello) GetDialAttempt() uint64 {
+	if x != nil {
+		return x.DialAttempt
+	}
+	return 0
 }
 
 // ServerHello is the server's payload in the second handshake message.
@@ -3819,14 +3833,15 @@ var File_wire_proto protoreflect.FileDescriptor
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"wire.proto\x12\x0emagpie.wire.v1\"n\n" +
+	"wire.proto\x12\x0emagpie.wire.v1\"\x91\x01\n" +
 	"\vClientHello\x12\x1f\n" +
 	"\vmin_version\x18\x01 \x01(\rR\n" +
 	"minVersion\x12\x1f\n" +
 	"\vmax_version\x18\x02 \x01(\rR\n" +
 	"maxVersion\x12\x1d\n" +
 	"\n" +
-	"user_agent\x18\x03 \x01(\tR\tuserAgent\"\xeb\x01\n" +
+	"user_agent\x18\x03 \x01(\tR\tuserAgent\x12!\n" +
+	"\fdial_attempt\x18\x04 \x01(\x04R\vdialAttempt\"\xeb\x01\n" +
 	"\vServerHello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12$\n" +
 	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\x125\n" +

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/magpie-im/magpie/cluster/natsbus"
 	"github.com/magpie-im/magpie/cluster/natstest"
 	"github.com/magpie-im/magpie/e2e/curve"
+	"github.com/magpie-im/magpie/endpoints"
 	"github.com/magpie-im/magpie/group"
 	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
@@ -22,6 +24,7 @@ import (
 	"github.com/magpie-im/magpie/server"
 	"github.com/magpie-im/magpie/store"
 	"github.com/magpie-im/magpie/store/pebblestore"
+	"github.com/magpie-im/magpie/transport"
 )
 
 // Several real Magpie servers in one process, each with its own router and
@@ -70,14 +73,22 @@ type node struct {
 
 func (c *testCluster) node(t *testing.T, name, natsURLs string) *node {
 	t.Helper()
+	return c.nodeWith(t, name, natsURLs, func(*server.Config) {})
+}
+
+// nodeWith is node with its server's Config changed by configure.
+func (c *testCluster) nodeWith(t *testing.T, name, natsURLs string, configure func(*server.Config)) *node {
+	t.Helper()
 	bus, err := natsbus.Connect(natsbus.Options{URLs: natsURLs, Node: name, Cluster: "e2e", ReconnectWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		Key: c.key, Store: c.st, Peers: bus, Recheck: time.Hour,
 		SignupBurst: 1000, MaxConnsPerNetwork: 100_000,
-	})
+	}
+	configure(&cfg)
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,6 +260,60 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	send(t, carol, "bob", "from carol on A")
 	expect(t, bob2, "from carol on A", prompt)
+}
+
+// A device that dials two nodes at once keeps the connection that answered
+// it first and closes the other. The nodes' clocks disagree (B's is an
+// hour ahead, then an hour behind): by them, the connection the device kept
+// may look like the one on its way out, and the other node's news of its
+// sibling closed it (the device stayed offline until it dialed again). Now
+// the device's own stamp of the dial says they are siblings, and neither
+// node closes either: the client closes the one it does not keep. Several
+// dials, so that each node's connection is the kept one in some.
+func TestClusterDialSiblingsKeepTheChosenOne(t *testing.T) {
+	for _, skew := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(fmt.Sprint("B ", skew), func(t *testing.T) {
+			ns := natstest.Start(t)
+			c := newCluster(t)
+			a := c.node(t, "A", ns.ClientURL())
+			b := c.nodeWith(t, "B", ns.ClientURL(), func(cfg *server.Config) {
+				cfg.Now = func() time.Time { return time.Now().Add(skew) }
+			})
+			alice := a.register(t, "alice")
+			bob := b.register(t, "bob")
+			bob.Close()
+			var eps []endpoints.Endpoint
+			for _, n := range []*node{a, b} {
+				eps = append(eps, endpoints.Endpoint{Transport: transport.TCP, Address: n.inv.Addrs[0], Priority: 100})
+			}
+			kept := map[string]int{}
+			for i := range 8 {
+				conn, e, err := clientconn.DialEndpoints(ctx(t), c.key.Public, eps, bob.key, clientconn.DialOptions{Stagger: time.Nanosecond})
+				if err != nil {
+					t.Fatal(err)
+				}
+				kept[e.Address]++
+				payload := fmt.Sprint("after dial ", i)
+				send(t, alice, "bob", payload)
+				// What the previous connection got but had not acked as it
+				// closed comes again.
+				for start := time.Now(); ; {
+					e := servertest.NextEnvelope(t, conn, wait)
+					if err := conn.Ack(e.Seq); err != nil {
+						t.Fatal(err)
+					}
+					if string(e.Payload) == payload {
+						break
+					}
+					if !strings.HasPrefix(string(e.Payload), "after dial ") || time.Since(start) > prompt {
+						t.Fatalf("dial %d: got %q after %v, want %q", i, e.Payload, time.Since(start), payload)
+					}
+				}
+				conn.Close()
+			}
+			t.Logf("kept A's connection %d times, B's %d", kept[a.inv.Addrs[0]], kept[b.inv.Addrs[0]])
+		})
+	}
 }
 
 // TestClusterSurvivesNATSFailure kills the NATS server that node A is

@@ -3,6 +3,7 @@ package natsbus
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/magpie-im/magpie/router"
@@ -95,7 +96,8 @@ func encodeAttached(node uint64, d store.DeviceAddr, h router.Handshake) []byte 
 	b := appendHeader(make([]byte, 0, 36+len(d.User)), kindAttached, node, d.User)
 	b = binary.AppendUvarint(b, uint64(d.Device))
 	b = binary.AppendVarint(b, h.Began.UnixNano())
-	return binary.AppendVarint(b, h.Done.UnixNano())
+	b = binary.AppendVarint(b, h.Done.UnixNano())
+	return binary.AppendUvarint(b, h.Attempt)
 }
 
 func encodeRecheck(node uint64) []byte { return appendHeader(nil, kindRecheck, node, "") }
@@ -276,6 +278,9 @@ func decode(data []byte) (*message, error) {
 		m.devices = []uint32{r.device()}
 		m.hs.Began = time.Unix(0, r.varint())
 		m.hs.Done = time.Unix(0, r.varint())
+		if len(r.b) > 0 { // absent from a node of an older version
+			m.hs.Attempt = r.uvarint(math.MaxUint64)
+		}
 	case kindEphemeral:
 		m.eph = r.ephemeral()
 	case kindPush:

@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"encoding/binary"
 	"reflect"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func sampleMessages() [][]byte {
 	keys, _ := encodePush(42, bob, router.Push{KeysLow: &store.KeyCounts{PreKeys: 3, KyberPreKeys: 1}})
 	return [][]byte{
 		encodeWake(42, "bob", []uint32{1, 2, 1 << 31}),
-		encodeAttached(42, bob, router.Handshake{Began: time.Unix(1700000000, 23456789), Done: time.Unix(1700000000, 123456789)}),
+		encodeAttached(42, bob, router.Handshake{Began: time.Unix(1700000000, 23456789), Done: time.Unix(1700000000, 123456789), Attempt: 1<<62 + 5}),
 		encodeEphemeral(42, "bob", e),
 		encodeEphemeral(42, "bob", &pd),
 		push, keys,
@@ -34,7 +35,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	alice := store.DeviceAddr{User: "alice", Device: 3}
 	want := []*message{
 		{kind: kindWake, node: 42, user: "bob", devices: []uint32{1, 2, 1 << 31}},
-		{kind: kindAttached, node: 42, user: "bob", devices: []uint32{2}, hs: router.Handshake{Began: time.Unix(1700000000, 23456789), Done: sent}},
+		{kind: kindAttached, node: 42, user: "bob", devices: []uint32{2}, hs: router.Handshake{Began: time.Unix(1700000000, 23456789), Done: sent, Attempt: 1<<62 + 5}},
 		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent}},
 		{kind: kindEphemeral, node: 42, user: "bob", eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payloads: map[uint32][]byte{1: []byte("one"), 7: {}}, Sent: sent}},
 		{kind: kindPush, node: 42, user: "bob", devices: []uint32{2}, eph: &router.Ephemeral{From: alice, ClientID: [16]byte{1, 2, 3}, Payload: []byte("typing"), Sent: sent, Group: [16]byte{9, 9}}},
@@ -46,7 +47,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d: %v", i, err)
 		}
-		if !m.hs.Began.Equal(want[i].hs.Began) || !m.hs.Done.Equal(want[i].hs.Done) {
+		if !m.hs.Began.Equal(want[i].hs.Began) || !m.hs.Done.Equal(want[i].hs.Done) || m.hs.Attempt != want[i].hs.Attempt {
 			t.Fatalf("%d: handshake %v, want %v", i, m.hs, want[i].hs)
 		}
 		m.hs = want[i].hs
@@ -59,8 +60,15 @@ func TestCodecRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(m, want[i]) {
 			t.Fatalf("%d: decoded %+v\nwant %+v", i, m, want[i])
 		}
-		// Every truncation, and trailing garbage, is refused.
+		// Every truncation, and trailing garbage, is refused; but for the
+		// one at the end of what an older node sends (no dial attempt).
 		for n := range len(data) {
+			if m.kind == kindAttached && n == len(data)-binary.PutUvarint(make([]byte, 10), want[i].hs.Attempt) {
+				if old, err := decode(data[:n]); err != nil || old.hs.Attempt != 0 || !old.hs.Done.Equal(sent) {
+					t.Fatalf("%d: an older node's attached message: %+v, %v", i, old, err)
+				}
+				continue
+			}
 			if _, err := decode(data[:n]); err == nil {
 				t.Fatalf("%d: decoded a message cut to %d of %d bytes", i, n, len(data))
 			}

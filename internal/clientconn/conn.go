@@ -271,7 +271,8 @@ func DialEndpoints(ctx context.Context, serverKey [32]byte, eps []endpoints.Endp
 	if len(eps) == 0 {
 		return nil, endpoints.Endpoint{}, errors.New("client: no server address known: ask for a new invite")
 	}
-	hello, err := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version, UserAgent: opts.UserAgent})
+	hello, err := proto.Marshal(&wire.ClientHello{MinVersion: wire.Version, MaxVersion: wire.Version, UserAgent: opts.UserAgent,
+		DialAttempt: dialAttempt(time.Now())})
 	if err != nil {
 		return nil, endpoints.Endpoint{}, err
 	}
@@ -336,6 +337,24 @@ func DialEndpoints(ctx context.Context, serverKey [32]byte, eps []endpoints.Endp
 				}
 			}(pending)
 			return nil, endpoints.Endpoint{}, ctx.Err()
+		}
+	}
+}
+
+// lastAttempt is the stamp of this process's latest dial (dialAttempt).
+var lastAttempt atomic.Uint64
+
+// dialAttempt stamps a dial for the server (wire.ClientHello's
+// dial_attempt; every connection of the dial carries the same stamp): the
+// wall clock at now in Unix nanoseconds, kept increasing within the process,
+// so that the clock stepped back cannot make a dial look older than an
+// earlier one of the same device.
+func dialAttempt(now time.Time) uint64 {
+	for {
+		last := lastAttempt.Load()
+		next := max(uint64(now.UnixNano()), last+1)
+		if lastAttempt.CompareAndSwap(last, next) {
+			return next
 		}
 	}
 }
