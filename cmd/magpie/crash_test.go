@@ -222,7 +222,6 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	g := startSending(t, senders)
 	acks, fails := &g.acks, &g.fails
 
-	type outage struct{ from, to time.Time }
 	var outages []outage
 	for cycle := range cycles {
 		waitCount(t, acks, acks.Load()+acksPerPhase, fmt.Sprintf("sends before kill %d", cycle+1))
@@ -238,79 +237,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// (the outbox retries them with the same id: never twice).
 	g.stopAndFlush(t)
 
-	acked := map[string]bool{}
-	attempted := map[string]bool{}
-	inFlight := 0 // calls under way when the server was killed
-	for _, s := range senders {
-		for _, r := range s.records {
-			attempted[r.text] = true
-			for _, o := range outages {
-				if r.start.Before(o.from) && r.end.After(o.from) {
-					inFlight++
-				}
-			}
-			if r.err == nil {
-				acked[r.text] = true
-			}
-			for i, o := range outages {
-				if r.err == nil && r.start.After(o.from) && r.end.Before(o.to) {
-					t.Errorf("%s was acknowledged during outage %d (server dead from %v to %v)", r.text, i+1, o.from.Format(time.StampMicro), o.to.Format(time.StampMicro))
-				}
-			}
-		}
-	}
-
-	got := map[string]int{}
-	inbox := mustRun(t, "--home", bob, "inbox", "--json")
-	for _, e := range messages(decodeLines[event](t, inbox.stdout)) {
-		got[e.Text]++
-		from, _, _ := strings.Cut(e.Text, "-")
-		if e.Peer != from {
-			t.Errorf("message %q claims to be from %q", e.Text, e.Peer)
-		}
-	}
-	lost, dup, phantom, unackedDelivered := 0, 0, 0, 0
-	for text := range attempted {
-		switch n := got[text]; {
-		case n == 0 && acked[text]:
-			lost++
-			t.Errorf("acknowledged message %q never arrived", text)
-		case n == 0:
-			lost++
-			t.Errorf("unacknowledged message %q is still missing after its outbox was flushed", text)
-		case n > 1:
-			dup++
-			t.Errorf("message %q arrived %d times", text, n)
-		case !acked[text]:
-			unackedDelivered++
-		}
-	}
-	for text := range got {
-		if !attempted[text] {
-			phantom++
-			t.Errorf("bob got %q, which nobody sent", text)
-		}
-	}
-	t.Logf("%d kill -9 cycles: %d sends attempted (%d in flight at a kill), %d acknowledged, %d failed; bob got %d distinct; lost %d, duplicated %d, phantom %d; unacknowledged but delivered: %d",
-		cycles, len(attempted), inFlight, len(acked), fails.Load(), len(got), lost, dup, phantom, unackedDelivered)
-
-	// bob's local history has each message once too.
-	var hist []struct {
-		Text string `json:"text"`
-	}
-	for _, s := range senders {
-		hist = append(hist, decodeLines[struct {
-			Text string `json:"text"`
-		}](t, mustRun(t, "--home", bob, "history", s.name, "--json", "--limit", "100000").stdout)...)
-	}
-	if len(hist) != len(got) {
-		t.Errorf("bob's history has %d messages, his inbox showed %d distinct", len(hist), len(got))
-	}
-
-	// Exactly once to the app: nothing new the second time.
-	if m := messages(decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)); len(m) != 0 {
-		t.Errorf("bob's second inbox delivered %d messages again, first: %+v", len(m), m[0])
-	}
+	checkDelivered(t, senders, bob, outages, fmt.Sprintf("%d kill -9 cycles", cycles), fails.Load())
 
 	// kill -9 under a running listen: it says it is offline, reconnects,
 	// says it is back, and goes on.
@@ -376,4 +303,90 @@ func waitEvent(t *testing.T, listen *proc, text string) {
 	if !ok {
 		t.Fatalf("listen did not print %q within %v:\n%s", text, eventTimeout, listen)
 	}
+}
+
+// outage is when the server, or the database under it, was down.
+type outage struct{ from, to time.Time }
+
+// checkDelivered checks, once the senders' outboxes are flushed
+// (stopAndFlush), that bob got every message they attempted exactly once,
+// acknowledged or not, and nothing else; that none was acknowledged
+// during an outage; and that his app is shown each once. It logs the
+// counts, under title.
+func checkDelivered(t *testing.T, senders []*sender, bob string, outages []outage, title string, fails int64) {
+	t.Helper()
+	acked := map[string]bool{}
+	attempted := map[string]bool{}
+	inFlight := 0 // calls under way when the server was killed
+	for _, s := range senders {
+		for _, r := range s.records {
+			attempted[r.text] = true
+			for _, o := range outages {
+				if r.start.Before(o.from) && r.end.After(o.from) {
+					inFlight++
+				}
+			}
+			if r.err == nil {
+				acked[r.text] = true
+			}
+			for i, o := range outages {
+				if r.err == nil && r.start.After(o.from) && r.end.Before(o.to) {
+					t.Errorf("%s was acknowledged during outage %d (server dead from %v to %v)", r.text, i+1, o.from.Format(time.StampMicro), o.to.Format(time.StampMicro))
+				}
+			}
+		}
+	}
+
+	got := map[string]int{}
+	inbox := mustRun(t, "--home", bob, "inbox", "--json")
+	for _, e := range messages(decodeLines[event](t, inbox.stdout)) {
+		got[e.Text]++
+		from, _, _ := strings.Cut(e.Text, "-")
+		if e.Peer != from {
+			t.Errorf("message %q claims to be from %q", e.Text, e.Peer)
+		}
+	}
+	lost, dup, phantom, unackedDelivered := 0, 0, 0, 0
+	for text := range attempted {
+		switch n := got[text]; {
+		case n == 0 && acked[text]:
+			lost++
+			t.Errorf("acknowledged message %q never arrived", text)
+		case n == 0:
+			lost++
+			t.Errorf("unacknowledged message %q is still missing after its outbox was flushed", text)
+		case n > 1:
+			dup++
+			t.Errorf("message %q arrived %d times", text, n)
+		case !acked[text]:
+			unackedDelivered++
+		}
+	}
+	for text := range got {
+		if !attempted[text] {
+			phantom++
+			t.Errorf("bob got %q, which nobody sent", text)
+		}
+	}
+	t.Logf("%s: %d sends attempted (%d in flight as an outage began), %d acknowledged, %d failed; bob got %d distinct; lost %d, duplicated %d, phantom %d; unacknowledged but delivered: %d",
+		title, len(attempted), inFlight, len(acked), fails, len(got), lost, dup, phantom, unackedDelivered)
+
+	// bob's local history has each message once too.
+	var hist []struct {
+		Text string `json:"text"`
+	}
+	for _, s := range senders {
+		hist = append(hist, decodeLines[struct {
+			Text string `json:"text"`
+		}](t, mustRun(t, "--home", bob, "history", s.name, "--json", "--limit", "100000").stdout)...)
+	}
+	if len(hist) != len(got) {
+		t.Errorf("bob's history has %d messages, his inbox showed %d distinct", len(hist), len(got))
+	}
+
+	// Exactly once to the app: nothing new the second time.
+	if m := messages(decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)); len(m) != 0 {
+		t.Errorf("bob's second inbox delivered %d messages again, first: %+v", len(m), m[0])
+	}
+
 }

@@ -191,7 +191,6 @@ func TestGroupCrashDeliversEveryMessageOnce(t *testing.T) {
 	}
 	t.Cleanup(stopSenders)
 
-	type outage struct{ from, to time.Time }
 	var outages []outage
 	for cycle := range cycles {
 		waitCount(t, &acks, acks.Load()+int64(acksPerPhase), fmt.Sprintf("group sends before kill %d", cycle+1))

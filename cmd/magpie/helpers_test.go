@@ -359,8 +359,14 @@ func startServeWith(t *testing.T, data string, extra []string, addrs ...string) 
 // retrying if the port was taken meanwhile.
 func serveOnFreePort(t *testing.T, data string) *server {
 	t.Helper()
+	return serveOnFreePortWith(t, data, nil)
+}
+
+// serveOnFreePortWith is serveOnFreePort with more flags for serve.
+func serveOnFreePortWith(t *testing.T, data string, args []string) *server {
+	t.Helper()
 	for range 5 {
-		s, err := startServe(t, data, freeAddr(t))
+		s, err := startServeWith(t, data, args, freeAddr(t))
 		if errors.Is(err, errAddrInUse) {
 			continue
 		}

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/magpie-im/magpie/internal/pgtest"
 )
@@ -13,21 +14,7 @@ import (
 func TestServePostgres(t *testing.T) {
 	// An empty database: serve creates the schema itself.
 	url := pgtest.NewDatabase(t, "cli", func(string) error { return nil })
-	var srv *server
-	for range 5 {
-		var err error
-		srv, err = startServeWith(t, t.TempDir(), []string{"--store", url}, freeAddr(t))
-		if errors.Is(err, errAddrInUse) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		break
-	}
-	if srv == nil {
-		t.Fatal("no free port after 5 tries")
-	}
+	srv := serveOnFreePortWith(t, t.TempDir(), []string{"--store", url})
 	if !strings.Contains(srv.stdout.String(), "accounts, queues, attachments and sign-up codes in PostgreSQL") || strings.Contains(srv.stdout.String(), url) {
 		t.Errorf("banner should name PostgreSQL without its URL:\n%s", srv.stdout)
 	}
@@ -45,5 +32,52 @@ func TestServePostgres(t *testing.T) {
 	defer srv.stop(t)
 	if m := messages(decodeLines[event](t, mustRun(t, "--home", bob, "inbox", "--json").stdout)); len(m) != 1 || m[0].Text != "kept" || m[0].Peer != "alice" {
 		t.Fatalf("bob's inbox after the restart: %+v, want alice's kept", m)
+	}
+}
+
+// TestPostgresCrashLosesNothingAcknowledged crashes the database under a
+// running server (an immediate shutdown: no checkpoint, recovery from the
+// WAL at restart) while four senders send to bob, twice. Meanwhile sends
+// fail with a temporary error and wait in the outboxes, and none is
+// acknowledged; the server stays up, and once the database is back every
+// message, acknowledged or not, reaches bob exactly once.
+func TestPostgresCrashLosesNothingAcknowledged(t *testing.T) {
+	const (
+		cycles       = 2
+		acksPerPhase = 40
+		// After the first refusal the database stays down a while longer,
+		// for the retries to be refused too. (Only the first message to
+		// bob is refused outright: his later ones wait behind it in each
+		// outbox, so their senders see nothing until the 20 s timeout.)
+		outageAfterRefusal = 1500 * time.Millisecond
+	)
+	db := pgtest.NewCluster(t, pgtest.Options{Fsync: true})
+	srv := serveOnFreePortWith(t, t.TempDir(), []string{"--store", db.URL()})
+	defer srv.stop(t)
+	bob := newUser(t, srv, "bob")
+	var senders []*sender
+	for _, name := range []string{"alice", "carol", "dave", "erin"} {
+		senders = append(senders, &sender{name: name, home: newUser(t, srv, name)})
+	}
+	g := startSending(t, senders)
+	var outages []outage
+	for cycle := range cycles {
+		waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, fmt.Sprintf("sends before crash %d", cycle+1))
+		failed := g.fails.Load() // before: refusals may come before Crash returns
+		db.Crash()
+		o := outage{from: time.Now()}
+		waitCount(t, &g.fails, failed+1, fmt.Sprintf("a refused send in outage %d", cycle+1))
+		time.Sleep(outageAfterRefusal)
+		o.to = time.Now()
+		outages = append(outages, o)
+		db.Start()
+	}
+	waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, "sends after the database came back")
+	g.stopAndFlush(t)
+	checkDelivered(t, senders, bob, outages, fmt.Sprintf("%d database crashes", cycles), g.fails.Load())
+	select {
+	case <-srv.done:
+		t.Fatalf("serve exited when its database went away:\n%s", srv.stderr)
+	default:
 	}
 }

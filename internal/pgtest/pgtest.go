@@ -43,6 +43,8 @@ var (
 
 type server struct {
 	dir   string
+	bin   string
+	cred  *syscall.Credential // the postgres user's, when this process is root
 	cmd   *exec.Cmd
 	fsync bool
 }
@@ -175,21 +177,29 @@ func setup(o Options) (string, error) {
 		}
 		return u, nil
 	}
-	bin := BinDir
-	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
-		p, err := exec.LookPath("initdb")
-		if err != nil {
-			return "", fmt.Errorf("%w: no %s/initdb and none on PATH", errNoBinaries, BinDir)
-		}
-		bin = filepath.Dir(p)
+	bin, err := binDir()
+	if err != nil {
+		return "", err
 	}
 	s, err := start(bin, o)
 	if err != nil {
 		return "", err
 	}
 	cluster = s
-	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
-		RawQuery: url.Values{"host": {s.dir}}.Encode()}).String(), nil
+	return s.url(), nil
+}
+
+// binDir is where PostgreSQL's programs are: BinDir, or initdb's
+// directory on PATH.
+func binDir() (string, error) {
+	if _, err := os.Stat(filepath.Join(BinDir, "initdb")); err == nil {
+		return BinDir, nil
+	}
+	p, err := exec.LookPath("initdb")
+	if err != nil {
+		return "", fmt.Errorf("%w: no %s/initdb and none on PATH", errNoBinaries, BinDir)
+	}
+	return filepath.Dir(p), nil
 }
 
 // start runs initdb and postgres in a new temporary directory.
@@ -198,7 +208,7 @@ func start(bin string, o Options) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cred *syscall.Credential
+	s := &server{dir: dir, bin: bin, fsync: o.Fsync}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -207,72 +217,87 @@ func start(bin string, o Options) (*server, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chown(dir, uid, gid); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
 	}
-	command := func(name string, args ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, name), args...)
-		cmd.Dir = dir // the test's directory may be closed to the postgres user
-		// Pdeathsig: a test binary that is killed takes the cluster with
-		// it (its backends exit when the postmaster goes).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-		return cmd
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := command("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+	if out, err := s.command("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
 		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	if err := s.launch(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// command is one of PostgreSQL's programs, run as the postgres user if
+// this process is root.
+func (s *server) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(s.bin, name), args...)
+	cmd.Dir = s.dir // the test's directory may be closed to the postgres user
+	// Pdeathsig: a test binary that is killed takes the cluster with
+	// it (its backends exit when the postmaster goes).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// url is the URL of the cluster's postgres database.
+func (s *server) url() string {
+	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
+		RawQuery: url.Values{"host": {s.dir}}.Encode()}).String()
+}
+
+// launch starts postgres on the cluster's data and waits until it takes
+// connections.
+func (s *server) launch() error {
 	fsync := "off"
-	if o.Fsync {
+	if s.fsync {
 		fsync = "on"
 	}
 	// fsync=off only for this throwaway cluster, which no test survives:
 	// the tests crash processes, not the machine, and the durability of
 	// a commit is PostgreSQL's own, not the store's. synchronous_commit
 	// stays on, as the store requires.
-	log, err := os.Create(filepath.Join(dir, "postgres.log"))
+	log, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+		return err
 	}
 	defer log.Close()
-	cmd := command("postgres", "-D", data, "-k", dir, "-c", "listen_addresses=",
+	cmd := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-k", s.dir, "-c", "listen_addresses=",
 		"-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("postgres: %w", err)
+		return fmt.Errorf("postgres: %w", err)
 	}
-	s := &server{dir: dir, cmd: cmd, fsync: o.Fsync}
-	u := (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/postgres",
-		RawQuery: url.Values{"host": {dir}}.Encode()}).String()
+	s.cmd = cmd
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, u)
+		conn, err := pgx.Connect(ctx, s.url())
 		cancel()
 		if err == nil {
 			conn.Close(context.Background())
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			logText, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			s.stop()
-			return nil, fmt.Errorf("postgres did not start: %w\n%s", err, logText)
+			logText, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+			s.halt(syscall.SIGINT)
+			return fmt.Errorf("postgres did not start: %w\n%s", err, logText)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// stop shuts the cluster down (fast: clients disconnected) and removes it.
-func (s *server) stop() error {
+// halt sends postgres sig (SIGINT: a fast shutdown; SIGQUIT: an
+// immediate one, as after a crash) and waits for it to exit.
+func (s *server) halt(sig syscall.Signal) error {
 	var errs []error
-	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := s.cmd.Process.Signal(sig); err != nil {
 		errs = append(errs, err)
 	}
 	done := make(chan error, 1)
@@ -284,6 +309,10 @@ func (s *server) stop() error {
 		<-done
 		errs = append(errs, errors.New("postgres did not stop in 30s; killed"))
 	}
-	errs = append(errs, os.RemoveAll(s.dir))
 	return errors.Join(errs...)
+}
+
+// stop shuts the cluster down (fast: clients disconnected) and removes it.
+func (s *server) stop() error {
+	return errors.Join(s.halt(syscall.SIGINT), os.RemoveAll(s.dir))
 }
