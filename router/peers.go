@@ -120,6 +120,10 @@ func (r *Router) PeerAttached(d store.DeviceAddr, h Handshake) {
 	if s != nil {
 		s.stop()
 		s.mb.Superseded()
+		// What this connection was pushed but had not acknowledged is
+		// the newer one's, which may have read its queue before: it must
+		// read again.
+		r.peers.Wake([]store.DeviceAddr{d})
 	}
 }
 

@@ -276,6 +276,48 @@ func TestPeerAttachedLeavesADialsSibling(t *testing.T) {
 	}
 }
 
+// A message committed on node A while the device is connected there goes
+// to that connection, and no wake crosses. If that connection then goes
+// without acknowledging it, the device's connection on node B, whose pump
+// has read its queue already, must get it (no periodic re-read here): when
+// A's connection was a dial's sibling that the device closes (one dial's
+// connections leave each other be), and when news of B's newer connection
+// supersedes it.
+func TestMessagesOfAClosedConnectionGoToTheOtherNode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    router.Handshake // bob's connection on B; on A: dial(at(0, 3), 7)
+	}{
+		{"a dial's sibling closed", dial(at(1, 4), 7)},
+		{"superseded by a newer dial", dial(at(5, 6), 8)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+			onA, onB := newMailbox(), newMailbox()
+			subA := rs[0].AttachAt(bob, onA, dial(at(0, 3), 7))
+			defer subA.Detach()
+			// A hears of B's connection only after the send.
+			hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Attached })
+			subB := rs[1].AttachAt(bob, onB, tc.b)
+			defer subB.Detach()
+			mustDrained(t, onB)
+			hub.SetDrop(nil)
+
+			send(t, rs[0], []byte("for bob"))
+			onA.waitFor(t, subA, 1)
+			if tc.b.Siblings(dial(at(0, 3), 7)) {
+				subA.Detach() // the device closes the one it did not keep
+			} else {
+				rs[0].PeerAttached(bob, tc.b)
+				if !onA.superseded {
+					t.Fatal("news of a newer dial on B left A's connection current")
+				}
+			}
+			onB.waitFor(t, subB, 1)
+		})
+	}
+}
+
 // News of a device's connection on another node supersedes its connection
 // here only if that one replaces it (router.Handshake.Replaces): the news
 // of an older one, or of a dial's losing sibling, arriving late, leaves

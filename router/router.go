@@ -669,15 +669,23 @@ func (s *Subscription) Ack(seqs []uint64) error {
 }
 
 // Detach stops pushing to this connection. Items pushed but not acknowledged
-// stay queued and are pushed again on the next connection.
+// stay queued and are pushed again on the next connection. With peers, the
+// other nodes are told to read the device's queue: the device may be
+// connected to one of them already (a sibling of this connection's dial, or
+// a newer connection whose news has not come), and nothing told that one
+// about what was committed here while this one was current.
 func (s *Subscription) Detach() {
 	s.stop()
 	r := s.r
 	r.mu.Lock()
-	if devs := r.online[s.dev.User]; devs[s.dev.Device] == s {
+	current := r.online[s.dev.User][s.dev.Device] == s
+	if current {
 		r.remove(s.dev)
 	}
 	r.mu.Unlock()
+	if current && r.peers != nil {
+		r.peers.Wake([]store.DeviceAddr{s.dev})
+	}
 }
 
 // remove takes d's subscription out of the online map; r.mu is held.
