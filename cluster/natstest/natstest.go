@@ -6,8 +6,10 @@ package natstest
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,13 +39,50 @@ func Restart(t testing.TB, s *server.Server) *server.Server {
 // random loopback ports, until the test ends.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	var srvs []*server.Server
+	return ClusterOpts(t, n, Options{})
+}
+
+// Options say how ClusterOpts's servers run.
+type Options struct {
+	// JetStream enables JetStream on every server, each with its own store
+	// directory that lasts as long as the test. ClusterOpts returns once
+	// a JetStream meta leader knows every server.
+	JetStream bool
+	// SyncAlways makes a JetStream server fsync its Raft log before it
+	// answers a write; without it, it fsyncs every 2 minutes (the
+	// server's default sync_interval), and an acknowledgement means "in
+	// the memory of a quorum".
+	SyncAlways bool
+}
+
+// ClusterOpts is Cluster with options.
+func ClusterOpts(t testing.TB, n int, opts Options) []*server.Server {
+	t.Helper()
+	var (
+		srvs   []*server.Server
+		routes []*url.URL
+		ports  = make([]int, n)
+	)
+	if opts.JetStream {
+		// A JetStream server refuses to start clustered without routes,
+		// so the first cannot wait to be joined: every server is given
+		// every server's route port (its own is ignored) before any runs.
+		for i := range ports {
+			ports[i] = freePort(t)
+			routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+		}
+	}
 	for i := range n {
 		o := &server.Options{
 			ServerName: fmt.Sprintf("nats%d", i+1),
 			Cluster:    server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: -1, PoolSize: -1},
+			Routes:     routes,
 		}
-		if i > 0 {
+		switch {
+		case opts.JetStream:
+			o.Cluster.Port = ports[i]
+			o.JetStream, o.StoreDir, o.SyncAlways = true, t.TempDir(), opts.SyncAlways
+		case i > 0:
 			// Each joins the first, and learns the others from it.
 			o.Routes = []*url.URL{{Scheme: "nats", Host: srvs[0].ClusterAddr().String()}}
 		}
@@ -58,7 +97,56 @@ func Cluster(t testing.TB, n int) []*server.Server {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// Stopped together: a JetStream server can take seconds to stop,
+	// stopping every Raft group it is in. (Stop again is a no-op.)
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, s := range srvs {
+			wg.Go(func() { Stop(s) })
+		}
+		wg.Wait()
+	})
+	for opts.JetStream && !jetStreamReady(srvs) {
+		if time.Now().After(deadline) {
+			t.Fatal("NATS cluster: JetStream not ready after 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return srvs
+}
+
+// jetStreamReady says whether one of srvs leads JetStream's meta group
+// and knows every server as a peer online (until then, creating a
+// replicated stream fails: "no suitable peers for placement").
+func jetStreamReady(srvs []*server.Server) bool {
+	for _, s := range srvs {
+		if !s.JetStreamIsLeader() {
+			continue
+		}
+		info, err := s.Jsz(nil)
+		if err != nil || info.Meta == nil {
+			return false
+		}
+		online := 0
+		for _, p := range info.Meta.Replicas {
+			if !p.Offline && p.Current {
+				online++
+			}
+		}
+		return online == len(srvs)-1
+	}
+	return false
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // URLs joins the servers' client URLs with commas, as natsbus takes them.

@@ -68,6 +68,18 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// ServerPID returns the process id of the postmaster of the cluster this
+// package started, or 0 if none runs (not yet, or MAGPIE_POSTGRES_URL's
+// server): benchmarks add its processes' CPU to their own.
+func ServerPID() int {
+	mu.Lock()
+	defer mu.Unlock()
+	if cluster == nil {
+		return 0
+	}
+	return cluster.cmd.Process.Pid
+}
+
 // Options say how a cluster of this package's own runs.
 type Options struct {
 	// Fsync keeps fsync on (benchmarks of the commit path); tests turn it
