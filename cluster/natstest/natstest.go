@@ -16,6 +16,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// readyWithin bounds the wait for servers to start and join: generous,
+// since a loaded CI box can take seconds to form a JetStream cluster (a
+// bound, not a verdict).
+const readyWithin = 30 * time.Second
+
 // Start runs one NATS server on a random loopback port until the test ends.
 func Start(t testing.TB) *server.Server {
 	t.Helper()
@@ -88,7 +93,7 @@ func ClusterOpts(t testing.TB, n int, opts Options) []*server.Server {
 		}
 		srvs = append(srvs, start(t, o))
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(readyWithin)
 	for _, s := range srvs {
 		for s.NumRoutes() < n-1 {
 			if time.Now().After(deadline) {
@@ -108,7 +113,7 @@ func ClusterOpts(t testing.TB, n int, opts Options) []*server.Server {
 	})
 	for opts.JetStream && !jetStreamReady(srvs) {
 		if time.Now().After(deadline) {
-			t.Fatal("NATS cluster: JetStream not ready after 10s")
+			t.Fatalf("NATS cluster: JetStream not ready after %v", readyWithin)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -176,8 +181,8 @@ func start(t testing.TB, o *server.Options) *server.Server {
 		t.Fatal(err)
 	}
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
+	if !s.ReadyForConnections(readyWithin) {
+		t.Fatalf("NATS server not ready after %v", readyWithin)
 	}
 	t.Cleanup(func() { Stop(s) })
 	return s
