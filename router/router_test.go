@@ -250,6 +250,7 @@ func TestHandshakeReplaces(t *testing.T) {
 		{"one dial, the same instant", dial(at(2, 2), 7), dial(at(2, 2), 7), false},
 		{"dials too far apart: the clocks decide", dial(at(5, 6), 1), dial(at(0, 1), 1+uint64(router.AttemptWindow)), true},
 		{"dials just apart enough for the stamps", dial(at(5, 6), 1), dial(at(0, 1), uint64(router.AttemptWindow)), false},
+		{"a later dial too far apart: the clocks decide", dial(at(0, 1), 1+uint64(router.AttemptWindow)), dial(at(5, 6), 1), false},
 		{"only one stamped: the clocks decide", dial(at(5, 6), 0), dial(at(0, 1), 9), true},
 		{"only the other stamped: the clocks decide", dial(at(5, 6), 9), dial(at(0, 1), 0), true},
 	} {
