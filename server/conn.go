@@ -30,7 +30,7 @@ type conn struct {
 	nc       net.Conn
 	lc       *link.Conn
 	accepted time.Time
-	hs       router.Handshake // when its handshake began (accepted) and was done (handshakeDone); the client's dial (hello)
+	hs       router.Handshake // when its handshake began (accepted) and was done (handshakeDone); the client's dial (hello); written under the server's mu
 	network  string           // source network (budgets, connection caps)
 	// unauthCounted: counted toward its network's cap (Server.admit);
 	// guarded by the server's mu.
@@ -164,7 +164,9 @@ func (c *conn) hello(peer [32]byte, payload []byte) (*wire.ServerHello, error) {
 		return reply, nil
 	}
 	reply.Version = wire.Version
+	c.s.mu.Lock()
 	c.hs.Attempt = ch.GetDialAttempt() // handshakeDone has set the rest
+	c.s.mu.Unlock()
 	dev, err := c.s.cfg.Store.DeviceByKey(context.Background(), peer)
 	switch {
 	case err == nil:
