@@ -52,14 +52,7 @@ func TestPostgresCrashLosesNothingAcknowledged(t *testing.T) {
 		outageAfterRefusal = 1500 * time.Millisecond
 	)
 	db := pgtest.NewCluster(t, pgtest.Options{Fsync: true})
-	srv := serveOnFreePortWith(t, t.TempDir(), []string{"--store", db.URL()})
-	defer srv.stop(t)
-	bob := newUser(t, srv, "bob")
-	var senders []*sender
-	for _, name := range []string{"alice", "carol", "dave", "erin"} {
-		senders = append(senders, &sender{name: name, home: newUser(t, srv, name)})
-	}
-	g := startSending(t, senders)
+	srv, bob, g := sendToBobOn(t, db.URL())
 	var outages []outage
 	for cycle := range cycles {
 		waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, fmt.Sprintf("sends before crash %d", cycle+1))
@@ -74,10 +67,47 @@ func TestPostgresCrashLosesNothingAcknowledged(t *testing.T) {
 	}
 	waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, "sends after the database came back")
 	g.stopAndFlush(t)
-	checkDelivered(t, senders, bob, outages, fmt.Sprintf("%d database crashes", cycles), g.fails.Load())
+	checkDelivered(t, g.senders, bob, outages, fmt.Sprintf("%d database crashes", cycles), g.fails.Load())
 	select {
 	case <-srv.done:
 		t.Fatalf("serve exited when its database went away:\n%s", srv.stderr)
 	default:
 	}
+}
+
+// TestPostgresFailoverLosesNothingAcknowledged loses the database's
+// machine under a running server: the primary is killed and its data
+// removed, and its synchronous standby is promoted (serve's --store names
+// both, with target_session_attrs=read-write). Every acknowledged message
+// was on the standby's disk before it was acknowledged, so every message,
+// acknowledged or not, reaches bob exactly once.
+func TestPostgresFailoverLosesNothingAcknowledged(t *testing.T) {
+	const acksPerPhase = 40
+	db := pgtest.NewReplicated(t, pgtest.Options{Fsync: true})
+	_, bob, g := sendToBobOn(t, db.URL())
+	waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, "sends before the primary is lost")
+	failed := g.fails.Load()
+	db.Primary.Lose()
+	o := outage{from: time.Now()}
+	waitCount(t, &g.fails, failed+1, "a refused send while there is no primary")
+	db.Standby.Promote()
+	o.to = time.Now()
+	waitCount(t, &g.acks, g.acks.Load()+acksPerPhase, "sends after the failover")
+	g.stopAndFlush(t)
+	checkDelivered(t, g.senders, bob, []outage{o}, "a failover", g.fails.Load())
+}
+
+// sendToBobOn starts serve on the database at storeURL (stopped when the
+// test ends), registers bob and four senders, and starts them sending to
+// bob; it returns the server, bob's home and the senders.
+func sendToBobOn(t *testing.T, storeURL string) (*server, string, *sending) {
+	t.Helper()
+	srv := serveOnFreePortWith(t, t.TempDir(), []string{"--store", storeURL})
+	t.Cleanup(func() { srv.stop(t) })
+	bob := newUser(t, srv, "bob")
+	var senders []*sender
+	for _, name := range []string{"alice", "carol", "dave", "erin"} {
+		senders = append(senders, &sender{name: name, home: newUser(t, srv, name)})
+	}
+	return srv, bob, startSending(t, senders)
 }

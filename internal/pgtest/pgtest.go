@@ -47,6 +47,7 @@ type server struct {
 	cred  *syscall.Credential // the postgres user's, when this process is root
 	cmd   *exec.Cmd
 	fsync bool
+	conf  []string // more postgres flags (-c name=value)
 }
 
 // Main runs the tests and then stops the cluster, if one was started, and
@@ -216,6 +217,24 @@ func binDir() (string, error) {
 
 // start runs initdb and postgres in a new temporary directory.
 func start(bin string, o Options) (*server, error) {
+	s, err := newServer(bin, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.initdb(); err != nil {
+		os.RemoveAll(s.dir)
+		return nil, err
+	}
+	if err := s.launch(); err != nil {
+		os.RemoveAll(s.dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer makes a new temporary directory for a cluster, owned by the
+// postgres user if this process is root.
+func newServer(bin string, o Options) (*server, error) {
 	dir, err := os.MkdirTemp("", "magpie-pg-")
 	if err != nil {
 		return nil, err
@@ -235,17 +254,20 @@ func start(bin string, o Options) (*server, error) {
 			return nil, err
 		}
 	}
-	if out, err := s.command("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
-	}
-	if err := s.launch(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
 	return s, nil
 }
+
+// initdb makes the cluster's data directory.
+func (s *server) initdb() error {
+	if out, err := s.command("initdb", "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// data is the cluster's data directory.
+func (s *server) data() string { return filepath.Join(s.dir, "data") }
 
 // command is one of PostgreSQL's programs, run as the postgres user if
 // this process is root.
@@ -280,8 +302,8 @@ func (s *server) launch() error {
 		return err
 	}
 	defer log.Close()
-	cmd := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-k", s.dir, "-c", "listen_addresses=",
-		"-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200")
+	cmd := s.command("postgres", append([]string{"-D", s.data(), "-k", s.dir, "-c", "listen_addresses=",
+		"-c", "fsync=" + fsync, "-c", "full_page_writes=" + fsync, "-c", "max_connections=200"}, s.conf...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("postgres: %w", err)
