@@ -36,10 +36,7 @@ func newCluster(t testing.TB, o Options, configure func(*server)) *Cluster {
 	t.Helper()
 	bin, err := binDir()
 	if err != nil {
-		if os.Getenv("MAGPIE_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("pgtest: %v, and MAGPIE_REQUIRE_POSTGRES=1", err)
-		}
-		t.Skipf("pgtest: %v (install postgresql-15)", err)
+		skipWithout(t, err, "install postgresql-15")
 	}
 	s, err := newServer(bin, o)
 	if err != nil {
@@ -59,12 +56,7 @@ func newCluster(t testing.TB, o Options, configure func(*server)) *Cluster {
 
 // cleanup stops the cluster if it runs and removes it.
 func (c *Cluster) cleanup() {
-	if c.s.cmd != nil && c.s.cmd.ProcessState == nil { // running
-		if err := c.s.halt(syscall.SIGINT); err != nil {
-			c.t.Errorf("pgtest: %v", err)
-		}
-	}
-	if err := os.RemoveAll(c.s.dir); err != nil {
+	if err := c.s.stop(); err != nil {
 		c.t.Errorf("pgtest: %v", err)
 	}
 }

@@ -107,10 +107,7 @@ func NewDatabaseOpts(t testing.TB, name string, prepare func(url string) error, 
 		admin, setupErr = setup(o)
 	}
 	if errors.Is(setupErr, errNoBinaries) {
-		if os.Getenv("MAGPIE_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("pgtest: %v, and MAGPIE_REQUIRE_POSTGRES=1", setupErr)
-		}
-		t.Skipf("pgtest: %v (set MAGPIE_POSTGRES_URL, or install postgresql-15)", setupErr)
+		skipWithout(t, setupErr, "set MAGPIE_POSTGRES_URL, or install postgresql-15")
 	}
 	if setupErr != nil {
 		t.Fatalf("pgtest: %v", setupErr)
@@ -346,7 +343,22 @@ func (s *server) halt(sig syscall.Signal) error {
 	return errors.Join(errs...)
 }
 
-// stop shuts the cluster down (fast: clients disconnected) and removes it.
+// skipWithout skips t for want of PostgreSQL's programs (err says what is
+// missing; hint, what to do), or fails it with MAGPIE_REQUIRE_POSTGRES=1.
+func skipWithout(t testing.TB, err error, hint string) {
+	t.Helper()
+	if os.Getenv("MAGPIE_REQUIRE_POSTGRES") == "1" {
+		t.Fatalf("pgtest: %v, and MAGPIE_REQUIRE_POSTGRES=1", err)
+	}
+	t.Skipf("pgtest: %v (%s)", err, hint)
+}
+
+// stop shuts the cluster down (fast: clients disconnected), if it runs, and
+// removes it.
 func (s *server) stop() error {
-	return errors.Join(s.halt(syscall.SIGINT), os.RemoveAll(s.dir))
+	var err error
+	if s.cmd != nil && s.cmd.ProcessState == nil { // running
+		err = s.halt(syscall.SIGINT)
+	}
+	return errors.Join(err, os.RemoveAll(s.dir))
 }
