@@ -52,8 +52,12 @@ func key(code []byte) string {
 // processes' (sign-ups are rare: one lock for every book is enough).
 var inProcess sync.Mutex
 
-// lockWait bounds the wait for another process's update.
-const lockWait = 5 * time.Second
+// lockWait bounds the wait for another process's update, and pause is
+// one wait between tries (variables for the tests).
+var (
+	lockWait = 5 * time.Second
+	pause    = func() { time.Sleep(10 * time.Millisecond) }
+)
 
 // update runs fn on the file's content under the lock and writes what fn
 // leaves when it returns true.
@@ -63,7 +67,7 @@ func (b Book) update(fn func(f *file) bool) error {
 	deadline := time.Now().Add(lockWait)
 	lock, err := flock.Lock(filepath.Join(b.Dir, lockName))
 	for errors.Is(err, flock.ErrLocked) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		pause()
 		lock, err = flock.Lock(filepath.Join(b.Dir, lockName))
 	}
 	if err != nil {

@@ -2,7 +2,9 @@ package pgcodes_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -70,5 +72,78 @@ func TestTableHoldsHashes(t *testing.T) {
 	}
 	if err := b.Close(); err == nil {
 		t.Error("a second Close succeeded")
+	}
+}
+
+// complaints is a slog handler that keeps the records of Warn and above.
+type complaints struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (c *complaints) Enabled(context.Context, slog.Level) bool { return true }
+func (c *complaints) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		c.mu.Lock()
+		c.records = append(c.records, r.Message)
+		c.mu.Unlock()
+	}
+	return nil
+}
+func (c *complaints) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *complaints) WithGroup(string) slog.Handler      { return c }
+
+// A used-up code leaves no row behind (the table does not grow with every
+// code ever made), a refund brings its row back, and none of it logs a
+// warning or an error.
+func TestUsedUpCodeLeavesNoRow(t *testing.T) {
+	url := pgtest.NewDatabase(t, "pgcodes", migrated)
+	logged := &complaints{}
+	b, err := pgcodes.Open(context.Background(), url, pgcodes.Options{Logger: slog.New(logged)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	db, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	rows := func() (n int) {
+		t.Helper()
+		if err := db.QueryRow(context.Background(), `SELECT count(*) FROM signup_codes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	code, err := b.Add(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := b.Take(code); !ok || err != nil {
+		t.Fatalf("first use: %v %v", ok, err)
+	}
+	if n := rows(); n != 1 {
+		t.Fatalf("after one use of two: %d rows, want 1", n)
+	}
+	refund, ok, err := b.Take(code)
+	if !ok || err != nil {
+		t.Fatalf("second use: %v %v", ok, err)
+	}
+	if n := rows(); n != 0 {
+		t.Fatalf("a used-up code: %d rows, want 0", n)
+	}
+	refund()
+	if n := rows(); n != 1 {
+		t.Fatalf("after a refund: %d rows, want 1", n)
+	}
+	if _, ok, err := b.Take(code); !ok || err != nil {
+		t.Fatalf("the refunded use: %v %v", ok, err)
+	}
+	logged.mu.Lock()
+	defer logged.mu.Unlock()
+	if len(logged.records) > 0 {
+		t.Fatalf("logged: %q", logged.records)
 	}
 }

@@ -67,6 +67,15 @@ func testSpentOnceEach(t *testing.T, b signupcodes.Codes) {
 			t.Fatalf("a code for %d accounts", uses)
 		}
 	}
+	// The bound is inclusive: a code for MaxUses accounts is made, and
+	// takes.
+	most, err := b.Add(signupcodes.MaxUses)
+	if err != nil {
+		t.Fatalf("a code for MaxUses (%d) accounts: %v", signupcodes.MaxUses, err)
+	}
+	if _, ok, err := b.Take(most); !ok || err != nil {
+		t.Fatalf("a code for MaxUses accounts: %v %v", ok, err)
+	}
 }
 
 // concurrentTakes spends a code of uses uses from takers goroutines at
