@@ -101,26 +101,9 @@ var _ router.Peers = (*Bus)(nil)
 
 // Connect connects to NATS and returns the node's bus.
 func Connect(o Options) (*Bus, error) {
-	if o.Cluster == "" {
-		o.Cluster = "magpie"
-	}
-	if !clusterName.MatchString(o.Cluster) {
-		return nil, fmt.Errorf("natsbus: cluster name %q: want 1 to 64 letters, digits, '-' or '_'", o.Cluster)
-	}
-	if o.Node == "" {
-		o.Node, _ = os.Hostname()
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.ReconnectWait == 0 {
-		o.ReconnectWait = time.Second
-	}
-	if o.Queue == 0 {
-		o.Queue = 16_384
-	}
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 5 * time.Second
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	var idb [8]byte
 	rand.Read(idb[:])
@@ -138,8 +121,53 @@ func Connect(o Options) (*Bus, error) {
 		subs:    map[string]*nats.Subscription{},
 		stop:    make(chan struct{}),
 	}
-	nc, err := nats.Connect(o.URLs,
-		nats.Name("magpie "+o.Node),
+	nc, err := nats.Connect(o.URLs, b.natsOptions(o)...)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: connecting to %s: %w", o.URLs, err)
+	}
+	b.nc = nc
+	if _, err := nc.ChanSubscribe(b.all, b.msgs); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsbus: subscribing: %w", err)
+	}
+	b.wg.Add(3)
+	go b.dispatchLoop()
+	go b.publishLoop()
+	go b.subLoop()
+	return b, nil
+}
+
+// withDefaults fills in the zero fields of o and checks the cluster name.
+func (o Options) withDefaults() (Options, error) {
+	if o.Cluster == "" {
+		o.Cluster = "magpie"
+	}
+	if !clusterName.MatchString(o.Cluster) {
+		return o, fmt.Errorf("natsbus: cluster name %q: want 1 to 64 letters, digits, '-' or '_'", o.Cluster)
+	}
+	if o.Node == "" {
+		o.Node, _ = os.Hostname()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReconnectWait == 0 {
+		o.ReconnectWait = time.Second
+	}
+	if o.Queue == 0 {
+		o.Queue = 16_384
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	return o, nil
+}
+
+// natsOptions are the NATS client's options for b, from o (defaults
+// filled in).
+func (b *Bus) natsOptions(o Options) []nats.Option {
+	return []nats.Option{
+		nats.Name("magpie " + o.Node),
 		nats.NoEcho(), // a node's own messages are not for it
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(o.ReconnectWait),
@@ -160,20 +188,7 @@ func Connect(o Options) (*Bus, error) {
 				b.recheck()
 			}
 		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("natsbus: connecting to %s: %w", o.URLs, err)
 	}
-	b.nc = nc
-	if _, err := nc.ChanSubscribe(b.all, b.msgs); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("natsbus: subscribing: %w", err)
-	}
-	b.wg.Add(3)
-	go b.dispatchLoop()
-	go b.publishLoop()
-	go b.subLoop()
-	return b, nil
 }
 
 // Node is this node's name.

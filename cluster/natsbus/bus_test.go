@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -209,5 +210,42 @@ func TestBusReconnectRechecks(t *testing.T) {
 		}
 		c.Wake([]store.DeviceAddr{{User: "bob", Device: 1}})
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// subscribedCheck is an Inbound that, when the bus wakes a user's local
+// devices after subscribing, asks the NATS server whether it has the
+// subscription yet.
+type subscribedCheck struct {
+	*recorder
+	ns         *server.Server
+	subject    string
+	subscribed chan bool
+}
+
+func (c *subscribedCheck) PeerWake(user string, devices []uint32) {
+	if devices == nil {
+		sz, err := c.ns.Subsz(&server.SubszOptions{Subscriptions: true, Test: c.subject})
+		c.subscribed <- err == nil && sz.Total > 0
+	}
+	c.recorder.PeerWake(user, devices)
+}
+
+// The wake after Listen comes only once the NATS server has the new
+// subscription: a device re-reads its queue then, so a wake another node
+// publishes after that re-read is not lost.
+func TestListenWakesOnceTheServerHasTheSubscription(t *testing.T) {
+	ns := natstest.Start(t)
+	b, rec := connect(t, ns.ClientURL(), "A")
+	check := &subscribedCheck{recorder: rec, ns: ns, subject: "magpie.test.u.bob", subscribed: make(chan bool, 1)}
+	b.Bind(check)
+	b.Listen("bob")
+	select {
+	case ok := <-check.subscribed:
+		if !ok {
+			t.Fatal("the bus woke bob's devices before the server had the subscription")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wake within 10s of Listen")
 	}
 }

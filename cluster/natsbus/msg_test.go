@@ -1,13 +1,16 @@
 package natsbus
 
 import (
+	"bytes"
 	"encoding/binary"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/magpie-im/magpie/router"
 	"github.com/magpie-im/magpie/store"
+	"github.com/magpie-im/magpie/username"
 )
 
 func sampleMessages() [][]byte {
@@ -142,4 +145,103 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded %+v, re-decoded %+v", m, m2)
 		}
 	})
+}
+
+// Usernames are safe in a subject exactly when they are 1 to MaxLen
+// letters, digits or underscores: every end of each range is in, and the
+// characters next to them are out.
+func TestSubjectSafe(t *testing.T) {
+	for _, u := range []string{"a", "z", "A", "Z", "0", "9", "_", "az_AZ09", strings.Repeat("z", username.MaxLen)} {
+		if !subjectSafe(u) {
+			t.Errorf("%q refused", u)
+		}
+	}
+	for _, u := range []string{"", "`", "{", "@", "[", "/", ":", "^", "a.b", "a*", "a>", "a b", "é", strings.Repeat("z", username.MaxLen+1)} {
+		if subjectSafe(u) {
+			t.Errorf("%q accepted", u)
+		}
+	}
+}
+
+// sized returns an ephemeral message of exactly n bytes (n well above
+// maxPayload), with per-device payloads.
+func sized(t *testing.T, n int) []byte {
+	t.Helper()
+	e := &router.Ephemeral{From: store.DeviceAddr{User: "alice", Device: 1}, Payloads: map[uint32][]byte{1: make([]byte, maxPayload), 2: nil}}
+	for k := n - maxPayload; k > 0; {
+		e.Payloads[2] = make([]byte, k)
+		data := encodeEphemeral(1, "bob", e)
+		if len(data) == n {
+			return data
+		}
+		k += n - len(data)
+	}
+	t.Fatalf("no message of %d bytes", n)
+	return nil
+}
+
+// Messages at each bound the decoder enforces decode to what was encoded;
+// one step past a bound is refused.
+func TestCodecAtItsBounds(t *testing.T) {
+	longest := strings.Repeat("u", username.MaxLen)
+	most := make([]uint32, maxDevices)
+	for i := range most {
+		most[i] = uint32(i)
+	}
+	most[0] = 1<<32 - 1
+	big := bytes.Repeat([]byte{'p'}, 1000)
+	perDevice := map[uint32][]byte{}
+	for d := range 64 {
+		perDevice[uint32(d)] = big
+	}
+	from := store.DeviceAddr{User: longest, Device: 1<<32 - 1}
+	push, _ := encodePush(1, from, router.Push{Ephemeral: &router.Ephemeral{From: from, Payload: big}})
+	for name, c := range map[string]struct {
+		data []byte
+		user string
+		n    int // devices, or payloads of a per-device ephemeral
+	}{
+		"longest user":           {encodeWake(1, longest, []uint32{7}), longest, 1},
+		"most devices":           {encodeWake(1, "bob", most), "bob", maxDevices},
+		"largest device":         {encodeAttached(1, from, router.Handshake{}), longest, 1},
+		"push of 1000 bytes":     {push, longest, 1},
+		"64 per-device payloads": {encodeEphemeral(1, longest, &router.Ephemeral{From: from, Payloads: perDevice}), longest, 64},
+		"largest message":        {sized(t, maxMessage), "bob", 2},
+	} {
+		m, err := decode(c.data)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		n := len(m.devices)
+		if m.eph != nil && m.eph.Payloads != nil {
+			n = len(m.eph.Payloads)
+		}
+		if m.user != c.user || n != c.n {
+			t.Errorf("%s: decoded for %q with %d, want %q with %d", name, m.user, n, c.user, c.n)
+		}
+		if m.kind == kindAttached && m.devices[0] != 1<<32-1 || m.kind == kindWake && len(m.devices) == maxDevices && m.devices[0] != 1<<32-1 {
+			t.Errorf("%s: device %d, want %d", name, m.devices[0], uint32(1<<32-1))
+		}
+		if m.eph != nil && m.eph.Payloads == nil && !bytes.Equal(m.eph.Payload, big) {
+			t.Errorf("%s: payload of %d bytes, want %d", name, len(m.eph.Payload), len(big))
+		}
+	}
+	device := func(d uint64) []byte { // an attached message for any device number
+		b := binary.AppendUvarint(appendHeader(nil, kindAttached, 1, "bob"), d)
+		return binary.AppendVarint(binary.AppendVarint(b, 0), 0)
+	}
+	if _, err := decode(device(1<<32 - 1)); err != nil {
+		t.Errorf("device 2³²-1: %v", err)
+	}
+	for name, data := range map[string][]byte{
+		"user too long":       encodeWake(1, longest+"u", []uint32{7}),
+		"one device too many": encodeWake(1, "bob", append(most, 1)),
+		"device 2³²":          device(1 << 32),
+		"one byte too large":  sized(t, maxMessage+1),
+	} {
+		if _, err := decode(data); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
 }
