@@ -223,13 +223,9 @@ func TestGroupAdminsAndSettings(t *testing.T) {
 	if _, err := carol.Send(ctx, g.Peer, "may I?"); !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("a member sending to an admins-only group: %v, want ErrForbidden", err)
 	}
-	// A second connection of carol's device takes over her engine's,
-	// which would dial back in at once and take it back: it stops first.
-	stopCarol()
-	conn := s.Dial(t, client.DeviceKeyForTest(carol))
-	_, err = conn.GroupSend(ctx, g.ID, clientconn.NewMessageID(), []byte("x"), false)
-	conn.Close()
-	runOnline(t, carol)
+	asDevice(t, s, carol, stopCarol, func(conn *clientconn.Conn) {
+		_, err = conn.GroupSend(ctx, g.ID, clientconn.NewMessageID(), []byte("x"), false)
+	})
 	if !errors.Is(err, clientconn.ErrForbidden) {
 		t.Fatalf("the server took a member's message to an admins-only group: %v", err)
 	}
@@ -493,27 +489,23 @@ func TestGroupRefusesForgedChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The head is the hash of the last change of the server's log.
-			stops[1]() // bob's engine: as carol's below
-			conn := s.Dial(t, client.DeviceKeyForTest(bob))
-			log, _, err := conn.GroupLog(ctx, g.ID, 0, nil)
-			conn.Close()
-			stops[1] = runOnline(top, bob)
+			var log [][]byte
+			stops[1] = asDevice(top, s, bob, stops[1], func(conn *clientconn.Conn) {
+				log, _, err = conn.GroupLog(ctx, g.ID, 0, nil)
+			})
 			if err != nil || len(log) != int(ag.Seq)+1 {
 				t.Fatalf("log: %d changes, %v", len(log), err)
 			}
 			forged := forge(t, ag, sha256.Sum256(log[len(log)-1]), tc.author, tc.key, &group.WireChange_Remove{Remove: &group.WireUser{User: "bob"}})
 
 			// Through the server: refused there, from carol's client and
-			// from a modified one (a second connection of carol's device
-			// would take over her engine's, so that stops first).
+			// from a modified one.
 			if err := carol.GroupRemove(ctx, g.ID, "bob"); !errors.Is(err, client.ErrNotMember) {
 				t.Fatalf("a removed admin removing someone: %v, want ErrNotMember", err)
 			}
-			stopCarol()
-			conn = s.Dial(t, client.DeviceKeyForTest(carol))
-			_, err = conn.GroupChange(ctx, g.ID, forged)
-			conn.Close()
-			stopCarol = runOnline(top, carol)
+			stopCarol = asDevice(top, s, carol, stopCarol, func(conn *clientconn.Conn) {
+				_, err = conn.GroupChange(ctx, g.ID, forged)
+			})
 			if !errors.Is(err, clientconn.ErrForbidden) {
 				t.Fatalf("the server took the forged change: %v", err)
 			}

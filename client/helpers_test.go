@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/magpie-im/magpie/client"
+	"github.com/magpie-im/magpie/internal/clientconn"
 	"github.com/magpie-im/magpie/internal/servertest"
 	"github.com/magpie-im/magpie/invite"
 )
@@ -84,6 +85,19 @@ func run(t testing.TB, c *client.Client) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// asDevice stops c's engine (stop), runs fn on a connection of c's own
+// device, and starts the engine again, returning its new stop. The engine
+// stops first because, superseded by the connection, it would dial back
+// in at once and take the device's place from it.
+func asDevice(t testing.TB, s *servertest.Server, c *client.Client, stop func(), fn func(*clientconn.Conn)) (restarted func()) {
+	t.Helper()
+	stop()
+	conn := s.Dial(t, client.DeviceKeyForTest(c))
+	fn(conn)
+	conn.Close()
+	return runOnline(t, c)
 }
 
 // runOnline runs c and waits until it is online.

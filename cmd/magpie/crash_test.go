@@ -225,9 +225,12 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	var outages []outage
 	for cycle := range cycles {
 		waitCount(t, acks, acks.Load()+acksPerPhase, fmt.Sprintf("sends before kill %d", cycle+1))
+		// Count from before the kill: a send refused in the moment
+		// after it is this outage's too.
+		failed := fails.Load()
 		srv.kill() // SIGKILL while every sender is sending
 		o := outage{from: time.Now()}
-		waitCount(t, fails, fails.Load()+failsPerOutage, fmt.Sprintf("failed sends in outage %d", cycle+1))
+		waitCount(t, fails, failed+failsPerOutage, fmt.Sprintf("failed sends in outage %d", cycle+1))
 		o.to = time.Now()
 		outages = append(outages, o)
 		srv = srv.restart(t)
