@@ -599,6 +599,37 @@ func TestUnacknowledgedSessionExpires(t *testing.T) {
 	}
 }
 
+// The age limit is libsignal's 30 days (consts.rs:25), written out here
+// rather than taken from maxUnacknowledgedAge: a session a day short of it
+// still sends PreKeySignalMessages, one a day past it does not. The day
+// either side is the margin for the clock read between setting the age and
+// Encrypt.
+func TestUnacknowledgedSessionSendsForThirtyDays(t *testing.T) {
+	const day = 24 * time.Hour
+	for _, c := range []struct {
+		age   time.Duration
+		sends bool
+	}{{29 * day, true}, {31 * day, false}} {
+		p := newPair(t, true)
+		s := p.aRec.current.clone()
+		pend := *s.pending
+		pend.created = time.Now().Add(-c.age).Unix()
+		s.pending = &pend
+		p.aRec.current = s
+		typ, ct, err := p.aRec.Encrypt(p.a.identity, []byte("late"), rand.Reader)
+		if !c.sends {
+			if !errors.Is(err, ErrNoSession) {
+				t.Errorf("Encrypt on an unacknowledged session %v old: %v, want ErrNoSession", c.age, err)
+			}
+			continue
+		}
+		if err != nil || typ != PreKeyMessage {
+			t.Fatalf("Encrypt on an unacknowledged session %v old: %v, %v", c.age, typ, err)
+		}
+		decrypt(t, p.b, &p.bRec, sealed{typ, ct, []byte("late")})
+	}
+}
+
 // The skipped-key cap counts the keys already kept: a jump onto a chain
 // that holds skipped keys keeps the newest MaxMessageKeys of old and new
 // together, dropping the oldest, and the keys it keeps still decrypt.
@@ -628,4 +659,61 @@ func TestSkippedKeyLimitCountsKeysAlreadyKept(t *testing.T) {
 	mustFail(t, p.b, &p.bRec, held[dropped-1].typ, held[dropped-1].ct, ErrDuplicateMessage)
 	decrypt(t, p.b, &p.bRec, held[dropped])
 	decrypt(t, p.b, &p.bRec, held[first-1])
+}
+
+// Archiving an unacknowledged session drops its pending pre-key message
+// (libsignal state/session.rs:754-766 does the same): an archived state is
+// never sent on again, and the record should not keep the Kyber
+// ciphertext and pre-key ids around. The state shared with an earlier copy
+// of the Record is left as it was, which is what keeps Decrypt
+// transactional.
+func TestArchivingDropsThePendingPreKeyMessage(t *testing.T) {
+	p := newPair(t, true)
+	before := p.aRec
+	p.aRec.ArchiveCurrentState()
+	if len(p.aRec.previous) != 1 || p.aRec.previous[0].pending != nil {
+		t.Fatal("the archived state keeps its pending pre-key message")
+	}
+	if before.current.pending == nil {
+		t.Fatal("archiving modified the state held by an earlier copy of the Record")
+	}
+	roundTrip(t, &p.aRec)
+	if p.aRec.previous[0].pending != nil {
+		t.Fatal("the archived state has a pending pre-key message after a round trip")
+	}
+	// The unarchived copy still sends PreKeySignalMessages, and its
+	// session works.
+	m := encrypt(t, p.a, &before, "from the copy")
+	if m.typ != PreKeyMessage {
+		t.Fatalf("the unarchived session sends %v, want prekey", m.typ)
+	}
+	decrypt(t, p.b, &p.bRec, m)
+}
+
+// With no current session, a WhisperMessage is tried against the archived
+// states only: one that none of them can decrypt is refused (not taken as
+// an empty plaintext) and leaves the record unchanged; a genuine one
+// decrypts and makes its state current.
+func TestArchivedOnlyRecordRefusesForgedMessage(t *testing.T) {
+	p := newPair(t, true)
+	decrypt(t, p.b, &p.bRec, encrypt(t, p.a, &p.aRec, "hi"))
+	decrypt(t, p.a, &p.aRec, encrypt(t, p.b, &p.bRec, "ack"))
+	m := encrypt(t, p.a, &p.aRec, "after archiving")
+	p.bRec.ArchiveCurrentState()
+	forged := bytes.Clone(m.ct)
+	forged[len(forged)-1] ^= 1
+	mustFail(t, p.b, &p.bRec, m.typ, forged, ErrInvalidMAC)
+	// A second archived state, which cannot decrypt it either.
+	carol := newDevice(t, "carol", 3333, 300, true)
+	var cRec Record
+	if err := cRec.InitiateFromBundle(carol.identity, carol.regID, p.b.bundle, rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	decrypt(t, p.b, &p.bRec, encrypt(t, carol, &cRec, "another session"))
+	p.bRec.ArchiveCurrentState()
+	mustFail(t, p.b, &p.bRec, m.typ, forged, ErrInvalidMAC)
+	decrypt(t, p.b, &p.bRec, m)
+	if !p.bRec.HasCurrentSession() {
+		t.Fatal("the archived state that decrypted was not made current")
+	}
 }

@@ -250,3 +250,124 @@ func FuzzUnmarshalRecord(f *testing.F) {
 		_, _, _ = r.Decrypt(id, 1, &device{}, WhisperMessage, append(encodeSignalMessage(4, curve.PublicKey{9}, 1, 0, make([]byte, 16)), make([]byte, macLen)...))
 	})
 }
+
+// previous_counter is the index of the last message sent on the sending
+// chain that a DH ratchet step replaces, or 0 if none was sent on it
+// (libsignal session_cipher.rs:720-726: max(index, 1) - 1). Magpie does
+// not read it, but libsignal clients see what Magpie writes.
+func TestPreviousCounterIsTheOldChainsLastIndex(t *testing.T) {
+	p := newPair(t, true)
+	prev := func(m sealed) uint32 {
+		t.Helper()
+		sm, err := parseMessageOfType(m.typ, m.ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sm.previousCounter
+	}
+	var fromA []sealed
+	for i := range 4 {
+		fromA = append(fromA, encrypt(t, p.a, &p.aRec, msg(i)))
+	}
+	if got := prev(fromA[3]); got != 0 {
+		t.Fatalf("Alice's first chain: previous_counter %d, want 0", got)
+	}
+	decrypt(t, p.b, &p.bRec, fromA[0])
+	// Bob had sent nothing on the chain his first ratchet step replaced.
+	var fromB []sealed
+	for i := range 3 {
+		fromB = append(fromB, encrypt(t, p.b, &p.bRec, msg(10+i)))
+	}
+	if got := prev(fromB[0]); got != 0 {
+		t.Fatalf("Bob, nothing sent before the step: previous_counter %d, want 0", got)
+	}
+	for _, m := range fromB {
+		decrypt(t, p.a, &p.aRec, m)
+	}
+	// Alice sent counters 0 to 3 on the chain she leaves.
+	m := encrypt(t, p.a, &p.aRec, "after Bob's replies")
+	if got := prev(m); got != 3 {
+		t.Fatalf("Alice after sending 4: previous_counter %d, want 3", got)
+	}
+	decrypt(t, p.b, &p.bRec, m)
+	// Bob sent counters 0 to 2.
+	if got := prev(encrypt(t, p.b, &p.bRec, "again")); got != 2 {
+		t.Fatalf("Bob after sending 3: previous_counter %d, want 2", got)
+	}
+}
+
+// The version rule of libsignal's decoders (protocol.rs:214-224): below 3
+// is refused as legacy before anything else, while a version-3 message is
+// decoded like a version-4 one (a malformed one is an invalid message, as
+// libsignal's InvalidProtobufEncoding) and refused as legacy only by the
+// session.
+func TestVersionThreeIsDecodedBeforeItIsRefused(t *testing.T) {
+	key := mustKeyPair(t).Public
+	good := append(encodeSignalMessage(4, key, 1, 0, make([]byte, 16)), make([]byte, macLen)...)
+	withVersion := func(b []byte, v byte) []byte { b = bytes.Clone(b); b[0] = v; return b }
+	malformed := append([]byte{0x44, 0x0a, 0x21}, make([]byte, macLen)...) // a ratchet key cut short
+	cases := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"version 3, well-formed", withVersion(good, 0x34), nil},
+		{"version 3, malformed", withVersion(malformed, 0x34), ErrInvalidMessage},
+		{"version 2, well-formed", withVersion(good, 0x24), ErrLegacyVersion},
+		{"version 2, malformed", withVersion(malformed, 0x24), ErrLegacyVersion},
+	}
+	for _, c := range cases {
+		m, err := parseSignalMessage(c.b)
+		if c.want == nil {
+			if err != nil || m.version != 3 {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, c.want) || (c.want == ErrInvalidMessage && errors.Is(err, ErrLegacyVersion)) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	// The session refuses the well-formed one as legacy.
+	p := newPair(t, true)
+	mustFail(t, p.b, &p.bRec, WhisperMessage, withVersion(good, 0x34), ErrLegacyVersion)
+}
+
+// pq_ratchet (field 5) is bytes: it is ignored when it is (Magpie does not
+// run SPQR; the MAC still covers it), and a message with it under another
+// wire type is malformed, as for prost.
+func TestPQRatchetFieldIsIgnoredButTyped(t *testing.T) {
+	key := mustKeyPair(t).Public
+	body := encodeSignalMessage(4, key, 7, 3, make([]byte, 16))
+	withMAC := func(b []byte) []byte { return append(b, make([]byte, macLen)...) }
+	asBytes := protowire.AppendBytes(protowire.AppendTag(bytes.Clone(body), smPQRatchet, protowire.BytesType), []byte("spqr"))
+	if m, err := parseSignalMessage(withMAC(asBytes)); err != nil || m.counter != 7 || string(m.pqRatchet) != "spqr" {
+		t.Fatalf("pq_ratchet as bytes: %+v, %v", m, err)
+	}
+	asVarint := protowire.AppendVarint(protowire.AppendTag(bytes.Clone(body), smPQRatchet, protowire.VarintType), 1)
+	if _, err := parseSignalMessage(withMAC(asVarint)); !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("pq_ratchet as a varint: %v, want ErrInvalidMessage", err)
+	}
+}
+
+// A PreKeySignalMessage carries a Kyber pre-key from version 4 on
+// (protocol.rs:383-453): a version-4 one with neither Kyber field is
+// malformed, while a version-3 one without them decodes and is refused as
+// legacy by the session.
+func TestKyberFieldsRequiredFromVersionFour(t *testing.T) {
+	key := mustKeyPair(t).Public
+	inner := append(encodeSignalMessage(4, key, 0, 0, make([]byte, 16)), make([]byte, macLen)...)
+	full := encodePreKeySignalMessage(4, 1, nil, 2, 3, []byte{8, 1}, key, key, inner)
+	noKyber := encodeWithout(t, encodeWithout(t, full, pkKyberPreKeyID), pkKyberCiphertext)
+	if _, err := parsePreKeySignalMessage(noKyber); !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("version 4 without Kyber: %v, want ErrInvalidMessage", err)
+	}
+	v3 := append([]byte{0x33}, noKyber[1:]...)
+	m, err := parsePreKeySignalMessage(v3)
+	if err != nil || m.version != 3 || m.hasKyber {
+		t.Fatalf("version 3 without Kyber: %+v, %v", m, err)
+	}
+	b := newDevice(t, "bob", 2, 200, true)
+	var rec Record
+	mustFail(t, b, &rec, PreKeyMessage, v3, ErrLegacyVersion)
+}
