@@ -243,6 +243,11 @@ func (c *Conn) armIdle() {
 	if by != 0 {
 		c.readBy.Store(by)
 		c.conn.SetReadDeadline(time.Unix(0, by))
+	} else if c.pongTimeout > 0 {
+		// No limit on this read, but the deadline of an answered ping
+		// (set by an earlier read or by sendControl) may still be armed.
+		c.readBy.Store(0)
+		c.conn.SetReadDeadline(time.Time{})
 	}
 }
 

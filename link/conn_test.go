@@ -449,3 +449,27 @@ func TestKeepaliveDelayIsDrawn(t *testing.T) {
 		t.Fatalf("mean delay %v, want about %v", mean, c.keepalive)
 	}
 }
+
+// With a pong timeout but no idle timeout, nothing limits a read once the
+// ping is answered: the deadline the ping set must not outlive it.
+func TestAnsweredPingLeavesNoDeadlineWithoutIdleTimeout(t *testing.T) {
+	cli, srv := linkPair(t, Config{PongTimeout: 20 * time.Millisecond}, Config{})
+	go srv.ReadMessage() // answers the ping; ends when the link closes
+	if !cli.sendControl(framePing) {
+		t.Fatal("ping not sent")
+	}
+	due := cli.pongDue.Load()
+	if m, err := cli.ReadFrame(); err != nil || m != nil {
+		t.Fatalf("pong: got %q, %v", m, err)
+	}
+	if err := srv.WriteMessage([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	// Let the ping's deadline pass (a read past it fails at once).
+	for now := time.Now().UnixNano(); now <= due; now = time.Now().UnixNano() {
+		time.Sleep(time.Duration(due - now + 1))
+	}
+	if m, err := cli.ReadMessage(); err != nil || string(m) != "after" {
+		t.Fatalf("read after an answered ping: %q, %v", m, err)
+	}
+}

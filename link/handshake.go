@@ -91,10 +91,13 @@ func client(conn net.Conn, key KeyPair, serverKey [32]byte, hello []byte, cfg Co
 	if n < ikMsg2Overhead || n > ikMsg2Overhead+cfg.MaxHelloSize {
 		return nil, nil, fmt.Errorf("link: handshake reply of %d bytes: %w", n, ErrInvalidHandshake)
 	}
-	body := (*bp)[:n] // first message is already sent; reuse the buffer
-	if cap(*bp) < n {
+	// The first message is already sent: reuse its buffer if the reply
+	// fits. (Slicing it to n first would panic on a longer reply.)
+	body := *bp
+	if cap(body) < n {
 		body = make([]byte, n)
 	}
+	body = body[:n]
 	if _, err := io.ReadFull(conn, body); err != nil {
 		return nil, nil, noAnswer(err)
 	}
