@@ -71,3 +71,21 @@ func (s *Subscription) Busy() bool {
 	defer s.mu.Unlock()
 	return s.running
 }
+
+// RecheckTicks are the periodic re-read's ticks, sent by a test.
+type RecheckTicks struct {
+	// Every is the period the router asked its ticker for.
+	Every chan time.Duration
+	// C is the ticks: the loop re-reads one slot of devices per tick, and
+	// takes the next tick only when that read has been started.
+	C chan time.Time
+}
+
+// WithRecheckTicks returns cfg with ticks as its periodic re-read's.
+func WithRecheckTicks(cfg Config, ticks *RecheckTicks) Config {
+	cfg.recheckTicker = func(d time.Duration) (<-chan time.Time, func()) {
+		ticks.Every <- d
+		return ticks.C, func() {}
+	}
+	return cfg
+}

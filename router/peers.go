@@ -155,13 +155,14 @@ const recheckSlots = 16
 // Config.Recheck, one slot at a time.
 func (r *Router) recheckLoop() {
 	defer r.sweep.Done()
-	t := time.NewTicker(max(r.cfg.Recheck/recheckSlots, time.Millisecond))
-	defer t.Stop()
+	every := max(r.cfg.Recheck/recheckSlots, time.Millisecond)
+	ticks, stop := r.cfg.recheckTicker(every)
+	defer stop()
 	for slot := uint32(0); ; slot = (slot + 1) % recheckSlots {
 		select {
 		case <-r.stop:
 			return
-		case <-t.C:
+		case <-ticks:
 			r.recheck(func(s *Subscription) bool { return s.slot == slot })
 		}
 	}

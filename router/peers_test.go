@@ -339,3 +339,67 @@ func TestPeerAttachedOnlyWhenItReplaces(t *testing.T) {
 		t.Fatal("news of a newer connection elsewhere left this one open")
 	}
 }
+
+// A wake for no device in particular (what the bus sends once it has a
+// user's subscription) reads every connected device of the user; a wake
+// for some devices reads only those.
+func TestPeerWakeForNoDeviceWakesThemAll(t *testing.T) {
+	hub, rs := cluster(t, 2, router.Config{Recheck: -1})
+	hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Wake })
+	mb := newMailbox()
+	sub := rs[0].Attach(bob, mb)
+	defer sub.Detach()
+	other := rs[0].Attach(store.DeviceAddr{User: "bob", Device: 2}, newMailbox())
+	defer other.Detach()
+	mustDrained(t, mb)
+	send(t, rs[1], []byte("woken")) // its own wake is dropped
+	rs[0].PeerWake("bob", []uint32{2})
+	waitIdle(t, sub, other)
+	if n := len(mb.messages()); n != 0 {
+		t.Fatalf("a wake for bob's device 2 pushed %d to device 1", n)
+	}
+	rs[0].PeerWake("bob", nil)
+	mb.waitFor(t, sub, 1)
+}
+
+// The periodic re-read asks for a tick every Recheck/16 and reads one
+// slot of devices per tick, the devices taking successive slots as they
+// attach: a device whose wake was lost is read at its slot's tick, not
+// before, and not later.
+func TestRecheckReadsOneSlotPerTick(t *testing.T) {
+	st := openStore(t)
+	hub := peertest.NewHub()
+	hub.SetDrop(func(m peertest.Msg) bool { return m.Kind == peertest.Wake })
+	ticks := &router.RecheckTicks{Every: make(chan time.Duration, 1), C: make(chan time.Time)}
+	a := router.New(router.WithRecheckTicks(router.Config{Store: st, Peers: hub.Node("A"), Recheck: 160 * time.Millisecond}, ticks))
+	t.Cleanup(a.Close)
+	b := router.New(router.Config{Store: st, Peers: hub.Node("B"), Recheck: -1})
+	t.Cleanup(b.Close)
+	if every := <-ticks.Every; every != 10*time.Millisecond {
+		t.Fatalf("a tick every %v, want Recheck/16 = 10ms", every)
+	}
+
+	// Slots 0, 1 and 2, in the order of attaching.
+	var subs []*router.Subscription
+	var mbs []*mailbox
+	for _, d := range []store.DeviceAddr{alice, {User: "bob", Device: 2}, bob} {
+		mb := newMailbox()
+		sub := a.Attach(d, mb)
+		defer sub.Detach()
+		mustDrained(t, mb)
+		subs, mbs = append(subs, sub), append(mbs, mb)
+	}
+	bobSub, bobMB := subs[2], mbs[2]
+	send(t, b, []byte("wake lost")) // alice → bob's device 1, committed on B
+
+	// Slot 0, then slot 1: the loop takes the second tick only once the
+	// first one's reads have begun.
+	ticks.C <- time.Time{}
+	ticks.C <- time.Time{}
+	waitIdle(t, subs...)
+	if n := len(bobMB.messages()); n != 0 {
+		t.Fatalf("bob's device (slot 2) was read at the tick of slot 0 or 1: %d pushed", n)
+	}
+	ticks.C <- time.Time{}
+	bobMB.waitFor(t, bobSub, 1)
+}

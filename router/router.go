@@ -97,6 +97,9 @@ type Config struct {
 	// that a test (export_test.go), not the scheduler, decides whether
 	// the router is under load and when a delay runs out.
 	commitClock commitClock
+	// recheckTicker, if set, starts the periodic re-read's ticker, so
+	// that a test sends the ticks (time.NewTicker otherwise).
+	recheckTicker func(d time.Duration) (ticks <-chan time.Time, stop func())
 }
 
 // commitClock is what the commit loop reads time from.
@@ -160,6 +163,35 @@ type op struct {
 
 // New starts a router's committer and expiry sweeper.
 func New(cfg Config) *Router {
+	cfg = cfg.withDefaults()
+	r := &Router{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ops:    make(chan op, cfg.MaxBatch),
+		done:   make(chan struct{}),
+		stop:   make(chan struct{}),
+		online: make(map[string]map[uint32]*Subscription),
+		peers:  cfg.Peers,
+	}
+	r.clock = cfg.commitClock
+	if r.clock == nil {
+		r.clock = newWallClock()
+	}
+	go r.commitLoop()
+	r.sweep.Add(1)
+	go r.sweepLoop()
+	if r.peers != nil {
+		r.peers.Bind(r)
+		if cfg.Recheck > 0 {
+			r.sweep.Add(1)
+			go r.recheckLoop()
+		}
+	}
+	return r
+}
+
+// withDefaults fills in the zero fields of cfg.
+func (cfg Config) withDefaults() Config {
 	if cfg.QueueLimit == 0 {
 		cfg.QueueLimit = 10_000
 	}
@@ -193,30 +225,13 @@ func New(cfg Config) *Router {
 	if cfg.Recheck == 0 {
 		cfg.Recheck = 10 * time.Second
 	}
-	r := &Router{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		ops:    make(chan op, cfg.MaxBatch),
-		done:   make(chan struct{}),
-		stop:   make(chan struct{}),
-		online: make(map[string]map[uint32]*Subscription),
-		peers:  cfg.Peers,
-	}
-	r.clock = cfg.commitClock
-	if r.clock == nil {
-		r.clock = newWallClock()
-	}
-	go r.commitLoop()
-	r.sweep.Add(1)
-	go r.sweepLoop()
-	if r.peers != nil {
-		r.peers.Bind(r)
-		if cfg.Recheck > 0 {
-			r.sweep.Add(1)
-			go r.recheckLoop()
+	if cfg.recheckTicker == nil {
+		cfg.recheckTicker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
 		}
 	}
-	return r
+	return cfg
 }
 
 // Close stops accepting work, commits what was already submitted, runs its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -823,7 +824,8 @@ func (f *failingStore) Commit(ctx context.Context, b *store.Batch) error {
 // again, the same sends are acknowledged and delivered.
 func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
 	fs := &failingStore{}
-	r := setup(t, router.Config{}, func(s store.Store) store.Store { fs.Store = s; return fs })
+	errs := &errorLog{}
+	r := setup(t, router.Config{Logger: slog.New(errs)}, func(s store.Store) store.Store { fs.Store = s; return fs })
 	mb := newMailbox()
 	sub := r.Attach(bob, mb)
 	defer sub.Detach()
@@ -855,6 +857,10 @@ func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
 	if got := mb.messages(); len(got) != 0 {
 		t.Fatalf("pushed %v from a failed commit", got)
 	}
+	// Each failed commit is logged for the operator; good ones are not.
+	if n := errs.count(); n != 2 {
+		t.Fatalf("%d errors logged for two failed commits", n)
+	}
 	fs.fail.Store(false)
 	if err := sendErr(1); err != nil {
 		t.Fatalf("the same send once the store works: %v", err)
@@ -863,4 +869,165 @@ func TestFailedCommitIsReportedNotDelivered(t *testing.T) {
 		t.Fatalf("the same group send once the store works: %v", err)
 	}
 	mb.waitFor(t, sub, 2)
+	if n := errs.count(); n != 2 {
+		t.Fatalf("%d errors logged after two good commits, want the 2 of the failed ones", n)
+	}
+}
+
+// errorLog is a slog handler that counts records of level Error.
+type errorLog struct{ n atomic.Int64 }
+
+func (e *errorLog) Enabled(context.Context, slog.Level) bool { return true }
+func (e *errorLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		e.n.Add(1)
+	}
+	return nil
+}
+func (e *errorLog) WithAttrs([]slog.Attr) slog.Handler { return e }
+func (e *errorLog) WithGroup(string) slog.Handler      { return e }
+func (e *errorLog) count() int64                       { return e.n.Load() }
+
+// The windows are exact: with Window pushes unacknowledged, or exactly
+// WindowBytes, the next push waits; an ack lets it go.
+func TestWindowBoundsAreExact(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  router.Config
+		size int
+	}{
+		{"count", router.Config{Window: 2}, 10},
+		{"bytes", router.Config{WindowBytes: 1000}, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := setup(t, tc.cfg)
+			mb := newMailbox()
+			sub := r.Attach(bob, mb)
+			defer sub.Detach()
+			for range 3 {
+				send(t, r, make([]byte, tc.size))
+			}
+			seqs := mb.waitFor(t, sub, 2)
+			waitIdle(t, sub)
+			if n := len(mb.messages()); n != 2 {
+				t.Fatalf("%d pushed with the window full, want 2", n)
+			}
+			if err := sub.Ack(seqs[:1]); err != nil {
+				t.Fatal(err)
+			}
+			mb.waitFor(t, sub, 3)
+		})
+	}
+}
+
+// pumpFirst is a store whose Commit, once it has committed, lets the
+// subscription's pump read and push what it committed before the
+// committer offers it: the order a busy router can see.
+type pumpFirst struct {
+	store.Store
+	sub atomic.Pointer[router.Subscription]
+	t   *testing.T
+}
+
+func (p *pumpFirst) Commit(ctx context.Context, b *store.Batch) error {
+	err := p.Store.Commit(ctx, b)
+	if sub := p.sub.Load(); sub != nil && err == nil && len(b.Enqueues) > 0 {
+		sub.Drain(1)
+		waitIdle(p.t, sub)
+	}
+	return err
+}
+
+// A message the pump has already pushed is not pushed again when the
+// committer offers it.
+func TestMessagePumpedBeforeItsOfferIsPushedOnce(t *testing.T) {
+	pf := &pumpFirst{t: t}
+	r := setup(t, router.Config{}, func(s store.Store) store.Store { pf.Store = s; return pf })
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	mustDrained(t, mb)
+	pf.sub.Store(sub)
+	send(t, r, []byte("once"))
+	waitIdle(t, sub)
+	if got := mb.messages(); len(got) != 1 {
+		t.Fatalf("pushed %v, want the message once", got)
+	}
+}
+
+// SendEphemeral counts the devices that took the envelope: every
+// connected device of the user but the sender's, only those with a
+// payload of their own when there are per-device payloads.
+func TestSendEphemeralCountsTheDevicesThatTookIt(t *testing.T) {
+	r := setup(t, router.Config{})
+	bob2 := store.DeviceAddr{User: "bob", Device: 2}
+	for _, d := range []store.DeviceAddr{bob, bob2} {
+		sub := r.Attach(d, newMailbox())
+		defer sub.Detach()
+	}
+	if n := r.SendEphemeral("bob", &router.Ephemeral{From: alice, Payload: []byte("typing")}); n != 2 {
+		t.Errorf("to both of bob's devices: %d, want 2", n)
+	}
+	if n := r.SendEphemeral("bob", &router.Ephemeral{From: bob, Payload: []byte("read")}); n != 1 {
+		t.Errorf("from bob's device 1 to his other: %d, want 1", n)
+	}
+	if n := r.SendEphemeral("bob", &router.Ephemeral{From: alice, Payloads: map[uint32][]byte{2: []byte("x"), 9: []byte("y")}}); n != 1 {
+		t.Errorf("per-device payloads for device 2 and an absent 9: %d, want 1", n)
+	}
+	if n := r.SendEphemeral("carol", &router.Ephemeral{From: alice, Payload: []byte("typing")}); n != 0 {
+		t.Errorf("to a user with no device connected: %d, want 0", n)
+	}
+}
+
+// Drained comes after the whole backlog, not after a read that filled the
+// window with more still queued.
+func TestDrainedComesAfterTheWholeBacklog(t *testing.T) {
+	r := setup(t, router.Config{Window: 4})
+	for range 6 {
+		send(t, r, []byte("queued"))
+	}
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	seqs := mb.waitFor(t, sub, 4)
+	waitIdle(t, sub)
+	if mb.drained() {
+		t.Fatal("Drained with 2 of 6 queued items not yet pushed")
+	}
+	if err := sub.Ack(seqs); err != nil {
+		t.Fatal(err)
+	}
+	mb.waitFor(t, sub, 6)
+	mustDrained(t, mb)
+}
+
+// A group change reaches the connected devices of the users it notifies
+// as it is committed; a refused one (it does not extend the head) reaches
+// nobody.
+func TestGroupChangeReachesConnectedDevices(t *testing.T) {
+	r := setup(t, router.Config{})
+	mb := newMailbox()
+	sub := r.Attach(bob, mb)
+	defer sub.Detach()
+	mustDrained(t, mb)
+	change := func(body string) *store.GroupChange {
+		gc := &store.GroupChange{From: alice, Group: [16]byte{7}, Change: []byte(body), State: []byte("state"), Notify: []string{"alice", "bob"}}
+		done := make(chan error, 1)
+		r.GroupChange(gc, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		return gc
+	}
+	if gc := change("create"); gc.Err != nil {
+		t.Fatal(gc.Err)
+	}
+	mb.waitFor(t, sub, 1)
+	if gc := change("create again"); !errors.Is(gc.Err, store.ErrConflict) {
+		t.Fatalf("a second creation: %v, want ErrConflict", gc.Err)
+	}
+	waitIdle(t, sub)
+	if n := len(mb.messages()); n != 1 {
+		t.Fatalf("%d pushed, want the one accepted change", n)
+	}
 }
