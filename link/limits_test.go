@@ -152,6 +152,15 @@ func TestFrameReadAfterPingSettlesIt(t *testing.T) {
 // still pull one in, or an unanswered ping is never noticed.
 func TestUnansweredPingWithoutIdleTimeout(t *testing.T) {
 	cli, _ := linkPair(t, Config{KeepaliveInterval: 50 * time.Millisecond, PongTimeout: 100 * time.Millisecond}, Config{})
+	if err := readError(t, cli); !errors.Is(err, ErrIdleTimeout) {
+		t.Fatalf("got %v, want ErrIdleTimeout", err)
+	}
+}
+
+// readError returns the error that ends cli's next read, failing t if the
+// read is still blocked after 30 s (a bound, not a verdict).
+func readError(t *testing.T, cli *Conn) error {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
 		_, err := cli.ReadMessage()
@@ -159,13 +168,12 @@ func TestUnansweredPingWithoutIdleTimeout(t *testing.T) {
 	}()
 	select {
 	case err := <-errc:
-		if !errors.Is(err, ErrIdleTimeout) {
-			t.Fatalf("got %v, want ErrIdleTimeout", err)
-		}
+		return err
 	case <-time.After(30 * time.Second):
 		cli.Close()
 		<-errc
-		t.Fatal("an unanswered ping went unnoticed for 30 s")
+		t.Fatal("the read was still blocked after 30 s")
+		return nil
 	}
 }
 
@@ -302,20 +310,8 @@ func TestReadAfterUnansweredPingKeepsTheEarlierDeadline(t *testing.T) {
 			if !cli.sendControl(framePing) {
 				t.Fatal("ping not sent")
 			}
-			errc := make(chan error, 1)
-			go func() {
-				_, err := cli.ReadMessage()
-				errc <- err
-			}()
-			select {
-			case err := <-errc:
-				if !errors.Is(err, ErrIdleTimeout) || !strings.Contains(err.Error(), tc.wantInError) {
-					t.Fatalf("got %v, want ErrIdleTimeout saying %q", err, tc.wantInError)
-				}
-			case <-time.After(30 * time.Second):
-				cli.Close()
-				<-errc
-				t.Fatal("the read was still blocked after 30 s")
+			if err := readError(t, cli); !errors.Is(err, ErrIdleTimeout) || !strings.Contains(err.Error(), tc.wantInError) {
+				t.Fatalf("got %v, want ErrIdleTimeout saying %q", err, tc.wantInError)
 			}
 		})
 	}
