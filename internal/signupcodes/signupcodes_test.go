@@ -33,27 +33,27 @@ func TestFileHoldsHashes(t *testing.T) {
 	}
 }
 
-// holdLock takes the book's lock as another process (magpie invite
-// --signup) would.
-func holdLock(t *testing.T, b signupcodes.Book) *os.File {
+// lockedBook returns a new book holding one code of one use, and its lock
+// taken as another process (magpie invite --signup) would take it.
+func lockedBook(t *testing.T) (signupcodes.Book, []byte, *os.File) {
 	t.Helper()
-	lock, err := flock.Lock(filepath.Join(b.Dir, "signup-codes.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lock.Close() })
-	return lock
-}
-
-// A Take while another process updates the file waits for it, and then
-// spends the use.
-func TestTakeWaitsForAnotherProcess(t *testing.T) {
 	b := signupcodes.Book{Dir: t.TempDir()}
 	code, err := b.Add(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lock := holdLock(t, b)
+	lock, err := flock.Lock(filepath.Join(b.Dir, "signup-codes.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	return b, code, lock
+}
+
+// A Take while another process updates the file waits for it, and then
+// spends the use.
+func TestTakeWaitsForAnotherProcess(t *testing.T) {
+	b, code, lock := lockedBook(t)
 	pauses := 0
 	// The other process finishes during Take's first pause (within the
 	// default wait).
@@ -76,12 +76,7 @@ func TestTakeWaitsForAnotherProcess(t *testing.T) {
 // A lock held past the wait fails the call with ErrLocked, and spends
 // nothing.
 func TestLockHeldTooLongFails(t *testing.T) {
-	b := signupcodes.Book{Dir: t.TempDir()}
-	code, err := b.Add(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock := holdLock(t, b)
+	b, code, lock := lockedBook(t)
 	signupcodes.SetLockWait(t, 20*time.Millisecond)
 	if _, ok, err := b.Take(code); ok || !errors.Is(err, flock.ErrLocked) {
 		t.Fatalf("Take under a held lock: %v %v, want ErrLocked", ok, err)
